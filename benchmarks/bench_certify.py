@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Quote + certificate latency on swtpm, and verification latency; with peers from tpm2-tools.
+
+    python benchmarks/bench_certify.py [--samples N] [--out docs/performance.md]
+
+Measured in one run, medians of N samples:
+- `seal`: statement from events, seal event (log fsync + PCR extend), quote, certificate — what
+  the agent does after the outputs are hashed — vs `tpm2_quote` (a process) on the same swtpm;
+- `Verifier.verify` as a library call (all checks, dev CA) vs `tpm2_checkquote` (a process that
+  checks only the quote signature and PCR digest), and `aicert verify` as a whole process.
+Writes the "## Certification and verification" section of docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aicert.digest import FileEntry, Manifest
+from aicert.trust import TrustStore
+from aicert.verify import Verifier
+from aicert_agent.local_run import ak_identity
+from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.recorder import RunRecorder, new_salt
+from aicert_agent.tpm.client import AK_PERSISTENT_HANDLE, Tpm
+from aicert_agent.tpm.devca import DevCA
+from aicert_agent.tpm.provision import dev_provision
+from aicert_agent.tpm.swtpm import Swtpm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_table, table, write_section
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "Certification and verification"
+
+
+def median_ms(fn: Callable[[], object], samples: int) -> float:
+    fn()  # warm up
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def manifest(tag: str, files: int) -> Manifest:
+    return Manifest.from_files(FileEntry(f"{tag}/{i:05}.bin", 1 << 20, f"{i:064x}") for i in range(files))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aicert-bench-"))
+    ca = DevCA.load_or_create(work / "ca")
+    trust = TrustStore.from_pem_file(work / "ca" / "dev-ca.pem")
+    with Swtpm(work / "tpm") as server:
+        with Tpm(server.spec) as tpm:
+            dev_provision(tpm, ca)
+            ak = ak_identity(tpm, ())
+            log = MeasurementLog(work / "m.log", 23)
+            certificates: list[dict[str, object]] = []
+
+            def one_run() -> None:
+                log.rebase(tpm)
+                recorder = RunRecorder(log, tpm, run_id=new_salt(), salt=new_salt())
+                recorder.begin(node="bench", name="bench", attempt=0, spec={"command": ["train"]})
+                recorder.input("data", manifest("data", 10_000))
+                recorder.output("model", manifest("model", 10_000))
+                start = time.perf_counter()
+                certificates.append(recorder.seal(assurance="dev", ak=ak))
+                seal_times.append(time.perf_counter() - start)
+
+            seal_times: list[float] = []
+            for _ in range(args.samples + 1):
+                one_run()
+            seal_ms = statistics.median(seal_times[1:]) * 1000
+        quote_cmd = [
+            "tpm2_quote",
+            "-T",
+            server.tcti,
+            "-c",
+            hex(AK_PERSISTENT_HANDLE),
+            "-l",
+            "sha256:0,1,2,3,4,5,6,7,23",
+            "-q",
+            "00" * 32,
+            "-m",
+            str(work / "m"),
+            "-s",
+            str(work / "s"),
+            "-o",
+            str(work / "p"),
+            "-g",
+            "sha256",
+        ]
+        tpm2_quote_ms = median_ms(
+            lambda: subprocess.run(quote_cmd, check=True, capture_output=True), args.samples
+        )
+
+    certificate = certificates[-1]
+    document = json.dumps(certificate).encode()
+    (work / "cert.json").write_bytes(document)
+    verifier = Verifier(trust)
+    verify_ms = median_ms(lambda: verifier.verify(document), args.samples)
+    cli = [
+        sys.executable,
+        "-m",
+        "aicert.cli",
+        "verify",
+        str(work / "cert.json"),
+        "--trust-bundle",
+        str(work / "ca" / "dev-ca.pem"),
+    ]
+    verify_process_ms = median_ms(
+        lambda: subprocess.run(cli, check=True, capture_output=True), max(5, args.samples // 3)
+    )
+    checkquote_ms = _checkquote_ms(work, certificate, args.samples)
+
+    rows = [
+        [
+            "seal: statement + seal event + quote + certificate (swtpm)",
+            f"{seal_ms:.1f}",
+            f"`tpm2_quote` process: {tpm2_quote_ms:.1f}",
+            f"{seal_ms / tpm2_quote_ms:.2f}",
+            "≤ 50 ms",
+        ],
+        [
+            "`Verifier.verify`, library call, all checks",
+            f"{verify_ms:.2f}",
+            f"`tpm2_checkquote` process: {checkquote_ms:.1f}",
+            f"{verify_ms / checkquote_ms:.2f}",
+            "≤ 20 ms",
+        ],
+        [
+            "`aicert verify`, whole process",
+            f"{verify_process_ms:.0f}",
+            f"`tpm2_checkquote` process: {checkquote_ms:.1f}",
+            f"{verify_process_ms / checkquote_ms:.1f}",
+            "—",
+        ],
+    ]
+    body = (
+        f"## {SECTION}\n\n"
+        f"`python benchmarks/bench_certify.py` — medians of {args.samples} samples. Each run has 10,000 input and "
+        f"10,000 output files in its manifests; the certificate is {len(document):,} bytes "
+        f"(the manifests stay out of it). Ratio = ours / peer, same run, same swtpm.\n\n"
+        + table(["what", "ours (ms)", "peer (ms)", "ratio", "target"], rows)
+        + "\n\n"
+        + machine_table()
+        + "\n"
+    )
+    write_section(args.out, SECTION, body)
+    print(body)
+    return 0
+
+
+def _checkquote_ms(work: Path, certificate: dict[str, object], samples: int) -> float:
+    import base64
+
+    from aicert.jcs import sha256_jcs
+    from aicert.tpm.pcrs import format_tpm2_tools_pcrs
+    from aicert_agent.tpm.client import Quote
+
+    evidence: dict[str, dict[str, object]] = certificate["evidence"]  # type: ignore[assignment]
+    quote_record: dict[str, str | dict[str, str]] = evidence["quote"]  # type: ignore[assignment]
+    pcrs: dict[str, str] = quote_record["pcrs"]  # type: ignore[assignment]
+    quote = Quote(
+        base64.b64decode(str(quote_record["attest"])),
+        base64.b64decode(str(quote_record["signature"])),
+        {int(k): bytes.fromhex(v) for k, v in pcrs.items()},
+    )
+    (work / "q.attest").write_bytes(quote.attest)
+    (work / "q.sig").write_bytes(quote.signature)
+    (work / "q.pcrs").write_bytes(format_tpm2_tools_pcrs(quote.pcr_values))
+    (work / "ak.pem").write_text(str(evidence["ak"]["public"]))  # type: ignore[index]
+    nonce = sha256_jcs(certificate["statement"]).hex()
+    cmd = [
+        "tpm2_checkquote",
+        "-u",
+        str(work / "ak.pem"),
+        "-m",
+        str(work / "q.attest"),
+        "-s",
+        str(work / "q.sig"),
+        "-f",
+        str(work / "q.pcrs"),
+        "-g",
+        "sha256",
+        "-q",
+        nonce,
+    ]
+    return median_ms(lambda: subprocess.run(cmd, check=True, capture_output=True), samples)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""`aicert-agent`: the node agent's command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aicert.certificate import DEFAULT_MEASUREMENT_PCR
+from aicert_agent.local_run import EXIT_REFUSED, EXIT_USAGE, LOG_FILE, LocalRun, execute
+
+DEFAULT_TPM = os.environ.get("AICERT_TPM", "device:/dev/tpmrm0")
+DEFAULT_STATE = Path(os.environ.get("AICERT_STATE_DIR", "/run/aicert"))
+
+
+def _named_dir(item: str) -> tuple[str, Path]:
+    name, sep, directory = item.partition("=")
+    if not sep or not name or not directory:
+        raise argparse.ArgumentTypeError(f"{item!r} is not NAME=DIR")
+    return name, Path(directory)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aicert-agent", description="Measure and certify training runs with a TPM."
+    )
+    parser.add_argument(
+        "--tpm", default=DEFAULT_TPM, help="device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE, help="where the measurement log lives"
+    )
+    parser.add_argument(
+        "--pcr", type=int, default=DEFAULT_MEASUREMENT_PCR, help="measurement PCR (sha256 bank)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="measure inputs, run a command, measure outputs, write a certificate")
+    run.add_argument("--inputs", type=_named_dir, nargs="+", default=[], metavar="NAME=DIR")
+    run.add_argument("--outputs", type=Path, required=True, metavar="DIR")
+    run.add_argument("--output-name", default="model")
+    run.add_argument("--name", default="local-run", help="the run's name in the certificate")
+    run.add_argument("--certificate", type=Path, default=Path("certificate.json"), metavar="FILE")
+    run.add_argument("--image-ref")
+    run.add_argument("--image-digest", metavar="sha256:HEX")
+    run.add_argument("--assurance", choices=["dev", "vtpm", "cvm"], default="dev")
+    run.add_argument(
+        "--ak-chain",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="CA certificates to ship after the AK certificate (repeatable)",
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD …")
+    run.set_defaults(func=_run)
+
+    provision = sub.add_parser(
+        "dev-provision", help="make a swtpm look like an Azure vTPM (dev CA, AK, NV cert)"
+    )
+    provision.add_argument("--ca-dir", type=Path, required=True)
+    provision.add_argument("--key-type", choices=["ecc", "rsa"], default="ecc")
+    provision.add_argument("--force", action="store_true", help="replace an existing AK and certificate")
+    provision.set_defaults(func=_provision)
+
+    rebase = sub.add_parser(
+        "rebase", help="start a new log epoch and reset the PCR (no run may be in flight)"
+    )
+    rebase.set_defaults(func=_rebase)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("aicert-agent run: give the training command after --", file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.image_ref) != bool(args.image_digest):
+        print("aicert-agent run: --image-ref and --image-digest go together", file=sys.stderr)
+        return EXIT_USAGE
+    names = [name for name, _ in args.inputs]
+    if len(set(names)) != len(names):
+        print("aicert-agent run: two --inputs have the same name", file=sys.stderr)
+        return EXIT_USAGE
+    return execute(
+        LocalRun(
+            tpm=args.tpm,
+            state_dir=args.state_dir,
+            inputs=dict(args.inputs),
+            outputs=args.outputs,
+            command=argv,
+            certificate=args.certificate,
+            name=args.name,
+            output_name=args.output_name,
+            image_ref=args.image_ref,
+            image_digest=args.image_digest,
+            assurance=args.assurance,
+            pcr=args.pcr,
+            extra_chain=tuple(args.ak_chain),
+        )
+    )
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from aicert_agent.tpm.client import Tpm
+    from aicert_agent.tpm.devca import DevCA
+    from aicert_agent.tpm.provision import dev_provision
+
+    ca = DevCA.load_or_create(args.ca_dir)
+    with Tpm(args.tpm) as tpm:
+        result = dev_provision(tpm, ca, key_type=args.key_type, force=args.force)
+    state = "created" if result.created_ak else "kept"
+    print(
+        f"AK {state} at {result.ak_handle:#x} ({result.key_type}); certificate from {args.ca_dir / 'dev-ca.pem'}"
+    )
+    return 0
+
+
+def _rebase(args: argparse.Namespace) -> int:
+    from aicert_agent.measurement_log import LogError, MeasurementLog
+    from aicert_agent.tpm.client import Tpm
+
+    try:
+        with Tpm(args.tpm) as tpm:
+            epoch = MeasurementLog(args.state_dir / LOG_FILE, args.pcr).rebase(tpm)
+    except LogError as exc:
+        print(f"aicert-agent rebase: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"new epoch {epoch}; PCR {args.pcr} reset")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

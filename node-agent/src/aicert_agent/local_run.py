@@ -1,0 +1,176 @@
+"""`aicert-agent run`: the original AICert use, without Kubernetes.
+
+Measure the inputs, run the training command, measure the outputs, check the inputs did not
+change, seal, quote, and write the certificate and manifests. One run at a time per state
+directory: the run owns the measurement PCR's epoch, so it re-bases the log when it starts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import JsonValue
+
+from aicert.certificate import Assurance
+from aicert.digest import DigestError, Manifest, hash_tree
+from aicert.trust.pem import load_pem_bundle
+from aicert_agent.measurement_log import LogError, MeasurementLog
+from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.tpm.client import Tpm, TpmError
+
+EXIT_OK, EXIT_COMMAND_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+MANIFEST_FILE = "manifest.json"
+LOG_FILE = "measurements.log"
+
+
+class RunRefused(Exception):
+    """No certificate: the message says why."""
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    tpm: str
+    state_dir: Path
+    inputs: dict[str, Path]
+    outputs: Path
+    command: list[str]
+    certificate: Path
+    name: str = "local-run"
+    output_name: str = "model"
+    image_ref: str | None = None
+    image_digest: str | None = None
+    assurance: Assurance = "dev"
+    pcr: int = 23
+    extra_chain: tuple[Path, ...] = field(default=())
+    node: str = field(default_factory=socket.gethostname)
+
+
+@contextmanager
+def exclusive_run(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "run.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunRefused(f"another `aicert-agent run` is using {state_dir}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ak_identity(tpm: Tpm, extra_chain: tuple[Path, ...]) -> AkIdentity:
+    leaf = x509.load_der_x509_certificate(tpm.ak_certificate_der())
+    chain = [leaf.public_bytes(Encoding.PEM).decode()]
+    for path in extra_chain:
+        chain += [c.public_bytes(Encoding.PEM).decode() for c in load_pem_bundle(path.read_bytes())]
+    return AkIdentity(tpm.ak_public_pem(), tuple(chain))
+
+
+def hash_dir(path: Path, what: str) -> Manifest:
+    try:
+        return hash_tree(path, exclude={MANIFEST_FILE})
+    except DigestError as exc:
+        raise RunRefused(f"cannot measure {what}: {exc}") from None
+
+
+def run_spec(run: LocalRun) -> dict[str, JsonValue]:
+    command: list[JsonValue] = [*run.command]
+    inputs: list[JsonValue] = [*sorted(run.inputs)]
+    spec: dict[str, JsonValue] = {
+        "command": command,
+        "inputs": inputs,
+        "output": run.output_name,
+    }
+    if run.image_ref:
+        spec["image"] = run.image_ref
+    return spec
+
+
+def execute(run: LocalRun) -> int:
+    """Run and certify; returns the process exit code. Messages go to stderr."""
+    try:
+        return _execute(run)
+    except RunRefused as exc:
+        print(f"aicert-agent run: refused, no certificate: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (LogError, SealError, TpmError) as exc:
+        print(f"aicert-agent run: refused, no certificate: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _execute(run: LocalRun) -> int:
+    for name, path in run.inputs.items():
+        if not path.is_dir():
+            raise RunRefused(f"input {name}: {path} is not a directory")
+    if (run.outputs / MANIFEST_FILE).exists():
+        raise RunRefused(
+            f"{run.outputs / MANIFEST_FILE} exists; aicert writes that file, start from an empty output"
+        )
+    try:
+        run.outputs.mkdir(parents=True, exist_ok=True)
+        run.certificate.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunRefused(f"cannot create {exc.filename}: {exc.strerror}") from None
+    with exclusive_run(run.state_dir), Tpm(run.tpm) as tpm:
+        ak = ak_identity(tpm, run.extra_chain)
+        log = MeasurementLog(run.state_dir / LOG_FILE, run.pcr)
+        log.rebase(tpm)
+        recorder = RunRecorder(log, tpm, run_id=uuid.uuid4().hex, salt=new_salt())
+        recorder.begin(node=run.node, name=run.name, attempt=0, spec=run_spec(run))
+        if run.image_ref and run.image_digest:
+            recorder.image(run.image_ref, run.image_digest)
+        inputs = {name: hash_dir(path, f"input {name}") for name, path in sorted(run.inputs.items())}
+        for name, manifest in inputs.items():
+            recorder.input(name, manifest)
+        print(
+            f"aicert-agent: measured {len(inputs)} input(s); running {' '.join(run.command)}", file=sys.stderr
+        )
+        code = subprocess.run(run.command, check=False).returncode
+        if code != 0:
+            print(f"aicert-agent run: the command exited with {code}; no certificate", file=sys.stderr)
+            return EXIT_COMMAND_FAILED
+        if (run.outputs / MANIFEST_FILE).exists():
+            raise RunRefused(f"the command wrote {run.outputs / MANIFEST_FILE}, a name aicert reserves")
+        output = hash_dir(run.outputs, "the outputs")
+        for name, before in inputs.items():
+            after = hash_dir(run.inputs[name], f"input {name}")
+            if after.root != before.root:
+                raise RunRefused(
+                    f"input {name} changed during training (root {before.root} became {after.root})"
+                )
+        recorder.output(run.output_name, output)
+        certificate = recorder.seal(assurance=run.assurance, ak=ak)
+    output.write(run.outputs / MANIFEST_FILE)
+    for name, manifest in inputs.items():
+        manifest.write(run.certificate.parent / f"input-{name}.manifest.json")
+    write_json_atomic(run.certificate, certificate)
+    print(
+        f"aicert-agent: certified {run.output_name} sha256 {output.root} ({output.file_count} files) -> {run.certificate}",
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -1,0 +1,244 @@
+"""The node's append-only measurement log and its PCR.
+
+The log is written ahead of the PCR: an entry is fsync'd to the log, then extended. So after a
+crash at any point the log is either in step with the PCR or exactly one entry ahead, and
+`recovery_action` (pure) decides how to get back in step without losing or repeating a
+measurement. Anything else means something other than this agent touched the PCR, or the log
+was lost: the agent refuses to certify until the log is re-based.
+
+File format (JSON lines): a header `{"epoch", "pcr", "bank", "created"}`, then one entry a line
+`{"seq", "digest", "type", "run", "content"}` with `digest = sha256(JCS(content))`. Re-basing
+writes a new file with a new epoch (atomic rename) and then resets the PCR.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import JsonValue
+
+from aicert.certificate import REDACTED
+from aicert.events import event_digest
+from aicert.tpm.pcrs import SHA256_ZERO, replay
+
+
+class LogError(Exception):
+    """The log cannot be used to certify; the message says why and what to do."""
+
+
+class PcrDevice(Protocol):
+    def pcr_read(self, indices: Sequence[int]) -> dict[int, bytes]: ...
+    def pcr_extend(self, index: int, digest: bytes) -> None: ...
+    def pcr_reset(self, index: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    digest: bytes
+    type: str
+    run: str
+    content: dict[str, JsonValue]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "digest": self.digest.hex(),
+            "type": self.type,
+            "run": self.run,
+            "content": self.content,
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        return {"seq": self.seq, "digest": self.digest.hex(), "type": REDACTED}
+
+
+class Recovery(enum.Enum):
+    IN_STEP = "in-step"
+    COMPLETE_LAST_EXTEND = "complete-last-extend"  # crashed between fsync and extend
+    RESET_EMPTY_EPOCH = "reset-empty-epoch"  # crashed between writing a new epoch and resetting
+    MISMATCH = "mismatch"
+
+
+def recovery_action(digests: Sequence[bytes], pcr_value: bytes) -> Recovery:
+    if replay(digests) == pcr_value:
+        return Recovery.IN_STEP
+    if digests and replay(digests[:-1]) == pcr_value:
+        return Recovery.COMPLETE_LAST_EXTEND
+    if not digests:
+        return Recovery.RESET_EMPTY_EPOCH
+    return Recovery.MISMATCH
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MeasurementLog:
+    """One node's log for one PCR. Safe across threads and processes (flock)."""
+
+    def __init__(self, path: Path, pcr: int) -> None:
+        if pcr in (8, 14) or not 0 <= pcr <= 23:
+            raise LogError(f"PCR {pcr} cannot be the measurement PCR; use a resettable one such as 23")
+        self.path = path
+        self.pcr = pcr
+        self._lock = threading.RLock()
+        self._depth = 0  # re-entry by the thread holding _lock: flock is taken once
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive use of the log and its PCR, across threads and processes; re-entrant."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _read(self) -> tuple[dict[str, Any] | None, list[Entry], int]:
+        """Header, entries, and the byte length of the valid prefix (a torn last line is dropped)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, [], 0
+        lines = data.split(b"\n")
+        valid = 0
+        header: dict[str, Any] | None = None
+        entries: list[Entry] = []
+        for index, line in enumerate(lines):
+            complete = index < len(lines) - 1  # the text after the last newline was never finished
+            if not line or not complete:
+                break
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise LogError(f"{self.path}: line {index + 1} is damaged; re-base the log") from None
+            if header is None:
+                header = obj
+            else:
+                entry = Entry(
+                    obj["seq"], bytes.fromhex(obj["digest"]), obj["type"], obj["run"], obj["content"]
+                )
+                if entry.seq != len(entries) or event_digest(entry.content) != entry.digest:
+                    raise LogError(f"{self.path}: entry {len(entries)} is inconsistent; re-base the log")
+                entries.append(entry)
+            valid += len(line) + 1
+        return header, entries, valid
+
+    def entries(self) -> list[Entry]:
+        with self.locked():
+            return self._read()[1]
+
+    @property
+    def epoch(self) -> str | None:
+        header = self._read()[0]
+        return None if header is None else str(header["epoch"])
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write_new_epoch(self) -> str:
+        epoch = uuid.uuid4().hex
+        header = {"epoch": epoch, "pcr": self.pcr, "bank": "sha256"}
+        tmp = self.path.with_name(self.path.name + ".new")
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        return epoch
+
+    def recover(self, tpm: PcrDevice) -> Recovery:
+        """Bring log and PCR in step after a restart; LogError when they cannot be."""
+        with self.locked():
+            header, entries, valid = self._read()
+            if header is None:
+                self._write_new_epoch()
+                header, entries, valid = self._read()
+            elif header.get("pcr") != self.pcr:
+                raise LogError(f"{self.path} is a log for PCR {header.get('pcr')}, not PCR {self.pcr}")
+            with open(self.path, "r+b") as f:  # drop a torn last line: it was never extended
+                if os.fstat(f.fileno()).st_size != valid:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+            value = tpm.pcr_read([self.pcr])[self.pcr]
+            digests = [e.digest for e in entries]
+            action = recovery_action(digests, value)
+            if action is Recovery.COMPLETE_LAST_EXTEND:
+                tpm.pcr_extend(self.pcr, digests[-1])
+            elif action is Recovery.RESET_EMPTY_EPOCH:
+                tpm.pcr_reset(self.pcr)
+            elif action is Recovery.MISMATCH:
+                raise LogError(
+                    f"PCR {self.pcr} is {value.hex()} but the log {self.path} replays to {replay(digests).hex()}: "
+                    "something other than the agent extended the PCR, or the log is not this boot's. "
+                    "Certificates are refused until the log is re-based (`aicert-agent rebase`) with no run in flight."
+                )
+            return action
+
+    def rebase(self, tpm: PcrDevice) -> str:
+        """Start a new epoch: a fresh log, then a reset PCR. Only when no run is in flight."""
+        with self.locked():
+            epoch = self._write_new_epoch()
+            tpm.pcr_reset(self.pcr)
+            if tpm.pcr_read([self.pcr])[self.pcr] != SHA256_ZERO:
+                raise LogError(f"PCR {self.pcr} did not reset; it cannot serve as the measurement PCR")
+            return epoch
+
+    def append(self, tpm: PcrDevice, run: str, content: Mapping[str, JsonValue]) -> Entry:
+        """Log (fsync) then extend one measurement; returns the entry."""
+        body = dict(content)
+        kind = body.get("type")
+        if not isinstance(kind, str):
+            raise ValueError("an event's content must carry its type")
+        with self.locked():
+            header, entries, valid = self._read()
+            if header is None:
+                raise LogError(f"{self.path} has no epoch; call recover() first")
+            entry = Entry(len(entries), event_digest(body), kind, run, body)
+            line = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True).encode() + b"\n"
+            with open(self.path, "r+b") as f:
+                f.seek(valid)
+                f.write(line)
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
+            tpm.pcr_extend(self.pcr, entry.digest)
+            return entry
+
+
+def certificate_log(entries: Sequence[Entry], run: str) -> list[dict[str, Any]]:
+    """The epoch's entries as a certificate carries them: this run's in full, others redacted."""
+    return [
+        {"seq": e.seq, "digest": e.digest.hex(), "type": e.type, "content": e.content}
+        if e.run == run
+        else e.redacted()
+        for e in entries
+    ]

@@ -1,0 +1,435 @@
+"""A small, typed TPM 2.0 client over tpm2-pytss ESAPI: PCRs, the AK, its certificate, quotes.
+
+The AK and its certificate are found where Azure's vTPM keeps them: the AK at persistent handle
+`AK_PERSISTENT_HANDLE` and its X.509 certificate (DER, maybe followed by padding) in NV index
+`AK_CERT_NV_INDEX`. `provision.dev_provision` makes a swtpm look the same, so production and tests
+read the AK the same way.
+
+Every transient object this module creates is flushed before the method returns (try/finally);
+ESYS_TR handles created for persistent objects and NV indices are closed (metadata only).
+tpm2_pytss ships no type information, so every value coming out of it is converted to a plain
+Python type (bytes, int, dict) at this edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aicert.tpm.attest import ALG_SHA256, TPM_GENERATED_VALUE, parse_attest
+from aicert.tpm.pcrs import pcr_digest
+from aicert.tpm.reader import StructureError
+
+from .tcti import TpmSpec, parse_tpm_spec
+
+AK_PERSISTENT_HANDLE = 0x81000003
+"""Persistent handle of the attestation key (Azure vTPM layout)."""
+
+AK_CERT_NV_INDEX = 0x01C101D0
+"""NV index holding the AK's X.509 certificate in DER (Azure vTPM layout)."""
+
+PCR_COUNT = 24
+SHA256_SIZE = 32
+MAX_EXTRA_DATA = 64
+"""TPM2B_DATA holds at most sizeof(TPMU_HA) = 64 bytes of qualifying data."""
+
+QUOTE_ATTEMPTS = 5
+"""How often `Tpm.quote` retries when the quoted PCRs change while it quotes."""
+
+_HANDLE_TYPE_SHIFT = 24
+_TSS_MAX_NV_BUFFER = 2048
+"""sizeof(TPM2B_MAX_NV_BUFFER.buffer) in tss2: an upper bound whatever the TPM reports."""
+
+
+class TpmError(RuntimeError):
+    """The TPM is not in the expected state, or returned something inconsistent."""
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A TPM2_Quote over sha256 PCRs, in the wire formats the certificate carries.
+
+    attest: marshaled TPMS_ATTEST (the body of TPM2B_ATTEST, without its size prefix);
+    signature: marshaled TPMT_SIGNATURE;
+    pcr_values: the quoted PCRs (index -> 32-byte sha256 bank value); their digest is the
+    attest's pcrDigest (checked when the quote was taken).
+    """
+
+    attest: bytes
+    signature: bytes
+    pcr_values: dict[int, bytes]
+
+
+def _check_pcr_index(index: int) -> int:
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < PCR_COUNT:
+        raise ValueError(f"PCR index must be an int in 0..{PCR_COUNT - 1}, got {index!r}")
+    return index
+
+
+def _check_pcr_indices(indices: Sequence[int]) -> list[int]:
+    checked = [_check_pcr_index(i) for i in indices]
+    if not checked:
+        raise ValueError("no PCR selected")
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"PCR indices repeat: {list(indices)}")
+    return sorted(checked)
+
+
+def der_length(prefix: bytes) -> int:
+    """Total length (header + content) of the DER SEQUENCE that `prefix` starts with.
+
+    `prefix` needs only the tag and length octets (at most 6 bytes). An X.509 certificate stored
+    in NV may be followed by padding; this tells where the certificate ends.
+    """
+    if len(prefix) < 2 or prefix[0] != 0x30:
+        raise TpmError("NV data does not start with a DER SEQUENCE (is it an X.509 certificate?)")
+    first = prefix[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4:
+        raise TpmError(f"NV data has an invalid DER length encoding (0x{first:02x})")
+    if len(prefix) < 2 + count:
+        raise TpmError("NV data is too short for its DER length header")
+    return 2 + count + int.from_bytes(prefix[2 : 2 + count], "big")
+
+
+def _selected_pcrs(selection: Any) -> dict[int, list[int]]:
+    """A TPML_PCR_SELECTION as {hash alg id: ascending PCR indices}."""
+    banks: dict[int, list[int]] = {}
+    for sel in selection:
+        size = int(sel.sizeofSelect)
+        bitmap = bytes(sel.pcrSelect)[:size]
+        indices = [i for i in range(size * 8) if bitmap[i // 8] & (1 << (i % 8))]
+        if indices:
+            banks.setdefault(int(sel.hash), []).extend(indices)
+    return {alg: sorted(indices) for alg, indices in banks.items()}
+
+
+class Tpm:
+    """A connection to one TPM. Use as a context manager; not thread-safe (one ESAPI context).
+
+    A swtpm serves one connection at a time: open one `Tpm` per swtpm at a time.
+    """
+
+    def __init__(self, spec: TpmSpec | str) -> None:
+        self.spec = parse_tpm_spec(spec) if isinstance(spec, str) else spec
+        self._tcti: Any = None
+        self._esys: Any = None
+        self._nv_buffer_max: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> Tpm:
+        if self._esys is not None:
+            return self
+        from tpm2_pytss import ESAPI
+
+        tcti = self.spec.open()
+        try:
+            self._esys = ESAPI(tcti)
+        except BaseException:
+            tcti.close()
+            raise
+        self._tcti = tcti
+        return self
+
+    def close(self) -> None:
+        esys, tcti = self._esys, self._tcti
+        self._esys = self._tcti = None
+        try:
+            if esys is not None:
+                esys.close()
+        finally:
+            if tcti is not None:
+                tcti.close()
+
+    def __enter__(self) -> Tpm:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def esapi(self) -> Any:
+        """The underlying tpm2_pytss ESAPI context (for `provision`; keep TPM calls at the edge)."""
+        if self._esys is None:
+            raise TpmError(f"TPM {self.spec} is not open (use `with Tpm(spec) as tpm:`)")
+        return self._esys
+
+    # -- capabilities and handles ------------------------------------------------------------
+
+    def get_property(self, prop: int) -> int:
+        """A TPM property (TPM2_PT_*) from TPM2_GetCapability(TPM_PROPERTIES)."""
+        from tpm2_pytss.constants import TPM2_CAP
+
+        _, data = self.esapi.get_capability(TPM2_CAP.TPM_PROPERTIES, prop, 1)
+        for p in data.data.tpmProperties:
+            if int(p.property) == prop:
+                return int(p.value)
+        raise TpmError(f"TPM does not report property 0x{prop:x}")
+
+    def list_handles(self, handle_type: int) -> list[int]:
+        """Handles in use of one type (TPM2_HT_*: 0x80 transient, 0x81 persistent, 0x01 NV, ...)."""
+        from tpm2_pytss.constants import TPM2_CAP
+
+        first = handle_type << _HANDLE_TYPE_SHIFT
+        handles: list[int] = []
+        more = True
+        start = first
+        while more:
+            more, data = self.esapi.get_capability(TPM2_CAP.HANDLES, start, 64)
+            batch = [int(h) for h in data.data.handles]
+            batch = [h for h in batch if h >> _HANDLE_TYPE_SHIFT == handle_type]
+            if not batch:
+                break
+            handles.extend(batch)
+            start = batch[-1] + 1
+        return handles
+
+    def transient_handles(self) -> list[int]:
+        """Transient objects currently loaded (should be empty between operations)."""
+        return self.list_handles(0x80)
+
+    def has_persistent(self, handle: int) -> bool:
+        return handle in self.list_handles(0x81)
+
+    def has_nv_index(self, index: int) -> bool:
+        return index in self.list_handles(0x01)
+
+    @property
+    def nv_buffer_max(self) -> int:
+        """Largest NV read/write chunk: TPM2_PT_NV_BUFFER_MAX, capped by the TSS buffer size."""
+        if self._nv_buffer_max is None:
+            from tpm2_pytss.constants import TPM2_PT_NV
+
+            self._nv_buffer_max = min(self.get_property(int(TPM2_PT_NV.BUFFER_MAX)), _TSS_MAX_NV_BUFFER)
+        return self._nv_buffer_max
+
+    @contextmanager
+    def tr_from_handle(self, handle: int) -> Iterator[Any]:
+        """An ESYS_TR for a persistent object or NV index; its metadata is closed afterwards."""
+        tr = self.esapi.tr_from_tpmpublic(handle)
+        try:
+            yield tr
+        finally:
+            self.tr_close(tr)
+
+    def tr_close(self, tr: Any) -> None:
+        """Forget an ESYS_TR (metadata only; the TPM object stays)."""
+        if self._esys is not None:
+            self._esys.tr_close(tr)
+
+    @contextmanager
+    def flushing(self, handle: Any) -> Iterator[Any]:
+        """Yield a transient ESYS_TR and flush it from the TPM afterwards, whatever happens."""
+        try:
+            yield handle
+        finally:
+            if self._esys is not None:
+                self._esys.flush_context(handle)
+
+    # -- PCRs --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sha256_selection(indices: Sequence[int]) -> Any:
+        from tpm2_pytss.constants import TPM2_ALG
+        from tpm2_pytss.types import TPML_PCR_SELECTION, TPMS_PCR_SELECTION
+
+        return TPML_PCR_SELECTION([TPMS_PCR_SELECTION(hash=TPM2_ALG.SHA256, pcrs=list(indices))])
+
+    @staticmethod
+    def _pcr_tr(index: int) -> Any:
+        from tpm2_pytss.constants import ESYS_TR
+
+        return ESYS_TR(int(ESYS_TR.PCR0) + _check_pcr_index(index))
+
+    def pcr_read(self, indices: Sequence[int]) -> dict[int, bytes]:
+        """Read sha256-bank PCRs. A TPM returns at most 8 digests per TPM2_PCR_Read: loop."""
+        from tpm2_pytss.constants import TPM2_ALG
+
+        remaining = _check_pcr_indices(indices)
+        values: dict[int, bytes] = {}
+        while remaining:
+            _, selection_out, digests = self.esapi.pcr_read(self._sha256_selection(remaining))
+            banks = _selected_pcrs(selection_out)
+            got = banks.pop(int(TPM2_ALG.SHA256), [])
+            digest_list = [bytes(d) for d in digests]
+            if banks or not got or len(got) != len(digest_list) or not set(got) <= set(remaining):
+                raise TpmError(
+                    f"TPM returned an unexpected PCR read for sha256:{remaining} "
+                    f"(selected {got}, {len(digest_list)} digests; is the sha256 bank allocated?)"
+                )
+            for index, digest in zip(got, digest_list, strict=True):
+                if len(digest) != SHA256_SIZE:
+                    raise TpmError(f"PCR {index} returned a {len(digest)}-byte digest, expected 32")
+                values[index] = digest
+            remaining = [i for i in remaining if i not in values]
+        return values
+
+    def pcr_extend(self, index: int, digest: bytes) -> None:
+        """PCR[index] := sha256(PCR[index] || digest), in the sha256 bank only."""
+        from tpm2_pytss.constants import TPM2_ALG
+        from tpm2_pytss.types import TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA
+
+        if not isinstance(digest, bytes) or len(digest) != SHA256_SIZE:
+            raise ValueError("pcr_extend takes a 32-byte sha256 digest")
+        values = TPML_DIGEST_VALUES([TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=digest))])
+        self.esapi.pcr_extend(self._pcr_tr(index), values)
+
+    def pcr_reset(self, index: int) -> None:
+        """Reset a resettable PCR (16 and 23 from locality 0 on a PC-client TPM) to zeros."""
+        self.esapi.pcr_reset(self._pcr_tr(index))
+
+    # -- AK and its certificate --------------------------------------------------------------
+
+    def _require_ak(self) -> None:
+        if not self.has_persistent(AK_PERSISTENT_HANDLE):
+            raise TpmError(
+                f"no attestation key at persistent handle 0x{AK_PERSISTENT_HANDLE:08x} "
+                "(on swtpm run the dev provisioning first)"
+            )
+
+    def ak_public(self) -> Any:
+        """The AK's TPM2B_PUBLIC (tpm2_pytss object)."""
+        self._require_ak()
+        with self.tr_from_handle(AK_PERSISTENT_HANDLE) as ak:
+            public, _, _ = self.esapi.read_public(ak)
+        return public
+
+    def ak_public_pem(self) -> str:
+        """The AK public key as SubjectPublicKeyInfo PEM."""
+        return bytes(self.ak_public().to_pem()).decode("ascii")
+
+    def nv_read(self, index: int, size: int, offset: int = 0) -> bytes:
+        """Read `size` bytes at `offset` of an NV index, in chunks of at most `nv_buffer_max`."""
+        from tpm2_pytss.constants import ESYS_TR, TPMA_NV
+
+        with self.tr_from_handle(index) as nv:
+            public, _ = self.esapi.nv_read_public(nv)
+            attributes = int(public.nvPublic.attributes)
+            data_size = int(public.nvPublic.dataSize)
+            if not attributes & int(TPMA_NV.WRITTEN):
+                raise TpmError(f"NV index 0x{index:08x} has never been written")
+            if offset < 0 or size < 0 or offset + size > data_size:
+                raise TpmError(
+                    f"NV read of {size} bytes at {offset} is past the end of index 0x{index:08x} "
+                    f"({data_size} bytes)"
+                )
+            # Azure documents reading the AK certificate with owner authorization; prefer it.
+            if attributes & int(TPMA_NV.OWNERREAD):
+                auth = ESYS_TR.OWNER
+            elif attributes & int(TPMA_NV.AUTHREAD):
+                auth = nv
+            else:
+                raise TpmError(f"NV index 0x{index:08x} is readable neither with owner nor index auth")
+            chunks: list[bytes] = []
+            done = 0
+            while done < size:
+                step = min(self.nv_buffer_max, size - done)
+                chunk = bytes(self.esapi.nv_read(nv, step, offset + done, auth_handle=auth))
+                if not chunk:
+                    raise TpmError(f"NV read of index 0x{index:08x} returned no data")
+                chunks.append(chunk)
+                done += len(chunk)
+            return b"".join(chunks)
+
+    def nv_size(self, index: int) -> int:
+        with self.tr_from_handle(index) as nv:
+            public, _ = self.esapi.nv_read_public(nv)
+            return int(public.nvPublic.dataSize)
+
+    def ak_certificate_der(self) -> bytes:
+        """The AK certificate (DER) from NV index `AK_CERT_NV_INDEX`, without any trailing padding."""
+        if not self.has_nv_index(AK_CERT_NV_INDEX):
+            raise TpmError(f"no AK certificate: NV index 0x{AK_CERT_NV_INDEX:08x} is not defined")
+        size = self.nv_size(AK_CERT_NV_INDEX)
+        head = self.nv_read(AK_CERT_NV_INDEX, min(size, 6))
+        length = der_length(head)
+        if length > size:
+            raise TpmError(
+                f"AK certificate in NV index 0x{AK_CERT_NV_INDEX:08x} claims {length} bytes "
+                f"but the index holds only {size}"
+            )
+        return self.nv_read(AK_CERT_NV_INDEX, length)
+
+    # -- quote -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _quote_scheme(public_area: Any) -> Any:
+        """Scheme argument for TPM2_Quote: NULL when the AK has a scheme (the TPM uses it), else the
+        usual one for the key type (ECDSA-SHA256 or RSASSA-SHA256)."""
+        from tpm2_pytss.constants import TPM2_ALG
+        from tpm2_pytss.types import TPMT_SIG_SCHEME
+
+        if int(public_area.parameters.asymDetail.scheme.scheme) != int(TPM2_ALG.NULL):
+            return TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+        key_type = int(public_area.type)
+        if key_type == int(TPM2_ALG.ECC):
+            scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.ECDSA)
+        elif key_type == int(TPM2_ALG.RSA):
+            scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.RSASSA)
+        else:
+            raise TpmError(f"AK has unsupported key type {key_type:#x}")
+        scheme.details.any.hashAlg = TPM2_ALG.SHA256
+        return scheme
+
+    def quote(self, pcrs: Sequence[int], extra_data: bytes) -> Quote:
+        """Quote sha256 PCRs with the AK, qualified by `extra_data` (at most 64 bytes).
+
+        The returned PCR values are those the quote covers: PCRs are read before and after the
+        quote (retried a bounded number of times if they moved) and their digest must equal the
+        attest's pcrDigest.
+        """
+        from tpm2_pytss.types import TPM2B_DATA
+
+        indices = _check_pcr_indices(pcrs)
+        if not isinstance(extra_data, bytes) or len(extra_data) > MAX_EXTRA_DATA:
+            raise ValueError(f"extra_data must be at most {MAX_EXTRA_DATA} bytes")
+        self._require_ak()
+        with self.tr_from_handle(AK_PERSISTENT_HANDLE) as ak:
+            public, _, _ = self.esapi.read_public(ak)
+            scheme = self._quote_scheme(public.publicArea)
+            selection = self._sha256_selection(indices)
+            for _attempt in range(QUOTE_ATTEMPTS):
+                before = self.pcr_read(indices)
+                attest_2b, signature = self.esapi.quote(ak, selection, TPM2B_DATA(extra_data), scheme)
+                after = self.pcr_read(indices)
+                if before != after:
+                    continue
+                attest = bytes(attest_2b)
+                check_quote_attest(attest, indices, extra_data, before)
+                return Quote(attest=attest, signature=bytes(signature.marshal()), pcr_values=before)
+        raise TpmError(f"PCRs {indices} kept changing during {QUOTE_ATTEMPTS} quote attempts")
+
+
+def check_quote_attest(
+    attest: bytes, indices: Sequence[int], extra_data: bytes, values: dict[int, bytes]
+) -> None:
+    """Check that a marshaled TPMS_ATTEST is a quote of exactly these sha256 PCR values and extraData.
+
+    Uses the verifier's own parser, so the agent never hands out a quote the verifier would refuse.
+    """
+    try:
+        parsed = parse_attest(attest)
+    except StructureError as exc:
+        raise TpmError(f"the TPM returned an unreadable quote: {exc}") from None
+    if parsed.magic != TPM_GENERATED_VALUE:
+        raise TpmError(f"attest magic is {parsed.magic:#x}, expected {TPM_GENERATED_VALUE:#x}")
+    if parsed.extra_data != extra_data:
+        raise TpmError("attest extraData differs from the requested qualifying data")
+    banks = {s.hash_alg for s in parsed.pcr_select if s.pcrs}
+    if banks != {ALG_SHA256} or parsed.selected(ALG_SHA256) != tuple(sorted(indices)):
+        raise TpmError(f"quote selects {parsed.pcr_select}, expected sha256:{sorted(indices)}")
+    if sorted(values) != sorted(indices):
+        raise TpmError("PCR values do not match the quoted selection")
+    if parsed.pcr_digest != pcr_digest(values):
+        raise TpmError("quote pcrDigest does not match the PCR values read around it")

@@ -1,0 +1,58 @@
+"""Fixtures for tests that need a TPM: a fresh swtpm per test, a dev CA, a provisioned swtpm."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from aicert_agent.tpm.client import Tpm
+from aicert_agent.tpm.devca import DevCA
+from aicert_agent.tpm.provision import ProvisionResult, dev_provision
+from aicert_agent.tpm.swtpm import Swtpm
+
+
+@dataclass(frozen=True)
+class ProvisionedTpm:
+    """A running swtpm provisioned like an Azure vTPM, and what provisioning returned.
+
+    swtpm serves one client at a time: close the `Tpm` from `open()` before running tpm2-tools.
+    """
+
+    swtpm: Swtpm
+    ca: DevCA
+    result: ProvisionResult
+
+    @property
+    def spec(self) -> str:
+        return self.swtpm.spec
+
+    def open(self) -> Tpm:
+        return Tpm(self.swtpm.spec)
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[Swtpm]:
+    """A running swtpm with fresh state (function scope); stopped after the test."""
+    instance = Swtpm(tmp_path / "swtpm-state")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+def dev_ca(tmp_path: Path) -> DevCA:
+    """A dev CA kept in a temporary directory."""
+    return DevCA.load_or_create(tmp_path / "dev-ca")
+
+
+@pytest.fixture
+def provisioned_tpm(swtpm: Swtpm, dev_ca: DevCA) -> ProvisionedTpm:
+    """The `swtpm` fixture after `dev_provision` (ECC AK at 0x81000003, cert in NV 0x01C101D0)."""
+    with Tpm(swtpm.spec) as tpm:
+        result = dev_provision(tpm, dev_ca)
+    return ProvisionedTpm(swtpm=swtpm, ca=dev_ca, result=result)

@@ -1,0 +1,77 @@
+"""`aicert hash`: output formats and exit codes, on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aicert.cli import main
+from aicert.digest import SymlinkPolicy, hash_tree
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    root = tmp_path / "model"
+    (root / "weights").mkdir(parents=True)
+    (root / "config.json").write_text('{"layers": 2}\n')
+    (root / "weights" / "w.bin").write_bytes(bytes(range(256)) * 5000)
+    (root / "empty").write_bytes(b"")
+    return root
+
+
+def test_json_output_is_the_manifest(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash", str(model), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == hash_tree(model).to_json()
+    assert set(json.loads(out)) == {"root", "files"}
+    assert err == ""
+
+
+def test_json_output_with_workers_and_single_file(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash", str(model / "weights" / "w.bin"), "--json", "--workers", "1"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert [f["path"] for f in obj["files"]] == ["w.bin"]
+    assert obj == hash_tree(model / "weights" / "w.bin").to_json()
+
+
+def test_summary_output(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash", str(model)]) == 0
+    out = capsys.readouterr().out
+    manifest = hash_tree(model)
+    assert manifest.root in out
+    assert "files    3" in out
+    assert f"{manifest.total_bytes:,}" in out
+    assert "/s" in out
+
+
+def test_missing_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    assert main(["hash", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"aicert hash: error: {missing}: no such file or directory"
+
+
+def test_symlink_policy_flag(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (model / "latest").symlink_to("weights/w.bin")
+    assert main(["hash", str(model), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"aicert hash: error: {model / 'latest'}: ")
+    assert main(["hash", str(model), "--json", "--symlinks", "record"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj == hash_tree(model, symlinks=SymlinkPolicy.RECORD).to_json()
+    assert {"path": "latest", "type": "symlink"}.items() <= next(
+        f for f in obj["files"] if f["path"] == "latest"
+    ).items()
+
+
+@pytest.mark.parametrize("argv", [["--workers", "0"], ["--symlinks", "follow"], []])
+def test_usage_errors_exit_2(model: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["hash", *argv] + ([str(model)] if argv else [])
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err

@@ -1,0 +1,5 @@
+import sys
+
+from aicert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""Hashing of model and data trees into a manifest with a root digest (see DESIGN.md, "Hashing")."""
+
+from aicert.digest.hashing import DigestError, SymlinkPolicy, hash_file, hash_tree
+from aicert.digest.manifest import FileEntry, Manifest, ManifestError, manifest_root
+
+__all__ = [
+    "DigestError",
+    "FileEntry",
+    "Manifest",
+    "ManifestError",
+    "SymlinkPolicy",
+    "hash_file",
+    "hash_tree",
+    "manifest_root",
+]

@@ -1,0 +1,172 @@
+"""Measurement events: what the agent extends into the PCR, and the statement they imply.
+
+Every event's content is a JSON object carrying its `type`, the `run` id and the run's random
+`salt` (so a redacted digest reveals nothing about a foreign run). The digest extended into the
+PCR is `sha256(JCS(content))`. `statement_from_events` is the single definition of how a run's
+events become its in-toto statement: the agent calls it to build the certificate and the verifier
+calls it to check one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue, ValidationError
+
+from aicert.certificate import (
+    IN_TOTO_STATEMENT,
+    PREDICATE_TYPE,
+    Assurance,
+    Count,
+    DigestSet,
+    Hex64,
+    ImageDigest,
+    ImageRecord,
+    InputRecord,
+    Model,
+    Name,
+    NodeRecord,
+    OutputRecord,
+    RunIdentity,
+    Statement,
+    Subject,
+    Timestamp,
+    TrainingPredicate,
+)
+from aicert.jcs import sha256_jcs
+
+RUN = "aicert.run"
+IMAGE = "aicert.image"
+INPUT = "aicert.input"
+OUTPUT = "aicert.output"
+SEAL = "aicert.seal"
+EVENT_TYPES = (RUN, IMAGE, INPUT, OUTPUT, SEAL)
+
+
+class EventError(ValueError):
+    """The events of a run are not a well-formed run."""
+
+
+class _Event(Model):
+    run: Name
+    salt: Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$")]
+
+
+class RunEvent(_Event):
+    type: Literal["aicert.run"]
+    node: Name
+    startedOn: Timestamp
+    name: Name
+    namespace: Name | None = None
+    uid: Name | None = None
+    attempt: Count
+    spec: dict[str, JsonValue]
+
+
+class ImageEvent(_Event):
+    type: Literal["aicert.image"]
+    ref: Name
+    digest: ImageDigest
+
+
+class InputEvent(_Event):
+    type: Literal["aicert.input"]
+    name: Name
+    root: Hex64
+    files: Count
+    bytes: Count
+
+
+class OutputEvent(_Event):
+    type: Literal["aicert.output"]
+    name: Name
+    root: Hex64
+    files: Count
+    bytes: Count
+    finishedOn: Timestamp
+
+
+class SealEvent(_Event):
+    type: Literal["aicert.seal"]
+    statement: Hex64
+
+
+RunEvents = RunEvent | ImageEvent | InputEvent | OutputEvent | SealEvent
+_MODELS: dict[str, type[RunEvents]] = {
+    RUN: RunEvent,
+    IMAGE: ImageEvent,
+    INPUT: InputEvent,
+    OUTPUT: OutputEvent,
+    SEAL: SealEvent,
+}
+
+
+def event_digest(content: Mapping[str, JsonValue]) -> bytes:
+    return sha256_jcs(dict(content))
+
+
+def parse_event(content: Mapping[str, JsonValue]) -> RunEvents:
+    kind = content.get("type")
+    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise EventError(f"unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}")
+    try:
+        return model.model_validate(dict(content))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise EventError(f"{kind} event: {where}: {first['msg']}") from None
+
+
+def statement_from_events(
+    contents: Sequence[Mapping[str, JsonValue]], *, assurance: Assurance, boot_pcrs: Mapping[int, bytes]
+) -> Statement:
+    """The statement a run's events (run, image?, input*, output; no seal) certify.
+
+    Raises EventError when the sequence is not exactly that shape or mixes runs.
+    """
+    events = [parse_event(c) for c in contents]
+    if not events or not isinstance(events[0], RunEvent):
+        raise EventError("a run's events must start with its aicert.run event")
+    run = events[0]
+    if any(e.run != run.run or e.salt != run.salt for e in events):
+        raise EventError(f"events of another run are mixed into run {run.run}")
+    image = [e for e in events if isinstance(e, ImageEvent)]
+    inputs = [e for e in events if isinstance(e, InputEvent)]
+    outputs = [e for e in events if isinstance(e, OutputEvent)]
+    expected_order = [run, *image, *inputs, *outputs]
+    if len(image) > 1 or len(outputs) != 1 or events != expected_order:
+        raise EventError(
+            "a run's events must be: aicert.run, at most one aicert.image, aicert.input…, one aicert.output"
+            f" (got {', '.join(e.type for e in events)})"
+        )
+    if len({i.name for i in inputs}) != len(inputs):
+        raise EventError("two aicert.input events have the same name")
+    output = outputs[0]
+    predicate = TrainingPredicate(
+        run=RunIdentity(
+            id=run.run,
+            name=run.name,
+            namespace=run.namespace,
+            uid=run.uid,
+            attempt=run.attempt,
+            spec=run.spec,
+        ),
+        image=ImageRecord(ref=image[0].ref, digest=image[0].digest) if image else None,
+        inputs=[InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes) for i in inputs],
+        outputs=OutputRecord(name=output.name, root=output.root, files=output.files, bytes=output.bytes),
+        node=NodeRecord(
+            name=run.node,
+            assurance=assurance,
+            bootPcrs={str(i): v.hex() for i, v in sorted(boot_pcrs.items())},
+        ),
+        startedOn=run.startedOn,
+        finishedOn=output.finishedOn,
+    )
+    return Statement(
+        type=IN_TOTO_STATEMENT,
+        subject=[Subject(name=output.name, digest=DigestSet(sha256=output.root))],
+        predicateType=PREDICATE_TYPE,
+        predicate=predicate,
+    )

@@ -1,0 +1,148 @@
+"""Trust stores: which roots may vouch for an AK, and at which assurance level at most.
+
+- `azure`: the Azure Virtual TPM Root CA 2023, pinned here by fingerprint. It is not shipped in
+  the package; `aicert trust install azure --from FILE|URL` installs it into the user's trust
+  directory only when the fingerprint matches, and every load checks the fingerprint again.
+  It vouches for `vtpm` (and `cvm` once the HCL report is verified).
+- `dev`: a local development CA (swtpm). Only used when named; vouches for `dev` only.
+- a PEM bundle file: self-signed certificates in it are roots, the others intermediates. A root
+  that is the pinned Azure root vouches for `vtpm`; any other root for `dev` only, because
+  nothing here knows what its keys are kept in.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from aicert.certificate import Assurance
+from aicert.trust.pem import colon_hex, fingerprint, load_pem_bundle
+
+AZURE_ROOT_SHA256 = "e6c596b17f8ffefba5c300f714cfb1260c6028704ecf7becc4ab5018efb00e95"
+NAMED_STORES = ("azure", "dev")
+_MAX_DOWNLOAD = 1 << 20
+
+
+class TrustError(Exception):
+    """A trust store cannot be loaded or installed (a usage problem, exit 2)."""
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    certificate: x509.Certificate
+    max_assurance: Assurance
+    source: str
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    anchors: tuple[TrustAnchor, ...] = ()
+    intermediates: tuple[x509.Certificate, ...] = field(default=())
+
+    def __add__(self, other: TrustStore) -> TrustStore:
+        return TrustStore(self.anchors + other.anchors, self.intermediates + other.intermediates)
+
+    @classmethod
+    def from_certificates(cls, certs: list[x509.Certificate], source: str, dev_level: bool) -> TrustStore:
+        anchors: list[TrustAnchor] = []
+        intermediates: list[x509.Certificate] = []
+        for cert in certs:
+            if cert.issuer != cert.subject:
+                intermediates.append(cert)
+                continue
+            level: Assurance = "dev" if dev_level or fingerprint(cert) != AZURE_ROOT_SHA256 else "vtpm"
+            anchors.append(TrustAnchor(cert, level, source))
+        return cls(tuple(anchors), tuple(intermediates))
+
+    @classmethod
+    def from_pem_file(cls, path: Path) -> TrustStore:
+        try:
+            certs = load_pem_bundle(path.read_bytes())
+        except OSError as exc:
+            raise TrustError(f"cannot read trust bundle {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise TrustError(f"trust bundle {path}: {exc}") from None
+        store = cls.from_certificates(certs, str(path), dev_level=False)
+        if not store.anchors:
+            raise TrustError(f"trust bundle {path} holds no root (self-signed) certificate")
+        return store
+
+
+def default_trust_dir() -> Path:
+    if env := os.environ.get("AICERT_TRUST_DIR"):
+        return Path(env)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "aicert" / "trust"
+
+
+def _bundle_path(name: str, trust_dir: Path) -> Path:
+    if name not in NAMED_STORES:
+        raise TrustError(f"unknown trust store {name!r}; known: {', '.join(NAMED_STORES)}")
+    return trust_dir / name / "bundle.pem"
+
+
+def _check_named(name: str, certs: list[x509.Certificate], origin: str) -> None:
+    roots = [c for c in certs if c.issuer == c.subject]
+    if name == "azure" and not any(fingerprint(c) == AZURE_ROOT_SHA256 for c in roots):
+        seen = ", ".join(colon_hex(fingerprint(c)) for c in roots) or "no self-signed certificate"
+        raise TrustError(
+            f"{origin} does not hold the Azure Virtual TPM Root CA 2023 "
+            f"(want SHA-256 {colon_hex(AZURE_ROOT_SHA256)}, found {seen})"
+        )
+    if not roots:
+        raise TrustError(f"{origin} holds no root (self-signed) certificate")
+
+
+def load_named(name: str, trust_dir: Path | None = None) -> TrustStore:
+    path = _bundle_path(name, trust_dir or default_trust_dir())
+    try:
+        certs = load_pem_bundle(path.read_bytes())
+    except FileNotFoundError:
+        hint = "the Azure Virtual TPM Root CA 2023 PEM" if name == "azure" else "your dev CA's dev-ca.pem"
+        raise TrustError(
+            f"the {name!r} trust store is not installed ({path} is missing): "
+            f"run `aicert trust install {name} --from <{hint}>`, or pass --trust-bundle FILE"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise TrustError(f"the {name!r} trust store at {path} is unreadable: {exc}") from None
+    _check_named(name, certs, str(path))
+    if name == "azure":
+        certs = [c for c in certs if c.issuer != c.subject or fingerprint(c) == AZURE_ROOT_SHA256]
+    return TrustStore.from_certificates(certs, f"trust store {name!r}", dev_level=name == "dev")
+
+
+def read_source(source: str) -> bytes:
+    if source.startswith(("https://", "http://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                data: bytes = response.read(_MAX_DOWNLOAD + 1)
+        except OSError as exc:
+            raise TrustError(f"cannot download {source}: {exc}") from None
+        if len(data) > _MAX_DOWNLOAD:
+            raise TrustError(f"{source} is larger than {_MAX_DOWNLOAD} bytes; not a certificate")
+        return data
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise TrustError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def install_named(name: str, data: bytes, origin: str, trust_dir: Path | None = None) -> Path:
+    """Install a named store from PEM bytes; for `azure` only if the pinned root is in them."""
+    path = _bundle_path(name, trust_dir or default_trust_dir())
+    try:
+        certs = load_pem_bundle(data)
+    except ValueError as exc:
+        raise TrustError(f"{origin}: {exc}") from None
+    _check_named(name, certs, origin)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    tmp.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,45 @@
+"""What can go wrong in verification, by name."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Check(StrEnum):
+    """Every verification check, in the order they run (DESIGN.md "Verification")."""
+
+    AK_CHAIN = "ak-chain"  # 2. AK certificate path to a trusted root, valid at the time
+    ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for
+    AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK
+    QUOTE_SIGNATURE = "quote-signature"  # 4. the AK signed the attestation
+    QUOTE_STRUCTURE = "quote-structure"  # 5. magic and type
+    QUOTE_BINDING = "quote-binding"  # 5. extraData == sha256(JCS(statement))
+    PCR_SELECTION = "pcr-selection"  # 5. the quote covers the listed PCRs and the measurement PCR
+    PCR_DIGEST = "pcr-digest"  # 5. pcrDigest == hash of the listed PCR values
+    EVENT_SEQUENCE = "event-sequence"  # 6. the log is complete and in order
+    EVENT_DIGEST = "event-digest"  # 6. every shown entry's digest matches its content
+    EVENT_REPLAY = "event-replay"  # 6. replaying the log gives the quoted PCR value
+    STATEMENT = "statement"  # 7. the statement is exactly what the run's events say
+    POLICY_ASSURANCE = "policy-assurance"  # 8.
+    POLICY_BOOT_PCRS = "policy-boot-pcrs"  # 8.
+    POLICY_IMAGE = "policy-image"  # 8.
+    MODEL_FILES = "model-files"  # 9. --model
+    DATA_FILES = "data-files"  # 9. --data
+
+
+class VerificationError(Exception):
+    """The certificate is well-formed but a check failed: it proves nothing (exit 1)."""
+
+    def __init__(self, check: Check, reason: str) -> None:
+        super().__init__(f"{check}: {reason}")
+        self.check = check
+        self.reason = reason
+
+
+class MalformedError(Exception):
+    """The input cannot be read as a certificate; `field` says where (exit 2)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason

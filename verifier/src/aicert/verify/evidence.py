@@ -1,0 +1,34 @@
+"""The evidence every format is reduced to before the shared checks (steps 2 to 6) run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from pydantic import JsonValue
+
+from aicert.certificate import Assurance
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    seq: int
+    type: str
+    digest: bytes
+    preimage: bytes | None  # bytes whose sha256 `digest` must be; None for a redacted entry
+    content: JsonValue  # the decoded content, None when redacted
+    declared_type: str | None  # the type the content itself names (covered by the digest)
+
+
+@dataclass(frozen=True)
+class QuoteEvidence:
+    attest: bytes
+    signature: bytes
+    pcr_values: dict[int, bytes]
+    measurement_pcr: int
+    ak_public_pem: bytes | None  # None: old proofs carry only the certificate
+    certificates: tuple[x509.Certificate, ...]  # any order
+    events: tuple[LoggedEvent, ...]
+    expected_extra_data: bytes | None  # None: old proofs bind through the event log only
+    claimed_assurance: Assurance | None
+    required_pcrs: tuple[int, ...]  # PCRs the quote must cover besides the measurement PCR

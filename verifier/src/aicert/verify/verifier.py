@@ -1,0 +1,527 @@
+"""`Verifier`: the checks of DESIGN.md "Verification", in order, failing closed.
+
+Every check either passes or raises `VerificationError(check, reason)`; nothing is logged and
+skipped. Old AICert proofs are reduced to the same `QuoteEvidence` as ours and go through the
+same chain, signature, quote and replay code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+from pydantic import ValidationError
+
+from aicert.certificate import ASSURANCE_ORDER, BOOT_PCRS, REDACTED, Assurance, Statement, TrainingCertificate
+from aicert.digest import DigestError, Manifest, ManifestError, hash_file, hash_tree
+from aicert.events import SEAL, EventError, statement_from_events
+from aicert.jcs import canonical, sha256_jcs
+from aicert.legacy import LegacyProof, legacy_events, legacy_evidence, looks_legacy
+from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
+from aicert.tpm.pcrs import replay
+from aicert.tpm.reader import StructureError
+from aicert.tpm.signature import parse_signature, signature_problem
+from aicert.trust.chain import CertPath, ChainError, build_path
+from aicert.trust.store import TrustStore
+from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.evidence import LoggedEvent, QuoteEvidence
+from aicert.verify.policy import Policy
+from aicert.verify.result import VerifiedTraining
+
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed input: our certificate (with the statement as it was signed) or an old proof."""
+
+    certificate: TrainingCertificate | None
+    raw_statement: dict[str, Any] | None
+    legacy: LegacyProof | None
+
+
+def _pydantic_error(exc: ValidationError, prefix: str = "") -> MalformedError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return MalformedError(f"{prefix}{where}", f"{first['msg']} ({exc.error_count()} problem(s) in all)")
+
+
+def load_document(data: bytes | str) -> Document:
+    """Step 1: parse and schema-check. Raises MalformedError naming the field."""
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedError("", f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MalformedError("", "a certificate is a JSON object")
+    if looks_legacy(raw):
+        try:
+            return Document(None, None, LegacyProof.model_validate(raw))
+        except ValidationError as exc:
+            raise _pydantic_error(exc) from None
+    try:
+        certificate = TrainingCertificate.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(exc) from None
+    return Document(certificate, raw["statement"], None)
+
+
+def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[str, Any]) -> QuoteEvidence:
+    ev = certificate.evidence
+    certificates = []
+    for index, pem in enumerate(ev.ak.certificateChain):
+        try:
+            certificates.append(x509.load_pem_x509_certificate(pem.encode()))
+        except ValueError as exc:
+            raise MalformedError(
+                f"evidence.ak.certificateChain[{index}]", f"unreadable certificate: {exc}"
+            ) from None
+    try:
+        load_pem_public_key(ev.ak.public.encode())
+    except ValueError as exc:
+        raise MalformedError("evidence.ak.public", f"unreadable public key: {exc}") from None
+    events = tuple(
+        LoggedEvent(
+            seq=entry.seq,
+            type=entry.type,
+            digest=bytes.fromhex(entry.digest),
+            preimage=None if entry.content is None else canonical(entry.content),
+            content=entry.content,
+            declared_type=None if entry.content is None else str(entry.content.get("type")),
+        )
+        for entry in ev.eventLog
+    )
+    return QuoteEvidence(
+        attest=base64.b64decode(ev.quote.attest),
+        signature=base64.b64decode(ev.quote.signature),
+        pcr_values={int(k): bytes.fromhex(v) for k, v in ev.quote.pcrs.items()},
+        measurement_pcr=ev.pcr,
+        ak_public_pem=ev.ak.public.encode(),
+        certificates=tuple(certificates),
+        events=events,
+        expected_extra_data=sha256_jcs(raw_statement),
+        claimed_assurance=ev.assurance,
+        required_pcrs=BOOT_PCRS,
+    )
+
+
+def _spki(key_owner: x509.Certificate) -> bytes:
+    return key_owner.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _leaf(certificates: tuple[x509.Certificate, ...]) -> x509.Certificate:
+    """The certificate no other one in the chain was issued by (the chain may come in any order)."""
+    if not certificates:
+        raise VerificationError(Check.AK_CHAIN, "the evidence carries no AK certificate")
+    leaves = [
+        c
+        for c in certificates
+        if c.issuer != c.subject and not any(o is not c and o.issuer == c.subject for o in certificates)
+    ]
+    return leaves[0] if len(leaves) == 1 else certificates[0]
+
+
+@dataclass(frozen=True)
+class QuoteFacts:
+    path: CertPath
+    attest: Attest
+    assurance: Assurance
+
+
+def check_chain(ev: QuoteEvidence, trust: TrustStore, at: dt.datetime) -> tuple[CertPath, Assurance]:
+    leaf = _leaf(ev.certificates)
+    try:
+        path = build_path(leaf, ev.certificates, trust, at)
+    except ChainError as exc:
+        raise VerificationError(Check.AK_CHAIN, str(exc)) from None
+    ceiling = path.anchor.max_assurance
+    claimed = ev.claimed_assurance or ceiling
+    if claimed == "cvm":
+        raise VerificationError(
+            Check.ASSURANCE,
+            "level cvm needs the HCL report bound to an SEV-SNP report; this verifier cannot check it yet",
+        )
+    if ASSURANCE_ORDER[claimed] > ASSURANCE_ORDER[ceiling]:
+        raise VerificationError(
+            Check.ASSURANCE,
+            f"the certificate claims level {claimed} but its AK chains to {path.anchor.source}, which vouches for {ceiling} at most",
+        )
+    return path, claimed
+
+
+def check_ak_key(ev: QuoteEvidence, path: CertPath) -> None:
+    if ev.ak_public_pem is None:
+        return
+    given = load_pem_public_key(ev.ak_public_pem).public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    if given != _spki(path.certificates[0]):
+        raise VerificationError(
+            Check.AK_KEY, "evidence.ak.public is not the key the AK certificate certifies"
+        )
+
+
+def check_signature(ev: QuoteEvidence, path: CertPath) -> int:
+    try:
+        signature = parse_signature(ev.signature)
+    except StructureError as exc:
+        raise VerificationError(Check.QUOTE_SIGNATURE, str(exc)) from None
+    problem = signature_problem(signature, path.certificates[0].public_key(), ev.attest)
+    if problem:
+        raise VerificationError(Check.QUOTE_SIGNATURE, problem)
+    return signature.hash_alg
+
+
+def check_attest(ev: QuoteEvidence, digest_alg: int) -> Attest:
+    try:
+        attest = parse_attest(ev.attest)
+    except StructureError as exc:
+        raise VerificationError(Check.QUOTE_STRUCTURE, str(exc)) from None
+    if attest.magic != TPM_GENERATED_VALUE:
+        raise VerificationError(
+            Check.QUOTE_STRUCTURE,
+            f"magic is {attest.magic:#010x}, not TPM_GENERATED_VALUE: a TPM did not make it",
+        )
+    if ev.expected_extra_data is not None and attest.extra_data != ev.expected_extra_data:
+        raise VerificationError(
+            Check.QUOTE_BINDING,
+            f"the quote's extraData is {attest.extra_data.hex() or '(empty)'}, "
+            f"but sha256(JCS(statement)) is {ev.expected_extra_data.hex()}: the quote certifies another statement",
+        )
+    other_banks = sorted(
+        {
+            HASH_NAMES.get(s.hash_alg, hex(s.hash_alg))
+            for s in attest.pcr_select
+            if s.hash_alg != ALG_SHA256 and s.pcrs
+        }
+    )
+    if other_banks:
+        raise VerificationError(
+            Check.PCR_SELECTION,
+            f"the quote also covers the {', '.join(other_banks)} bank, which is not listed",
+        )
+    selected = attest.selected(ALG_SHA256)
+    listed = tuple(sorted(ev.pcr_values))
+    if selected != listed:
+        raise VerificationError(
+            Check.PCR_SELECTION,
+            f"the quote covers sha256 PCRs {list(selected)} but the evidence lists {list(listed)}",
+        )
+    missing = [i for i in (*ev.required_pcrs, ev.measurement_pcr) if i not in selected]
+    if missing:
+        raise VerificationError(Check.PCR_SELECTION, f"the quote does not cover PCR(s) {missing}")
+    algorithm = HASH_NAMES.get(digest_alg, "sha256")
+    computed = hashlib.new(algorithm, b"".join(ev.pcr_values[i] for i in listed)).digest()
+    if computed != attest.pcr_digest:
+        raise VerificationError(
+            Check.PCR_DIGEST, "the listed PCR values do not hash to the quote's pcrDigest"
+        )
+    return attest
+
+
+def check_event_log(ev: QuoteEvidence) -> None:
+    for position, event in enumerate(ev.events):
+        if event.seq != position:
+            raise VerificationError(
+                Check.EVENT_SEQUENCE,
+                f"entry {position} has seq {event.seq}, expected {position}: an entry is missing or out of order",
+            )
+    for event in ev.events:
+        label = f"entry seq {event.seq} ({event.type})"
+        if event.type == REDACTED:
+            if event.content is not None:
+                raise VerificationError(Check.EVENT_DIGEST, f"{label} is redacted but carries content")
+            continue
+        if event.preimage is None:
+            raise VerificationError(Check.EVENT_DIGEST, f"{label} has no content and is not marked redacted")
+        if hashlib.sha256(event.preimage).digest() != event.digest:
+            raise VerificationError(Check.EVENT_DIGEST, f"{label}: the digest does not match the content")
+        if event.declared_type != event.type:
+            raise VerificationError(
+                Check.EVENT_DIGEST, f"{label}: the content says type {event.declared_type!r}"
+            )
+    value = replay(e.digest for e in ev.events)
+    quoted = ev.pcr_values[ev.measurement_pcr]
+    if value != quoted:
+        raise VerificationError(
+            Check.EVENT_REPLAY,
+            f"replaying {len(ev.events)} entries gives PCR {ev.measurement_pcr} = {value.hex()}, "
+            f"the quote says {quoted.hex()}",
+        )
+
+
+def verify_quote_evidence(ev: QuoteEvidence, trust: TrustStore, at: dt.datetime) -> QuoteFacts:
+    """Steps 2 to 6, shared by every format."""
+    path, assurance = check_chain(ev, trust, at)
+    check_ak_key(ev, path)
+    digest_alg = check_signature(ev, path)
+    attest = check_attest(ev, digest_alg)
+    check_event_log(ev)
+    return QuoteFacts(path, attest, assurance)
+
+
+def _first_difference(given: Any, expected: Any, where: str = "statement") -> tuple[str, Any, Any] | None:
+    if isinstance(given, dict) and isinstance(expected, dict):
+        for key in sorted(set(given) | set(expected)):
+            found = _first_difference(given.get(key), expected.get(key), f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(given, list) and isinstance(expected, list) and len(given) == len(expected):
+        for index, (g, e) in enumerate(zip(given, expected, strict=True)):
+            found = _first_difference(g, e, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    return None if given == expected else (where, given, expected)
+
+
+def check_statement(ev: QuoteEvidence, statement: Statement, assurance: Assurance) -> list[dict[str, Any]]:
+    own = [e.content for e in ev.events if e.type != REDACTED and isinstance(e.content, dict)]
+    if not own or own[-1].get("type") != SEAL:
+        raise VerificationError(Check.STATEMENT, "the run's last event is not its aicert.seal event")
+    seal = own[-1]
+    if ev.expected_extra_data is None or seal.get("statement") != ev.expected_extra_data.hex():
+        raise VerificationError(Check.STATEMENT, "the aicert.seal event seals another statement")
+    try:
+        expected = statement_from_events(
+            own[:-1], assurance=assurance, boot_pcrs={i: ev.pcr_values[i] for i in BOOT_PCRS}
+        )
+    except EventError as exc:
+        raise VerificationError(Check.STATEMENT, f"the event log is not one well-formed run: {exc}") from None
+    difference = _first_difference(statement.to_json(), expected.to_json())
+    if difference:
+        where, given, wanted = difference
+        raise VerificationError(
+            Check.STATEMENT,
+            f"{where} is {json.dumps(given)} but the measured events say {json.dumps(wanted)}",
+        )
+    return own
+
+
+def _legacy_images(events: list[dict[str, Any]]) -> list[str]:
+    images = []
+    for event in events:
+        if event.get("event_type") == "input_image":
+            resolved = event.get("content", {}).get("resolved", {})
+            images.append(str(resolved.get("id", "")))
+    return images
+
+
+def check_policy(
+    policy: Policy, assurance: Assurance, images: list[str], pcr_values: Mapping[int, bytes]
+) -> None:
+    if ASSURANCE_ORDER[assurance] < ASSURANCE_ORDER[policy.minAssurance]:
+        raise VerificationError(
+            Check.POLICY_ASSURANCE,
+            f"the run has assurance {assurance}; the policy requires {policy.minAssurance}",
+        )
+    for index, wanted in sorted((policy.bootPcrs or {}).items(), key=lambda kv: int(kv[0])):
+        quoted = pcr_values.get(int(index))
+        if quoted is None or quoted.hex() != wanted:
+            shown = quoted.hex() if quoted else "not quoted"
+            raise VerificationError(
+                Check.POLICY_BOOT_PCRS, f"PCR {index} is {shown}; the policy pins {wanted}"
+            )
+    if policy.allowedImages is not None:
+        if not images:
+            raise VerificationError(
+                Check.POLICY_IMAGE, "the run records no container image; the policy lists allowed images"
+            )
+        for image in images:
+            if image not in policy.allowedImages:
+                raise VerificationError(
+                    Check.POLICY_IMAGE, f"image {image} is not among the policy's allowed images"
+                )
+
+
+def _hash_local(directory: Path, check: Check, option: str) -> Manifest:
+    if not directory.exists():
+        raise MalformedError(option, f"{directory} does not exist")
+    try:
+        return hash_tree(directory, exclude={MANIFEST_FILE})
+    except DigestError as exc:
+        raise VerificationError(check, f"cannot hash {directory}: {exc}") from None
+
+
+def _explain(directory: Path, local: Manifest, certified_root: str) -> str:
+    """Name the files that differ, when the directory carries the certified manifest.json."""
+    try:
+        shipped = Manifest.read(directory / MANIFEST_FILE)
+    except (OSError, ManifestError, ValueError):
+        return ""
+    if shipped.root != certified_root:
+        return ""
+    want = {f.path: f for f in shipped.files}
+    have = {f.path: f for f in local.files}
+    changed = sorted(p for p in want.keys() & have.keys() if want[p] != have[p])
+    parts = []
+    for label, paths in (
+        ("changed", changed),
+        ("missing", sorted(want.keys() - have.keys())),
+        ("extra", sorted(have.keys() - want.keys())),
+    ):
+        if paths:
+            parts.append(f"{label}: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def check_local_dir(directory: Path, root: str, files: int, check: Check, option: str, what: str) -> None:
+    local = _hash_local(directory, check, option)
+    if local.root != root:
+        raise VerificationError(
+            check,
+            f"{directory} hashes to {local.root} ({local.file_count} files), but the certified {what} is {root} "
+            f"({files} files){_explain(directory, local, root)}",
+        )
+
+
+def check_legacy_model(directory: Path, events: list[dict[str, Any]]) -> None:
+    outputs = [o for e in events if e.get("event_type") == "outputs" for o in (e.get("content") or [])]
+    if not outputs:
+        raise VerificationError(Check.MODEL_FILES, "the proof records no outputs to compare with")
+    for output in outputs:
+        relative = str(output.get("spec", {}).get("path", ""))
+        certified = str(output.get("resolved", {}).get("hash", ""))
+        candidate = (
+            directory
+            if directory.is_file() and directory.name == Path(relative).name
+            else directory / relative
+        )
+        if not candidate.is_file():
+            raise VerificationError(
+                Check.MODEL_FILES, f"{candidate} (certified output {relative}) is missing"
+            )
+        _, local = hash_file(candidate)
+        if local != certified:
+            raise VerificationError(
+                Check.MODEL_FILES, f"{candidate} hashes to {local}, the proof certifies {certified}"
+            )
+
+
+class Verifier:
+    """Verify training certificates against a trust store and a policy.
+
+    >>> Verifier(trust=TrustStore.from_pem_file(Path("dev-ca.pem"))).verify(Path("cert.json").read_bytes())
+    """
+
+    def __init__(self, trust: TrustStore, policy: Policy | None = None) -> None:
+        self.trust = trust
+        self.policy = policy or Policy()
+
+    def verify(
+        self,
+        document: bytes | str | Document,
+        *,
+        model_dir: Path | None = None,
+        data_dirs: Mapping[str, Path] | None = None,
+        at: dt.datetime | None = None,
+    ) -> VerifiedTraining:
+        when = at or dt.datetime.now(dt.UTC)
+        parsed = document if isinstance(document, Document) else load_document(document)
+        if parsed.legacy is not None:
+            return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when)
+        assert parsed.certificate is not None and parsed.raw_statement is not None
+        return self._verify_certificate(parsed.certificate, parsed.raw_statement, model_dir, data_dirs, when)
+
+    def _verify_certificate(
+        self,
+        certificate: TrainingCertificate,
+        raw_statement: dict[str, Any],
+        model_dir: Path | None,
+        data_dirs: Mapping[str, Path] | None,
+        at: dt.datetime,
+    ) -> VerifiedTraining:
+        try:
+            ev = certificate_evidence(certificate, raw_statement)
+        except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
+            raise MalformedError("evidence", str(exc)) from None
+        facts = verify_quote_evidence(ev, self.trust, at)
+        statement = certificate.statement
+        own = check_statement(ev, statement, facts.assurance)
+        predicate = statement.predicate
+        check_policy(
+            self.policy, facts.assurance, [predicate.image.digest] if predicate.image else [], ev.pcr_values
+        )
+        passed: list[Check] = [c for c in Check if c not in (Check.MODEL_FILES, Check.DATA_FILES)]
+        inputs = {i.name: i for i in predicate.inputs}
+        for name, directory in (data_dirs or {}).items():
+            if name not in inputs:
+                known = ", ".join(sorted(inputs)) or "none"
+                raise MalformedError(
+                    "--data", f"the certificate has no input named {name!r} (inputs: {known})"
+                )
+            check_local_dir(
+                directory,
+                inputs[name].root,
+                inputs[name].files,
+                Check.DATA_FILES,
+                "--data",
+                f"input {name!r}",
+            )
+        if data_dirs:
+            passed.append(Check.DATA_FILES)
+        if model_dir is not None:
+            outputs = predicate.outputs
+            check_local_dir(model_dir, outputs.root, outputs.files, Check.MODEL_FILES, "--model", "output")
+            passed.append(Check.MODEL_FILES)
+        return VerifiedTraining(
+            format="aicert.dev/v1alpha1",
+            assurance=facts.assurance,
+            statement=statement,
+            events=tuple(own),
+            ak_subject=facts.path.certificates[0].subject.rfc4514_string(),
+            trust_root=facts.path.anchor.certificate.subject.rfc4514_string(),
+            trust_source=facts.path.anchor.source,
+            clock=facts.attest.clock_info,
+            passed=tuple(passed),
+        )
+
+    def _verify_legacy(
+        self,
+        proof: LegacyProof,
+        model_dir: Path | None,
+        data_dirs: Mapping[str, Path] | None,
+        at: dt.datetime,
+    ) -> VerifiedTraining:
+        if data_dirs:
+            raise MalformedError(
+                "--data", "old AICert proofs record inputs by repository commit; --data cannot check them"
+            )
+        ev = legacy_evidence(proof)
+        facts = verify_quote_evidence(ev, self.trust, at)
+        events = legacy_events(proof)
+        check_policy(self.policy, facts.assurance, _legacy_images(events), ev.pcr_values)
+        passed: list[Check] = [
+            c
+            for c in Check
+            if c
+            not in (Check.AK_KEY, Check.QUOTE_BINDING, Check.STATEMENT, Check.MODEL_FILES, Check.DATA_FILES)
+        ]
+        if model_dir is not None:
+            check_legacy_model(model_dir, events)
+            passed.append(Check.MODEL_FILES)
+        return VerifiedTraining(
+            format="aicert-legacy",
+            assurance=facts.assurance,
+            statement=None,
+            events=tuple(events),
+            ak_subject=facts.path.certificates[0].subject.rfc4514_string(),
+            trust_root=facts.path.anchor.certificate.subject.rfc4514_string(),
+            trust_source=facts.path.anchor.source,
+            clock=facts.attest.clock_info,
+            passed=tuple(passed),
+            notes=(
+                "old AICert proof: the quote carries no statement digest, so it is bound to these events only "
+                "through the PCR 16 event log, and nothing proves it is fresh",
+            ),
+        )
