@@ -18,12 +18,9 @@ This is never a test: it takes minutes and its figures depend on the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import os
-import platform
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_info, package_version, table, write_section
 
 GiB = 1 << 30
 KiB = 1 << 10
@@ -220,58 +220,6 @@ def peak_rss_mib(d: Path | None) -> float:
 # machine
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if m:
-            cpu = m.group(1).strip()
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        if m:
-            ram = f"{int(m.group(1)) / (1 << 20):.1f} GiB"
-    except OSError:
-        pass
-    try:
-        sha_ni = " sha_ni" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        sha_ni = False
-    from aicert.digest.hashing import _default_workers
-
-    return {
-        "CPU": cpu + (" (SHA extensions)" if sha_ni else ""),
-        "cores": f"{os.cpu_count()} (aicert uses {_default_workers()} hashing threads)",
-        "RAM": ram,
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "OpenSSL": __import__("ssl").OPENSSL_VERSION,
-        "model-signing": _version("model-signing"),
-        "sha256sum": _sha256sum_version(),
-        "load average before the run": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _sha256sum_version() -> str:
-    try:
-        out = subprocess.run(["sha256sum", "--version"], capture_output=True, text=True).stdout
-        return out.splitlines()[0]
-    except (OSError, IndexError):
-        return "not found"
-
-
 # --------------------------------------------------------------------------------------------------
 # report
 
@@ -291,26 +239,12 @@ class Row:
         return [self.dataset, self.tool, f"{self.seconds:.3f}", f"{rate:.2f}", self.note]
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def write_section(out: Path, section: str) -> None:
-    text = (
-        out.read_text()
-        if out.exists()
-        else "# Performance\n\nMeasured figures; each section is written by a script under `benchmarks/`.\n"
-    )
-    pattern = re.compile(r"^## Hashing\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section.rstrip("\n") + "\n\n", text, count=1)
-        text = text.rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+def _sha256sum_version() -> str:
+    try:
+        out = subprocess.run(["sha256sum", "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0]
+    except (OSError, IndexError):
+        return "not found"
 
 
 def main() -> int:
@@ -328,7 +262,15 @@ def main() -> int:
 
     big = build_big(args.scratch, big_size)
     many = build_many(args.scratch, many_count)
-    info = machine()
+    from aicert.digest.hashing import _default_workers
+
+    info = machine_info(
+        {
+            "aicert hashing threads": str(_default_workers()),
+            "model-signing": package_version("model-signing"),
+            "sha256sum": _sha256sum_version(),
+        }
+    )
 
     core_rate = one_core_sha256(repeat)
     print(f"one core hashlib sha256: {core_rate / GB:.2f} GB/s", file=sys.stderr)
@@ -499,7 +441,7 @@ def main() -> int:
     )
     print(section)
     if args.out:
-        write_section(args.out, section)
+        write_section(args.out, "Hashing", section)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -135,6 +135,8 @@ def _rebase(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Our errors say what failed; the TSS library's own log lines stay off unless asked for.
+    os.environ.setdefault("TSS2_LOG", "all+none")
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -113,14 +113,15 @@ def run_spec(run: LocalRun) -> dict[str, JsonValue]:
 
 def execute(run: LocalRun) -> int:
     """Run and certify; returns the process exit code. Messages go to stderr."""
+    from tpm2_pytss import TSS2_Exception
+
     try:
         return _execute(run)
-    except RunRefused as exc:
+    except (RunRefused, LogError, SealError, TpmError) as exc:
         print(f"aicert-agent run: refused, no certificate: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (LogError, SealError, TpmError) as exc:
-        print(f"aicert-agent run: refused, no certificate: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    except TSS2_Exception as exc:
+        print(f"aicert-agent run: refused, no certificate: the TPM failed: {exc}", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 def _execute(run: LocalRun) -> int:

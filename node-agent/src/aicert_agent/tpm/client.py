@@ -126,11 +126,17 @@ class Tpm:
     def open(self) -> Tpm:
         if self._esys is not None:
             return self
-        from tpm2_pytss import ESAPI
+        from tpm2_pytss import ESAPI, TSS2_Exception
 
-        tcti = self.spec.open()
+        try:
+            tcti = self.spec.open()
+        except TSS2_Exception as exc:
+            raise TpmError(f"cannot reach the TPM at {self.spec}: {exc}") from None
         try:
             self._esys = ESAPI(tcti)
+        except TSS2_Exception as exc:
+            tcti.close()
+            raise TpmError(f"the TPM at {self.spec} does not answer: {exc}") from None
         except BaseException:
             tcti.close()
             raise

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
@@ -132,9 +132,32 @@ def _leaf(certificates: tuple[x509.Certificate, ...]) -> x509.Certificate:
 
 @dataclass(frozen=True)
 class QuoteFacts:
+    """What steps 2 to 6 established, whatever the format."""
+
     path: CertPath
     attest: Attest
     assurance: Assurance
+
+    def result(
+        self,
+        format: Literal["aicert.dev/v1alpha1", "aicert-legacy"],
+        statement: Statement | None,
+        events: list[dict[str, Any]],
+        passed: list[Check],
+        notes: tuple[str, ...] = (),
+    ) -> VerifiedTraining:
+        return VerifiedTraining(
+            format=format,
+            assurance=self.assurance,
+            statement=statement,
+            events=tuple(events),
+            ak_subject=self.path.certificates[0].subject.rfc4514_string(),
+            trust_root=self.path.anchor.certificate.subject.rfc4514_string(),
+            trust_source=self.path.anchor.source,
+            clock=self.attest.clock_info,
+            passed=tuple(passed),
+            notes=notes,
+        )
 
 
 def check_chain(ev: QuoteEvidence, trust: TrustStore, at: dt.datetime) -> tuple[CertPath, Assurance]:
@@ -474,17 +497,7 @@ class Verifier:
             outputs = predicate.outputs
             check_local_dir(model_dir, outputs.root, outputs.files, Check.MODEL_FILES, "--model", "output")
             passed.append(Check.MODEL_FILES)
-        return VerifiedTraining(
-            format="aicert.dev/v1alpha1",
-            assurance=facts.assurance,
-            statement=statement,
-            events=tuple(own),
-            ak_subject=facts.path.certificates[0].subject.rfc4514_string(),
-            trust_root=facts.path.anchor.certificate.subject.rfc4514_string(),
-            trust_source=facts.path.anchor.source,
-            clock=facts.attest.clock_info,
-            passed=tuple(passed),
-        )
+        return facts.result("aicert.dev/v1alpha1", statement, own, passed)
 
     def _verify_legacy(
         self,
@@ -510,18 +523,8 @@ class Verifier:
         if model_dir is not None:
             check_legacy_model(model_dir, events)
             passed.append(Check.MODEL_FILES)
-        return VerifiedTraining(
-            format="aicert-legacy",
-            assurance=facts.assurance,
-            statement=None,
-            events=tuple(events),
-            ak_subject=facts.path.certificates[0].subject.rfc4514_string(),
-            trust_root=facts.path.anchor.certificate.subject.rfc4514_string(),
-            trust_source=facts.path.anchor.source,
-            clock=facts.attest.clock_info,
-            passed=tuple(passed),
-            notes=(
-                "old AICert proof: the quote carries no statement digest, so it is bound to these events only "
-                "through the PCR 16 event log, and nothing proves it is fresh",
-            ),
+        note = (
+            "old AICert proof: the quote carries no statement digest, so it is bound to these events only "
+            "through the PCR 16 event log, and nothing proves it is fresh"
         )
+        return facts.result("aicert-legacy", None, events, passed, notes=(note,))
