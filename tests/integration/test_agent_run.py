@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.integration.certified_run import CertifiedRun, make_run
 
 from aicert_agent.local_run import exclusive_run
 from aicert_agent.tpm.swtpm import Swtpm
-from tests.integration.certified_run import CertifiedRun, make_run
 
 pytestmark = pytest.mark.integration
 
