@@ -75,3 +75,35 @@ def test_usage_errors_exit_2(model: Path, argv: list[str], capsys: pytest.Captur
         main(args)
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_aicerts_own_manifest_is_left_out_as_in_certificates(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = hash_tree(model)
+    before.write(model / "manifest.json")
+    assert main(["hash", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["root"] == before.root
+    assert main(["hash", str(model), "--json", "--include-manifest"]) == 0
+    with_manifest = json.loads(capsys.readouterr().out)
+    assert "manifest.json" in [f["path"] for f in with_manifest["files"]]
+    assert with_manifest["root"] != before.root
+
+
+def test_closed_pipe_ends_quietly(model: Path) -> None:
+    import subprocess
+    import sys
+
+    for i in range(3000):
+        (model / f"f{i}").write_text(str(i))
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "aicert.cli", "hash", str(model), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()  # the reader goes away, like `| head`
+    err = reader.stderr.read().decode()
+    assert reader.wait() == 141
+    assert "Traceback" not in err

@@ -25,14 +25,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import JsonValue
 
 from aicert.certificate import Assurance
-from aicert.digest import DigestError, Manifest, hash_tree
+from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
 from aicert.trust.pem import load_pem_bundle
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.tpm.client import Tpm, TpmError
 
 EXIT_OK, EXIT_COMMAND_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
-MANIFEST_FILE = "manifest.json"
 LOG_FILE = "measurements.log"
 
 

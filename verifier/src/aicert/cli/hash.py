@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from aicert.digest import DigestError, Manifest, SymlinkPolicy, hash_tree
+from aicert.digest import MANIFEST_FILE, DigestError, Manifest, SymlinkPolicy, hash_tree
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Hash every file under PATH with sha256 (parallel on all cores) and print the manifest "
             "root digest, i.e. sha256 of the RFC 8785 canonical JSON of the sorted "
-            "[{path, size, sha256}] entries. Symlinks are never followed."
+            "[{path, size, sha256}] entries. Symlinks are never followed. As in certificates, the "
+            f"{MANIFEST_FILE} that aicert writes at the top of an output directory is left out, so the "
+            "root printed here is the one a certificate names."
         ),
     )
     p.add_argument("path", metavar="PATH", type=Path, help="a directory, or a single regular file")
@@ -35,6 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=SymlinkPolicy.REFUSE.value,
         help="refuse (default): a symlink is an error; record: a link is an entry of its own "
         "(sha256 of its target string), and must point inside PATH",
+    )
+    p.add_argument(
+        "--include-manifest",
+        action="store_true",
+        help=f"hash a top-level {MANIFEST_FILE} too (it is left out by default, as in certificates)",
     )
     p.add_argument(
         "--workers", type=_positive_int, default=None, metavar="N", help="hashing threads (default: cores)"
@@ -60,7 +67,9 @@ def _human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _hash_with_progress(path: Path, symlinks: SymlinkPolicy, workers: int | None) -> Manifest:
+def _hash_with_progress(
+    path: Path, symlinks: SymlinkPolicy, workers: int | None, exclude: frozenset[str]
+) -> Manifest:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -99,19 +108,22 @@ def _hash_with_progress(path: Path, symlinks: SymlinkPolicy, workers: int | None
             progress.update(task, completed=done)
 
     with progress:
-        return hash_tree(path, symlinks=symlinks, workers=workers, progress=advance, on_total=on_total)
+        return hash_tree(
+            path, symlinks=symlinks, workers=workers, progress=advance, on_total=on_total, exclude=exclude
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.path
     symlinks = SymlinkPolicy(args.symlinks)
     workers: int | None = args.workers
+    exclude = frozenset() if args.include_manifest else frozenset({MANIFEST_FILE})
     start = time.perf_counter()
     try:
         if sys.stderr.isatty():
-            manifest = _hash_with_progress(path, symlinks, workers)
+            manifest = _hash_with_progress(path, symlinks, workers, exclude)
         else:
-            manifest = hash_tree(path, symlinks=symlinks, workers=workers)
+            manifest = hash_tree(path, symlinks=symlinks, workers=workers, exclude=exclude)
     except DigestError as e:
         print(f"aicert hash: error: {e}", file=sys.stderr)
         return 2

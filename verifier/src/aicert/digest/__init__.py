@@ -1,9 +1,10 @@
 """Hashing of model and data trees into a manifest with a root digest (see DESIGN.md, "Hashing")."""
 
 from aicert.digest.hashing import DigestError, SymlinkPolicy, hash_file, hash_tree
-from aicert.digest.manifest import FileEntry, Manifest, ManifestError, manifest_root
+from aicert.digest.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, manifest_root
 
 __all__ = [
+    "MANIFEST_FILE",
     "DigestError",
     "FileEntry",
     "Manifest",

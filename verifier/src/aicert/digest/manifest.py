@@ -31,6 +31,10 @@ _ENTRY_KEYS = frozenset({"path", "size", "sha256", "type"})
 _MANIFEST_KEYS = frozenset({"root", "files"})
 
 
+# The file aicert writes next to a run's outputs; it is never part of the root it describes.
+MANIFEST_FILE = "manifest.json"
+
+
 class ManifestError(ValueError):
     """A manifest, or one of its entries, is malformed. The message names the offending field."""
 

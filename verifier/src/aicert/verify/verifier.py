@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from pydantic import ValidationError
 
 from aicert.certificate import ASSURANCE_ORDER, BOOT_PCRS, REDACTED, Assurance, Statement, TrainingCertificate
-from aicert.digest import DigestError, Manifest, ManifestError, hash_file, hash_tree
+from aicert.digest import MANIFEST_FILE, DigestError, Manifest, ManifestError, hash_file, hash_tree
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
 from aicert.legacy import LegacyProof, legacy_events, legacy_evidence, looks_legacy
@@ -36,8 +36,6 @@ from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.policy import Policy
 from aicert.verify.result import VerifiedTraining
-
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
