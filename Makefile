@@ -20,7 +20,7 @@ deps:
 $(BIN)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,agent]'
+	$(BIN)/pip install -q -e '.[dev,agent,operator]'
 	touch $@
 
 venv: $(BIN)/.installed

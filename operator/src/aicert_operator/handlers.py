@@ -1,0 +1,133 @@
+"""kopf handlers: observe, call the pure `reconcile`, apply its decision. Nothing else.
+
+Every watch event of a CertifiedTraining or of one of its pods, and a periodic timer, lead to the
+same level-based reconciliation, serialized per training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from aicert.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec
+from aicert_operator import metrics
+from aicert_operator.kube import Kube
+from aicert_operator.observe import pod_view
+from aicert_operator.pod import build_pod
+from aicert_operator.reconcile import Training, reconcile
+from aicert_operator.settings import Settings
+
+FINALIZER = "aicert.dev/cleanup"
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def _context(memo: Any) -> tuple[Kube, Settings]:
+    return memo["kube"], memo["settings"]
+
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger: Logger) -> float | None:
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None
+    training = Training(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 0),
+        spec=TrainingSpec.model_validate(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
+    )
+    pods = [pod_view(p) for p in kube.list_pods(training.namespace, training.uid)]
+    decision = reconcile(training, pods, dt.datetime.now(dt.UTC))
+    if decision.create_attempt is not None:
+        pod = build_pod(
+            name=training.name,
+            namespace=training.namespace,
+            uid=training.uid,
+            spec=training.spec,
+            attempt=decision.create_attempt,
+            settings=settings,
+        )
+        if kube.create_pod(pod):
+            metrics.PODS_CREATED.inc()
+            logger.info("created pod %s (attempt %d)", pod["metadata"]["name"], decision.create_attempt)
+    for name in decision.delete_pods:
+        kube.delete_pod(training.namespace, name)
+        logger.info("deleted pod %s", name)
+    if decision.status:
+        before = training.status.get("phase")
+        kube.apply_status(training.namespace, training.name, decision.status)
+        if decision.status["phase"] != before:
+            metrics.PHASES.labels(decision.status["phase"]).inc()
+            logger.info("phase %s -> %s: %s", before, decision.status["phase"], decision.status["message"])
+    for event in decision.events:
+        kube.emit(body, event.type, event.reason, event.message)
+    return decision.requeue_after
+
+
+async def reconcile_training(namespace: str | None, name: str, memo: Any, logger: Logger) -> None:
+    if namespace is None:
+        return
+    kube, settings = _context(memo)
+    async with _locks[f"{namespace}/{name}"]:
+        with metrics.RECONCILE_SECONDS.time():
+            body = await asyncio.to_thread(kube.get_training, namespace, name)  # fresh, not the event's copy
+            if body is None:
+                return
+            try:
+                await asyncio.to_thread(apply_reconcile, kube, settings, body, logger)
+            except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                raise
+            metrics.RECONCILES.labels("ok").inc()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def training_changed(
+    namespace: str | None, name: str, type: str, memo: Any, logger: Logger, **_: Any
+) -> None:
+    if type == "DELETED":
+        _locks.pop(f"{namespace}/{name}", None)
+        return
+    await reconcile_training(namespace, name, memo, logger)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_TRAINING: kopf.PRESENT})
+async def pod_changed(
+    namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+) -> None:
+    await reconcile_training(namespace, labels[LABEL_TRAINING], memo, logger)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=10.0,
+    idle=0.0,
+    when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"),
+)
+async def resync(namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
+    """Deadlines and anything a watch missed."""
+    await reconcile_training(namespace, name, memo, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def cleanup(namespace: str | None, name: str, uid: str, memo: Any, logger: Logger, **_: Any) -> None:
+    """Stop the run's pods before the resource goes (garbage collection would, but later)."""
+    if namespace is None:
+        return
+    kube, _settings = _context(memo)
+    pods = await asyncio.to_thread(kube.list_pods, namespace, uid)
+    for pod in pods:
+        await asyncio.to_thread(kube.delete_pod, namespace, pod["metadata"]["name"])
+        logger.info("deleted pod %s of a deleted CertifiedTraining", pod["metadata"]["name"])

@@ -1,0 +1,115 @@
+"""The CertifiedTraining contract shared by the operator and the node agent.
+
+Names (labels, containers, marker files, field managers) and a typed view of the resource's
+spec. Pure: no Kubernetes library. The CRD in crds/ is the schema the API server enforces; this
+model reads what it admitted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aicert.certificate import Assurance
+
+GROUP: Final = "aicert.dev"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "certifiedtrainings"
+KIND: Final = "CertifiedTraining"
+
+# Labels and annotations
+LABEL_ASSURANCE: Final = "aicert.dev/assurance"  # on Nodes, set by the agent: dev | vtpm | cvm
+LABEL_TRAINING: Final = "aicert.dev/training"  # on Pods: the CertifiedTraining's name
+LABEL_TRAINING_UID: Final = "aicert.dev/training-uid"
+LABEL_ATTEMPT: Final = "aicert.dev/attempt"
+
+# The pod of one attempt
+CONTAINER_GATE: Final = "aicert-gate"
+CONTAINER_TRAIN: Final = "train"
+CONTAINER_SEAL: Final = "aicert-seal"
+CONTROL_VOLUME: Final = "aicert-control"
+CONTROL_MOUNT: Final = "/run/aicert-control"
+MARKER_GATE: Final = "inputs-measured"  # written by the agent: the train container may start
+MARKER_SEALED: Final = "sealed"  # written by the agent: the certificate is in the status
+MARKER_REFUSED: Final = "refused"  # written by the agent: no certificate; the file says why
+SEAL_REFUSED_EXIT: Final = 3  # exit code of aicert-seal when the agent refused to certify
+
+FIELD_MANAGER_OPERATOR: Final = "aicert-operator"
+FIELD_MANAGER_AGENT: Final = "aicert-agent"
+
+Phase = Literal["Pending", "Measuring", "Training", "Sealing", "Succeeded", "Failed"]
+TERMINAL_PHASES: Final = ("Succeeded", "Failed")
+ConditionType = Literal["Scheduled", "InputsMeasured", "Trained", "Certified"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ClaimRef(_Spec):
+    claimName: str
+
+
+class Input(_Spec):
+    name: str
+    persistentVolumeClaim: ClaimRef
+    mountPath: str
+
+
+class EmptyDir(_Spec):
+    sizeLimit: int | str | None = None
+
+
+class Output(_Spec):
+    name: str = "model"
+    persistentVolumeClaim: ClaimRef | None = None
+    emptyDir: EmptyDir | None = None
+    mountPath: str
+
+
+class EnvVar(_Spec):
+    name: str
+    value: str
+
+
+class Toleration(_Spec):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    tolerationSeconds: int | None = None
+
+
+class Resources(_Spec):
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, int | str] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Spec):
+    image: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    gpus: Annotated[int, Field(ge=0)] = 1
+    resources: Resources = Resources()
+    inputs: list[Input] = Field(default_factory=list)
+    output: Output
+    minAssurance: Assurance = "vtpm"
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    activeDeadlineSeconds: int | None = None
+    backoffLimit: int = 0
+
+    def recorded(self) -> dict[str, Any]:
+        """The spec as the certificate records it (defaults filled in)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def pod_name(training: str, attempt: int) -> str:
+    """Deterministic: one pod per attempt, whoever creates it and however often."""
+    return f"{training}-{attempt}"
+
+
+def short_digest(root: str) -> str:
+    return f"sha256:{root[:12]}"
