@@ -60,17 +60,36 @@ def test_statement_from_events() -> None:
     [
         (lambda e: e.pop(0), "must start with its aicert.run"),
         (lambda e: e.pop(), "one aicert.output"),
-        (lambda e: e.insert(1, e.pop(2)), "must be: aicert.run"),
+        (lambda e: e.insert(0, e.pop(3)), "must start with its aicert.run"),
+        (lambda e: e.append(e.pop(2)), "then one aicert.output"),
         (lambda e: e.insert(3, dict(e[2])), "same name"),
         (lambda e: e[2].update(run="r2"), "another run"),
         (lambda e: e[2].update(root="XYZ"), "aicert.input event: root"),
         (lambda e: e[1].update(type="aicert.nope"), "unknown event type"),
         (lambda e: e[2].update(extra=1), "extra"),
     ],
-    ids=["no-run", "no-output", "order", "dup-input", "mixed-run", "bad-root", "unknown-type", "extra-field"],
+    ids=[
+        "no-run",
+        "no-output",
+        "output-first",
+        "output-not-last",
+        "dup-input",
+        "mixed-run",
+        "bad-root",
+        "unknown-type",
+        "extra-field",
+    ],
 )
 def test_malformed_runs_are_refused(edit: Any, message: str) -> None:
     events = run_events()
     edit(events)
     with pytest.raises(EventError, match=message):
         statement_from_events(events, assurance="dev", boot_pcrs=BOOT)
+
+
+def test_image_may_be_recorded_after_the_inputs() -> None:
+    events = run_events()
+    events.insert(2, events.pop(1))  # run, input, image, output: the order the Kubernetes agent logs
+    assert statement_from_events(events, assurance="dev", boot_pcrs=BOOT) == statement_from_events(
+        run_events(), assurance="dev", boot_pcrs=BOOT
+    )

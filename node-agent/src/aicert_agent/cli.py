@@ -69,6 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
         "rebase", help="start a new log epoch and reset the PCR (no run may be in flight)"
     )
     rebase.set_defaults(func=_rebase)
+
+    waiters = (
+        ("gate", "wait until the agent measured the inputs (init container)"),
+        ("seal", "wait until the agent certified the outputs (exit 3 if it refused)"),
+    )
+    for action, text in waiters:
+        waiter = sub.add_parser(action, help=text)
+        waiter.add_argument("--control", type=Path, required=True, help="the control volume's mount path")
+        waiter.set_defaults(func=_wait)
+
+    serve = sub.add_parser("serve", help="run as the Kubernetes node agent (DaemonSet)")
+    serve.add_argument("--node", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
+    serve.add_argument("--kubelet-root", type=Path, default=Path("/var/lib/kubelet"))
+    serve.add_argument(
+        "--assurance", choices=["dev", "vtpm", "cvm"], default=os.environ.get("AICERT_ASSURANCE", "vtpm")
+    )
+    serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
+    serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
+    serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
+    serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9100")))
+    serve.set_defaults(func=_serve)
     return parser
 
 
@@ -132,6 +153,21 @@ def _rebase(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     print(f"new epoch {epoch}; PCR {args.pcr} reset")
     return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from aicert_agent.markers import wait_gate, wait_seal
+
+    return wait_gate(args.control) if args.command == "gate" else wait_seal(args.control)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aicert_agent.serve import serve
+
+    if not args.node:
+        print("aicert-agent serve: --node (or NODE_NAME) is required", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

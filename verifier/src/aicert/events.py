@@ -135,11 +135,18 @@ def statement_from_events(
     image = [e for e in events if isinstance(e, ImageEvent)]
     inputs = [e for e in events if isinstance(e, InputEvent)]
     outputs = [e for e in events if isinstance(e, OutputEvent)]
-    expected_order = [run, *image, *inputs, *outputs]
-    if len(image) > 1 or len(outputs) != 1 or events != expected_order:
+    middle = events[1:-1]
+    # The image digest is known once the runtime started the train container, after the inputs
+    # were measured; so image and inputs may come in either order, between run and output.
+    if (
+        len(image) > 1
+        or len(outputs) != 1
+        or events[-1] is not outputs[0]
+        or any(not isinstance(e, ImageEvent | InputEvent) for e in middle)
+    ):
         raise EventError(
-            "a run's events must be: aicert.run, at most one aicert.image, aicert.input…, one aicert.output"
-            f" (got {', '.join(e.type for e in events)})"
+            "a run's events must be: aicert.run, then aicert.input… and at most one aicert.image, then one "
+            f"aicert.output (got {', '.join(e.type for e in events)})"
         )
     if len({i.name for i in inputs}) != len(inputs):
         raise EventError("two aicert.input events have the same name")

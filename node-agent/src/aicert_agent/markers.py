@@ -1,0 +1,44 @@
+"""The gate and seal containers: wait for the agent's marker files in the control volume.
+
+`aicert-gate` exits 0 once the inputs are measured; `aicert-seal` exits 0 once the certificate is
+in the resource's status, or SEAL_REFUSED_EXIT with the agent's reason when it refused.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from aicert.training import MARKER_GATE, MARKER_REFUSED, MARKER_SEALED, SEAL_REFUSED_EXIT
+
+POLL_SECONDS = 0.2
+
+
+def write_marker(control: Path, name: str, text: str = "") -> None:
+    """Atomically: a reader sees the marker whole or not at all."""
+    tmp = control / f".{name}.tmp"
+    tmp.write_text(text)
+    tmp.replace(control / name)
+
+
+def wait_gate(control: Path) -> int:
+    print("aicert-gate: waiting for the node agent to measure the inputs", flush=True)
+    while not (control / MARKER_GATE).exists():
+        time.sleep(POLL_SECONDS)
+    print("aicert-gate: inputs measured; training may start", flush=True)
+    return 0
+
+
+def wait_seal(control: Path) -> int:
+    print("aicert-seal: waiting for the node agent to certify the outputs", flush=True)
+    while True:
+        if (control / MARKER_SEALED).exists():
+            print("aicert-seal: certified", flush=True)
+            return 0
+        if (control / MARKER_REFUSED).exists():
+            print(
+                f"aicert-seal: refused: {(control / MARKER_REFUSED).read_text()}", file=sys.stderr, flush=True
+            )
+            return SEAL_REFUSED_EXIT
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,15 @@
+"""Prometheus metrics of the node agent."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+BYTES_HASHED = Counter("aicert_agent_bytes_hashed_total", "Bytes hashed while measuring volumes")
+HASH_SECONDS = Histogram(
+    "aicert_agent_hash_seconds", "Time to hash one volume", buckets=(0.01, 0.1, 1, 10, 60, 600, 3600)
+)
+QUOTE_SECONDS = Histogram(
+    "aicert_agent_seal_seconds", "Time to seal a run: statement, seal event, quote, certificate"
+)
+CERTIFICATES = Counter("aicert_agent_certificates_total", "Certificates issued or refused", ["result"])
+LOG_REBASES = Counter("aicert_agent_log_rebases_total", "New measurement epochs", ["why"])

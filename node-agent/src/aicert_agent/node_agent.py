@@ -1,0 +1,415 @@
+"""The node agent on Kubernetes: measure, gate, seal and certify the training pods on one node.
+
+One loop, one pod at a time (the TPM serves one client; hashing uses every core anyway). Each
+pass plans every pod with the pure `pod_plan.plan` and carries out the steps; every step is safe
+to repeat, so a restart at any point neither loses nor duplicates a measurement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from aicert.certificate import ASSURANCE_ORDER, Assurance
+from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
+from aicert.events import INPUT, OUTPUT, RUN, SEAL
+from aicert.training import (
+    CONTAINER_GATE,
+    CONTAINER_SEAL,
+    CONTAINER_TRAIN,
+    CONTROL_VOLUME,
+    LABEL_ATTEMPT,
+    LABEL_TRAINING,
+    MARKER_GATE,
+    MARKER_REFUSED,
+    MARKER_SEALED,
+    TrainingSpec,
+    short_digest,
+)
+from aicert.trust import ChainError, TrustStore, build_path
+from aicert_agent import metrics
+from aicert_agent.kube import AgentKube
+from aicert_agent.markers import write_marker
+from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
+from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
+from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
+
+log = logging.getLogger("aicert_agent")
+OUTPUT_VOLUME = "output"
+
+
+class Refusal(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    kubelet_root: Path
+    assurance: Assurance
+    resync_seconds: float = 2.0
+
+
+@dataclass
+class PodContext:
+    pod: dict[str, Any]
+    training: dict[str, Any]
+    spec: TrainingSpec
+
+    @property
+    def uid(self) -> str:
+        return str(self.pod["metadata"]["uid"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"]["namespace"])
+
+    @property
+    def training_name(self) -> str:
+        return str(self.training["metadata"]["name"])
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    status = pod.get("status") or {}
+    for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        if c.get("name") == name:
+            return dict(c)
+    return {}
+
+
+def _terminated(container: dict[str, Any]) -> dict[str, Any] | None:
+    state = container.get("state") or {}
+    return state.get("terminated")
+
+
+def pod_facts(pod: dict[str, Any]) -> PodFacts:
+    phase = (pod.get("status") or {}).get("phase")
+    gate = _terminated(_container(pod, CONTAINER_GATE))
+    train = _terminated(_container(pod, CONTAINER_TRAIN))
+    seal_state = _container(pod, CONTAINER_SEAL).get("state") or {}
+    return PodFacts(
+        terminal=phase in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp")),
+        gate_done=gate is not None and gate.get("exitCode") == 0,
+        train_exit=None if train is None else int(train.get("exitCode", -1)),
+        seal_waiting=bool(seal_state.get("running") or seal_state.get("waiting")),
+    )
+
+
+def run_progress(entries: list[Entry], run: str) -> RunProgress:
+    kinds = [e.type for e in entries if e.run == run]
+    return RunProgress(
+        started=RUN in kinds,
+        inputs_measured=kinds.count(INPUT),
+        output_measured=OUTPUT in kinds,
+        sealed=SEAL in kinds,
+    )
+
+
+def image_digest(image_id: str) -> str | None:
+    """The sha256 digest in a runtime imageID (`repo@sha256:…`, `docker-pullable://…@sha256:…`, `sha256:…`)."""
+    _, _, digest = image_id.rpartition("sha256:")
+    return f"sha256:{digest}" if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+@dataclass
+class NodeAgent:
+    config: AgentConfig
+    kube: AgentKube
+    tpm: Any  # aicert_agent.tpm.client.Tpm, open
+    log: MeasurementLog
+    ak: AkIdentity
+    trust: TrustStore
+    _salts: dict[str, str] = field(default_factory=dict)
+
+    # --- start -----------------------------------------------------------------------------
+
+    def check_ak(self) -> bool:
+        """Is our AK certificate one a verifier would accept, at our assurance level?"""
+        chain = [x509.load_pem_x509_certificate(p.encode()) for p in self.ak.certificate_chain]
+        try:
+            path = build_path(chain[0], chain[1:], self.trust, dt.datetime.now(dt.UTC))
+        except ChainError as exc:
+            log.error("cannot certify on %s: the AK certificate does not verify: %s", self.config.node, exc)
+            return False
+        if ASSURANCE_ORDER[self.config.assurance] > ASSURANCE_ORDER[path.anchor.max_assurance]:
+            log.error(
+                "cannot certify at %s: the AK chains to a root that vouches for %s at most",
+                self.config.assurance,
+                path.anchor.max_assurance,
+            )
+            return False
+        return True
+
+    def start(self) -> bool:
+        try:
+            self.log.recover(self.tpm)
+        except LogError as exc:
+            # The old epoch proves nothing any more: runs mid-training will be refused (their
+            # inputs are no longer in the log); a fresh epoch lets new runs be certified.
+            log.error("%s; re-basing the measurement log", exc)
+            metrics.LOG_REBASES.labels("mismatch").inc()
+            self.log.rebase(self.tpm)
+        ok = self.check_ak()
+        self.kube.label_node(self.config.assurance if ok else None)
+        log.info(
+            "node %s %s",
+            self.config.node,
+            f"labelled assurance={self.config.assurance}" if ok else "unlabelled",
+        )
+        return ok
+
+    # --- one pass ----------------------------------------------------------------------------
+
+    def reconcile_all(self, pods: list[dict[str, Any]]) -> None:
+        for pod in pods:
+            try:
+                self.reconcile_pod(pod)
+            except Exception:
+                log.exception("pod %s/%s", pod["metadata"].get("namespace"), pod["metadata"].get("name"))
+        if all(pod_facts(p).terminal for p in pods) and self.log.entries():
+            self.log.rebase(self.tpm)  # nothing in flight: keep certificates small
+            metrics.LOG_REBASES.labels("idle").inc()
+            log.info("no run in flight: new measurement epoch")
+
+    def _control(self, uid: str) -> Path:
+        return empty_dir_path(self.config.kubelet_root, uid, CONTROL_VOLUME)
+
+    def _certified(self, training: dict[str, Any], uid: str) -> bool:
+        text = (training.get("status") or {}).get("certificate")
+        if not text:
+            return False
+        try:
+            return bool(json.loads(text)["statement"]["predicate"]["run"]["id"] == uid)
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    def reconcile_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        training = self.kube.get_training(meta["namespace"], labels.get(LABEL_TRAINING, ""))
+        if training is None:
+            return
+        ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
+        control = self._control(ctx.uid)
+        markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
+        entries = self.log.entries()
+        steps = plan(
+            pod_facts(pod),
+            run_progress(entries, ctx.uid),
+            markers,
+            len(ctx.spec.inputs),
+            self._certified(training, ctx.uid),
+        )
+        for step in steps:
+            log.info("%s/%s: %s", ctx.namespace, meta["name"], step.value)
+            try:
+                self._do(step, ctx, entries)
+            except Refusal as refusal:
+                self._refuse(ctx, refusal)
+                return
+            except (SealError, LogError, DigestError, VolumeNotFound) as exc:
+                self._refuse(ctx, Refusal(type(exc).__name__.replace("Error", "Failed"), str(exc)))
+                return
+            entries = self.log.entries()
+
+    def _recorder(self, ctx: PodContext, entries: list[Entry]) -> RunRecorder:
+        salt = next((str(e.content["salt"]) for e in entries if e.run == ctx.uid), None)
+        return RunRecorder(
+            self.log, self.tpm, run_id=ctx.uid, salt=salt or self._salts.setdefault(ctx.uid, new_salt())
+        )
+
+    def _input_path(self, ctx: PodContext, claim: str) -> Path:
+        return pvc_path(self.config.kubelet_root, ctx.uid, self.kube.pv_of_claim(ctx.namespace, claim))
+
+    def _hash(self, path: Path, what: str) -> Manifest:
+        started = time.perf_counter()
+        manifest = hash_tree(path, exclude={MANIFEST_FILE})
+        metrics.HASH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BYTES_HASHED.inc(manifest.total_bytes)
+        log.info(
+            "measured %s: %d files, %d bytes, root %s",
+            what,
+            manifest.file_count,
+            manifest.total_bytes,
+            manifest.root,
+        )
+        return manifest
+
+    def _do(self, step: Step, ctx: PodContext, entries: list[Entry]) -> None:
+        recorder = self._recorder(ctx, entries)
+        if step is Step.BEGIN:
+            meta = ctx.training["metadata"]
+            recorder.begin(
+                node=self.config.node,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                attempt=int((ctx.pod["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0")),
+                spec=ctx.spec.recorded(),
+            )
+            self.kube.apply_status(ctx.namespace, ctx.training_name, {"assurance": self.config.assurance})
+        elif step is Step.MEASURE_INPUTS:
+            done = {e.content.get("name") for e in entries if e.run == ctx.uid and e.type == INPUT}
+            for item in ctx.spec.inputs:
+                if item.name not in done:
+                    recorder.input(
+                        item.name,
+                        self._hash(
+                            self._input_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name}"
+                        ),
+                    )
+        elif step is Step.OPEN_GATE:
+            write_marker(self._control(ctx.uid), MARKER_GATE)
+        elif step is Step.FINISH:
+            self._finish(ctx, recorder, entries)
+        elif step is Step.PUBLISH:
+            self._publish(ctx, recorder)
+        elif step is Step.MARK_SEALED:
+            write_marker(self._control(ctx.uid), MARKER_SEALED)
+        elif step is Step.REFUSE_LOG_LOST:
+            raise Refusal(
+                "MeasurementLogLost",
+                "the node's measurement log no longer holds this run's input measurements (the node rebooted or the log was re-based mid-run)",
+            )
+
+    def _output_path(self, ctx: PodContext) -> Path:
+        claim = ctx.spec.output.persistentVolumeClaim
+        if claim is None:
+            return empty_dir_path(self.config.kubelet_root, ctx.uid, OUTPUT_VOLUME)
+        return self._input_path(ctx, claim.claimName)
+
+    def _finish(self, ctx: PodContext, recorder: RunRecorder, entries: list[Entry]) -> None:
+        own = [e for e in entries if e.run == ctx.uid]
+        if not any(e.type == OUTPUT for e in own):
+            measured = {str(e.content["name"]): str(e.content["root"]) for e in own if e.type == INPUT}
+            for item in ctx.spec.inputs:
+                now = self._hash(
+                    self._input_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name} again"
+                )
+                if now.root != measured[item.name]:
+                    raise Refusal(
+                        "InputsChanged",
+                        f"input {item.name} changed during training (root {measured[item.name]} became {now.root})",
+                    )
+            image_id = str(_container(ctx.pod, CONTAINER_TRAIN).get("imageID") or "")
+            digest = image_digest(image_id)
+            if digest is None:
+                raise Refusal(
+                    "ImageUnknown",
+                    f"the runtime reported no image digest for the train container ({image_id!r})",
+                )
+            if not any(e.type == "aicert.image" for e in own):
+                recorder.image(ctx.spec.image, digest)
+            out_dir = self._output_path(ctx)
+            if (out_dir / MANIFEST_FILE).exists():
+                raise Refusal(
+                    "ReservedFile",
+                    f"the training wrote {MANIFEST_FILE} into its output, a name aicert reserves",
+                )
+            output = self._hash(out_dir, "the output")
+            recorder.output(ctx.spec.output.name, output)
+            output.write(out_dir / MANIFEST_FILE)
+        self._publish(ctx, recorder)
+
+    def _publish(self, ctx: PodContext, recorder: RunRecorder) -> None:
+        started = time.perf_counter()
+        certificate = recorder.seal(assurance=self.config.assurance, ak=self.ak)
+        metrics.QUOTE_SECONDS.observe(time.perf_counter() - started)
+        root = certificate["statement"]["predicate"]["outputs"]["root"]
+        self.kube.apply_status(
+            ctx.namespace,
+            ctx.training_name,
+            {
+                "assurance": self.config.assurance,
+                "certificate": json.dumps(certificate, separators=(",", ":")),
+                "modelDigest": f"sha256:{root}",
+                "modelShortDigest": short_digest(root),
+                "conditions": [
+                    self._condition(
+                        ctx,
+                        "True",
+                        "Certified",
+                        f"model sha256:{root} certified by a TPM quote on {self.config.node}",
+                    )
+                ],
+            },
+        )
+        write_marker(self._control(ctx.uid), MARKER_SEALED)
+        metrics.CERTIFICATES.labels("issued").inc()
+        self.kube.emit(
+            ctx.namespace,
+            ctx.training_name,
+            ctx.training["metadata"]["uid"],
+            "Normal",
+            "Certified",
+            f"model sha256:{root}",
+        )
+
+    def _condition(self, ctx: PodContext, status: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": "Certified",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": int(ctx.training["metadata"].get("generation") or 0),
+            "lastTransitionTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def _refuse(self, ctx: PodContext, refusal: Refusal) -> None:
+        log.warning("%s/%s: refused: %s", ctx.namespace, ctx.pod["metadata"]["name"], refusal.message)
+        self.kube.apply_status(
+            ctx.namespace,
+            ctx.training_name,
+            {"conditions": [self._condition(ctx, "False", refusal.reason, refusal.message)]},
+        )
+        write_marker(self._control(ctx.uid), MARKER_REFUSED, f"{refusal.reason}: {refusal.message}")
+        metrics.CERTIFICATES.labels("refused").inc()
+        self.kube.emit(
+            ctx.namespace,
+            ctx.training_name,
+            ctx.training["metadata"]["uid"],
+            "Warning",
+            refusal.reason,
+            refusal.message,
+        )
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        events: queue.Queue[None] = queue.Queue()
+
+        def watcher(resource_version: str) -> None:
+            while not stop.is_set():
+                try:
+                    for _ in self.kube.watch_pods(resource_version, timeout=30):
+                        events.put(None)
+                        if stop.is_set():
+                            return
+                except Exception as exc:  # the watch restarts from a fresh list below
+                    log.warning("pod watch ended: %s", exc)
+                    stop.wait(1)
+                resource_version = self.kube.pods_on_node()[1]
+
+        pods, version = self.kube.pods_on_node()
+        threading.Thread(target=watcher, args=(version,), name="pod-watch", daemon=True).start()
+        while not stop.is_set():
+            self.reconcile_all(pods)
+            try:
+                events.get(timeout=self.config.resync_seconds)
+                while not events.empty():
+                    events.get_nowait()
+            except queue.Empty:
+                pass
+            pods = self.kube.pods_on_node()[0]

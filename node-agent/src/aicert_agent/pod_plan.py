@@ -1,0 +1,67 @@
+"""What a pod on this node needs from the agent next. Pure: a restarted agent decides the same.
+
+The decision uses only what survives a restart: the pod (from the API server), the run's
+events in the measurement log, the marker files, and whether the status already holds this
+run's certificate.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Step(enum.Enum):
+    BEGIN = "begin"  # log the run event
+    MEASURE_INPUTS = "measure-inputs"
+    OPEN_GATE = "open-gate"
+    FINISH = "finish"  # re-hash inputs, measure outputs, seal, publish, mark sealed
+    PUBLISH = "publish"  # sealed in the log, certificate not yet in the status
+    MARK_SEALED = "mark-sealed"  # certificate in the status, marker missing
+    REFUSE_LOG_LOST = "refuse-log-lost"
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    terminal: bool  # Succeeded, Failed or being deleted
+    gate_done: bool
+    train_exit: int | None  # None while not terminated
+    seal_waiting: bool  # the seal container is running or about to
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    started: bool
+    inputs_measured: int
+    output_measured: bool
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class Markers:
+    gate: bool
+    sealed: bool
+    refused: bool
+
+
+def plan(
+    pod: PodFacts, run: RunProgress, markers: Markers, inputs_expected: int, certified: bool
+) -> list[Step]:
+    if pod.terminal or markers.sealed or markers.refused:
+        return []
+    if certified:
+        return [Step.MARK_SEALED]
+    if run.sealed:
+        return [Step.PUBLISH]
+    if not pod.gate_done:
+        steps = [] if run.started else [Step.BEGIN]
+        if run.inputs_measured < inputs_expected:
+            steps.append(Step.MEASURE_INPUTS)
+        return [*steps, Step.OPEN_GATE]
+    if not run.started or run.inputs_measured < inputs_expected:
+        # The gate opened, so this agent measured the inputs once, but the log no longer says so
+        # (the node rebooted, or the log was re-based): no honest certificate can be made.
+        return [Step.REFUSE_LOG_LOST]
+    if pod.train_exit == 0 and pod.seal_waiting:
+        return [Step.FINISH]
+    return []

@@ -1,0 +1,59 @@
+"""`aicert-agent serve`: wire the node agent to the TPM, the log and the API server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from aicert.cli.verify import trust_store
+from aicert.trust import TrustError
+from aicert_agent.kube import AgentKube
+from aicert_agent.local_run import LOG_FILE, ak_identity
+from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.node_agent import AgentConfig, NodeAgent
+from aicert_agent.tpm.client import Tpm, TpmError
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log = logging.getLogger("aicert_agent")
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    try:
+        trust = trust_store(args.trust, args.trust_bundle)
+    except TrustError as exc:
+        log.error("%s", exc)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    start_http_server(args.metrics_port)
+    kube = AgentKube(client.ApiClient(), args.node)
+    try:
+        with Tpm(args.tpm) as tpm:
+            agent = NodeAgent(
+                AgentConfig(node=args.node, kubelet_root=args.kubelet_root, assurance=args.assurance),
+                kube,
+                tpm,
+                MeasurementLog(args.state_dir / LOG_FILE, args.pcr),
+                ak_identity(tpm, tuple(args.ak_chain)),
+                trust,
+            )
+            if not agent.start():
+                log.error("this node cannot certify; the assurance label was removed")
+                stop.wait()
+                return 1
+            agent.run(stop)
+    except TpmError as exc:
+        kube.label_node(None)
+        log.error("%s", exc)
+        return 3
+    return 0

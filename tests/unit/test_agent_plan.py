@@ -1,0 +1,94 @@
+"""What the node agent does next for a pod, from what survives a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aicert_agent.node_agent import image_digest
+from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
+from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
+
+GATING = PodFacts(terminal=False, gate_done=False, train_exit=None, seal_waiting=False)
+TRAINING = PodFacts(terminal=False, gate_done=True, train_exit=None, seal_waiting=False)
+TRAINED = PodFacts(terminal=False, gate_done=True, train_exit=0, seal_waiting=True)
+NOTHING = RunProgress(started=False, inputs_measured=0, output_measured=False, sealed=False)
+MEASURED = RunProgress(started=True, inputs_measured=2, output_measured=False, sealed=False)
+NO_MARKERS = Markers(gate=False, sealed=False, refused=False)
+
+
+def test_a_new_pod_is_measured_then_let_in() -> None:
+    assert plan(GATING, NOTHING, NO_MARKERS, 2, False) == [Step.BEGIN, Step.MEASURE_INPUTS, Step.OPEN_GATE]
+
+
+def test_restart_half_way_through_the_inputs_measures_only_the_rest() -> None:
+    half = RunProgress(started=True, inputs_measured=1, output_measured=False, sealed=False)
+    assert plan(GATING, half, NO_MARKERS, 2, False) == [Step.MEASURE_INPUTS, Step.OPEN_GATE]
+
+
+def test_restart_after_measuring_but_before_the_gate_opens_only_the_gate() -> None:
+    assert plan(GATING, MEASURED, NO_MARKERS, 2, False) == [Step.OPEN_GATE]
+
+
+def test_nothing_to_do_while_training() -> None:
+    assert plan(TRAINING, MEASURED, Markers(True, False, False), 2, False) == []
+
+
+def test_trained_pod_is_finished() -> None:
+    assert plan(TRAINED, MEASURED, Markers(True, False, False), 2, False) == [Step.FINISH]
+
+
+def test_failed_training_is_not_sealed() -> None:
+    failed = PodFacts(terminal=False, gate_done=True, train_exit=1, seal_waiting=False)
+    assert plan(failed, MEASURED, Markers(True, False, False), 2, False) == []
+
+
+def test_restart_after_sealing_publishes_the_same_run_again() -> None:
+    sealed = RunProgress(started=True, inputs_measured=2, output_measured=True, sealed=True)
+    assert plan(TRAINED, sealed, Markers(True, False, False), 2, False) == [Step.PUBLISH]
+
+
+def test_restart_after_publishing_only_marks() -> None:
+    sealed = RunProgress(started=True, inputs_measured=2, output_measured=True, sealed=True)
+    assert plan(TRAINED, sealed, Markers(True, False, False), 2, certified=True) == [Step.MARK_SEALED]
+
+
+def test_lost_log_mid_run_is_refused() -> None:
+    assert plan(TRAINED, NOTHING, Markers(True, False, False), 2, False) == [Step.REFUSE_LOG_LOST]
+
+
+@pytest.mark.parametrize("markers", [Markers(True, True, False), Markers(True, False, True)])
+def test_finished_or_refused_pods_are_left_alone(markers: Markers) -> None:
+    assert plan(TRAINED, MEASURED, markers, 2, False) == []
+
+
+def test_terminal_pods_are_left_alone() -> None:
+    done = PodFacts(terminal=True, gate_done=True, train_exit=0, seal_waiting=False)
+    assert plan(done, NOTHING, NO_MARKERS, 2, False) == []
+
+
+@pytest.mark.parametrize(
+    ("image_id", "digest"),
+    [
+        ("registry.example/train@sha256:" + "a" * 64, "sha256:" + "a" * 64),
+        ("docker-pullable://registry.example/train@sha256:" + "b" * 64, "sha256:" + "b" * 64),
+        ("sha256:" + "c" * 64, "sha256:" + "c" * 64),
+        ("registry.example/train:latest", None),
+        ("sha256:" + "A" * 64, None),
+        ("", None),
+    ],
+)
+def test_image_digest(image_id: str, digest: str | None) -> None:
+    assert image_digest(image_id) == digest
+
+
+def test_kubelet_volume_paths(tmp_path: Path) -> None:
+    volumes = tmp_path / "pods" / "u1" / "volumes"
+    (volumes / "kubernetes.io~local-volume" / "pv-data").mkdir(parents=True)
+    (volumes / "kubernetes.io~csi" / "pv-csi" / "mount").mkdir(parents=True)
+    assert pvc_path(tmp_path, "u1", "pv-data") == volumes / "kubernetes.io~local-volume" / "pv-data"
+    assert pvc_path(tmp_path, "u1", "pv-csi") == volumes / "kubernetes.io~csi" / "pv-csi" / "mount"
+    assert empty_dir_path(tmp_path, "u1", "output") == volumes / "kubernetes.io~empty-dir" / "output"
+    with pytest.raises(VolumeNotFound, match="not mounted"):
+        pvc_path(tmp_path, "u1", "pv-missing")
