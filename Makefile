@@ -4,10 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test unit integration lint demo bench schema clean
+.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries
 all: test
 
 deps:
@@ -33,14 +33,31 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv
+integration: venv cluster-binaries
 	$(BIN)/pytest tests/integration -q
 
-# The README's test command: lint, types and every test tier.
-test: lint
+e2e: venv cluster-binaries
+	$(BIN)/pytest tests/e2e -q
+
+# Upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at the pins in
+# localcluster/go.mod: built once (about 10 min on 2 cores), then cached under ~/.cache/aicert.
+cluster-binaries: venv
+	$(BIN)/python localcluster/build.py
+
+tools: cluster-binaries
+	@mkdir -p bin
+	install -m 0755 "$$($(BIN)/python localcluster/build.py --print-dir)/kubectl" bin/kubectl
+
+# The README's test command: lint, types and every test tier (unit, integration, e2e).
+test: lint cluster-binaries
 	$(BIN)/pytest tests -q
 
-demo: venv
+# The cluster path: control plane, node double, swtpm, operator and agent; apply, watch, verify.
+demo: venv cluster-binaries
+	$(BIN)/python examples/demo_cluster.py
+
+# The same job without Kubernetes: aicert-agent run on a swtpm.
+demo-local: venv
 	$(BIN)/python examples/demo.py
 
 bench: venv

@@ -56,7 +56,7 @@ def test_train_sees_inputs_read_only_and_never_the_control_volume() -> None:
 
 def test_gpus_and_tolerations() -> None:
     p = pod()
-    assert containers(p)["train"]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert containers(p)["train"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     keys = [t["key"] for t in p["spec"]["tolerations"]]
     assert keys[:2] == ["nvidia.com/gpu", "sku"] and "team" in keys
     assert "nvidia.com/gpu" not in str(containers(pod(gpus=0))["train"])

@@ -84,7 +84,7 @@ class AgentKube:
 
     def emit(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
         event = client.EventsV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
+            metadata=client.V1ObjectMeta(generate_name=f"{name}-", namespace=namespace),
             event_time=dt.datetime.now(dt.UTC),
             reporting_controller="aicert.dev/agent",
             reporting_instance=f"aicert-agent-{self.node}",

@@ -203,6 +203,8 @@ class NodeAgent:
             return
         ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
         control = self._control(ctx.uid)
+        if not control.is_dir():
+            return  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
         entries = self.log.entries()
         steps = plan(

@@ -64,23 +64,27 @@ class Kube:
             "metadata": {"name": name},
             "status": status,
         }
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            body,
-            field_manager=FIELD_MANAGER_OPERATOR,
-            force=True,
-            _content_type=APPLY,
-        )
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER_OPERATOR,
+                force=True,
+                _content_type=APPLY,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: there is no status left to write
+                raise
 
     def emit(self, training: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = training["metadata"]
         now = dt.datetime.now(dt.UTC)
         event = client.EventsV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}-", namespace=meta["namespace"]),
             event_time=now,
             reporting_controller="aicert.dev/operator",
             reporting_instance="aicert-operator",

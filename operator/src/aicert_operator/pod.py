@@ -67,16 +67,17 @@ def build_pod(
     else:
         empty: dict[str, Any] = {}
         if spec.output.emptyDir is not None and spec.output.emptyDir.sizeLimit is not None:
-            empty["sizeLimit"] = spec.output.emptyDir.sizeLimit
+            empty["sizeLimit"] = str(spec.output.emptyDir.sizeLimit)
         volumes.append({"name": OUTPUT_VOLUME, "emptyDir": empty})
     volumes.append({"name": CONTROL_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
 
-    resources: dict[str, dict[str, int | str]] = {
-        "requests": dict(spec.resources.requests),
-        "limits": dict(spec.resources.limits),
+    # Quantities are strings in the Pod API.
+    resources: dict[str, dict[str, str]] = {
+        "requests": {k: str(v) for k, v in spec.resources.requests.items()},
+        "limits": {k: str(v) for k, v in spec.resources.limits.items()},
     }
     if spec.gpus:
-        resources["limits"]["nvidia.com/gpu"] = spec.gpus
+        resources["limits"]["nvidia.com/gpu"] = str(spec.gpus)
     train: dict[str, Any] = {
         "name": CONTAINER_TRAIN,
         "image": spec.image,

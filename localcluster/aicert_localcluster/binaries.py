@@ -1,0 +1,308 @@
+"""Build (once) and locate the upstream control-plane binaries: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager and kubectl.
+
+The versions come from the wrapper modules next to this package (`localcluster/go.mod` requires
+k8s.io/kubernetes, `localcluster/etcd/go.mod` requires go.etcd.io/etcd/server/v3), so go.mod is the one
+place a version is pinned. Binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`; Go's
+build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version bump
+is incremental. When `KUBEBUILDER_ASSETS` is set, the binaries found there are used as they are and
+only the missing ones are built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCALCLUSTER_DIR = Path(__file__).resolve().parents[1]
+K8S_MODULE_DIR = LOCALCLUSTER_DIR
+ETCD_MODULE_DIR = LOCALCLUSTER_DIR / "etcd"
+
+# Upstream release builds use these tags (hack/lib/golang.sh): `notest` drops test-only code paths,
+# `grpcnotrace` keeps golang.org/x/net/trace out of the binary.
+K8S_BUILD_TAGS = "selinux,notest,grpcnotrace"
+
+Log = Callable[[str], None]
+
+
+class BuildError(RuntimeError):
+    """A binary could not be built or does not report the pinned version."""
+
+
+@dataclass(frozen=True)
+class Binary:
+    name: str
+    module_dir: Path
+    package: str
+    version_args: tuple[str, ...]
+    expected: str  # substring the version output must contain
+    ldflags: tuple[str, ...] = ()
+    tags: str = ""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aicert"
+
+
+def _required_version(go_mod: Path, module: str) -> str:
+    text = go_mod.read_text()
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.MULTILINE)
+    if match is None:
+        raise BuildError(f"{go_mod} does not require {module}")
+    return match.group(1)
+
+
+def kubernetes_version() -> str:
+    """The pinned Kubernetes version, e.g. "v1.37.2" (from localcluster/go.mod)."""
+    return _required_version(K8S_MODULE_DIR / "go.mod", "k8s.io/kubernetes")
+
+
+def etcd_version() -> str:
+    """The pinned etcd version, e.g. "v3.6.16" (from localcluster/etcd/go.mod)."""
+    return _required_version(ETCD_MODULE_DIR / "go.mod", "go.etcd.io/etcd/server/v3")
+
+
+def pinned_bin_dir() -> Path:
+    return cache_root() / f"k8s-{kubernetes_version()}-etcd-{etcd_version()}" / "bin"
+
+
+def _k8s_ldflags(version: str) -> tuple[str, ...]:
+    # What hack/lib/version.sh passes, minus the git commit we do not have (a module zip has no .git).
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if match is None:
+        raise BuildError(f"unexpected Kubernetes version {version!r}")
+    values = {
+        "gitVersion": version,
+        "gitMajor": match.group(1),
+        "gitMinor": match.group(2),
+        "gitTreeState": "archive",
+    }
+    return tuple(
+        f"-X {package}.{key}={value}"
+        for key, value in values.items()
+        for package in ("k8s.io/client-go/pkg/version", "k8s.io/component-base/version")
+    )
+
+
+def binaries() -> list[Binary]:
+    k8s = kubernetes_version()
+    etcd = etcd_version()
+    ldflags = _k8s_ldflags(k8s)
+    k8s_server = [
+        Binary(
+            name,
+            K8S_MODULE_DIR,
+            f"k8s.io/kubernetes/cmd/{name}",
+            ("--version",),
+            f"Kubernetes {k8s}",
+            ldflags,
+            K8S_BUILD_TAGS,
+        )
+        for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    ]
+    return [
+        Binary(
+            "etcd",
+            ETCD_MODULE_DIR,
+            "go.etcd.io/etcd/server/v3",
+            ("--version",),
+            f"etcd Version: {etcd.removeprefix('v')}",
+        ),
+        *k8s_server,
+        Binary(
+            "kubectl",
+            K8S_MODULE_DIR,
+            "k8s.io/kubernetes/cmd/kubectl",
+            ("version", "--client"),
+            f"Client Version: {k8s}",
+            ldflags,
+            K8S_BUILD_TAGS,
+        ),
+    ]
+
+
+def reported_version(path: Path, args: tuple[str, ...]) -> str:
+    """The version text a binary prints, or "" when it cannot run."""
+    try:
+        proc = subprocess.run(
+            [str(path), *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout + proc.stderr
+
+
+def is_current(binary: Binary, path: Path) -> bool:
+    return path.is_file() and binary.expected in reported_version(path, binary.version_args)
+
+
+def go_env() -> dict[str, str]:
+    root = cache_root() / "go"
+    env = dict(os.environ)
+    env.update(
+        GOCACHE=str(root / "build"),
+        GOMODCACHE=str(root / "mod"),
+        CGO_ENABLED="0",
+        # go.sum is complete: nothing is resolved or added at build time, so no checksum-database
+        # look-up is needed either.
+        GOFLAGS="-mod=readonly -buildvcs=false",
+    )
+    return env
+
+
+def go_command() -> str:
+    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if found is None:
+        raise BuildError("the Go toolchain (`go`) is needed to build the control-plane binaries; install Go")
+    return found
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_one(binary: Binary, out_dir: Path, *, jobs: int, log: Log) -> float:
+    """`go build` one binary into out_dir; returns the seconds it took."""
+    go = go_command()
+    tmp = out_dir / f".{binary.name}.tmp"
+    cmd = [go, "build", "-trimpath", "-p", str(jobs), "-ldflags", " ".join(("-s", "-w", *binary.ldflags))]
+    if binary.tags:
+        cmd += ["-tags", binary.tags]
+    cmd += ["-o", str(tmp), binary.package]
+    started = time.monotonic()
+    log(f"[build] {binary.name}: go build {binary.package} (in {binary.module_dir.name}/) ...")
+    proc = subprocess.run(
+        cmd,
+        cwd=binary.module_dir,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise BuildError(f"building {binary.name} failed (exit {proc.returncode}):\n{tail}")
+    if binary.expected not in reported_version(tmp, binary.version_args):
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"{binary.name} built but does not report {binary.expected!r}")
+    tmp.replace(out_dir / binary.name)
+    log(f"[build] {binary.name}: done in {elapsed:.0f}s")
+    return elapsed
+
+
+def ensure_pinned(
+    names: list[str] | None = None, *, jobs: int = 2, force: bool = False, log: Log = _stderr
+) -> Path:
+    """Build the named binaries (all by default) at the pinned versions unless already cached."""
+    out_dir = pinned_bin_dir()
+    wanted = [b for b in binaries() if names is None or b.name in names]
+    with _locked(out_dir.parent):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        missing = [b for b in wanted if force or not is_current(b, out_dir / b.name)]
+        if not missing:
+            return out_dir
+        log(
+            f"[build] Kubernetes {kubernetes_version()}, etcd {etcd_version()} -> {out_dir} "
+            f"(to build: {', '.join(b.name for b in missing)}; Go caches in {cache_root() / 'go'})"
+        )
+        started = time.monotonic()
+        for binary in missing:
+            build_one(binary, out_dir, jobs=jobs, log=log)
+        log(f"[build] all built in {time.monotonic() - started:.0f}s")
+    return out_dir
+
+
+def _assets_dir(assets: Path) -> Path:
+    digest = hashlib.sha256(str(assets.resolve()).encode()).hexdigest()[:12]
+    return cache_root() / f"kubebuilder-assets-{digest}" / "bin"
+
+
+def ensure_binaries(*, jobs: int = 2, force: bool = False, log: Log = _stderr) -> Path:
+    """A directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl.
+
+    Without `KUBEBUILDER_ASSETS`: the pinned build cache (built on first use). With it: a directory of
+    symlinks to the assets' binaries, completed with pinned builds of whatever the assets lack.
+    """
+    assets_env = os.environ.get("KUBEBUILDER_ASSETS")
+    if not assets_env:
+        return ensure_pinned(jobs=jobs, force=force, log=log)
+    assets = Path(assets_env).expanduser().resolve()
+    if not assets.is_dir():
+        raise BuildError(f"KUBEBUILDER_ASSETS={assets_env} is not a directory")
+    names = [b.name for b in binaries()]
+    present = [n for n in names if os.access(assets / n, os.X_OK) and (assets / n).is_file()]
+    absent = [n for n in names if n not in present]
+    pinned = ensure_pinned(absent, jobs=jobs, force=force, log=log) if absent else None
+    if "kube-apiserver" in present and absent:
+        version = reported_version(assets / "kube-apiserver", ("--version",)).strip()
+        expected = f"Kubernetes {kubernetes_version()}"
+        if not version.startswith(expected.rsplit(".", 1)[0]):
+            log(
+                f"[build] warning: KUBEBUILDER_ASSETS has {version or 'an unknown kube-apiserver'}, "
+                f"the binaries built to complete it are {expected} (version skew)"
+            )
+    out_dir = _assets_dir(assets)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = assets / name if name in present else (pinned or pinned_bin_dir()) / name
+        link = out_dir / name
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and Path(os.readlink(link)) == target:
+                continue
+            link.unlink()
+        link.symlink_to(target)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="localcluster/build.py",
+        description="Build (once) the upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
+        "and kubectl at the versions pinned in localcluster/go.mod and localcluster/etcd/go.mod, and print "
+        "the directory holding them. Honours KUBEBUILDER_ASSETS.",
+    )
+    parser.add_argument("--print-dir", action="store_true", help="print only the binary directory on stdout")
+    parser.add_argument("--force", action="store_true", help="rebuild even when cached binaries are current")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (go build -p), default 2")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        bin_dir = ensure_binaries(jobs=args.jobs, force=args.force)
+    except BuildError as exc:
+        _stderr(f"[build] error: {exc}")
+        return 1
+    if args.print_dir:
+        print(bin_dir)
+        return 0
+    for binary in binaries():
+        first = reported_version(bin_dir / binary.name, binary.version_args).strip().splitlines()
+        print(f"{binary.name:<24} {first[0] if first else '?'}")
+    print(f"total {time.monotonic() - started:.1f}s")
+    print(bin_dir)
+    return 0

@@ -1,0 +1,366 @@
+"""A local image store keyed by real digests: what the node double "pulls" from.
+
+`ImageStore(root).build(...)` writes a real OCI image layout under `root/oci/` (`oci-layout`,
+`index.json`, `blobs/sha256/<hex>`): one uncompressed tar layer holding the given files under `app/`,
+an OCI image config (Entrypoint, Cmd, Env, WorkingDir, rootfs diff_ids) and an OCI image manifest.
+It returns `repository@sha256:<hex>` where hex is the sha256 of the manifest bytes, as a registry
+computes it, so the reference is the pinned, content-addressed kind the CRD demands.
+
+`resolve(ref)` finds the manifest by its digest, checks every blob against its digest, and extracts
+the layers once into `root/rootfs/<hex>/` (the image's files are then under `<root_dir>/app`). A digest
+that is not in the store raises `ImageNotFound`, whose message says "not found in the local image
+store"; references by tag only are not resolved here (the node double maps one tag, the agent image,
+to the host's Python itself).
+
+The bytes are deterministic (fixed mtimes, owners and modes, sorted JSON), so the same inputs always
+give the same digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_REPOSITORY = "dev.aicert.localcluster.repository"
+APP_DIR = "app"  # the layer keeps the build's files under /app
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# docker/distribution's reference grammar, simplified: optional host[:port]/, lower-case path components.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(
+    rf"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)?"
+    rf"{_COMPONENT}(?:/{_COMPONENT})*"
+)
+
+
+class ImageStoreError(RuntimeError):
+    """The store is damaged (a blob does not match its digest) or a build input is invalid."""
+
+
+class ImageNotFound(LookupError):
+    """The reference does not name an image in the store."""
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    repository: str
+    tag: str | None
+    digest: str | None  # "sha256:<hex>"
+
+    def __str__(self) -> str:
+        text = self.repository
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a runtime needs to start a container of the image.
+
+    `root_dir` is the extracted root filesystem (the build's files are under `root_dir / "app"`);
+    `image_id` is what kubelet reports as a container's imageID: `<repository>@sha256:<manifest hex>`.
+    """
+
+    root_dir: Path
+    entrypoint: list[str]
+    cmd: list[str]
+    env: dict[str, str]
+    workdir: str
+    image_id: str
+
+    @property
+    def app_dir(self) -> Path:
+        return self.root_dir / APP_DIR
+
+
+def parse_reference(ref: str) -> ImageReference:
+    """`repo`, `repo:tag`, `repo@sha256:<hex>` or `repo:tag@sha256:<hex>` (repo may carry host:port/)."""
+    name, _, digest = ref.partition("@")
+    if digest:
+        algorithm, _, hex_ = digest.partition(":")
+        if algorithm != "sha256" or not _HEX64.fullmatch(hex_):
+            raise ImageNotFound(f"{ref}: the digest must be sha256:<64 lower-case hex>")
+    last = name.rsplit("/", 1)[-1]
+    tag: str | None = None
+    if ":" in last:
+        name, _, tag = name.rpartition(":")
+    if not _REPOSITORY.fullmatch(name):
+        raise ImageNotFound(f"{ref}: {name!r} is not a valid repository name")
+    return ImageReference(name, tag or None, digest or None)
+
+
+def _canonical(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _architecture() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def _layer_path(key: str) -> PurePosixPath:
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(part in ("", ".", "..") for part in path.parts):
+        raise ImageStoreError(f"image file {key!r}: give a relative path below /{APP_DIR} without '..'")
+    return PurePosixPath(APP_DIR) / path
+
+
+def _tar_layer(files: Mapping[str, bytes]) -> bytes:
+    """A deterministic tar: parents first, sorted, mtime 0, root-owned; '#!' files are executable."""
+    entries = {_layer_path(key): data for key, data in files.items()}
+    directories = {PurePosixPath(APP_DIR)}
+    for path in entries:
+        directories.update(p for p in path.parents if str(p) != ".")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in sorted(directories, key=str):
+            info = tarfile.TarInfo(str(directory))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for path, data in sorted(entries.items(), key=lambda item: str(item[0])):
+            info = tarfile.TarInfo(str(path))
+            info.size, info.mtime = len(data), 0
+            info.mode = 0o755 if data.startswith(b"#!") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class ImageStore:
+    """An OCI image layout on disk, plus a cache of extracted root filesystems. Thread- and
+    process-safe (a file lock guards index.json and extraction)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.layout = self.root / "oci"
+        self.blobs = self.layout / "blobs" / "sha256"
+        self.rootfs_cache = self.root / "rootfs"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.rootfs_cache.mkdir(parents=True, exist_ok=True)
+        layout_file = self.layout / "oci-layout"
+        if not layout_file.exists():
+            self._write_atomic(layout_file, _canonical({"imageLayoutVersion": "1.0.0"}))
+
+    # building -----------------------------------------------------------------------------------
+
+    def build(
+        self,
+        repository: str,
+        files: Mapping[str, bytes],
+        entrypoint: Sequence[str] | None,
+        cmd: Sequence[str] | None,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/app",
+    ) -> str:
+        """Write the image into the store; returns `repository@sha256:<manifest hex>`."""
+        if not _REPOSITORY.fullmatch(repository):
+            raise ImageStoreError(f"{repository!r} is not a valid repository name (lower case, no tag)")
+        if not workdir.startswith("/"):
+            raise ImageStoreError(f"workdir {workdir!r} must be absolute")
+        layer = _tar_layer(files)
+        layer_hex = _sha256(layer)
+        container_config: dict[str, Any] = {
+            "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+            "WorkingDir": workdir,
+        }
+        if entrypoint is not None:
+            container_config["Entrypoint"] = list(entrypoint)
+        if cmd is not None:
+            container_config["Cmd"] = list(cmd)
+        config = _canonical(
+            {
+                "architecture": _architecture(),
+                "os": "linux",
+                "config": container_config,
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
+                "history": [{"created_by": "aicert_localcluster.images.ImageStore.build"}],
+            }
+        )
+        config_hex = _sha256(config)
+        manifest = _canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_MANIFEST,
+                "config": {"mediaType": MEDIA_CONFIG, "digest": f"sha256:{config_hex}", "size": len(config)},
+                "layers": [{"mediaType": MEDIA_LAYER, "digest": f"sha256:{layer_hex}", "size": len(layer)}],
+            }
+        )
+        manifest_hex = _sha256(manifest)
+        with self._locked():
+            for hex_, data in ((layer_hex, layer), (config_hex, config), (manifest_hex, manifest)):
+                if not (self.blobs / hex_).exists():
+                    self._write_atomic(self.blobs / hex_, data)
+            self._add_to_index(repository, manifest_hex, len(manifest))
+        return f"{repository}@sha256:{manifest_hex}"
+
+    def _add_to_index(self, repository: str, manifest_hex: str, size: int) -> None:
+        index = self._index()
+        manifests: list[dict[str, Any]] = index["manifests"]
+        digest = f"sha256:{manifest_hex}"
+        for entry in manifests:
+            annotations = entry.get("annotations") or {}
+            if entry.get("digest") == digest and annotations.get(ANNOTATION_REPOSITORY) == repository:
+                return
+        manifests.append(
+            {
+                "mediaType": MEDIA_MANIFEST,
+                "digest": digest,
+                "size": size,
+                "annotations": {
+                    ANNOTATION_REF_NAME: f"{repository}@{digest}",
+                    ANNOTATION_REPOSITORY: repository,
+                },
+            }
+        )
+        self._write_atomic(self.layout / "index.json", json.dumps(index, indent=2, sort_keys=True).encode())
+
+    def _index(self) -> dict[str, Any]:
+        path = self.layout / "index.json"
+        if not path.exists():
+            return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
+        loaded: dict[str, Any] = json.loads(path.read_bytes())
+        return loaded
+
+    def references(self) -> list[str]:
+        """Every `repository@sha256:<hex>` built into the store."""
+        return [
+            f"{(m.get('annotations') or {}).get(ANNOTATION_REPOSITORY, '')}@{m['digest']}"
+            for m in self._index()["manifests"]
+        ]
+
+    # resolving ----------------------------------------------------------------------------------
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, str):
+            return False
+        try:
+            reference = parse_reference(ref)
+        except ImageNotFound:
+            return False
+        return reference.digest is not None and (self.blobs / reference.digest.split(":")[1]).is_file()
+
+    def resolve(self, ref: str) -> ResolvedImage:
+        """The image a digest reference names, with its layers extracted (once) for running."""
+        reference = parse_reference(ref)
+        if reference.digest is None:
+            raise ImageNotFound(
+                f"{ref}: not found in the local image store (it holds images by digest only: "
+                "use repository@sha256:<hex>)"
+            )
+        manifest_hex = reference.digest.split(":")[1]
+        if not (self.blobs / manifest_hex).is_file():
+            raise ImageNotFound(
+                f"{ref}: manifest {reference.digest} not found in the local image store ({self.layout})"
+            )
+        manifest = self._json_blob(manifest_hex)
+        if manifest.get("mediaType") != MEDIA_MANIFEST:
+            raise ImageNotFound(
+                f"{ref}: {reference.digest} is not an image manifest in the local image store"
+            )
+        config = self._json_blob(self._descriptor_hex(manifest["config"]))
+        layers = [self._descriptor_hex(layer) for layer in manifest.get("layers") or []]
+        root_dir = self._extract(manifest_hex, layers)
+        container = config.get("config") or {}
+        env: dict[str, str] = {}
+        for item in container.get("Env") or []:
+            key, _, value = str(item).partition("=")
+            env[key] = value
+        return ResolvedImage(
+            root_dir=root_dir,
+            entrypoint=[str(a) for a in container.get("Entrypoint") or []],
+            cmd=[str(a) for a in container.get("Cmd") or []],
+            env=env,
+            workdir=str(container.get("WorkingDir") or "/"),
+            image_id=f"{reference.repository}@{reference.digest}",
+        )
+
+    @staticmethod
+    def _descriptor_hex(descriptor: Mapping[str, Any]) -> str:
+        digest = str(descriptor.get("digest", ""))
+        algorithm, _, hex_ = digest.partition(":")
+        if algorithm != "sha256" or not _HEX64.fullmatch(hex_):
+            raise ImageStoreError(f"unsupported descriptor digest {digest!r}")
+        return hex_
+
+    def _blob(self, hex_: str) -> bytes:
+        try:
+            data = (self.blobs / hex_).read_bytes()
+        except FileNotFoundError as exc:
+            raise ImageStoreError(f"blob sha256:{hex_} is missing from {self.blobs}") from exc
+        if _sha256(data) != hex_:
+            raise ImageStoreError(f"blob sha256:{hex_} in {self.blobs} does not match its digest")
+        return data
+
+    def _json_blob(self, hex_: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self._blob(hex_))
+        return loaded
+
+    def _extract(self, manifest_hex: str, layers: list[str]) -> Path:
+        target = self.rootfs_cache / manifest_hex
+        done = target / ".complete"
+        if done.exists():
+            return target
+        with self._locked():
+            if done.exists():
+                return target
+            shutil.rmtree(target, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{manifest_hex[:12]}-", dir=self.rootfs_cache))
+            try:
+                rootfs = staging / "rootfs"
+                rootfs.mkdir()
+                for layer_hex in layers:
+                    with tarfile.open(fileobj=io.BytesIO(self._blob(layer_hex)), mode="r:*") as tar:
+                        tar.extractall(rootfs, filter="data")
+                rootfs.rename(target)
+                done.write_text("")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # files --------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _write_atomic(path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise

@@ -1,0 +1,283 @@
+"""The whole product on one machine: control plane, node double, swtpm per TPM node, operator, agents.
+
+Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs as in production
+except where a piece of hardware or kubelet is played: the operator and every agent are separate
+processes talking to the real API server with their own ServiceAccount tokens and the RBAC in
+deploy/rbac.yaml, so a missing permission shows up as a failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aicert_agent.tpm.client import Tpm
+from aicert_agent.tpm.devca import DevCA
+from aicert_agent.tpm.provision import dev_provision
+from aicert_agent.tpm.swtpm import Swtpm
+from aicert_localcluster.cluster import LocalCluster, free_port
+from aicert_localcluster.images import ImageStore
+from aicert_localcluster.nodes import NodeDouble, NodeSpec
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
+RBAC = REPO / "deploy" / "rbac.yaml"
+AGENT_IMAGE = "aicert-agent:dev"
+SYSTEM_NAMESPACE = "aicert-system"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Service:
+    """A product process (operator or agent) with its log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop it now (SIGKILL by default: a crash, not a shutdown)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    tpm_nodes: tuple[str, ...] = ("gpu-1",)
+    plain_nodes: tuple[str, ...] = ("cpu-1",)  # no TPM, no agent
+    assurance: str = "dev"  # what a swtpm with a dev CA can honestly claim
+    bin_dir: Path | None = None
+    cluster: LocalCluster = field(init=False)
+    images: ImageStore = field(init=False)
+    ca: DevCA = field(init=False)
+    swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
+    nodes: NodeDouble = field(init=False)
+    operator: Service = field(init=False)
+    agents: dict[str, Service] = field(default_factory=dict, init=False)
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.workdir / "kubelet"
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.workdir / "ca" / "dev-ca.pem"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster = LocalCluster(self.workdir / "cluster", bin_dir=self.bin_dir)
+        self.cluster.start()
+        self.cluster.wait_ready()
+        self.cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+        self.cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
+        )
+        self.cluster.kubectl("apply", "--server-side", "-f", str(RBAC))
+        self.ca = DevCA.load_or_create(self.workdir / "ca")
+        self.images = ImageStore(self.workdir / "images")
+        for node in self.tpm_nodes:
+            tpm = Swtpm(self.workdir / f"tpm-{node}")
+            tpm.start()
+            with Tpm(tpm.spec) as client:
+                dev_provision(client, self.ca)
+            self.swtpms[node] = tpm
+        specs = [NodeSpec(n, "TrustedLaunch") for n in self.tpm_nodes]
+        specs += [NodeSpec(n, None, gpus=0, agentpool="system") for n in self.plain_nodes]
+        self.nodes = NodeDouble(
+            self.cluster,
+            kubelet_root=self.kubelet_root,
+            images=self.images,
+            nodes=specs,
+            agent_image=AGENT_IMAGE,
+            python_executable=sys.executable,
+        )
+        self.nodes.start()
+        self.operator = self._operator()
+        self.operator.start()
+        for node in self.tpm_nodes:
+            self.agents[node] = self._agent(node)
+            self.agents[node].start()
+        self.wait_for_label()
+
+    def _env(self, kubeconfig: Path, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "AICERT_"))}
+        return {**env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **extra}
+
+    def _operator(self) -> Service:
+        kubeconfig = self.cluster.kubeconfig_for_service_account(
+            SYSTEM_NAMESPACE, "aicert-operator", expiration_seconds=86400
+        )
+        env = self._env(
+            kubeconfig,
+            AICERT_AGENT_IMAGE=AGENT_IMAGE,
+            AICERT_METRICS_PORT=str(free_port()),
+            AICERT_HEALTH_PORT=str(free_port()),
+            AICERT_LEASE_SECONDS="6",
+            AICERT_RESYNC_SECONDS="2",
+        )
+        return Service(
+            "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
+        )
+
+    def _agent(self, node: str) -> Service:
+        kubeconfig = self.cluster.kubeconfig_for_service_account(
+            SYSTEM_NAMESPACE, "aicert-agent", expiration_seconds=86400
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "aicert_agent",
+            "--tpm",
+            self.swtpms[node].spec,
+            "--state-dir",
+            str(self.workdir / f"agent-{node}"),
+            "serve",
+            "--node",
+            node,
+            "--kubelet-root",
+            str(self.kubelet_root),
+            "--assurance",
+            self.assurance,
+            "--trust-bundle",
+            str(self.ca_pem),
+            "--metrics-port",
+            str(free_port()),
+        ]
+        return Service(
+            f"agent-{node}", argv, self._env(kubeconfig), self.workdir / "logs" / f"agent-{node}.log"
+        )
+
+    def wait_for_label(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.tpm_nodes:
+            while True:
+                labels = self.cluster.kubectl_json("get", "node", node)["metadata"].get("labels", {})
+                if labels.get("aicert.dev/assurance") == self.assurance:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"agent on {node} never labelled its node:\n{self.agents[node].tail()}"
+                    )
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        for service in [*self.agents.values(), getattr(self, "operator", None)]:
+            if service is not None:
+                service.kill(signal.SIGTERM)
+        if hasattr(self, "nodes"):
+            self.nodes.stop()
+        for tpm in self.swtpms.values():
+            tpm.close()
+        if hasattr(self, "cluster"):
+            self.cluster.stop()
+
+    # --- helpers for tests and the demo ---------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Any:
+        return self.cluster.kubectl_json("get", kind, name, "-n", namespace)
+
+    def wait_for(
+        self, name: str, phases: tuple[str, ...], namespace: str = "default", timeout: float = 180
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            body: dict[str, Any] = self.get("certifiedtraining", name, namespace)
+            if (body.get("status") or {}).get("phase") in phases:
+                return body
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{namespace}/{name} stayed {body.get('status')!r}\n--- operator\n{self.operator.tail()}\n"
+                    + "\n".join(f"--- {n}\n{a.tail()}" for n, a in self.agents.items())
+                )
+            time.sleep(0.3)
+
+    def local_volume(self, name: str, size: str = "1Gi", namespace: str = "default") -> Path:
+        """A local PV (a host directory, on the TPM nodes) and a PVC bound to it; returns the directory.
+
+        `local` rather than `hostPath`: kubelet bind-mounts local PVs under the pod's volume
+        directory, which is where the agent measures them in production too.
+        """
+        nodes = ", ".join(self.tpm_nodes)
+        path = self.workdir / "volumes" / namespace / name
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = f"""
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: pv-{namespace}-{name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {{namespace: {namespace}, name: {name}}}
+  local: {{path: {path}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{nodes}]}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-{namespace}-{name}
+  resources: {{requests: {{storage: {size}}}}}
+"""
+        self.cluster.kubectl("apply", "-f", "-", input=manifest)
+        return path

@@ -1,0 +1,103 @@
+"""One whole stack (control plane, node double, swtpm, operator, agent) for all e2e tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aicert_localcluster.stack import Stack
+
+JOB = Path(__file__).resolve().parent / "job.py"
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def image(stack: Stack) -> str:
+    return stack.images.build(
+        "registry.local/e2e/job",
+        files={"job.py": JOB.read_bytes()},
+        entrypoint=["/opt/venv/bin/python", "/app/job.py"],
+        cmd=None,
+        env={},
+        workdir="/app",
+    )
+
+
+class Run:
+    """One CertifiedTraining of the e2e job, with its volumes on the host."""
+
+    def __init__(self, stack: Stack, image: str, **spec: Any) -> None:
+        self.stack = stack
+        self.name = f"e2e-{next(_names)}"
+        self.data = stack.local_volume(f"{self.name}-data")
+        (self.data / "train.csv").write_text("x,y\n1,2\n3,4\n")
+        self.model = stack.local_volume(f"{self.name}-model")
+        env = [{"name": k, "value": v} for k, v in spec.pop("env", {}).items()]
+        self.body = {
+            "apiVersion": "aicert.dev/v1alpha1",
+            "kind": "CertifiedTraining",
+            "metadata": {"name": self.name, "namespace": "default"},
+            "spec": {
+                "image": image,
+                "args": ["/data", "/model"],
+                "env": env,
+                "inputs": [
+                    {
+                        "name": "data",
+                        "persistentVolumeClaim": {"claimName": f"{self.name}-data"},
+                        "mountPath": "/data",
+                    }
+                ],
+                "output": {
+                    "persistentVolumeClaim": {"claimName": f"{self.name}-model"},
+                    "mountPath": "/model",
+                },
+                "minAssurance": "dev",
+                **spec,
+            },
+        }
+
+    def apply(self) -> Run:
+        self.stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(self.body))
+        return self
+
+    def wait(self, *phases: str, timeout: float = 120) -> dict[str, Any]:
+        return self.stack.wait_for(self.name, phases, timeout=timeout)
+
+    def wait_started(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.model / "started").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} never started training:\n{self.stack.operator.tail()}")
+            time.sleep(0.1)
+
+    def release(self) -> None:
+        (self.model / "release").write_text("go")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.stack.get("certifiedtraining", self.name).get("status") or {})
+
+    def pods(self) -> list[dict[str, Any]]:
+        found = self.stack.cluster.kubectl_json("get", "pods", "-l", f"aicert.dev/training={self.name}")
+        return list(found["items"])
+
+
+@pytest.fixture
+def run(stack: Stack, image: str) -> Any:
+    def make(**spec: Any) -> Run:
+        return Run(stack, image, **spec)
+
+    return make

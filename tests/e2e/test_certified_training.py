@@ -1,0 +1,229 @@
+"""A CertifiedTraining end to end against the real upstream control plane (issue 4's scenarios)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aicert.trust import TrustStore
+from aicert.verify import Verifier
+from aicert_localcluster.cluster import KubectlError
+from aicert_localcluster.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def certificate_of(status: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(status["certificate"])
+    return loaded
+
+
+def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_path: Path) -> None:
+    r = run().apply()
+    body = r.wait("Succeeded", "Failed")
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Scheduled": "True",
+        "InputsMeasured": "True",
+        "Trained": "True",
+        "Certified": "True",
+    }
+    assert all(c["observedGeneration"] == body["metadata"]["generation"] for c in status["conditions"])
+    cert = certificate_of(status)
+    predicate = cert["statement"]["predicate"]
+    assert (predicate["run"]["namespace"], predicate["run"]["name"], predicate["run"]["uid"]) == (
+        "default",
+        r.name,
+        body["metadata"]["uid"],
+    )
+    assert predicate["node"]["name"] == status["node"] == "gpu-1"
+    assert status["modelDigest"] == "sha256:" + predicate["outputs"]["root"]
+    result = Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(
+        status["certificate"], model_dir=r.model, data_dirs={"data": r.data}
+    )
+    assert result.assurance == "dev"
+    # the CLI, as a user runs it, on the certificate fetched with kubectl jsonpath
+    fetched = stack.cluster.kubectl("get", "ct", r.name, "-o", "jsonpath={.status.certificate}").stdout
+    (tmp_path / "cert.json").write_text(fetched)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aicert.cli",
+            "verify",
+            str(tmp_path / "cert.json"),
+            "--trust-bundle",
+            str(stack.ca_pem),
+            "--model",
+            str(r.model),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    events = stack.cluster.kubectl_json(
+        "get", "events.events.k8s.io", "--field-selector", f"regarding.name={r.name}"
+    )
+    seen = {(e.get("reportingController"), e["reason"]) for e in events["items"]}
+    assert {
+        ("aicert.dev/operator", "Created"),
+        ("aicert.dev/operator", "Certified"),
+        ("aicert.dev/agent", "Certified"),
+    } <= seen
+    table = stack.cluster.kubectl("get", "certifiedtrainings", r.name).stdout
+    assert "Succeeded" in table and "gpu-1" in table and status["modelShortDigest"] in table
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b["spec"].update(image="registry.local/e2e/job:latest"), "image must be pinned by digest"),
+        (
+            lambda b: b["spec"]["inputs"].append(dict(b["spec"]["inputs"][0], mountPath="/other")),
+            "input names must be unique",
+        ),
+        (
+            lambda b: b["spec"]["output"].update(emptyDir={}),
+            "output needs exactly one of persistentVolumeClaim or emptyDir",
+        ),
+        (lambda b: b["metadata"].update(name="x" * 51), "metadata.name must be at most 50 characters"),
+    ],
+    ids=["unpinned-image", "duplicate-input", "two-outputs", "long-name"],
+)
+def test_bad_specs_are_refused_at_admission(stack: Stack, run: Any, change: Any, message: str) -> None:
+    r = run()
+    change(r.body)
+    with pytest.raises(KubectlError) as err:
+        r.apply()
+    assert message in err.value.stderr
+    assert (
+        stack.cluster.kubectl("get", "ct", r.body["metadata"]["name"], check=False).returncode != 0
+    )  # nothing created
+
+
+def test_spec_is_immutable(stack: Stack, run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.body["spec"]["gpus"] = 2
+    with pytest.raises(KubectlError) as err:
+        r.apply()
+    assert "spec is immutable" in err.value.stderr
+    r.wait_started()
+    r.release()
+    assert r.wait("Succeeded", "Failed")["status"]["phase"] == "Succeeded"
+
+
+def test_failing_training_fails_without_certificate(run: Any) -> None:
+    r = run(env={"EXIT_CODE": "4"}).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TrainingFailed")
+    assert "exited with 4" in status["message"] and "certificate" not in status
+
+
+def test_deleted_pod_is_retried_and_certified_once(stack: Stack, run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}, backoffLimit=1).apply()
+    r.wait_started()
+    stack.cluster.kubectl("delete", "pod", f"{r.name}-1", "--wait=false")
+    r.wait("Pending", "Measuring", "Training")
+    r.wait_started()  # attempt 2 is training
+    r.release()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 2
+    cert = certificate_of(status)
+    assert cert["statement"]["predicate"]["run"]["attempt"] == 2
+    events = stack.cluster.kubectl_json(
+        "get", "events.events.k8s.io", "--field-selector", f"regarding.name={r.name}"
+    )
+    assert [e["reason"] for e in events["items"] if e.get("reportingController") == "aicert.dev/agent"].count(
+        "Certified"
+    ) == 1
+
+
+def test_operator_killed_mid_run(stack: Stack, run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    stack.operator.kill()
+    stack.operator.start()
+    r.release()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 1
+    assert [p["metadata"]["name"] for p in r.pods()] == [f"{r.name}-1"]
+
+
+def test_agent_killed_between_gate_and_seal(stack: Stack, run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    stack.agents["gpu-1"].kill()
+    r.release()
+    stack.agents["gpu-1"].start()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status  # the log survived the agent: the run is certified
+    Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(status["certificate"], model_dir=r.model)
+
+
+def test_input_changed_during_training_fails(stack: Stack, run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    (r.data / "train.csv").write_text("x,y\n1,2\n3,5\n")  # someone writes to the shared volume
+    r.release()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "InputsChanged")
+    assert "input data changed during training" in status["message"] and "certificate" not in status
+
+
+def test_no_node_at_the_requested_assurance_stays_pending(stack: Stack, run: Any) -> None:
+    r = run(minAssurance="vtpm").apply()
+    status = r.wait("Pending")["status"]
+    for _ in range(100):
+        if status.get("reason") == "Unschedulable":
+            break
+        status = r.wait("Pending")["status"]
+    scheduled = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+    assert (status["reason"], scheduled["status"], scheduled["reason"]) == (
+        "Unschedulable",
+        "False",
+        "Unschedulable",
+    )
+    assert "needs assurance vtpm or higher" in status["message"]
+    stack.cluster.kubectl("delete", "ct", r.name)
+
+
+def test_deadline_exceeded_fails(run: Any) -> None:
+    r = run(env={"WAIT_FOR_RELEASE": "1"}, activeDeadlineSeconds=3).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert r.pods() == [] or all(p["metadata"].get("deletionTimestamp") for p in r.pods())
+
+
+def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any) -> None:
+    r = run().apply()
+    assert r.wait("Succeeded", "Failed")["status"]["phase"] == "Succeeded"
+    env = {
+        **os.environ,  # HOME included: kubectl keeps its cache there
+        "KUBECONFIG": str(stack.cluster.admin_kubeconfig),
+        "KUBECTL": str(stack.cluster.bin_dir / "kubectl"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aicert.cli.kubectl_plugin",
+            "verify",
+            r.name,
+            "-n",
+            "default",
+            "--trust-bundle",
+            str(stack.ca_pem),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "VERIFIED  assurance: dev" in done.stdout
