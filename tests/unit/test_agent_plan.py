@@ -10,12 +10,29 @@ from aicert_agent.node_agent import image_digest
 from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 
-GATING = PodFacts(terminal=False, gate_done=False, train_exit=None, seal_waiting=False)
-TRAINING = PodFacts(terminal=False, gate_done=True, train_exit=None, seal_waiting=False)
-TRAINED = PodFacts(terminal=False, gate_done=True, train_exit=0, seal_waiting=True)
+GATING = PodFacts(terminal=False, gate_running=True, gate_done=False, train_exit=None, seal_running=False)
+TRAINING = PodFacts(terminal=False, gate_running=False, gate_done=True, train_exit=None, seal_running=False)
+TRAINED = PodFacts(terminal=False, gate_running=False, gate_done=True, train_exit=0, seal_running=True)
 NOTHING = RunProgress(started=False, inputs_measured=0, output_measured=False, sealed=False)
 MEASURED = RunProgress(started=True, inputs_measured=2, output_measured=False, sealed=False)
 NO_MARKERS = Markers(gate=False, sealed=False, refused=False)
+
+
+def test_nothing_is_touched_before_kubelet_started_the_gate() -> None:
+    # before a container runs, the host paths may be bare mount points: hashing them would
+    # certify an empty input, and a marker written there would be hidden by the later mount
+    starting = PodFacts(
+        terminal=False, gate_running=False, gate_done=False, train_exit=None, seal_running=False
+    )
+    assert plan(starting, NOTHING, NO_MARKERS, 2, False) == []
+
+
+def test_seal_steps_wait_for_the_seal_container() -> None:
+    sealed = RunProgress(started=True, inputs_measured=2, output_measured=True, sealed=True)
+    not_yet = PodFacts(terminal=False, gate_running=False, gate_done=True, train_exit=0, seal_running=False)
+    assert plan(not_yet, MEASURED, Markers(True, False, False), 2, False) == []
+    assert plan(not_yet, sealed, Markers(True, False, False), 2, False) == []
+    assert plan(not_yet, sealed, Markers(True, False, False), 2, certified=True) == []
 
 
 def test_a_new_pod_is_measured_then_let_in() -> None:
@@ -40,7 +57,7 @@ def test_trained_pod_is_finished() -> None:
 
 
 def test_failed_training_is_not_sealed() -> None:
-    failed = PodFacts(terminal=False, gate_done=True, train_exit=1, seal_waiting=False)
+    failed = PodFacts(terminal=False, gate_running=False, gate_done=True, train_exit=1, seal_running=False)
     assert plan(failed, MEASURED, Markers(True, False, False), 2, False) == []
 
 
@@ -64,7 +81,7 @@ def test_finished_or_refused_pods_are_left_alone(markers: Markers) -> None:
 
 
 def test_terminal_pods_are_left_alone() -> None:
-    done = PodFacts(terminal=True, gate_done=True, train_exit=0, seal_waiting=False)
+    done = PodFacts(terminal=True, gate_running=False, gate_done=True, train_exit=0, seal_running=False)
     assert plan(done, NOTHING, NO_MARKERS, 2, False) == []
 
 

@@ -89,6 +89,10 @@ def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     return {}
 
 
+def _running(container: dict[str, Any]) -> bool:
+    return bool((container.get("state") or {}).get("running"))
+
+
 def _terminated(container: dict[str, Any]) -> dict[str, Any] | None:
     state = container.get("state") or {}
     return state.get("terminated")
@@ -98,12 +102,12 @@ def pod_facts(pod: dict[str, Any]) -> PodFacts:
     phase = (pod.get("status") or {}).get("phase")
     gate = _terminated(_container(pod, CONTAINER_GATE))
     train = _terminated(_container(pod, CONTAINER_TRAIN))
-    seal_state = _container(pod, CONTAINER_SEAL).get("state") or {}
     return PodFacts(
         terminal=phase in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp")),
+        gate_running=_running(_container(pod, CONTAINER_GATE)),
         gate_done=gate is not None and gate.get("exitCode") == 0,
         train_exit=None if train is None else int(train.get("exitCode", -1)),
-        seal_waiting=bool(seal_state.get("running") or seal_state.get("waiting")),
+        seal_running=_running(_container(pod, CONTAINER_SEAL)),
     )
 
 

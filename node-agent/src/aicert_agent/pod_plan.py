@@ -23,10 +23,16 @@ class Step(enum.Enum):
 
 @dataclass(frozen=True)
 class PodFacts:
+    """kubelet mounts every volume before it starts a container, so the agent reads or writes a
+    pod's volumes only while one of the pod's own containers is running: the gate before
+    training (inputs, gate marker), the seal after it (outputs, seal marker). Before that the
+    host paths may still be empty mount points."""
+
     terminal: bool  # Succeeded, Failed or being deleted
+    gate_running: bool
     gate_done: bool
     train_exit: int | None  # None while not terminated
-    seal_waiting: bool  # the seal container is running or about to
+    seal_running: bool
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,13 @@ def plan(
 ) -> list[Step]:
     if pod.terminal or markers.sealed or markers.refused:
         return []
-    if certified:
-        return [Step.MARK_SEALED]
-    if run.sealed:
-        return [Step.PUBLISH]
+    if certified or run.sealed:
+        if not pod.seal_running:
+            return []  # its control volume may not be mounted (or not any more)
+        return [Step.MARK_SEALED] if certified else [Step.PUBLISH]
     if not pod.gate_done:
+        if not pod.gate_running:
+            return []  # volumes may not be mounted yet
         steps = [] if run.started else [Step.BEGIN]
         if run.inputs_measured < inputs_expected:
             steps.append(Step.MEASURE_INPUTS)
@@ -62,6 +70,6 @@ def plan(
         # The gate opened, so this agent measured the inputs once, but the log no longer says so
         # (the node rebooted, or the log was re-based): no honest certificate can be made.
         return [Step.REFUSE_LOG_LOST]
-    if pod.train_exit == 0 and pod.seal_waiting:
+    if pod.train_exit == 0 and pod.seal_running:
         return [Step.FINISH]
     return []

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""100 CertifiedTrainings applied at once on the local cluster, against 100 plain Pods of the same job.
+
+    python benchmarks/bench_scale.py [--count N] [--out docs/performance.md]
+
+Same stack, same run: the real control plane, the node double, the operator and one agent on a
+swtpm-backed node. Reports the time until all are Succeeded (and the ratio to the plain Pods),
+API requests per training from kube-apiserver's own apiserver_request_total (every client: the
+operator, the agent, the node double, the controllers), and the operator's and agent's CPU time
+and peak RSS from /proc. Writes the "## Scale on the local cluster" section of docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "localcluster"), str(Path(__file__).resolve().parent)]
+
+from aicert_localcluster.stack import Stack  # noqa: E402
+from report import machine_table, table, write_section  # noqa: E402
+
+SECTION = "Scale on the local cluster"
+JOB = b"import pathlib,sys; pathlib.Path(sys.argv[2], 'weights.bin').write_bytes(pathlib.Path(sys.argv[1], 'train.csv').read_bytes()[::-1])\n"
+_REQUESTS = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.M)
+
+
+def requests_by_resource(stack: Stack) -> Counter[str]:
+    text = stack.cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: Counter[str] = Counter()
+    for m in _REQUESTS.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+        counts[labels.get("resource", "") or "(none)"] += int(float(m.group("value")))
+    return counts
+
+
+def cpu_and_rss(pid: int) -> tuple[float, int]:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(stat[11]) + int(stat[12])
+    hwm = next(
+        line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM")
+    )
+    return ticks / 100.0, int(hwm.split()[1]) * 1024
+
+
+def wait_all(stack: Stack, kind: str, selector: str, done: set[str], count: int, timeout: float) -> float:
+    started = time.monotonic()
+    while True:
+        items = stack.cluster.kubectl_json("get", kind, "-l", selector)["items"]
+        phases = [((i.get("status") or {}).get("phase")) for i in items]
+        if len(items) == count and all(p in done for p in phases):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{kind}: {Counter(phases)} after {timeout} s")
+        time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md")
+    args = parser.parse_args()
+    n = args.count
+    with tempfile.TemporaryDirectory(prefix="aicert-scale-") as tmp, Stack(Path(tmp)) as stack:
+        image = stack.images.build(
+            "registry.local/bench/job",
+            files={"job.py": JOB},
+            entrypoint=["/opt/venv/bin/python", "/app/job.py"],
+            cmd=None,
+            env={},
+            workdir="/app",
+        )
+        data = stack.local_volume("bench-data")
+        (data / "train.csv").write_text("x,y\n1,2\n")
+
+        # the peer: the same job as plain Pods, no gate, no agent, no certificate
+        pods = [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"plain-{i}", "labels": {"bench": "plain"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "nodeSelector": {"kubernetes.io/hostname": "gpu-1"},
+                    "volumes": [
+                        {
+                            "name": "data",
+                            "persistentVolumeClaim": {"claimName": "bench-data", "readOnly": True},
+                        },
+                        {"name": "out", "emptyDir": {}},
+                    ],
+                    "containers": [
+                        {
+                            "name": "train",
+                            "image": image,
+                            "args": ["/data", "/out"],
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": "/data", "readOnly": True},
+                                {"name": "out", "mountPath": "/out"},
+                            ],
+                        }
+                    ],
+                },
+            }
+            for i in range(n)
+        ]
+        stack.cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods})
+        )
+        plain_seconds = wait_all(stack, "pods", "bench=plain", {"Succeeded"}, n, 900)
+        stack.cluster.kubectl("delete", "pods", "-l", "bench=plain", "--wait=true")
+
+        before = requests_by_resource(stack)
+        operator_before = cpu_and_rss(stack.operator.process.pid)  # type: ignore[union-attr]
+        agent_before = cpu_and_rss(stack.agents["gpu-1"].process.pid)  # type: ignore[union-attr]
+        trainings = [
+            {
+                "apiVersion": "aicert.dev/v1alpha1",
+                "kind": "CertifiedTraining",
+                "metadata": {"name": f"scale-{i}", "labels": {"bench": "scale"}},
+                "spec": {
+                    "image": image,
+                    "args": ["/data", "/model"],
+                    "gpus": 0,
+                    "minAssurance": "dev",
+                    "inputs": [
+                        {
+                            "name": "data",
+                            "persistentVolumeClaim": {"claimName": "bench-data"},
+                            "mountPath": "/data",
+                        }
+                    ],
+                    "output": {"emptyDir": {}, "mountPath": "/model"},
+                },
+            }
+            for i in range(n)
+        ]
+        stack.cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": trainings})
+        )
+        ct_seconds = wait_all(stack, "certifiedtrainings", "bench=scale", {"Succeeded", "Failed"}, n, 1800)
+        phases = Counter(
+            i["status"]["phase"]
+            for i in stack.cluster.kubectl_json("get", "ct", "-l", "bench=scale")["items"]
+        )
+        after = requests_by_resource(stack)
+        operator_after = cpu_and_rss(stack.operator.process.pid)  # type: ignore[union-attr]
+        agent_after = cpu_and_rss(stack.agents["gpu-1"].process.pid)  # type: ignore[union-attr]
+
+    delta = after - before
+    total = sum(delta.values())
+    top = ", ".join(f"{r} {c / n:.1f}" for r, c in delta.most_common(6))
+    rows = [
+        [
+            f"{n} CertifiedTrainings, all Succeeded",
+            f"{ct_seconds:.0f} s",
+            f"{n} plain Pods: {plain_seconds:.0f} s",
+            f"{ct_seconds / plain_seconds:.1f}",
+        ],
+        ["API requests per training (all clients)", f"{total / n:.0f}", "—", "—"],
+        [
+            "operator CPU / peak RSS",
+            f"{operator_after[0] - operator_before[0]:.1f} s / {operator_after[1] / 2**20:.0f} MiB",
+            "—",
+            "—",
+        ],
+        [
+            "agent CPU / peak RSS",
+            f"{agent_after[0] - agent_before[0]:.1f} s / {agent_after[1] / 2**20:.0f} MiB",
+            "—",
+            "—",
+        ],
+    ]
+    body = (
+        f"## {SECTION}\n\n`python benchmarks/bench_scale.py --count {n}`: {n} CertifiedTrainings of a trivial job applied "
+        f"at once (final phases: {dict(phases)}), one swtpm-backed node, one agent; the peer is the same job as {n} "
+        "plain Pods on the same node double in the same run (no gate, no measuring, no quote).\n\n"
+        + table(["what", "measured", "peer", "ratio"], rows)
+        + f"\n\nRequests per training by resource: {top}. The agent works one pod at a time (one TPM, "
+        "hashing already uses every core), so its queue sets the pace of many small runs.\n\n"
+        + machine_table()
+        + "\n"
+    )
+    write_section(args.out, SECTION, body)
+    print(body)
+    return 0 if phases.get("Succeeded") == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
