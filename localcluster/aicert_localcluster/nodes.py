@@ -78,6 +78,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import http.client
+import importlib.util
 import json
 import logging
 import os
@@ -560,13 +561,14 @@ def sandbox_argv(
 ) -> list[str]:
     """The bwrap command line for one container (host_binds: read-only (host, sandbox) pairs; mounts:
     (host path, mountPath, read-only); capabilities None keeps them all, i.e. privileged)."""
-    args = [bwrap]
+    # The private /tmp (and /dev, /proc) first: bwrap mounts in order, so host paths that live
+    # under /tmp (a checkout in /tmp, its venv) must be bound after it, on top of it.
+    args = [bwrap, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
     for source, target in host_binds:
         if os.path.islink(source) and source == target:
             args += ["--symlink", os.readlink(source), target]
         elif os.path.exists(source):
             args += ["--ro-bind", source, target]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
     if app_dir is not None:
         args += ["--ro-bind", str(app_dir), APP_MOUNT]
     destinations = (
@@ -1765,6 +1767,15 @@ class NodeDouble:
         prefix = str(real.parents[1]) if len(real.parents) > 1 else str(real.parent)
         if not any(_under(prefix, p) for p in host_binds):
             binds.append((prefix, prefix))
+        # The project's own sources, wherever the checkout is (editable installs point there).
+        for package in ("aicert", "aicert_agent"):
+            spec = importlib.util.find_spec(package)
+            if spec is not None and spec.origin:
+                source_root = str(
+                    Path(spec.origin).resolve().parents[3]
+                )  # <repo>/<part>/src/<pkg>/__init__.py
+                if not any(_under(source_root, p) for p, _ in binds):
+                    binds.append((source_root, source_root))
         venv = Path(self.python_executable).absolute().parent.parent
         if (venv / "pyvenv.cfg").exists():
             if not any(_under(str(venv), p) for p in host_binds):

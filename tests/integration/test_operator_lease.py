@@ -1,0 +1,60 @@
+"""Two operator replicas: only the Lease holder acts; a holder that stops renewing is replaced."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+
+from aicert_localcluster.cluster import LocalCluster
+from aicert_operator.leader import LeaseLock
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.CoordinationV1Api]:
+    with LocalCluster(tmp_path_factory.mktemp("lease-cluster")) as cluster:
+        cluster.kubectl("create", "namespace", "aicert-system")
+        yield client.CoordinationV1Api(config.new_client_from_config(str(cluster.admin_kubeconfig)))
+
+
+def lock(api: client.CoordinationV1Api, identity: str, name: str) -> LeaseLock:
+    return LeaseLock(api, "aicert-system", name, identity, seconds=3)
+
+
+def test_only_one_replica_holds_the_lease(api: client.CoordinationV1Api) -> None:
+    first, second = lock(api, "replica-a", "one"), lock(api, "replica-b", "one")
+    assert first.try_acquire() is True
+    assert second.try_acquire() is False
+    assert first.try_acquire() is True  # renewing is not competing
+    assert api.read_namespaced_lease("one", "aicert-system").spec.holder_identity == "replica-a"
+
+
+def test_a_silent_holder_is_replaced_after_expiry(api: client.CoordinationV1Api) -> None:
+    first, second = lock(api, "replica-a", "two"), lock(api, "replica-b", "two")
+    assert first.try_acquire()
+    stop = threading.Event()
+    assert second.wait_for(stop) is True  # returns once the 3 s lease expired unrenewed
+    assert api.read_namespaced_lease("two", "aicert-system").spec.holder_identity == "replica-b"
+    assert first.try_acquire() is False
+
+
+def test_a_holder_that_cannot_renew_stops(api: client.CoordinationV1Api) -> None:
+    first, usurper = lock(api, "replica-a", "three"), lock(api, "replica-b", "three")
+    assert first.try_acquire()
+    lost = threading.Event()
+    stop = threading.Event()
+    first.hold(on_lost=lost.set, stop=stop)
+    # someone else takes the lease (as after a network partition): first's renewals now fail
+    lease = api.read_namespaced_lease("three", "aicert-system")
+    lease.spec.holder_identity = "replica-b"
+    api.replace_namespaced_lease("three", "aicert-system", lease)
+    usurper_lost = threading.Event()
+    usurper.hold(on_lost=usurper_lost.set, stop=stop)  # the new holder is alive and renews
+    assert lost.wait(timeout=30), "the old holder kept running without its lease"
+    assert not usurper_lost.is_set()
+    assert api.read_namespaced_lease("three", "aicert-system").spec.holder_identity == "replica-b"
+    stop.set()
