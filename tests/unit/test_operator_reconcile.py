@@ -209,3 +209,22 @@ def test_image_pull_error_is_pending_with_the_reason() -> None:
         "ErrImagePull",
         "unknown digest",
     )
+
+
+def test_unchanged_status_is_not_applied_again() -> None:
+    from aicert_operator.reconcile import status_unchanged
+
+    observed = [pod(phase="Running", aicert_gate=DONE, train=RUNNING)]
+    first = reconcile(training({"attempt": 1}), observed, NOW)
+    # what the API server holds after the apply, plus the agent's fields and condition
+    stored = {
+        **first.status,
+        "assurance": "dev",
+        "conditions": [*first.status["conditions"], {"type": "Certified", "status": "Unknown"}],
+    }
+    again = reconcile(training(stored), observed, NOW + dt.timedelta(seconds=30))
+    assert status_unchanged(stored, again.status)
+    moved = reconcile(
+        training(stored), [pod(phase="Running", aicert_gate=DONE, train=DONE, aicert_seal=RUNNING)], NOW
+    )
+    assert not status_unchanged(stored, moved.status)

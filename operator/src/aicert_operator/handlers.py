@@ -20,7 +20,7 @@ from aicert_operator import metrics
 from aicert_operator.kube import Kube
 from aicert_operator.observe import pod_view
 from aicert_operator.pod import build_pod
-from aicert_operator.reconcile import Training, reconcile
+from aicert_operator.reconcile import Training, reconcile, status_unchanged
 from aicert_operator.settings import Settings
 
 FINALIZER = "aicert.dev/cleanup"
@@ -63,7 +63,7 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
     for name in decision.delete_pods:
         kube.delete_pod(training.namespace, name)
         logger.info("deleted pod %s", name)
-    if decision.status:
+    if decision.status and not status_unchanged(training.status, decision.status):
         before = training.status.get("phase")
         kube.apply_status(training.namespace, training.name, decision.status)
         if decision.status["phase"] != before:

@@ -255,3 +255,16 @@ def reconcile(training: Training, pods: list[PodView], now: dt.datetime) -> Deci
         events=events,
         requeue_after=requeue,
     )
+
+
+def status_unchanged(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """True when every field the operator wants is already there: applying would change nothing."""
+    for key, value in desired.items():
+        if key != "conditions":
+            if current.get(key) != value:
+                return False
+            continue
+        present = {c.get("type"): c for c in current.get("conditions") or []}
+        if any(present.get(c["type"]) != c for c in value):
+            return False
+    return True
