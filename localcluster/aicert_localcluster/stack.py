@@ -9,6 +9,7 @@ deploy/rbac.yaml, so a missing permission shows up as a failure.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from aicert_localcluster.nodes import NodeDouble, NodeSpec
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
 RBAC = REPO / "deploy" / "rbac.yaml"
+NODE_POLICY = REPO / "deploy" / "agent-node-policy.yaml"
 AGENT_IMAGE = "aicert-agent:dev"
 SYSTEM_NAMESPACE = "aicert-system"
 
@@ -126,7 +128,7 @@ class Stack:
         self.cluster.kubectl(
             "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
         )
-        self.cluster.kubectl("apply", "--server-side", "-f", str(RBAC))
+        self.cluster.kubectl("apply", "--server-side", "-f", str(RBAC), "-f", str(NODE_POLICY))
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
         for node in self.tpm_nodes:
@@ -173,9 +175,38 @@ class Stack:
             "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
         )
 
+    def _agent_pod(self, node: str) -> tuple[str, str]:
+        """The agent's pod on `node` (as its DaemonSet would have): a token bound to it names the node.
+
+        The node double runs it as a placeholder; the agent itself runs as a host process with a
+        token bound to this pod, so the API server sees what it would see from a DaemonSet pod.
+        """
+        name = f"aicert-agent-{node}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app": "aicert-agent"}},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": "aicert-agent",
+                "automountServiceAccountToken": False,
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "agent",
+                        "image": AGENT_IMAGE,
+                        "command": ["python", "-c", "import time; time.sleep(10**9)"],
+                    }
+                ],
+            },
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        uid = str(self.cluster.kubectl_json("get", "pod", name, "-n", SYSTEM_NAMESPACE)["metadata"]["uid"])
+        return name, uid
+
     def _agent(self, node: str) -> Service:
         kubeconfig = self.cluster.kubeconfig_for_service_account(
-            SYSTEM_NAMESPACE, "aicert-agent", expiration_seconds=86400
+            SYSTEM_NAMESPACE, "aicert-agent", bound_pod=self._agent_pod(node), expiration_seconds=86400
         )
         argv = [
             sys.executable,

@@ -227,3 +227,32 @@ def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "VERIFIED  assurance: dev" in done.stdout
+
+
+def test_agent_may_act_only_for_its_own_node(stack: Stack, run: Any) -> None:
+    """deploy/agent-node-policy.yaml: the agent's token names gpu-1; RBAC alone would allow more."""
+    agent = Path(stack.agents["gpu-1"].env["KUBECONFIG"])
+    other = stack.cluster.kubectl(
+        "label", "node", "cpu-1", "aicert.dev/assurance=vtpm", kubeconfig=agent, check=False
+    )
+    assert other.returncode != 0 and "may only label its own node, not cpu-1" in other.stderr
+    own = stack.cluster.kubectl("label", "node", "gpu-1", "aicert.dev/probe=1", kubeconfig=agent, check=False)
+    assert own.returncode == 0, own.stderr
+    stack.cluster.kubectl("label", "node", "gpu-1", "aicert.dev/probe-")
+    r = run(minAssurance="cvm").apply()  # never scheduled: status.node stays unset
+    r.wait("Pending")
+    patch = json.dumps({"status": {"modelDigest": "sha256:" + "0" * 64}})
+    forged = stack.cluster.kubectl(
+        "patch",
+        "ct",
+        r.name,
+        "--namespace=default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+        kubeconfig=agent,
+        check=False,
+    )
+    assert forged.returncode != 0 and "may only certify trainings running on its node" in forged.stderr
+    stack.cluster.kubectl("delete", "ct", r.name)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from kubernetes.client.exceptions import ApiException
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
 from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
@@ -265,7 +266,6 @@ class NodeAgent:
                 attempt=int((ctx.pod["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0")),
                 spec=ctx.spec.recorded(),
             )
-            self.kube.apply_status(ctx.namespace, ctx.training_name, {"assurance": self.config.assurance})
         elif step is Step.MEASURE_INPUTS:
             done = {e.content.get("name") for e in entries if e.run == ctx.uid and e.type == INPUT}
             for item in ctx.spec.inputs:
@@ -278,6 +278,10 @@ class NodeAgent:
                     )
         elif step is Step.OPEN_GATE:
             write_marker(self._control(ctx.uid), MARKER_GATE)
+            try:  # shown in `kubectl get ct` while training; the certificate's own record comes at the seal
+                self.kube.apply_status(ctx.namespace, ctx.training_name, {"assurance": self.config.assurance})
+            except ApiException as exc:
+                log.warning("%s: could not show the assurance level yet: %s", ctx.training_name, exc.reason)
         elif step is Step.FINISH:
             self._finish(ctx, recorder, entries)
         elif step is Step.PUBLISH:
