@@ -60,9 +60,10 @@ demo: venv cluster-binaries
 demo-local: venv
 	$(BIN)/python examples/demo.py
 
-bench: venv
+bench: venv cluster-binaries
 	$(BIN)/python benchmarks/bench_hash.py
 	$(BIN)/python benchmarks/bench_certify.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 schema: venv
 	$(BIN)/python tools/export_schema.py
