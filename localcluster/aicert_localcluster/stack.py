@@ -169,7 +169,6 @@ class Stack:
             AICERT_METRICS_PORT=str(free_port()),
             AICERT_HEALTH_PORT=str(free_port()),
             AICERT_LEASE_SECONDS="6",
-            AICERT_RESYNC_SECONDS="2",
         )
         return Service(
             "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"

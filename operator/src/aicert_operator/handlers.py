@@ -25,6 +25,7 @@ from aicert_operator.settings import Settings
 
 FINALIZER = "aicert.dev/cleanup"
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+_wakeups: dict[str, asyncio.TimerHandle] = {}  # one pending "look again at the deadline" per training
 
 
 def _context(memo: Any) -> tuple[Kube, Settings]:
@@ -84,11 +85,26 @@ async def reconcile_training(namespace: str | None, name: str, memo: Any, logger
             if body is None:
                 return
             try:
-                await asyncio.to_thread(apply_reconcile, kube, settings, body, logger)
+                requeue_after = await asyncio.to_thread(apply_reconcile, kube, settings, body, logger)
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
                 raise
             metrics.RECONCILES.labels("ok").inc()
+    _wake_at_deadline(namespace, name, requeue_after, memo, logger)
+
+
+def _wake_at_deadline(namespace: str, name: str, delay: float | None, memo: Any, logger: Logger) -> None:
+    """Reconcile again when the run's activeDeadlineSeconds runs out (the latest decision wins)."""
+    key = f"{namespace}/{name}"
+    previous = _wakeups.pop(key, None)
+    if previous is not None:
+        previous.cancel()
+    if delay is None:
+        return
+    loop = asyncio.get_running_loop()
+    _wakeups[key] = loop.call_later(
+        delay, lambda: loop.create_task(reconcile_training(namespace, name, memo, logger))
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -97,6 +113,9 @@ async def training_changed(
 ) -> None:
     if type == "DELETED":
         _locks.pop(f"{namespace}/{name}", None)
+        wakeup = _wakeups.pop(f"{namespace}/{name}", None)
+        if wakeup is not None:
+            wakeup.cancel()
         return
     await reconcile_training(namespace, name, memo, logger)
 
@@ -117,7 +136,7 @@ async def pod_changed(
     when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"),
 )
 async def resync(namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
-    """Deadlines and anything a watch missed."""
+    """A safety net for anything a watch missed (deadlines are scheduled by reconcile_training)."""
     await reconcile_training(namespace, name, memo, logger)
 
 

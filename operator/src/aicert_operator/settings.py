@@ -24,7 +24,6 @@ class Settings:
     lease_name: str = "aicert-operator"
     lease_seconds: float = 15.0
     identity: str = field(default_factory=socket.gethostname)
-    resync_seconds: float = 10.0  # how often unfinished trainings are looked at again (deadlines)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -39,5 +38,4 @@ class Settings:
             lease_name=e.get("AICERT_LEASE_NAME", base.lease_name),
             lease_seconds=float(e.get("AICERT_LEASE_SECONDS", base.lease_seconds)),
             identity=e.get("POD_NAME") or base.identity,
-            resync_seconds=float(e.get("AICERT_RESYNC_SECONDS", base.resync_seconds)),
         )
