@@ -55,9 +55,8 @@ def main() -> int:
         say("training image into the local image store, input data into a volume")
         image = build_training_image(stack.images)
         print(f"image {image}")
-        data = stack.local_volume("digits-data")
+        data = stack.local_volume("digits-data", access_mode="ReadOnlyMany")
         subprocess.run([sys.executable, str(REPO / "examples/digits/prepare_data.py"), str(data)], check=True)
-        model = stack.local_volume("digits-model")
         say("kubectl apply -f examples/training.yaml")
         kubectl(stack, "apply", "-f", str(REPO / "examples/training.yaml"))
         last = ""
@@ -82,7 +81,7 @@ def main() -> int:
             stack, "get", "ct", "digits", "-o", "jsonpath={.status.certificate}", show=False
         )
         (OUT / "certificate.json").write_text(json.dumps(json.loads(certificate), indent=2) + "\n")
-        shutil.copytree(model, OUT / "model")
+        shutil.copytree(stack.claim_dir("digits-1-output"), OUT / "model")
         shutil.copy(stack.ca_pem, OUT / "dev-ca.pem")
     say("verify it offline, re-hashing the weights (the cluster is gone now)")
     argv = [

@@ -44,11 +44,11 @@ image's. stdout and stderr go to `<kubelet_root>/pod-logs/<namespace>_<pod>_<uid
 
 Images come from an `ImageStore` by digest. A digest that is not there leaves the container waiting
 with reason ErrImagePull ("... not found in the local image store"), then ImagePullBackOff, retried
-with back-off; the pod stays Pending and nothing runs. One reference by tag is special: `agent_image`
-(the operator's `Settings.agent_image`, "aicert-agent:dev") runs the container's command with the host's
-`python_executable` (a leading `python`/`python3` is replaced by it; entrypoint `python -m
-aicert_agent`), working dir /, imageID `<repository>@sha256:<sha256 of the reference string>`, e.g.
-`aicert-agent@sha256:<sha256("aicert-agent:dev")>`: stable, but not the digest of any real image.
+with back-off; the pod stays Pending and nothing runs. One reference is special: `agent_image` (the
+gate/seal image of the pod contract, DEV_AGENT_IMAGE by default, pinned by a digest that names no
+real image) runs the container's command with the host's `python_executable` (a leading
+`python`/`python3` is replaced by it; entrypoint `python -m aicert_agent`), working dir /, imageID
+`<repository>@<its digest>` (a reference by tag gets `<repository>@sha256:<sha256 of the reference>`).
 
 Status is reported like kubelet reports it, through the pod's status subresource with the node's
 credentials: phase, conditions (PodScheduled, PodReadyToStartContainers, Initialized,
@@ -619,6 +619,12 @@ class _RunImage:
     workdir: str
     image_id: str
     host_python: bool = False
+
+
+# The gate/seal image the test stack and the demo use: pinned by digest as the pod contract requires.
+DEV_AGENT_IMAGE = (
+    "registry.local/aicert/agent@sha256:7903601cd11d4adc4c69c90f44ef685939d20989d097bab831f4bd8f0894b628"
+)
 
 
 def agent_image_id(reference: str) -> str:
@@ -1728,7 +1734,7 @@ class NodeDouble:
         kubelet_root: Path,
         images: ImageStore,
         nodes: Sequence[NodeSpec],
-        agent_image: str = "aicert-agent:dev",
+        agent_image: str = DEV_AGENT_IMAGE,
         python_executable: str = sys.executable,
         *,
         bwrap: str = "/usr/bin/bwrap",

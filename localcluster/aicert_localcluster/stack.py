@@ -26,14 +26,19 @@ from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster.cluster import LocalCluster, free_port
 from aicert_localcluster.images import ImageStore
-from aicert_localcluster.nodes import NodeDouble, NodeSpec
+from aicert_localcluster.nodes import DEV_AGENT_IMAGE, NodeDouble, NodeSpec
+from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
 RBAC = REPO / "deploy" / "rbac.yaml"
 NODE_POLICY = REPO / "deploy" / "agent-node-policy.yaml"
-AGENT_IMAGE = "aicert-agent:dev"
+TENANT_RBAC = REPO / "deploy" / "tenant-rbac.yaml"
+ADMISSION = REPO / "deploy" / "training-admission.yaml"
+AGENT_IMAGE = DEV_AGENT_IMAGE  # the gate/seal image, pinned by digest; the node double runs it from the host
 SYSTEM_NAMESPACE = "aicert-system"
+# What aicert-training-pods (deploy/training-admission.yaml) says to a non-operator creating a training pod
+ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
 
 
 def _die_with_parent() -> None:
@@ -102,6 +107,7 @@ class Stack:
     swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
     nodes: NodeDouble = field(init=False)
     operator: Service = field(init=False)
+    provisioner: LocalProvisioner = field(init=False)
     agents: dict[str, Service] = field(default_factory=dict, init=False)
 
     @property
@@ -128,7 +134,12 @@ class Stack:
         self.cluster.kubectl(
             "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
         )
-        self.cluster.kubectl("apply", "--server-side", "-f", str(RBAC), "-f", str(NODE_POLICY))
+        self.cluster.kubectl(
+            "apply",
+            "--server-side",
+            *("-f", str(RBAC), "-f", str(NODE_POLICY), "-f", str(TENANT_RBAC), "-f", str(ADMISSION)),
+        )
+        self.wait_for_admission()
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
         for node in self.tpm_nodes:
@@ -148,6 +159,10 @@ class Stack:
             python_executable=sys.executable,
         )
         self.nodes.start()
+        self.provisioner = LocalProvisioner(
+            self.cluster.admin_kubeconfig, self.workdir / "volumes", self.tpm_nodes
+        )
+        self.provisioner.start()
         self.operator = self._operator()
         self.operator.start()
         for node in self.tpm_nodes:
@@ -228,7 +243,10 @@ class Stack:
             str(free_port()),
         ]
         return Service(
-            f"agent-{node}", argv, self._env(kubeconfig), self.workdir / "logs" / f"agent-{node}.log"
+            f"agent-{node}",
+            argv,
+            self._env(kubeconfig, AICERT_AGENT_IMAGE=AGENT_IMAGE),
+            self.workdir / "logs" / f"agent-{node}.log",
         )
 
     def wait_for_label(self, timeout: float = 60) -> None:
@@ -244,12 +262,64 @@ class Stack:
                     )
                 time.sleep(0.5)
 
+    def wait_for_admission(self, timeout: float = 60) -> None:
+        """Wait until deploy/training-admission.yaml is enforced, and fail if a policy does not type-check.
+
+        Policies take a moment to load: a harmless probe, a server-side dry-run create of a pod with
+        an aicert.dev/ label by the admin (not the operator), must be denied before the stack is ready.
+        """
+        probe = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "aicert-admission-probe",
+                "namespace": "default",
+                "labels": {"aicert.dev/training": "aicert-admission-probe"},
+            },
+            "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False
+            )
+            if done.returncode != 0 and ADMISSION_PROBE_MESSAGE in done.stderr:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"admission policies not enforced after {timeout}s: {done.stderr}")
+            time.sleep(0.2)
+        while True:
+            policies = [
+                p
+                for p in self.cluster.kubectl_json("get", "validatingadmissionpolicies")["items"]
+                if p["metadata"]["name"].startswith("aicert-")
+            ]
+            checked = [
+                p
+                for p in policies
+                if (p.get("status") or {}).get("observedGeneration") == p["metadata"]["generation"]
+            ]
+            if len(checked) == len(policies):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("admission policies were never type-checked")
+            time.sleep(0.2)
+        warnings = [
+            f"{p['metadata']['name']}: {w['fieldRef']}: {w['warning']}"
+            for p in policies
+            for w in ((p.get("status") or {}).get("typeChecking") or {}).get("expressionWarnings") or []
+        ]
+        if warnings:
+            raise RuntimeError("admission policies do not type-check:\n" + "\n".join(warnings))
+
     def stop(self) -> None:
         for service in [*self.agents.values(), getattr(self, "operator", None)]:
             if service is not None:
                 service.kill(signal.SIGTERM)
         if hasattr(self, "nodes"):
             self.nodes.stop()
+        if hasattr(self, "provisioner"):
+            self.provisioner.stop()
         for tpm in self.swtpms.values():
             tpm.close()
         if hasattr(self, "cluster"):
@@ -275,11 +345,51 @@ class Stack:
                 )
             time.sleep(0.3)
 
-    def local_volume(self, name: str, size: str = "1Gi", namespace: str = "default") -> Path:
+    def tenant(self, namespace: str, name: str = "tenant") -> Path:
+        """A tenant: ServiceAccount `name` in `namespace` (both created if missing) bound by a RoleBinding
+        to the built-in `edit` ClusterRole, as a team's CI would be; returns a kubeconfig for it.
+
+        Waits until RBAC (and the aggregation of deploy/tenant-rbac.yaml into `edit`) lets it create
+        pods and CertifiedTrainings there.
+        """
+        kubeconfig = self.cluster.kubeconfig_for_service_account(namespace, name)
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": f"{name}-edit", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(binding))
+        deadline = time.monotonic() + 30
+        for resource in ("pods", "certifiedtrainings.aicert.dev"):
+            while (
+                self.cluster.kubectl(
+                    "auth", "can-i", "create", resource, "-n", namespace, kubeconfig=kubeconfig, check=False
+                ).stdout.strip()
+                != "yes"
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{namespace}/{name} never got to create {resource}")
+                time.sleep(0.2)
+        return kubeconfig
+
+    def claim_template(self, size: str = "1Gi") -> dict[str, str]:
+        """A `spec.output.volumeClaimTemplate` this stack provisions (see claim_dir)."""
+        return {"storageClassName": STORAGE_CLASS, "size": size}
+
+    def claim_dir(self, claim: str, namespace: str = "default") -> Path:
+        """Where the provisioner keeps a claim's volume on the host."""
+        return self.provisioner.path(namespace, claim)
+
+    def local_volume(
+        self, name: str, size: str = "1Gi", namespace: str = "default", access_mode: str = "ReadWriteOncePod"
+    ) -> Path:
         """A local PV (a host directory, on the TPM nodes) and a PVC bound to it; returns the directory.
 
         `local` rather than `hostPath`: kubelet bind-mounts local PVs under the pod's volume
-        directory, which is where the agent measures them in production too.
+        directory, which is where the agent measures them in production too. The default access
+        mode is what a run's output needs; inputs use ReadOnlyMany.
         """
         nodes = ", ".join(self.tpm_nodes)
         path = self.workdir / "volumes" / namespace / name
@@ -290,7 +400,7 @@ kind: PersistentVolume
 metadata: {{name: pv-{namespace}-{name}}}
 spec:
   capacity: {{storage: {size}}}
-  accessModes: [ReadWriteOnce]
+  accessModes: [{access_mode}]
   persistentVolumeReclaimPolicy: Retain
   storageClassName: ""
   claimRef: {{namespace: {namespace}, name: {name}}}
@@ -304,7 +414,7 @@ apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  accessModes: [ReadWriteOnce]
+  accessModes: [{access_mode}]
   storageClassName: ""
   volumeName: pv-{namespace}-{name}
   resources: {{requests: {{storage: {size}}}}}

@@ -38,17 +38,18 @@ def image(stack: Stack) -> str:
 class Run:
     """One CertifiedTraining of the e2e job, with its volumes on the host."""
 
-    def __init__(self, stack: Stack, image: str, **spec: Any) -> None:
+    def __init__(self, stack: Stack, image: str, namespace: str = "default", **spec: Any) -> None:
         self.stack = stack
         self.name = f"e2e-{next(_names)}"
-        self.data = stack.local_volume(f"{self.name}-data")
+        self.namespace = namespace
+        self.data = stack.local_volume(f"{self.name}-data", namespace=namespace, access_mode="ReadOnlyMany")
         (self.data / "train.csv").write_text("x,y\n1,2\n3,4\n")
-        self.model = stack.local_volume(f"{self.name}-model")
+        self.model = stack.local_volume(f"{self.name}-model", namespace=namespace)
         env = [{"name": k, "value": v} for k, v in spec.pop("env", {}).items()]
         self.body = {
             "apiVersion": "aicert.dev/v1alpha1",
             "kind": "CertifiedTraining",
-            "metadata": {"name": self.name, "namespace": "default"},
+            "metadata": {"name": self.name, "namespace": namespace},
             "spec": {
                 "image": image,
                 "args": ["/data", "/model"],
@@ -74,30 +75,45 @@ class Run:
         return self
 
     def wait(self, *phases: str, timeout: float = 120) -> dict[str, Any]:
-        return self.stack.wait_for(self.name, phases, timeout=timeout)
+        return self.stack.wait_for(self.name, phases, namespace=self.namespace, timeout=timeout)
 
-    def wait_started(self, timeout: float = 120) -> None:
+    def per_attempt_output(self) -> Run:
+        """Write the output to a fresh claim per attempt (spec.output.volumeClaimTemplate)."""
+        self.body["spec"]["output"] = {
+            "volumeClaimTemplate": self.stack.claim_template(),
+            "mountPath": "/model",
+        }
+        return self
+
+    def output_dir(self, attempt: int = 1) -> Path:
+        if "volumeClaimTemplate" in self.body["spec"]["output"]:
+            return self.stack.claim_dir(f"{self.name}-{attempt}-output", self.namespace)
+        return self.model
+
+    def wait_started(self, timeout: float = 120, attempt: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while not (self.model / "started").exists():
+        while not (self.output_dir(attempt) / "started").exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} never started training:\n{self.stack.operator.tail()}")
             time.sleep(0.1)
 
-    def release(self) -> None:
-        (self.model / "release").write_text("go")
+    def release(self, attempt: int = 1) -> None:
+        (self.output_dir(attempt) / "release").write_text("go")
 
     @property
     def status(self) -> dict[str, Any]:
-        return dict(self.stack.get("certifiedtraining", self.name).get("status") or {})
+        return dict(self.stack.get("certifiedtraining", self.name, self.namespace).get("status") or {})
 
     def pods(self) -> list[dict[str, Any]]:
-        found = self.stack.cluster.kubectl_json("get", "pods", "-l", f"aicert.dev/training={self.name}")
+        found = self.stack.cluster.kubectl_json(
+            "get", "pods", "-n", self.namespace, "-l", f"aicert.dev/training={self.name}"
+        )
         return list(found["items"])
 
 
 @pytest.fixture
 def run(stack: Stack, image: str) -> Any:
-    def make(**spec: Any) -> Run:
-        return Run(stack, image, **spec)
+    def make(namespace: str = "default", **spec: Any) -> Run:
+        return Run(stack, image, namespace, **spec)
 
     return make

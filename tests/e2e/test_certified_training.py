@@ -91,7 +91,7 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
         ),
         (
             lambda b: b["spec"]["output"].update(emptyDir={}),
-            "output needs exactly one of persistentVolumeClaim or emptyDir",
+            "output needs exactly one of volumeClaimTemplate, persistentVolumeClaim or emptyDir",
         ),
         (lambda b: b["metadata"].update(name="x" * 51), "metadata.name must be at most 50 characters"),
     ],
@@ -127,16 +127,21 @@ def test_failing_training_fails_without_certificate(run: Any) -> None:
 
 
 def test_deleted_pod_is_retried_and_certified_once(stack: Stack, run: Any) -> None:
-    r = run(env={"WAIT_FOR_RELEASE": "1"}, backoffLimit=1).apply()
-    r.wait_started()
+    """Each attempt writes to a claim of its own, so a retry starts from an empty output."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}, backoffLimit=1).per_attempt_output().apply()
+    r.wait_started(attempt=1)
     stack.cluster.kubectl("delete", "pod", f"{r.name}-1", "--wait=false")
     r.wait("Pending", "Measuring", "Training")
-    r.wait_started()  # attempt 2 is training
-    r.release()
+    r.wait_started(attempt=2)
+    r.release(attempt=2)
     status = r.wait("Succeeded", "Failed")["status"]
-    assert status["phase"] == "Succeeded" and status["attempt"] == 2
+    assert status["phase"] == "Succeeded" and status["attempt"] == 2, status
     cert = certificate_of(status)
     assert cert["statement"]["predicate"]["run"]["attempt"] == 2
+    Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(status["certificate"], model_dir=r.output_dir(2))
+    claim = stack.get("pvc", f"{r.name}-2-output")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"] and claim["status"]["phase"] == "Bound"
+    assert (r.output_dir(1) / "started").exists()  # attempt 1's leftovers stayed in attempt 1's claim
     events = stack.cluster.kubectl_json(
         "get", "events.events.k8s.io", "--field-selector", f"regarding.name={r.name}"
     )

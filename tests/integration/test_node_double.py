@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from aicert.contract.pod import PodSettings, training_pod
 from aicert.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -30,9 +31,14 @@ from aicert_agent.markers import write_marker
 from aicert_agent.volumes import empty_dir_path, pvc_path
 from aicert_localcluster import KubectlError, LocalCluster
 from aicert_localcluster.images import ImageStore
-from aicert_localcluster.nodes import NodeDouble, NodeSpec, agent_image_id, mount_points, mounts_under
-from aicert_operator.pod import build_pod
-from aicert_operator.settings import Settings
+from aicert_localcluster.nodes import (
+    DEV_AGENT_IMAGE,
+    NodeDouble,
+    NodeSpec,
+    agent_image_id,
+    mount_points,
+    mounts_under,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -641,7 +647,14 @@ def test_the_operators_pod_runs_gate_train_seal_driven_by_marker_files(
             "minAssurance": "dev",
         }
     )
-    pod = build_pod(name="ct", namespace=ns, uid=str(uuid.uuid4()), spec=spec, attempt=1, settings=Settings())
+    pod = training_pod(
+        name="ct",
+        namespace=ns,
+        uid=str(uuid.uuid4()),
+        spec=spec,
+        attempt=1,
+        settings=PodSettings(DEV_AGENT_IMAGE),
+    )
     del pod["metadata"]["ownerReferences"]  # no CertifiedTraining object here
     node_kubeconfig = cluster.kubeconfig_for_node("agent-0")
     cluster.kubectl("label", "node", "agent-0", "aicert.dev/assurance=dev", kubeconfig=node_kubeconfig)
@@ -655,7 +668,7 @@ def test_the_operators_pod_runs_gate_train_seal_driven_by_marker_files(
 
         gating = eventually(gate_running, "aicert-gate to run")
         assert gating["spec"]["nodeName"] == "agent-0"
-        assert container_status(gating, CONTAINER_GATE)["imageID"] == agent_image_id("aicert-agent:dev")
+        assert container_status(gating, CONTAINER_GATE)["imageID"] == agent_image_id(DEV_AGENT_IMAGE)
         # Where the agent measures: the input claim's PV, and the control emptyDir (a tmpfs).
         inputs = pvc_path(nodes.kubelet_root, uid, pv_name)
         assert (inputs / "train.csv").read_text() == "x,y\n1,2\n"

@@ -109,3 +109,15 @@ def test_kubelet_volume_paths(tmp_path: Path) -> None:
     assert empty_dir_path(tmp_path, "u1", "output") == volumes / "kubernetes.io~empty-dir" / "output"
     with pytest.raises(VolumeNotFound, match="not mounted"):
         pvc_path(tmp_path, "u1", "pv-missing")
+
+
+def test_log_is_kept_only_while_a_run_is_between_gate_and_end() -> None:
+    from aicert_agent.pod_plan import PodRun, run_in_flight
+
+    measuring = PodRun("a", terminal=False, finished=False)
+    assert run_in_flight([measuring], {"a"})
+    # an idle pod (not yet measured), a finished one and a terminal one never hold the epoch open
+    assert not run_in_flight([PodRun("b", terminal=False, finished=False)], {"a"})
+    assert not run_in_flight([PodRun("a", terminal=False, finished=True)], {"a"})
+    assert not run_in_flight([PodRun("a", terminal=True, finished=False)], {"a"})
+    assert run_in_flight([PodRun("b", terminal=True, finished=False), measuring], {"a", "b"})

@@ -1,5 +1,6 @@
-"""DESIGN.md layering: `aicert` imports no Kubernetes/TPM library and neither product package;
-the agent and the operator never import each other."""
+"""Layering: `aicert` imports no Kubernetes/TPM library and no other package of ours; `aicert_kube`
+(the shared Kubernetes edge) imports neither product package; the agent and the operator never
+import each other."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {
     "aicert": REPO / "verifier/src/aicert",
+    "aicert_kube": REPO / "kube/src/aicert_kube",
     "aicert_agent": REPO / "node-agent/src/aicert_agent",
     "aicert_operator": REPO / "operator/src/aicert_operator",
 }
 FORBIDDEN = {
-    "aicert": {"kopf", "kubernetes", "tpm2_pytss", "aicert_agent", "aicert_operator", "prometheus_client"},
+    "aicert": {
+        "kopf",
+        "kubernetes",
+        "tpm2_pytss",
+        "aicert_kube",
+        "aicert_agent",
+        "aicert_operator",
+        "prometheus_client",
+    },
+    "aicert_kube": {"kopf", "tpm2_pytss", "aicert_agent", "aicert_operator"},
     "aicert_agent": {"aicert_operator", "kopf"},
     "aicert_operator": {"aicert_agent", "tpm2_pytss"},
 }

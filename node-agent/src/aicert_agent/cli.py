@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in waiters:
         waiter = sub.add_parser(action, help=text)
         waiter.add_argument("--control", type=Path, required=True, help="the control volume's mount path")
+        if action == "gate":
+            waiter.add_argument(
+                "--timeout",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="give up (exit 4) after this long",
+            )
         waiter.set_defaults(func=_wait)
 
     serve = sub.add_parser("serve", help="run as the Kubernetes node agent (DaemonSet)")
@@ -158,7 +166,7 @@ def _rebase(args: argparse.Namespace) -> int:
 def _wait(args: argparse.Namespace) -> int:
     from aicert_agent.markers import wait_gate, wait_seal
 
-    return wait_gate(args.control) if args.command == "gate" else wait_seal(args.control)
+    return wait_gate(args.control, args.timeout) if args.command == "gate" else wait_seal(args.control)
 
 
 def _serve(args: argparse.Namespace) -> int:

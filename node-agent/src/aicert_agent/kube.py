@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from aicert.training import FIELD_MANAGER_AGENT, GROUP, KIND, LABEL_ASSURANCE, LABEL_TRAINING, PLURAL, VERSION
+from aicert.contract.status import REPORTER_AGENT
+from aicert.training import FIELD_MANAGER_AGENT, LABEL_ASSURANCE, LABEL_TRAINING
+from aicert_kube import TrainingClient
 
-APPLY = "application/apply-patch+yaml"
 
-
-class AgentKube:
+class AgentKube(TrainingClient):
     def __init__(self, api_client: client.ApiClient, node: str) -> None:
-        self.api_client = api_client
+        super().__init__(
+            api_client,
+            field_manager=FIELD_MANAGER_AGENT,
+            controller=REPORTER_AGENT,
+            instance=f"aicert-agent-{node}",
+        )
         self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.events = client.EventsV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
         self.node = node
 
     def _plain(self, obj: Any) -> Any:
@@ -43,18 +46,30 @@ class AgentKube:
         for event in stream:
             yield self._plain(event["object"])
 
-    def get_training(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def pods_in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """Every pod of the namespace, on any node: who else mounts a run's claims."""
+        pods: list[dict[str, Any]] = self._plain(self.core.list_namespaced_pod(namespace).items)
+        return pods
+
+    def network_policies(self, namespace: str) -> list[dict[str, Any]]:
+        policies: list[dict[str, Any]] = self._plain(
+            self.networking.list_namespaced_network_policy(namespace).items
+        )
+        return policies
+
+    def get_claim(self, namespace: str, claim: str) -> dict[str, Any]:
         try:
-            body: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            pvc: dict[str, Any] = self._plain(
+                self.core.read_namespaced_persistent_volume_claim(claim, namespace)
+            )
         except ApiException as exc:
             if exc.status == 404:
-                return None
+                raise LookupError(f"PVC {namespace}/{claim} does not exist") from None
             raise
-        return dict(body)
+        return pvc
 
     def pv_of_claim(self, namespace: str, claim: str) -> str:
-        pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
-        name = pvc.spec.volume_name if pvc.spec else None
+        name = (self.get_claim(namespace, claim).get("spec") or {}).get("volumeName")
         if not name:
             raise LookupError(f"PVC {namespace}/{claim} is not bound to a volume")
         return str(name)
@@ -62,38 +77,3 @@ class AgentKube:
     def label_node(self, level: str | None) -> None:
         """Set (or, with None, remove) this node's aicert.dev/assurance label."""
         self.core.patch_node(self.node, {"metadata": {"labels": {LABEL_ASSURANCE: level}}})
-
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "metadata": {"name": name},
-            "status": status,
-        }
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            body,
-            field_manager=FIELD_MANAGER_AGENT,
-            force=True,
-            _content_type=APPLY,
-        )
-
-    def emit(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
-        event = client.EventsV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{name}-", namespace=namespace),
-            event_time=dt.datetime.now(dt.UTC),
-            reporting_controller="aicert.dev/agent",
-            reporting_instance=f"aicert-agent-{self.node}",
-            action="Certify",
-            type=type_,
-            reason=reason,
-            note=message[:1024],
-            regarding=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, namespace=namespace, uid=uid
-            ),
-        )
-        self.events.create_namespaced_event(namespace, event)

@@ -1,7 +1,9 @@
 """The gate and seal containers: wait for the agent's marker files in the control volume.
 
-`aicert-gate` exits 0 once the inputs are measured; `aicert-seal` exits 0 once the certificate is
-in the resource's status, or SEAL_REFUSED_EXIT with the agent's reason when it refused.
+`aicert-gate` exits 0 once the inputs are measured, SEAL_REFUSED_EXIT when the agent refused the
+pod, GATE_TIMEOUT_EXIT when nothing happened within its timeout (a dead agent never holds a GPU
+for ever); `aicert-seal` exits 0 once the certificate is in the resource's status, or
+SEAL_REFUSED_EXIT with the agent's reason when it refused.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from aicert.training import MARKER_GATE, MARKER_REFUSED, MARKER_SEALED, SEAL_REFUSED_EXIT
+from aicert.training import GATE_TIMEOUT_EXIT, MARKER_GATE, MARKER_REFUSED, MARKER_SEALED, SEAL_REFUSED_EXIT
 
 POLL_SECONDS = 0.2
 
@@ -22,9 +24,26 @@ def write_marker(control: Path, name: str, text: str = "") -> None:
     tmp.replace(control / name)
 
 
-def wait_gate(control: Path) -> int:
+def _refused(control: Path, who: str) -> int | None:
+    if not (control / MARKER_REFUSED).exists():
+        return None
+    print(f"{who}: refused: {(control / MARKER_REFUSED).read_text()}", file=sys.stderr, flush=True)
+    return SEAL_REFUSED_EXIT
+
+
+def wait_gate(control: Path, timeout: float | None = None) -> int:
     print("aicert-gate: waiting for the node agent to measure the inputs", flush=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not (control / MARKER_GATE).exists():
+        refused = _refused(control, "aicert-gate")
+        if refused is not None:
+            return refused
+        if deadline is not None and time.monotonic() > deadline:
+            print(
+                f"aicert-gate: the node agent did not measure the inputs within {timeout:g} s",
+                file=sys.stderr,
+            )
+            return GATE_TIMEOUT_EXIT
         time.sleep(POLL_SECONDS)
     print("aicert-gate: inputs measured; training may start", flush=True)
     return 0
@@ -36,9 +55,7 @@ def wait_seal(control: Path) -> int:
         if (control / MARKER_SEALED).exists():
             print("aicert-seal: certified", flush=True)
             return 0
-        if (control / MARKER_REFUSED).exists():
-            print(
-                f"aicert-seal: refused: {(control / MARKER_REFUSED).read_text()}", file=sys.stderr, flush=True
-            )
-            return SEAL_REFUSED_EXIT
+        refused = _refused(control, "aicert-seal")
+        if refused is not None:
+            return refused
         time.sleep(POLL_SECONDS)

@@ -19,11 +19,16 @@ from typing import Any
 
 from cryptography import x509
 from kubernetes.client.exceptions import ApiException
+from pydantic import JsonValue
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
+from aicert.contract.network import egress_denied, policy_record, selecting
+from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
+from aicert.contract.status import REFUSALS, ConditionType, Reason, set_condition
 from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
-from aicert.events import INPUT, OUTPUT, RUN, SEAL
+from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL
 from aicert.training import (
+    CERTIFICATE_MAX_BYTES,
     CONTAINER_GATE,
     CONTAINER_SEAL,
     CONTAINER_TRAIN,
@@ -34,6 +39,7 @@ from aicert.training import (
     MARKER_REFUSED,
     MARKER_SEALED,
     TrainingSpec,
+    output_claim,
     short_digest,
 )
 from aicert.trust import ChainError, TrustStore, build_path
@@ -41,18 +47,32 @@ from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
-from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
+from aicert_agent.pod_check import Action, Problem, check_pod, network_problem, volume_problem
+from aicert_agent.pod_plan import Markers, PodFacts, PodRun, RunProgress, Step, plan, run_in_flight
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 
 log = logging.getLogger("aicert_agent")
-OUTPUT_VOLUME = "output"
 
 
 class Refusal(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
+        assert reason in REFUSALS, reason
         super().__init__(message)
         self.reason, self.message = reason, message
+
+    @classmethod
+    def of(cls, problem: Problem) -> Refusal:
+        return cls(problem.reason, problem.message)
+
+
+# Failures below the agent, by documented reason (never by exception class name).
+_FAILURE_REASONS: tuple[tuple[type[Exception], Reason], ...] = (
+    (SealError, Reason.SEAL_FAILED),
+    (LogError, Reason.LOG_FAILED),
+    (DigestError, Reason.MEASUREMENT_FAILED),
+    (VolumeNotFound, Reason.VOLUME_NOT_FOUND),
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,7 @@ class AgentConfig:
     node: str
     kubelet_root: Path
     assurance: Assurance
+    pod: PodSettings  # the operator's: a pod is measured only when it is exactly the contract's pod
     resync_seconds: float = 2.0
 
 
@@ -80,6 +101,14 @@ class PodContext:
     @property
     def training_name(self) -> str:
         return str(self.training["metadata"]["name"])
+
+    @property
+    def attempt(self) -> int:
+        return int((self.pod["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0"))
+
+    @property
+    def output_claim(self) -> str | None:
+        return output_claim(self.spec, self.training_name, self.attempt)
 
 
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -183,10 +212,17 @@ class NodeAgent:
                 self.reconcile_pod(pod)
             except Exception:
                 log.exception("pod %s/%s", pod["metadata"].get("namespace"), pod["metadata"].get("name"))
-        if all(pod_facts(p).terminal for p in pods) and self.log.entries():
+        entries = self.log.entries()
+        if entries and not run_in_flight([self._pod_run(p) for p in pods], {e.run for e in entries}):
             self.log.rebase(self.tpm)  # nothing in flight: keep certificates small
             metrics.LOG_REBASES.labels("idle").inc()
             log.info("no run in flight: new measurement epoch")
+
+    def _pod_run(self, pod: dict[str, Any]) -> PodRun:
+        uid = str(pod["metadata"]["uid"])
+        control = self._control(uid)
+        finished = (control / MARKER_SEALED).exists() or (control / MARKER_REFUSED).exists()
+        return PodRun(uid, pod_facts(pod).terminal, finished)
 
     def _control(self, uid: str) -> Path:
         return empty_dir_path(self.config.kubelet_root, uid, CONTROL_VOLUME)
@@ -211,6 +247,17 @@ class NodeAgent:
         if not control.is_dir():
             return  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
+        facts = pod_facts(pod)
+        if facts.terminal or markers.sealed or markers.refused:
+            return
+        verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
+        if verdict.action is Action.WAIT:
+            return
+        if verdict.action is not Action.MEASURE:
+            assert verdict.reason is not None
+            if facts.gate_running or facts.seal_running:  # its control volume is mounted now
+                self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
+            return
         entries = self.log.entries()
         steps = plan(
             pod_facts(pod),
@@ -224,10 +271,11 @@ class NodeAgent:
             try:
                 self._do(step, ctx, entries)
             except Refusal as refusal:
-                self._refuse(ctx, refusal)
+                self._refuse(ctx, refusal.reason, refusal.message)
                 return
             except (SealError, LogError, DigestError, VolumeNotFound) as exc:
-                self._refuse(ctx, Refusal(type(exc).__name__.replace("Error", "Failed"), str(exc)))
+                reason = next(r for kind, r in _FAILURE_REASONS if isinstance(exc, kind))
+                self._refuse(ctx, reason, str(exc))
                 return
             entries = self.log.entries()
 
@@ -237,8 +285,31 @@ class NodeAgent:
             self.log, self.tpm, run_id=ctx.uid, salt=salt or self._salts.setdefault(ctx.uid, new_salt())
         )
 
-    def _input_path(self, ctx: PodContext, claim: str) -> Path:
+    def _claim_path(self, ctx: PodContext, claim: str) -> Path:
         return pvc_path(self.config.kubelet_root, ctx.uid, self.kube.pv_of_claim(ctx.namespace, claim))
+
+    def _check_volumes(self, ctx: PodContext) -> None:
+        """Refuse unless the output is the pod's alone and nobody else can write the inputs now."""
+        output = ctx.output_claim
+        names = [i.persistentVolumeClaim.claimName for i in ctx.spec.inputs] + ([output] if output else [])
+        try:
+            claims = {n: self.kube.get_claim(ctx.namespace, n) for n in names}
+        except LookupError as exc:
+            raise Refusal(Reason.VOLUME_NOT_FOUND, str(exc)) from None
+        pods = self.kube.pods_in_namespace(ctx.namespace)
+        problem = volume_problem(ctx.spec, claims, pods, ctx.uid, output_claim=output)
+        if problem is not None:
+            raise Refusal.of(problem)
+
+    def _network(self, ctx: PodContext) -> dict[str, JsonValue]:
+        """The NetworkPolicies selecting the pod now, as the certificate records them; refuses when
+        the spec asks for no egress and they allow some."""
+        found = selecting(self.kube.network_policies(ctx.namespace), ctx.pod["metadata"].get("labels") or {})
+        problem = network_problem(ctx.spec, found)
+        if problem is not None:
+            raise Refusal.of(problem)
+        policies: list[JsonValue] = [dict(policy_record(p)) for p in found]
+        return {"egress": "none" if egress_denied(found) else "allowed", "policies": policies}
 
     def _hash(self, path: Path, what: str) -> Manifest:
         started = time.perf_counter()
@@ -263,8 +334,9 @@ class NodeAgent:
                 name=meta["name"],
                 namespace=meta["namespace"],
                 uid=meta["uid"],
-                attempt=int((ctx.pod["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0")),
+                attempt=ctx.attempt,
                 spec=ctx.spec.recorded(),
+                network=self._network(ctx),
             )
         elif step is Step.MEASURE_INPUTS:
             done = {e.content.get("name") for e in entries if e.run == ctx.uid and e.type == INPUT}
@@ -273,10 +345,18 @@ class NodeAgent:
                     recorder.input(
                         item.name,
                         self._hash(
-                            self._input_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name}"
+                            self._claim_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name}"
                         ),
                     )
         elif step is Step.OPEN_GATE:
+            self._check_volumes(ctx)
+            present = sorted(p.name for p in self._output_path(ctx).iterdir())
+            if present:
+                raise Refusal(
+                    Reason.OUTPUT_NOT_EMPTY,
+                    f"the output volume holds {', '.join(present[:5])} before training: every file of a "
+                    "certified output must come from this run, so it must start empty",
+                )
             write_marker(self._control(ctx.uid), MARKER_GATE)
             try:  # shown in `kubectl get ct` while training; the certificate's own record comes at the seal
                 self.kube.apply_status(ctx.namespace, ctx.training_name, {"assurance": self.config.assurance})
@@ -290,42 +370,50 @@ class NodeAgent:
             write_marker(self._control(ctx.uid), MARKER_SEALED)
         elif step is Step.REFUSE_LOG_LOST:
             raise Refusal(
-                "MeasurementLogLost",
+                Reason.MEASUREMENT_LOG_LOST,
                 "the node's measurement log no longer holds this run's input measurements (the node rebooted or the log was re-based mid-run)",
             )
 
     def _output_path(self, ctx: PodContext) -> Path:
-        claim = ctx.spec.output.persistentVolumeClaim
+        claim = ctx.output_claim
         if claim is None:
             return empty_dir_path(self.config.kubelet_root, ctx.uid, OUTPUT_VOLUME)
-        return self._input_path(ctx, claim.claimName)
+        return self._claim_path(ctx, claim)
 
     def _finish(self, ctx: PodContext, recorder: RunRecorder, entries: list[Entry]) -> None:
         own = [e for e in entries if e.run == ctx.uid]
         if not any(e.type == OUTPUT for e in own):
+            self._check_volumes(ctx)
+            self._network(ctx)  # still isolated as recorded at the gate
             measured = {str(e.content["name"]): str(e.content["root"]) for e in own if e.type == INPUT}
             for item in ctx.spec.inputs:
                 now = self._hash(
-                    self._input_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name} again"
+                    self._claim_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name} again"
                 )
                 if now.root != measured[item.name]:
                     raise Refusal(
-                        "InputsChanged",
+                        Reason.INPUTS_CHANGED,
                         f"input {item.name} changed during training (root {measured[item.name]} became {now.root})",
                     )
             image_id = str(_container(ctx.pod, CONTAINER_TRAIN).get("imageID") or "")
             digest = image_digest(image_id)
             if digest is None:
                 raise Refusal(
-                    "ImageUnknown",
+                    Reason.IMAGE_UNKNOWN,
                     f"the runtime reported no image digest for the train container ({image_id!r})",
                 )
-            if not any(e.type == "aicert.image" for e in own):
+            pinned = ctx.spec.image.rpartition("@")[2]
+            if digest != pinned:
+                raise Refusal(
+                    Reason.IMAGE_MISMATCH,
+                    f"the train container ran image {digest}, not the {pinned} that spec.image pins",
+                )
+            if not any(e.type == IMAGE for e in own):
                 recorder.image(ctx.spec.image, digest)
             out_dir = self._output_path(ctx)
             if (out_dir / MANIFEST_FILE).exists():
                 raise Refusal(
-                    "ReservedFile",
+                    Reason.RESERVED_FILE,
                     f"the training wrote {MANIFEST_FILE} into its output, a name aicert reserves",
                 )
             output = self._hash(out_dir, "the output")
@@ -338,19 +426,25 @@ class NodeAgent:
         certificate = recorder.seal(assurance=self.config.assurance, ak=self.ak)
         metrics.QUOTE_SECONDS.observe(time.perf_counter() - started)
         root = certificate["statement"]["predicate"]["outputs"]["root"]
+        text = json.dumps(certificate, separators=(",", ":"))
+        if len(text.encode()) > CERTIFICATE_MAX_BYTES:
+            raise Refusal(
+                Reason.CERTIFICATE_TOO_LARGE,
+                f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
+            )
         self.kube.apply_status(
             ctx.namespace,
             ctx.training_name,
             {
                 "assurance": self.config.assurance,
-                "certificate": json.dumps(certificate, separators=(",", ":")),
+                "certificate": text,
                 "modelDigest": f"sha256:{root}",
                 "modelShortDigest": short_digest(root),
                 "conditions": [
                     self._condition(
                         ctx,
                         "True",
-                        "Certified",
+                        Reason.CERTIFIED,
                         f"model sha256:{root} certified by a TPM quote on {self.config.node}",
                     )
                 ],
@@ -363,36 +457,43 @@ class NodeAgent:
             ctx.training_name,
             ctx.training["metadata"]["uid"],
             "Normal",
-            "Certified",
+            Reason.CERTIFIED,
             f"model sha256:{root}",
+            "Certify",
         )
 
-    def _condition(self, ctx: PodContext, status: str, reason: str, message: str) -> dict[str, Any]:
-        return {
-            "type": "Certified",
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": int(ctx.training["metadata"].get("generation") or 0),
-            "lastTransitionTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-
-    def _refuse(self, ctx: PodContext, refusal: Refusal) -> None:
-        log.warning("%s/%s: refused: %s", ctx.namespace, ctx.pod["metadata"]["name"], refusal.message)
-        self.kube.apply_status(
-            ctx.namespace,
-            ctx.training_name,
-            {"conditions": [self._condition(ctx, "False", refusal.reason, refusal.message)]},
+    def _condition(self, ctx: PodContext, status: str, reason: Reason, message: str) -> dict[str, Any]:
+        return set_condition(
+            (ctx.training.get("status") or {}).get("conditions"),
+            ConditionType.CERTIFIED,
+            status,
+            reason,
+            message,
+            generation=int(ctx.training["metadata"].get("generation") or 0),
+            now=dt.datetime.now(dt.UTC),
         )
-        write_marker(self._control(ctx.uid), MARKER_REFUSED, f"{refusal.reason}: {refusal.message}")
+
+    def _refuse(self, ctx: PodContext, reason: Reason, message: str, *, own: bool = True) -> None:
+        """No certificate for this pod. `own`: it is the training's current pod, so the refusal goes
+        into the training's status; otherwise (a pod posing as the training's) only the pod is
+        stopped and an Event says why: the honest run's status stays as it is."""
+        log.warning("%s/%s: refused (%s): %s", ctx.namespace, ctx.pod["metadata"]["name"], reason, message)
+        if own:
+            self.kube.apply_status(
+                ctx.namespace,
+                ctx.training_name,
+                {"conditions": [self._condition(ctx, "False", reason, message)]},
+            )
+        write_marker(self._control(ctx.uid), MARKER_REFUSED, f"{reason}: {message}")
         metrics.CERTIFICATES.labels("refused").inc()
         self.kube.emit(
             ctx.namespace,
             ctx.training_name,
             ctx.training["metadata"]["uid"],
             "Warning",
-            refusal.reason,
-            refusal.message,
+            reason,
+            message,
+            "Certify",
         )
 
     # --- loop --------------------------------------------------------------------------------

@@ -73,3 +73,19 @@ def plan(
     if pod.train_exit == 0 and pod.seal_running:
         return [Step.FINISH]
     return []
+
+
+@dataclass(frozen=True)
+class PodRun:
+    """One pod on the node, as the re-basing decision sees it."""
+
+    uid: str
+    terminal: bool
+    finished: bool  # its sealed or refused marker is written: the agent is done with it
+
+
+def run_in_flight(pods: list[PodRun], runs_in_log: set[str]) -> bool:
+    """Is any run between its first measurement and its end? Only then must the log's epoch be
+    kept; otherwise the agent re-bases, so certificates carry only concurrent runs' entries (an
+    idle or unscheduled pod never holds the log open)."""
+    return any(p.uid in runs_in_log and not p.terminal and not p.finished for p in pods)

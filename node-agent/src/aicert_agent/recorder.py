@@ -76,6 +76,7 @@ class RunRecorder:
         spec: dict[str, JsonValue],
         namespace: str | None = None,
         uid: str | None = None,
+        network: dict[str, JsonValue] | None = None,
     ) -> None:
         fields: dict[str, JsonValue] = {
             "node": node,
@@ -88,6 +89,8 @@ class RunRecorder:
             fields["namespace"] = namespace
         if uid is not None:
             fields["uid"] = uid
+        if network is not None:
+            fields["network"] = network
         self._record(RUN, fields)
 
     def image(self, ref: str, digest: str) -> None:

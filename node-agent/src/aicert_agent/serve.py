@@ -12,6 +12,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from aicert.cli.verify import trust_store
+from aicert.contract.pod import ContractError, PodSettings
 from aicert.trust import TrustError
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
@@ -29,7 +30,8 @@ def serve(args: argparse.Namespace) -> int:
         config.load_kube_config()
     try:
         trust = trust_store(args.trust, args.trust_bundle)
-    except TrustError as exc:
+        pod_settings = PodSettings.from_env()
+    except (TrustError, ContractError) as exc:
         log.error("%s", exc)
         return 2
     stop = threading.Event()
@@ -40,7 +42,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         with Tpm(args.tpm) as tpm:
             agent = NodeAgent(
-                AgentConfig(node=args.node, kubelet_root=args.kubelet_root, assurance=args.assurance),
+                AgentConfig(
+                    node=args.node, kubelet_root=args.kubelet_root, assurance=args.assurance, pod=pod_settings
+                ),
                 kube,
                 tpm,
                 MeasurementLog(args.state_dir / LOG_FILE, args.pcr),

@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from aicert.contract.pod import ContractError
 from aicert_operator import handlers
 from aicert_operator.kube import Kube
 from aicert_operator.leader import LeaseLock
@@ -30,7 +31,11 @@ def _load_kube_config() -> client.ApiClient:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    operator_settings = Settings.from_env()
+    try:
+        operator_settings = Settings.from_env()
+    except (ContractError, ValueError) as exc:
+        logging.getLogger("aicert_operator").error("bad settings: %s", exc)
+        return 2
     api = _load_kube_config()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,7 +60,7 @@ def main() -> int:
         settings.persistence.finalizer = handlers.FINALIZER
         settings.posting.enabled = False  # our own Events, with reasons, not kopf's log mirror
         settings.watching.server_timeout = 60
-        memo["kube"] = Kube(api)
+        memo["kube"] = Kube(api, instance=operator_settings.identity)
         memo["settings"] = operator_settings
 
     namespaces = [operator_settings.namespace] if operator_settings.namespace else []

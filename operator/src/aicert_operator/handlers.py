@@ -11,16 +11,18 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import kopf
 
-from aicert.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec
+from aicert.contract.network import network_policy
+from aicert.contract.pod import attempt_output_claim, training_pod
+from aicert.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
-from aicert_operator.kube import Kube
-from aicert_operator.observe import pod_view
-from aicert_operator.pod import build_pod
-from aicert_operator.reconcile import Training, reconcile, status_unchanged
+from aicert_operator.kube import Kube, Rejected
+from aicert_operator.observe import owned_pods
+from aicert_operator.reconcile import Decision, Training, pod_not_created, reconcile, status_unchanged
 from aicert_operator.settings import Settings
 
 FINALIZER = "aicert.dev/cleanup"
@@ -47,20 +49,18 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         spec=TrainingSpec.model_validate(body.get("spec") or {}),
         status=dict(body.get("status") or {}),
     )
-    pods = [pod_view(p) for p in kube.list_pods(training.namespace, training.uid)]
-    decision = reconcile(training, pods, dt.datetime.now(dt.UTC))
+    pods = owned_pods(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        pods=kube.list_pods(training.namespace, training.uid),
+        settings=settings.pod,
+    )
+    now = dt.datetime.now(dt.UTC)
+    decision = reconcile(training, pods, now, default_deadline=settings.default_deadline_seconds)
     if decision.create_attempt is not None:
-        pod = build_pod(
-            name=training.name,
-            namespace=training.namespace,
-            uid=training.uid,
-            spec=training.spec,
-            attempt=decision.create_attempt,
-            settings=settings,
-        )
-        if kube.create_pod(pod):
-            metrics.PODS_CREATED.inc()
-            logger.info("created pod %s (attempt %d)", pod["metadata"]["name"], decision.create_attempt)
+        decision = _create_attempt(kube, settings, training, decision, now, logger)
     for name in decision.delete_pods:
         kube.delete_pod(training.namespace, name)
         logger.info("deleted pod %s", name)
@@ -71,8 +71,60 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
             metrics.PHASES.labels(decision.status["phase"]).inc()
             logger.info("phase %s -> %s: %s", before, decision.status["phase"], decision.status["message"])
     for event in decision.events:
-        kube.emit(body, event.type, event.reason, event.message)
+        kube.emit(
+            training.namespace,
+            training.name,
+            training.uid,
+            event.type,
+            event.reason,
+            event.message,
+            "Reconcile",
+        )
     return decision.requeue_after
+
+
+def _create_attempt(
+    kube: Kube, settings: Settings, training: Training, decision: Decision, now: dt.datetime, logger: Logger
+) -> Decision:
+    """Create the attempt's NetworkPolicy, output claim (with a volumeClaimTemplate) and Pod; the
+    status then names the pod by uid, which is the one pod the agent may certify."""
+    attempt = decision.create_attempt
+    assert attempt is not None
+    name = pod_name(training.name, attempt)
+    identity = {"name": training.name, "namespace": training.namespace, "uid": training.uid}
+    kube.create_network_policy(
+        network_policy(**identity, attempt=attempt, egress=training.spec.network.egress)
+    )
+    claim = attempt_output_claim(**identity, spec=training.spec, attempt=attempt)
+    pod = training_pod(**identity, spec=training.spec, attempt=attempt, settings=settings.pod)
+    what = f"pod {name}"
+    try:
+        if claim is not None:
+            what = f"claim {claim['metadata']['name']}"
+            kube.create_claim(claim)
+            what = f"pod {name}"
+        created = kube.create_pod(pod)
+    except Rejected as exc:
+        logger.warning("the API server refused %s: %s", what, exc)
+        message = f"the API server refused {what}: {exc}"
+        return pod_not_created(
+            training, decision, message, name_taken=False, transient=exc.transient, now=now
+        )
+    if created.new:
+        metrics.PODS_CREATED.inc()
+        logger.info("created pod %s (attempt %d)", name, attempt)
+    elif not owned_pods(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        pods=[created.pod],
+        settings=settings.pod,
+    ):
+        message = f"pod {name} exists and is not this training's; delete it to let attempt {attempt} start"
+        logger.warning("%s", message)
+        return pod_not_created(training, decision, message, name_taken=True, transient=False, now=now)
+    return replace(decision, status={**decision.status, "podUID": created.pod["metadata"]["uid"]})
 
 
 async def reconcile_training(namespace: str | None, name: str, memo: Any, logger: Logger) -> None:
@@ -146,7 +198,7 @@ async def cleanup(namespace: str | None, name: str, uid: str, memo: Any, logger:
     if namespace is None:
         return
     kube, _settings = _context(memo)
-    pods = await asyncio.to_thread(kube.list_pods, namespace, uid)
+    pods = await asyncio.to_thread(kube.list_pods, namespace, uid)  # by label: the GC takes the rest
     for pod in pods:
         await asyncio.to_thread(kube.delete_pod, namespace, pod["metadata"]["name"])
         logger.info("deleted pod %s of a deleted CertifiedTraining", pod["metadata"]["name"])

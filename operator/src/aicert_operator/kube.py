@@ -2,52 +2,101 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aicert.training import FIELD_MANAGER_OPERATOR, GROUP, KIND, LABEL_TRAINING_UID, PLURAL, VERSION
+from aicert.contract.status import REPORTER_OPERATOR
+from aicert.training import FIELD_MANAGER_OPERATOR, LABEL_TRAINING_UID
+from aicert_kube import TrainingClient
 
-APPLY = "application/apply-patch+yaml"
+
+@dataclass(frozen=True)
+class Created:
+    pod: dict[str, Any]  # the created pod, or the one that already held its name
+    new: bool
 
 
-class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+class Rejected(Exception):
+    """The API server refused an object of the attempt; `transient` when retrying may succeed (quota)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def _raise_rejected(exc: ApiException) -> None:
+    if exc.status in (400, 403, 422):
+        message = _api_message(exc)
+        raise Rejected(message, transient="exceeded quota" in message) from None
+
+
+class Kube(TrainingClient):
+    def __init__(self, api_client: client.ApiClient, instance: str = "aicert-operator") -> None:
+        super().__init__(
+            api_client, field_manager=FIELD_MANAGER_OPERATOR, controller=REPORTER_OPERATOR, instance=instance
+        )
         self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.events = client.EventsV1Api(api_client)
-
-    def get_training(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return dict(body)
+        self.networking = client.NetworkingV1Api(api_client)
 
     def list_pods(self, namespace: str, training_uid: str) -> list[dict[str, Any]]:
         """A consistent read (served by etcd, not a cache), so a pod just created is always seen."""
         result = self.core.list_namespaced_pod(
             namespace, label_selector=f"{LABEL_TRAINING_UID}={training_uid}"
         )
-        pods: list[dict[str, Any]] = client.ApiClient().sanitize_for_serialization(result.items)
+        pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)
         return pods
 
-    def create_pod(self, pod: dict[str, Any]) -> bool:
-        """Create the pod; False when it already exists (an earlier attempt at the same decision)."""
+    def create_pod(self, pod: dict[str, Any]) -> Created:
+        """Create the pod. When its name is taken, return the pod holding it (ours from an earlier try
+        at the same decision, or somebody else's: the caller checks)."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         try:
             body: Any = pod  # the client accepts plain dicts
-            self.core.create_namespaced_pod(
-                pod["metadata"]["namespace"], body, field_manager=FIELD_MANAGER_OPERATOR
+            created = self.core.create_namespaced_pod(namespace, body, field_manager=FIELD_MANAGER_OPERATOR)
+        except ApiException as exc:
+            if exc.status == 409:
+                existing = self.core.read_namespaced_pod(name, namespace)
+                return Created(self.api_client.sanitize_for_serialization(existing), new=False)
+            _raise_rejected(exc)
+            raise
+        return Created(self.api_client.sanitize_for_serialization(created), new=True)
+
+    def create_claim(self, claim: dict[str, Any]) -> None:
+        """Create the attempt's output claim; one already there is the agent's to judge (it must be
+        ReadWriteOncePod and empty)."""
+        try:
+            body: Any = claim
+            self.core.create_namespaced_persistent_volume_claim(
+                claim["metadata"]["namespace"], body, field_manager=FIELD_MANAGER_OPERATOR
             )
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return
+            _raise_rejected(exc)
             raise
-        return True
+
+    def create_network_policy(self, policy: dict[str, Any]) -> None:
+        """Create the attempt's NetworkPolicy; one already there is left as it is (the agent judges
+        every policy that selects the pod, whoever made it)."""
+        try:
+            body: Any = policy
+            self.networking.create_namespaced_network_policy(
+                policy["metadata"]["namespace"], body, field_manager=FIELD_MANAGER_OPERATOR
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
@@ -55,49 +104,3 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Server-side apply of the operator's status fields; the agent's fields are not touched."""
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "metadata": {"name": name},
-            "status": status,
-        }
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body,
-                field_manager=FIELD_MANAGER_OPERATOR,
-                force=True,
-                _content_type=APPLY,
-            )
-        except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile: there is no status left to write
-                raise
-
-    def emit(self, training: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        meta = training["metadata"]
-        now = dt.datetime.now(dt.UTC)
-        event = client.EventsV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}-", namespace=meta["namespace"]),
-            event_time=now,
-            reporting_controller="aicert.dev/operator",
-            reporting_instance="aicert-operator",
-            action="Reconcile",
-            type=type_,
-            reason=reason,
-            note=message[:1024],
-            regarding=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=KIND,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta["uid"],
-            ),
-        )
-        self.events.create_namespaced_event(meta["namespace"], event)

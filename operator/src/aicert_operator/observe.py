@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from aicert.training import CONTAINER_GATE, CONTAINER_SEAL, CONTAINER_TRAIN, LABEL_ATTEMPT
+from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert.training import (
+    CONTAINER_GATE,
+    CONTAINER_SEAL,
+    CONTAINER_TRAIN,
+    LABEL_ATTEMPT,
+    TrainingSpec,
+    pod_name,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ class PodView:
     message: str
     unschedulable: str | None  # the scheduler's message when it could not place the pod
     containers: dict[str, ContainerState]
+    uid: str = ""
+    deviations: tuple[str, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
 
     def container(self, name: str) -> ContainerState:
         return self.containers.get(name, ContainerState("unknown"))
@@ -73,4 +83,29 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         message=str(status.get("message") or ""),
         unschedulable=unschedulable,
         containers=containers,
+        uid=str(meta.get("uid") or ""),
     )
+
+
+def owned_pods(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingSpec,
+    pods: list[dict[str, Any]],
+    settings: PodSettings,
+) -> list[PodView]:
+    """The training's own pods: controlled by its uid and named for their attempt. Anything else
+    that carries its labels is not the operator's and never counts. Each view says where the pod
+    departs from the contract."""
+    views = []
+    for pod in pods:
+        view = pod_view(pod)
+        if controller_uid(pod) != uid or view.attempt < 1 or view.name != pod_name(name, view.attempt):
+            continue
+        expected = training_pod(
+            name=name, namespace=namespace, uid=uid, spec=spec, attempt=view.attempt, settings=settings
+        )
+        views.append(replace(view, deviations=tuple(pod_deviations(pod, expected))))
+    return views

@@ -1,9 +1,12 @@
 """reconcile(training, pods, now) -> Decision: every operator decision, pure and testable.
 
 The operator owns status.phase/reason/message, the Scheduled, InputsMeasured and Trained
-conditions, attempt, node, podName and the times. The agent owns the Certified condition, the
-certificate, modelDigest and assurance (server-side apply keeps the two apart). State comes from
+conditions, attempt, node, podName, podUID and the times. The agent owns the Certified condition,
+the certificate, modelDigest and assurance (server-side apply keeps the two apart). State comes from
 what is observed each time: a restarted operator decides exactly what the previous one would have.
+
+`pods` are the training's own pods only (`observe.owned_pods`): a pod that merely carries its labels
+never sets the phase, the attempt or the node. `podUID` names the one pod the agent may certify.
 """
 
 from __future__ import annotations
@@ -12,6 +15,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicert.contract.status import (
+    REFUSALS,
+    ConditionType,
+    Reason,
+    find_condition,
+    set_condition,
+    timestamp,
+)
 from aicert.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -33,14 +44,14 @@ class Training:
     spec: TrainingSpec
     status: dict[str, Any]
 
-    def condition(self, kind: str) -> dict[str, Any] | None:
-        return next((c for c in self.status.get("conditions") or [] if c.get("type") == kind), None)
+    def condition(self, kind: ConditionType) -> dict[str, Any] | None:
+        return find_condition(self.status.get("conditions"), kind)
 
 
 @dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -56,17 +67,13 @@ class Decision:
 @dataclass
 class _Outcome:
     phase: str
-    reason: str
+    reason: Reason
     message: str
-    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # type -> status, reason, msg
+    conditions: dict[ConditionType, tuple[str, Reason, str]] = field(default_factory=dict)
     create_attempt: int | None = None
     delete: tuple[str, ...] = ()
     events: list[Event] = field(default_factory=list)
     complete: bool = False
-
-
-def _timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -79,27 +86,16 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def _conditions(
-    training: Training, wanted: dict[str, tuple[str, str, str]], now: dt.datetime
+    training: Training, wanted: dict[ConditionType, tuple[str, Reason, str]], now: dt.datetime
 ) -> list[dict[str, Any]]:
-    """The operator's conditions, keeping lastTransitionTime when a status did not change."""
-    result = []
-    for kind, (status, reason, message) in wanted.items():
-        previous = training.condition(kind)
-        since = previous.get("lastTransitionTime") if previous and previous.get("status") == status else None
-        result.append(
-            {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": training.generation,
-                "lastTransitionTime": since or _timestamp(now),
-            }
-        )
-    return result
+    current = training.status.get("conditions")
+    return [
+        set_condition(current, kind, status, reason, message, generation=training.generation, now=now)
+        for kind, (status, reason, message) in wanted.items()
+    ]
 
 
-def _retry_or_fail(training: Training, pod: PodView, reason: str, message: str) -> _Outcome:
+def _retry_or_fail(training: Training, pod: PodView, reason: Reason, message: str) -> _Outcome:
     retries_used = pod.attempt - 1
     if retries_used < training.spec.backoffLimit:
         nxt = pod.attempt + 1
@@ -117,76 +113,104 @@ def _retry_or_fail(training: Training, pod: PodView, reason: str, message: str) 
     )
 
 
+_WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError")
+
+
 def _from_pod(training: Training, pod: PodView) -> _Outcome:
     gate, train, seal = (pod.container(n) for n in (CONTAINER_GATE, CONTAINER_TRAIN, CONTAINER_SEAL))
-    scheduled = ("True", "Scheduled", f"on node {pod.node}") if pod.node else None
+    if pod.deviations:
+        message = f"pod {pod.name} is not the pod the operator made: {', '.join(pod.deviations)} changed"
+        outcome = _Outcome(
+            "Failed", Reason.POD_MISMATCH, message, events=[Event("Warning", Reason.POD_MISMATCH, message)]
+        )
+        outcome.complete, outcome.delete = True, (pod.name,)
+        return outcome
     if pod.phase == "Failed":
-        if seal.state == "terminated" and seal.exit_code == SEAL_REFUSED_EXIT:
-            certified = training.condition("Certified") or {}
-            reason = str(certified.get("reason") or "CertificationRefused")
+        if any(c.state == "terminated" and c.exit_code == SEAL_REFUSED_EXIT for c in (gate, seal)):
+            certified = training.condition(ConditionType.CERTIFIED) or {}
+            reason = _reason(certified.get("reason"), Reason.CERTIFICATION_REFUSED)
+            if reason not in REFUSALS:  # a stale condition, not the agent's refusal
+                reason = Reason.CERTIFICATION_REFUSED
             message = str(certified.get("message") or "the node agent refused to certify this run")
             return _Outcome(
                 "Failed", reason, message, events=[Event("Warning", reason, message)], complete=True
             )
         if train.state == "terminated" and train.exit_code not in (0, None):
             return _retry_or_fail(
-                training, pod, "TrainingFailed", f"the train container exited with {train.exit_code}"
+                training, pod, Reason.TRAINING_FAILED, f"the train container exited with {train.exit_code}"
             )
         if pod.reason == "Evicted":
-            return _retry_or_fail(training, pod, "Evicted", pod.message or "the pod was evicted")
+            return _retry_or_fail(training, pod, Reason.EVICTED, pod.message or "the pod was evicted")
         if gate.state == "terminated" and gate.exit_code not in (0, None):
-            return _retry_or_fail(training, pod, "GateFailed", f"aicert-gate exited with {gate.exit_code}")
-        return _retry_or_fail(training, pod, "PodFailed", pod.message or pod.reason or "the pod failed")
+            return _retry_or_fail(
+                training, pod, Reason.GATE_FAILED, f"aicert-gate exited with {gate.exit_code}"
+            )
+        return _retry_or_fail(training, pod, Reason.POD_FAILED, pod.message or pod.reason or "the pod failed")
     if pod.node is None:
         message = pod.unschedulable or "waiting for the scheduler"
         assurance = training.spec.minAssurance
+        if pod.unschedulable:
+            return _Outcome(
+                "Pending",
+                Reason.UNSCHEDULABLE,
+                f"no node can run it yet (needs assurance {assurance} or higher): {message}",
+                conditions={ConditionType.SCHEDULED: ("False", Reason.UNSCHEDULABLE, message)},
+            )
         return _Outcome(
             "Pending",
-            "Unschedulable" if pod.unschedulable else "Scheduling",
-            f"no node can run it yet (needs assurance {assurance} or higher): {message}"
-            if pod.unschedulable
-            else message,
-            conditions={"Scheduled": ("False", "Unschedulable" if pod.unschedulable else "Pending", message)},
+            Reason.SCHEDULING,
+            message,
+            conditions={ConditionType.SCHEDULED: ("False", Reason.PENDING, message)},
         )
-    assert scheduled is not None
-    conditions = {"Scheduled": scheduled}
+    conditions = {ConditionType.SCHEDULED: ("True", Reason.SCHEDULED, f"on node {pod.node}")}
     for container in (gate, train):
-        if container.state == "waiting" and container.reason in (
-            "ErrImagePull",
-            "ImagePullBackOff",
-            "InvalidImageName",
-        ):
+        if container.state == "waiting" and container.reason in _WAITING_REASONS:
             message = container.message or container.reason
-            conditions["InputsMeasured"] = ("False", "Waiting", "waiting for the image")
-            return _Outcome("Pending", container.reason, message, conditions=conditions)
+            waiting = "waiting for the image" if "Image" in container.reason else "the container cannot start"
+            conditions[ConditionType.INPUTS_MEASURED] = ("False", Reason.WAITING, waiting)
+            return _Outcome("Pending", Reason(container.reason), message, conditions=conditions)
     if gate.state != "terminated":
-        conditions["InputsMeasured"] = ("False", "Measuring", "the node agent is measuring the inputs")
-        return _Outcome(
-            "Measuring", "MeasuringInputs", "the node agent is measuring the inputs", conditions=conditions
-        )
-    conditions["InputsMeasured"] = ("True", "Measured", "the node agent measured the inputs")
+        measuring = "the node agent is measuring the inputs"
+        conditions[ConditionType.INPUTS_MEASURED] = ("False", Reason.MEASURING, measuring)
+        return _Outcome("Measuring", Reason.MEASURING_INPUTS, measuring, conditions=conditions)
+    conditions[ConditionType.INPUTS_MEASURED] = (
+        "True",
+        Reason.MEASURED,
+        "the node agent measured the inputs",
+    )
     if train.state != "terminated":
-        conditions["Trained"] = ("False", "Training", "the train container is running")
-        return _Outcome("Training", "Training", "the train container is running", conditions=conditions)
-    conditions["Trained"] = ("True", "Completed", "the train container exited 0")
-    certified = training.condition("Certified") or {}
+        conditions[ConditionType.TRAINED] = ("False", Reason.TRAINING, "the train container is running")
+        return _Outcome("Training", Reason.TRAINING, "the train container is running", conditions=conditions)
+    conditions[ConditionType.TRAINED] = ("True", Reason.COMPLETED, "the train container exited 0")
+    certified = training.condition(ConditionType.CERTIFIED) or {}
     if pod.phase == "Succeeded" and certified.get("status") == "True" and training.status.get("certificate"):
         return _Outcome(
             "Succeeded",
-            "Certified",
+            Reason.CERTIFIED,
             "the training's outputs are certified",
             conditions=conditions,
             events=[
-                Event("Normal", "Certified", f"model {training.status.get('modelDigest', '')} certified")
+                Event("Normal", Reason.CERTIFIED, f"model {training.status.get('modelDigest', '')} certified")
             ],
             complete=True,
         )
     return _Outcome(
-        "Sealing", "Sealing", "the node agent is measuring the outputs and quoting", conditions=conditions
+        "Sealing",
+        Reason.SEALING,
+        "the node agent is measuring the outputs and quoting",
+        conditions=conditions,
     )
 
 
-def reconcile(training: Training, pods: list[PodView], now: dt.datetime) -> Decision:
+def _deadline(training: Training, default_deadline: int) -> int:
+    return training.spec.activeDeadlineSeconds or default_deadline
+
+
+def reconcile(
+    training: Training, pods: list[PodView], now: dt.datetime, *, default_deadline: int
+) -> Decision:
+    """`pods`: the training's own pods (observe.owned_pods). `default_deadline`: seconds, for a spec
+    without activeDeadlineSeconds."""
     status = training.status
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
@@ -196,33 +220,37 @@ def reconcile(training: Training, pods: list[PodView], now: dt.datetime) -> Deci
     attempt = max([int(status.get("attempt") or 0), *(p.attempt for p in pods)])
     current = next((p for p in pods if p.attempt == attempt), None) if attempt else None
     started = _parse_time(status.get("startTime")) or now
-    deadline = training.spec.activeDeadlineSeconds
-    if attempt and deadline is not None and now >= started + dt.timedelta(seconds=deadline):
+    deadline = _deadline(training, default_deadline)
+    if attempt and now >= started + dt.timedelta(seconds=deadline):
         message = f"the run did not finish within activeDeadlineSeconds={deadline}"
         outcome = _Outcome(
             "Failed",
-            "DeadlineExceeded",
+            Reason.DEADLINE_EXCEEDED,
             message,
-            events=[Event("Warning", "DeadlineExceeded", message)],
+            events=[Event("Warning", Reason.DEADLINE_EXCEEDED, message)],
             complete=True,
         )
         outcome.delete = tuple(p.name for p in pods if not p.deleting)
     elif attempt == 0:
         outcome = _Outcome(
             "Pending",
-            "Creating",
+            Reason.CREATING,
             "creating the pod of attempt 1",
             create_attempt=1,
-            events=[Event("Normal", "Created", f"created pod {pod_name(training.name, 1)}")],
+            events=[Event("Normal", Reason.CREATED, f"created pod {pod_name(training.name, 1)}")],
         )
     elif current is None:
         gone = PodView(
             pod_name(training.name, attempt), attempt, None, "Failed", False, "PodDeleted", "", None, {}
         )
-        outcome = _retry_or_fail(training, gone, "PodDeleted", f"the pod of attempt {attempt} was deleted")
+        outcome = _retry_or_fail(
+            training, gone, Reason.POD_DELETED, f"the pod of attempt {attempt} was deleted"
+        )
     elif current.deleting:
         outcome = _Outcome(
-            str(phase or "Pending"), str(status.get("reason") or "PodDeleting"), "the pod is being deleted"
+            str(phase or "Pending"),
+            _reason(status.get("reason"), Reason.POD_DELETING),
+            "the pod is being deleted",
         )
     else:
         outcome = _from_pod(training, current)
@@ -232,21 +260,23 @@ def reconcile(training: Training, pods: list[PodView], now: dt.datetime) -> Deci
     pod = next((p for p in pods if p.attempt == attempt), None)
     new_status: dict[str, Any] = {
         "phase": outcome.phase,
-        "reason": outcome.reason,
+        "reason": str(outcome.reason),
         "message": outcome.message,
         "observedGeneration": training.generation,
         "attempt": attempt,
         "podName": pod_name(training.name, attempt),
-        "startTime": _timestamp(started),
+        "startTime": timestamp(started),
         "conditions": _conditions(training, outcome.conditions, now),
     }
-    if pod is not None and pod.node:
-        new_status["node"] = pod.node
+    if pod is not None:
+        new_status["podUID"] = pod.uid
+        if pod.node:
+            new_status["node"] = pod.node
     if outcome.complete:
-        new_status["completionTime"] = _timestamp(now)
+        new_status["completionTime"] = timestamp(now)
     events = tuple(outcome.events) if (outcome.phase != phase or outcome.create_attempt) else ()
     requeue = None
-    if not outcome.complete and deadline is not None:
+    if not outcome.complete:
         requeue = max(1.0, (started + dt.timedelta(seconds=deadline) - now).total_seconds())
     return Decision(
         status=new_status,
@@ -255,6 +285,45 @@ def reconcile(training: Training, pods: list[PodView], now: dt.datetime) -> Deci
         events=events,
         requeue_after=requeue,
     )
+
+
+def _reason(value: Any, default: Reason) -> Reason:
+    """A reason read back from the status; anything not documented becomes `default`."""
+    try:
+        return Reason(value)
+    except ValueError:
+        return default
+
+
+def pod_not_created(
+    training: Training,
+    decision: Decision,
+    message: str,
+    *,
+    name_taken: bool,
+    transient: bool,
+    now: dt.datetime,
+) -> Decision:
+    """The pod `decision` wanted could not be created. A name held by a pod that is not this
+    training's, or a transient refusal (quota), leaves the run Pending and the attempt unchanged; any
+    other refusal (PodSecurity, validation) cannot pass with this immutable spec: Failed."""
+    reason = Reason.POD_NAME_TAKEN if name_taken else Reason.POD_REJECTED
+    keep = {k: v for k, v in training.status.items() if k in ("attempt", "podName", "podUID", "node")}
+    status: dict[str, Any] = {
+        **decision.status,
+        **keep,
+        "attempt": int(training.status.get("attempt") or 0),
+        "reason": str(reason),
+        "message": message,
+        "conditions": _conditions(training, {ConditionType.SCHEDULED: ("False", reason, message)}, now),
+    }
+    if not status["attempt"]:
+        status.pop("podName", None)
+    if name_taken or transient:
+        status["phase"] = "Pending"
+        return Decision(status=status, events=(Event("Warning", reason, message),), requeue_after=10.0)
+    status.update(phase="Failed", completionTime=timestamp(now))
+    return Decision(status=status, events=(Event("Warning", reason, message),))
 
 
 def status_unchanged(current: dict[str, Any], desired: dict[str, Any]) -> bool:

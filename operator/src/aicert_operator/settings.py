@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-DEFAULT_GPU_TOLERATIONS: tuple[dict[str, Any], ...] = (
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},  # AKS GPU node pools
-)
+from aicert.contract.pod import PodSettings
+
+DEFAULT_DEADLINE_SECONDS = 7 * 24 * 3600  # a run that sets no activeDeadlineSeconds ends after a week
 
 
 @dataclass(frozen=True)
 class Settings:
-    agent_image: str = "aicert-agent:dev"
-    gpu_tolerations: tuple[dict[str, Any], ...] = DEFAULT_GPU_TOLERATIONS
+    pod: PodSettings  # shared with the node agent: it checks pods against the same contract
+    default_deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
     namespace: str | None = None  # None: all namespaces
     metrics_port: int = 8080
     health_port: int = 8081
@@ -26,11 +25,14 @@ class Settings:
     identity: str = field(default_factory=socket.gethostname)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
-        base = cls()
+        base = cls(pod=PodSettings.from_env(e))
         return cls(
-            agent_image=e.get("AICERT_AGENT_IMAGE", base.agent_image),
+            pod=base.pod,
+            default_deadline_seconds=int(
+                e.get("AICERT_DEFAULT_DEADLINE_SECONDS", base.default_deadline_seconds)
+            ),
             namespace=e.get("AICERT_WATCH_NAMESPACE") or None,
             metrics_port=int(e.get("AICERT_METRICS_PORT", base.metrics_port)),
             health_port=int(e.get("AICERT_HEALTH_PORT", base.health_port)),

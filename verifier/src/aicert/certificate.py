@@ -104,6 +104,19 @@ class Subject(Model):
     digest: DigestSet
 
 
+class NetworkPolicyRecord(Model):
+    name: Name
+    spec: Hex64  # sha256(JCS(the NetworkPolicy's spec))
+
+
+class NetworkRecord(Model):
+    """The pod's network as the agent found it at the gate: `egress` is `none` only when the
+    NetworkPolicies selecting the pod (listed) leave it no egress at all."""
+
+    egress: Literal["none", "allowed"]
+    policies: list[NetworkPolicyRecord]
+
+
 class RunIdentity(Model):
     """Which run this is: the resource (or CLI invocation) and what it asked for."""
 
@@ -113,6 +126,7 @@ class RunIdentity(Model):
     uid: Name | None = None
     attempt: Count
     spec: dict[str, JsonValue]
+    network: NetworkRecord | None = None  # absent for `aicert-agent run` (no Kubernetes)
 
 
 class ImageRecord(Model):

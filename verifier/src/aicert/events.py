@@ -26,6 +26,7 @@ from aicert.certificate import (
     InputRecord,
     Model,
     Name,
+    NetworkRecord,
     NodeRecord,
     OutputRecord,
     RunIdentity,
@@ -62,6 +63,7 @@ class RunEvent(_Event):
     uid: Name | None = None
     attempt: Count
     spec: dict[str, JsonValue]
+    network: NetworkRecord | None = None
 
 
 class ImageEvent(_Event):
@@ -159,6 +161,7 @@ def statement_from_events(
             uid=run.uid,
             attempt=run.attempt,
             spec=run.spec,
+            network=run.network,
         ),
         image=ImageRecord(ref=image[0].ref, digest=image[0].digest) if image else None,
         inputs=[InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes) for i in inputs],

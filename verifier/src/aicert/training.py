@@ -33,7 +33,10 @@ CONTROL_MOUNT: Final = "/run/aicert-control"
 MARKER_GATE: Final = "inputs-measured"  # written by the agent: the train container may start
 MARKER_SEALED: Final = "sealed"  # written by the agent: the certificate is in the status
 MARKER_REFUSED: Final = "refused"  # written by the agent: no certificate; the file says why
-SEAL_REFUSED_EXIT: Final = 3  # exit code of aicert-seal when the agent refused to certify
+SEAL_REFUSED_EXIT: Final = 3  # exit code of aicert-gate/aicert-seal when the agent refused the pod
+GATE_TIMEOUT_EXIT: Final = 4  # exit code of aicert-gate when the agent never opened the gate
+
+CERTIFICATE_MAX_BYTES: Final = 1_048_576  # status.certificate's maxLength in the CRD
 
 FIELD_MANAGER_OPERATOR: Final = "aicert-operator"
 FIELD_MANAGER_AGENT: Final = "aicert-agent"
@@ -61,9 +64,17 @@ class EmptyDir(_Spec):
     sizeLimit: int | str | None = None
 
 
+class ClaimTemplate(_Spec):
+    """A fresh ReadWriteOncePod claim the operator creates for each attempt."""
+
+    storageClassName: str | None = None
+    size: int | str
+
+
 class Output(_Spec):
     name: str = "model"
     persistentVolumeClaim: ClaimRef | None = None
+    volumeClaimTemplate: ClaimTemplate | None = None
     emptyDir: EmptyDir | None = None
     mountPath: str
 
@@ -79,6 +90,18 @@ class Toleration(_Spec):
     value: str | None = None
     effect: str | None = None
     tolerationSeconds: int | None = None
+
+
+class Network(_Spec):
+    egress: Literal["none", "allowed"] = "none"
+
+
+class RunAs(_Spec):
+    """Who the training container runs as (PodSecurity `restricted` forbids root)."""
+
+    runAsUser: Annotated[int, Field(ge=1)] | None = None
+    runAsGroup: Annotated[int, Field(ge=0)] | None = None
+    fsGroup: Annotated[int, Field(ge=0)] | None = None
 
 
 class Resources(_Spec):
@@ -100,6 +123,8 @@ class TrainingSpec(_Spec):
     tolerations: list[Toleration] = Field(default_factory=list)
     activeDeadlineSeconds: int | None = None
     backoffLimit: int = 0
+    network: Network = Network()
+    securityContext: RunAs = RunAs()
 
     def recorded(self) -> dict[str, Any]:
         """The spec as the certificate records it (defaults filled in)."""
@@ -109,6 +134,20 @@ class TrainingSpec(_Spec):
 def pod_name(training: str, attempt: int) -> str:
     """Deterministic: one pod per attempt, whoever creates it and however often."""
     return f"{training}-{attempt}"
+
+
+def output_claim_name(training: str, attempt: int) -> str:
+    """The claim the operator creates for an attempt's output (spec.output.volumeClaimTemplate)."""
+    return f"{training}-{attempt}-output"
+
+
+def output_claim(spec: TrainingSpec, training: str, attempt: int) -> str | None:
+    """The claim an attempt writes its output to; None for an emptyDir output."""
+    if spec.output.persistentVolumeClaim is not None:
+        return spec.output.persistentVolumeClaim.claimName
+    if spec.output.volumeClaimTemplate is not None:
+        return output_claim_name(training, attempt)
+    return None
 
 
 def short_digest(root: str) -> str:

@@ -115,10 +115,11 @@ def summary(result: VerifiedTraining) -> str:
         lines += [
             f"  input    {i.name}: sha256 {i.root}  ({i.files} files, {i.bytes} bytes)" for i in p.inputs
         ]
-        lines += [
-            f"  node     {p.node.name}",
-            f"  trained  {p.startedOn} → {p.finishedOn}",
-        ]
+        lines.append(f"  node     {p.node.name}")
+        if run.network is not None:
+            policies = ", ".join(n.name for n in run.network.policies) or "no NetworkPolicy"
+            lines.append(f"  network  egress {run.network.egress}  ({policies})")
+        lines.append(f"  trained  {p.startedOn} → {p.finishedOn}")
     else:
         for event in result.events:
             lines.append(f"  event    {event.get('event_type')}: {json.dumps(event.get('content'))[:100]}")

@@ -23,6 +23,7 @@ class Check(StrEnum):
     POLICY_ASSURANCE = "policy-assurance"  # 8.
     POLICY_BOOT_PCRS = "policy-boot-pcrs"  # 8.
     POLICY_IMAGE = "policy-image"  # 8.
+    POLICY_EGRESS = "policy-egress"  # 8. the pod had no network egress
     MODEL_FILES = "model-files"  # 9. --model
     DATA_FILES = "data-files"  # 9. --data
 

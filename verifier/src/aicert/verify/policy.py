@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -14,11 +15,13 @@ from aicert.verify.errors import MalformedError
 class Policy(Model):
     """minAssurance: lowest acceptable level (the trust root caps what can be claimed anyway).
     allowedImages: runtime image digests accepted; absent means any.
-    bootPcrs: PCR index -> expected sha256 value, for PCRs 0-7 of the node's boot."""
+    bootPcrs: PCR index -> expected sha256 value, for PCRs 0-7 of the node's boot.
+    egress: "none" requires that the agent found the training pod with no network egress."""
 
     minAssurance: Assurance = "dev"
     allowedImages: list[ImageDigest] | None = None
     bootPcrs: PcrValues | None = None
+    egress: Literal["none"] | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> Policy:

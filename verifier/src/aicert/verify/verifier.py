@@ -339,8 +339,13 @@ def _legacy_images(events: list[dict[str, Any]]) -> list[str]:
 
 
 def check_policy(
-    policy: Policy, assurance: Assurance, images: list[str], pcr_values: Mapping[int, bytes]
+    policy: Policy,
+    assurance: Assurance,
+    images: list[str],
+    pcr_values: Mapping[int, bytes],
+    egress: str | None,
 ) -> None:
+    """`egress`: what the agent recorded of the pod's network (None: nothing recorded)."""
     if ASSURANCE_ORDER[assurance] < ASSURANCE_ORDER[policy.minAssurance]:
         raise VerificationError(
             Check.POLICY_ASSURANCE,
@@ -363,6 +368,9 @@ def check_policy(
                 raise VerificationError(
                     Check.POLICY_IMAGE, f"image {image} is not among the policy's allowed images"
                 )
+    if policy.egress == "none" and egress != "none":
+        found = "records no network isolation" if egress is None else f"had network egress {egress!r}"
+        raise VerificationError(Check.POLICY_EGRESS, f"the run {found}; the policy requires egress none")
 
 
 def _hash_local(directory: Path, check: Check, option: str) -> Manifest:
@@ -471,7 +479,11 @@ class Verifier:
         own = check_statement(ev, statement, facts.assurance)
         predicate = statement.predicate
         check_policy(
-            self.policy, facts.assurance, [predicate.image.digest] if predicate.image else [], ev.pcr_values
+            self.policy,
+            facts.assurance,
+            [predicate.image.digest] if predicate.image else [],
+            ev.pcr_values,
+            predicate.run.network.egress if predicate.run.network else None,
         )
         passed: list[Check] = [c for c in Check if c not in (Check.MODEL_FILES, Check.DATA_FILES)]
         inputs = {i.name: i for i in predicate.inputs}
@@ -511,7 +523,7 @@ class Verifier:
         ev = legacy_evidence(proof)
         facts = verify_quote_evidence(ev, self.trust, at)
         events = legacy_events(proof)
-        check_policy(self.policy, facts.assurance, _legacy_images(events), ev.pcr_values)
+        check_policy(self.policy, facts.assurance, _legacy_images(events), ev.pcr_values, None)
         passed: list[Check] = [
             c
             for c in Check

@@ -1,0 +1,272 @@
+"""The run's boundary as the agent and the operator enforce it, even where admission does not.
+
+tests/e2e/test_tenant_attacks.py shows the admission policies refusing a tenant; here the same kinds
+of attack get past admission (switched off, or not covered by it) and must still end with no
+certificate for anything but the operator's pod, alone with its volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from aicert.cli.verify import summary
+from aicert.trust import TrustStore
+from aicert.verify import Policy, Verifier
+from aicert_localcluster.stack import ADMISSION, Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@contextmanager
+def admission_off(stack: Stack) -> Iterator[None]:
+    """As if the cluster had none of deploy/training-admission.yaml: the agent's checks stand alone."""
+    bindings = [
+        b["metadata"]["name"]
+        for b in stack.cluster.kubectl_json("get", "validatingadmissionpolicybindings")["items"]
+        if b["metadata"]["name"].startswith("aicert-")
+        and not b["metadata"]["name"].startswith("aicert-agent-own-")
+    ]
+    stack.cluster.kubectl("delete", "validatingadmissionpolicybinding", *bindings)
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": "default", "labels": {"aicert.dev/training": "probe"}},
+        "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+    }
+    deadline = time.monotonic() + 30
+    while stack.cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False
+    ).returncode:
+        assert time.monotonic() < deadline, "the admission policies stayed in force"
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        stack.cluster.kubectl("apply", "--server-side", "-f", str(ADMISSION))
+        stack.wait_for_admission()
+
+
+def events(stack: Stack, name: str, namespace: str = "default") -> list[tuple[str, str]]:
+    found = stack.cluster.kubectl_json(
+        "get", "events.events.k8s.io", "-n", namespace, "--field-selector", f"regarding.name={name}"
+    )
+    return [(e.get("reportingController", ""), e["reason"]) for e in found["items"]]
+
+
+def wait_pod_phase(stack: Stack, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod: dict[str, Any] = stack.get("pod", name)
+        if (pod.get("status") or {}).get("phase") in phases:
+            return pod
+        assert time.monotonic() < deadline, f"pod {name} stayed {pod.get('status')}"
+        time.sleep(0.3)
+
+
+def test_a_copy_of_the_training_pod_is_never_certified(stack: Stack, run: Any) -> None:
+    """Admission off: a pod with every label, annotation and owner reference of the real one, bound to
+    the TPM node, running another command, is refused as foreign; the honest run is certified."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    honest = stack.get("pod", f"{r.name}-1")
+    forged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{r.name}-forged",
+            "namespace": "default",
+            "labels": honest["metadata"]["labels"],
+            "annotations": honest["metadata"].get("annotations") or {},
+            "ownerReferences": honest["metadata"]["ownerReferences"],
+        },
+        "spec": json.loads(json.dumps(honest["spec"])),
+    }
+    train = next(c for c in forged["spec"]["initContainers"] if c["name"] == "train")
+    train["args"] = ["/data", "/tmp"]  # "trains" on nothing and writes elsewhere
+    forged["spec"]["nodeName"] = "gpu-1"
+    with admission_off(stack):
+        stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(forged))
+    done = wait_pod_phase(stack, f"{r.name}-forged", "Succeeded", "Failed")
+    gate = next(c for c in done["status"]["initContainerStatuses"] if c["name"] == "aicert-gate")
+    assert (done["status"]["phase"], gate["state"]["terminated"]["exitCode"]) == ("Failed", 3)
+    assert ("aicert.dev/agent", "ForeignPod") in events(stack, r.name)
+    r.release()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    cert = json.loads(status["certificate"])
+    assert cert["statement"]["predicate"]["run"]["id"] == honest["metadata"]["uid"] == status["podUID"]
+    Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(status["certificate"], model_dir=r.model)
+
+
+def test_output_that_is_not_empty_is_refused(run: Any) -> None:
+    """A finished run's output claim reused: files already there would be certified as this run's."""
+    r = run()
+    (r.model / "weights.bin").write_text("from another run")
+    status = r.apply().wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OutputNotEmpty"), status
+    assert "weights.bin" in status["message"] and "certificate" not in status
+
+
+def test_output_claim_that_others_could_write_is_refused(stack: Stack, run: Any) -> None:
+    r = run()
+    stack.cluster.kubectl("delete", "pvc", f"{r.name}-model", "--wait=false")
+    stack.cluster.kubectl("delete", "pv", f"pv-default-{r.name}-model", "--wait=false")
+    stack.local_volume(f"{r.name}-shared-model", access_mode="ReadWriteOnce")
+    r.body["spec"]["output"]["persistentVolumeClaim"]["claimName"] = f"{r.name}-shared-model"
+    status = r.apply().wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OutputNotExclusive"), status
+    assert "ReadWriteOncePod" in status["message"]
+
+
+def test_a_second_writer_of_an_input_is_refused(stack: Stack, run: Any, image: str) -> None:
+    """Admission off: another pod mounts the input claim writable while the run trains."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    writer = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{r.name}-writer", "namespace": "default"},
+        "spec": {
+            "nodeName": "gpu-1",
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "w",
+                    "image": image,
+                    "command": ["/opt/venv/bin/python", "-c", "import time; time.sleep(600)"],
+                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": f"{r.name}-data"}}],
+        },
+    }
+    with admission_off(stack):
+        stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(writer))
+    try:
+        wait_pod_phase(stack, f"{r.name}-writer", "Running")
+        r.release()
+        status = r.wait("Succeeded", "Failed")["status"]
+        assert (status["phase"], status["reason"]) == ("Failed", "InputNotExclusive"), status
+        assert f"{r.name}-writer" in status["message"] and "certificate" not in status
+    finally:
+        stack.cluster.kubectl("delete", "pod", f"{r.name}-writer", "--wait=false")
+
+
+def test_egress_opened_by_a_tenant_policy_is_refused(stack: Stack, run: Any) -> None:
+    """NetworkPolicies add up: a tenant's allow-all for the training pods defeats the deny-all."""
+    r = run()
+    allow = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{r.name}-open", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"aicert.dev/training": r.name}},
+            "policyTypes": ["Egress"],
+            "egress": [{}],
+        },
+    }
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(allow))
+    status = r.apply().wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "NetworkNotIsolated"), status
+    assert f"{r.name}-open" in status["message"]
+
+
+def test_isolation_is_certified_and_a_policy_can_require_it(stack: Stack, run: Any) -> None:
+    r = run().apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    network = json.loads(status["certificate"])["statement"]["predicate"]["run"]["network"]
+    assert network["egress"] == "none"
+    assert [p["name"] for p in network["policies"]] == [f"{r.name}-1"]
+    trust = TrustStore.from_pem_file(stack.ca_pem)
+    result = Verifier(trust, policy=Policy(egress="none")).verify(status["certificate"])
+    assert f"  network  egress none  ({r.name}-1)" in summary(result).splitlines()
+    opened = run(network={"egress": "allowed"}).apply()
+    status = opened.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    with pytest.raises(Exception, match="policy-egress"):
+        Verifier(trust, policy=Policy(egress="none")).verify(status["certificate"])
+
+
+def test_training_in_a_restricted_namespace(stack: Stack, run: Any) -> None:
+    """PodSecurity `restricted` admits the operator's pod: server dry-run, then a whole run."""
+    ns = "restricted-team"
+    stack.cluster.kubectl("create", "namespace", ns)
+    stack.cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    r = run(namespace=ns).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    pod = stack.get("pod", f"{r.name}-1", ns)
+    pod["metadata"] = {"name": "dry-run-copy", "namespace": ns}
+    pod.pop("status", None)
+    pod["spec"].pop("nodeName", None)
+    done = stack.cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_refused_pod_is_a_visible_pending_state(stack: Stack, run: Any) -> None:
+    """A quota refuses the pod: the API server's message reaches the status; the run starts once it
+    is lifted."""
+    ns = "quota-team"
+    stack.cluster.kubectl("create", "namespace", ns)
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-pods", "namespace": ns},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(quota))
+    r = run(namespace=ns).apply()
+    deadline = time.monotonic() + 60
+    while (status := r.status).get("reason") != "PodRejected":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    assert status["phase"] == "Pending" and "exceeded quota" in status["message"]
+    stack.cluster.kubectl("delete", "resourcequota", "no-pods", "-n", ns)
+    assert r.wait("Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+
+
+def test_a_pod_holding_the_attempts_name_is_not_adopted(stack: Stack, run: Any, image: str) -> None:
+    r = run()
+    squatter = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{r.name}-1", "namespace": "default"},
+        "spec": {
+            "nodeName": "cpu-1",
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "s",
+                    "image": image,
+                    "command": ["/opt/venv/bin/python", "-c", "import time; time.sleep(600)"],
+                }
+            ],
+        },
+    }
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(squatter))
+    r.apply()
+    deadline = time.monotonic() + 60
+    while (status := r.status).get("reason") != "PodNameTaken":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    assert status["phase"] == "Pending" and "podUID" not in status
+    stack.cluster.kubectl("delete", "pod", f"{r.name}-1", "--wait=true")
+    status = r.wait("Succeeded", "Failed", timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status
+
+
+def test_a_retry_on_a_shared_output_claim_is_refused(stack: Stack, run: Any) -> None:
+    """With the user's own output claim, a retry finds attempt 1's files: it must not certify them."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}, backoffLimit=1).apply()
+    r.wait_started()
+    stack.cluster.kubectl("delete", "pod", f"{r.name}-1", "--wait=false")
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"], status["attempt"]) == ("Failed", "OutputNotEmpty", 2), status
+    assert "started" in status["message"] and "certificate" not in status

@@ -1,0 +1,368 @@
+"""The Pod of one attempt, derived from its CertifiedTraining: one definition, two uses.
+
+The operator creates exactly `training_pod(...)`. The node agent measures a pod only when
+`pod_deviations(live, training_pod(...))` is empty, so a pod made by anyone else, or changed after
+the operator made it, is never certified (see docs/threat-model.md).
+
+Order: init `aicert-gate` (waits until the agent has measured the inputs), init `train` (the user's
+image and command, inputs read-only, no token, no host access), container `aicert-seal` (waits
+until the agent has certified the outputs; it keeps every volume mounted meanwhile).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from aicert.certificate import ASSURANCE_ORDER
+from aicert.training import (
+    CONTAINER_GATE,
+    CONTAINER_SEAL,
+    CONTAINER_TRAIN,
+    CONTROL_MOUNT,
+    CONTROL_VOLUME,
+    GROUP,
+    KIND,
+    LABEL_ASSURANCE,
+    LABEL_ATTEMPT,
+    LABEL_TRAINING,
+    LABEL_TRAINING_UID,
+    VERSION,
+    TrainingSpec,
+    output_claim,
+    output_claim_name,
+    pod_name,
+)
+
+OUTPUT_VOLUME: Final = "output"
+AGENT_USER: Final = 65532  # the gate and seal containers' user (the agent image's nonroot user)
+SIDECAR_RESOURCES: Final = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+DEFAULT_GPU_TOLERATIONS: Final[tuple[dict[str, Any], ...]] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},  # AKS GPU node pools
+)
+DEFAULT_GATE_TIMEOUT_SECONDS: Final = 6 * 3600
+_DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+class ContractError(ValueError):
+    """The settings cannot produce a pod that the agent would certify."""
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What the operator and the agent must agree on; both read it from the same variables."""
+
+    agent_image: str  # the gate and seal containers' image, pinned by digest
+    gate_timeout_seconds: int = DEFAULT_GATE_TIMEOUT_SECONDS
+    gpu_tolerations: tuple[dict[str, Any], ...] = field(default=DEFAULT_GPU_TOLERATIONS)
+
+    def __post_init__(self) -> None:
+        if not _DIGEST_REF.match(self.agent_image):
+            raise ContractError(
+                f"the agent image must be pinned by digest (repository@sha256:<64 hex>), not {self.agent_image!r}"
+            )
+        if self.gate_timeout_seconds < 1:
+            raise ContractError("the gate timeout must be at least 1 second")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PodSettings:
+        """AICERT_AGENT_IMAGE (required) and AICERT_GATE_TIMEOUT_SECONDS: the chart sets both
+        identically for the operator and the agent."""
+        e = os.environ if env is None else env
+        image = e.get("AICERT_AGENT_IMAGE")
+        if not image:
+            raise ContractError("AICERT_AGENT_IMAGE is not set: the gate and seal image, pinned by digest")
+        timeout = e.get("AICERT_GATE_TIMEOUT_SECONDS")
+        try:
+            return cls(image, int(timeout) if timeout else DEFAULT_GATE_TIMEOUT_SECONDS)
+        except ValueError as exc:
+            raise ContractError(f"AICERT_GATE_TIMEOUT_SECONDS: {exc}") from None
+
+
+def input_volume(name: str) -> str:
+    return f"input-{name}"
+
+
+def allowed_levels(minimum: str) -> list[str]:
+    return [level for level, rank in ASSURANCE_ORDER.items() if rank >= ASSURANCE_ORDER[minimum]]
+
+
+def _restricted(**extra: Any) -> dict[str, Any]:
+    """A container security context that PodSecurity `restricted` admits."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, **extra}
+
+
+def _agent_container(name: str, command: list[str], image: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "command": ["python", "-m", "aicert_agent", *command, "--control", CONTROL_MOUNT],
+        "volumeMounts": [{"name": CONTROL_VOLUME, "mountPath": CONTROL_MOUNT, "readOnly": True}],
+        "resources": SIDECAR_RESOURCES,
+        "securityContext": _restricted(readOnlyRootFilesystem=True, runAsUser=AGENT_USER),
+    }
+
+
+def _volumes(spec: TrainingSpec, name: str, attempt: int) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": input_volume(i.name),
+            "persistentVolumeClaim": {"claimName": i.persistentVolumeClaim.claimName, "readOnly": True},
+        }
+        for i in spec.inputs
+    ]
+    claim = output_claim(spec, name, attempt)
+    if claim is not None:
+        volumes.append({"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
+    else:
+        empty: dict[str, Any] = {}
+        if spec.output.emptyDir is not None and spec.output.emptyDir.sizeLimit is not None:
+            empty["sizeLimit"] = str(spec.output.emptyDir.sizeLimit)
+        volumes.append({"name": OUTPUT_VOLUME, "emptyDir": empty})
+    volumes.append({"name": CONTROL_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
+    return volumes
+
+
+def _train_container(spec: TrainingSpec) -> dict[str, Any]:
+    resources: dict[str, dict[str, str]] = {  # quantities are strings in the Pod API
+        "requests": {k: str(v) for k, v in spec.resources.requests.items()},
+        "limits": {k: str(v) for k, v in spec.resources.limits.items()},
+    }
+    if spec.gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(spec.gpus)
+    train: dict[str, Any] = {
+        "name": CONTAINER_TRAIN,
+        "image": spec.image,
+        "env": [{"name": e.name, "value": e.value} for e in spec.env],
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [
+            {"name": input_volume(i.name), "mountPath": i.mountPath, "readOnly": True} for i in spec.inputs
+        ]
+        + [{"name": OUTPUT_VOLUME, "mountPath": spec.output.mountPath}],
+        "securityContext": _restricted(),
+    }
+    if spec.command:
+        train["command"] = list(spec.command)
+    if spec.args:
+        train["args"] = list(spec.args)
+    return train
+
+
+def pod_labels(name: str, uid: str, attempt: int) -> dict[str, str]:
+    return {LABEL_TRAINING: name, LABEL_TRAINING_UID: uid, LABEL_ATTEMPT: str(attempt)}
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def training_pod(
+    *, name: str, namespace: str, uid: str, spec: TrainingSpec, attempt: int, settings: PodSettings
+) -> dict[str, Any]:
+    """The exact Pod of `attempt` (from 1) of CertifiedTraining namespace/name with this uid."""
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": LABEL_ASSURANCE,
+                                "operator": "In",
+                                "values": allowed_levels(spec.minAssurance),
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    run_as = spec.securityContext.model_dump(exclude_none=True)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, **run_as},
+        "affinity": affinity,
+        "tolerations": [
+            *settings.gpu_tolerations,
+            *(t.model_dump(exclude_none=True) for t in spec.tolerations),
+        ],
+        "volumes": _volumes(spec, name, attempt),
+        "initContainers": [
+            _agent_container(
+                CONTAINER_GATE,
+                ["gate", "--timeout", str(settings.gate_timeout_seconds)],
+                settings.agent_image,
+            ),
+            _train_container(spec),
+        ],
+        "containers": [_agent_container(CONTAINER_SEAL, ["seal"], settings.agent_image)],
+    }
+    if spec.nodeSelector:
+        pod_spec["nodeSelector"] = dict(spec.nodeSelector)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name, attempt),
+            "namespace": namespace,
+            "labels": pod_labels(name, uid, attempt),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": pod_spec,
+    }
+
+
+def attempt_output_claim(
+    *, name: str, namespace: str, uid: str, spec: TrainingSpec, attempt: int
+) -> dict[str, Any] | None:
+    """The PVC the operator creates for an attempt's output (spec.output.volumeClaimTemplate): one
+    per attempt, so every attempt starts from an empty volume that no other pod may mount
+    (ReadWriteOncePod). Not owned by the training: deleting the training keeps the weights."""
+    template = spec.output.volumeClaimTemplate
+    if template is None:
+        return None
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": output_claim_name(name, attempt),
+            "namespace": namespace,
+            "labels": pod_labels(name, uid, attempt),
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOncePod"],
+            "resources": {"requests": {"storage": str(template.size)}},
+        },
+    }
+    if template.storageClassName is not None:
+        claim["spec"]["storageClassName"] = template.storageClassName
+    return claim
+
+
+# --- comparing a live pod with the contract ---------------------------------------------------------
+
+# Container fields that cannot change what runs or what it can touch; the API server defaults them.
+_IGNORED_CONTAINER_FIELDS: Final = frozenset(
+    {"resources", "imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy"}
+)
+# Pod fields that decide what runs, with whose rights, and what it can reach. Anything not listed
+# (scheduling: affinity, tolerations, nodeName, priority; dnsPolicy, schedulerName, …) cannot.
+_COMPARED_POD_FIELDS: Final = (
+    "restartPolicy",
+    "automountServiceAccountToken",
+    "securityContext",
+    "volumes",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "hostUsers",
+    "shareProcessNamespace",
+    "runtimeClassName",
+    "resourceClaims",
+    "ephemeralContainers",
+    "os",
+)
+
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+}
+
+
+def _quantity(value: Any) -> Any:
+    """A resource quantity as a number: the API server stores "1024Mi" as "1Gi"."""
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return value
+    number, suffix = match.groups()
+    try:
+        base = Decimal(number)
+    except InvalidOperation:
+        return value
+    if suffix and suffix[0] in "eE":
+        return base * Decimal(10) ** int(suffix[1:])
+    return base * _SUFFIX.get(suffix or "", Decimal(1))
+
+
+def _clean(value: Any, key: str = "") -> Any:
+    """Drop what the API server omits when stored: nulls, empty strings (`value: ""`) and empty lists
+    (`env: []`); compare quantities by value. `false` and `{}` stay: `automountServiceAccountToken:
+    false` and `emptyDir: {}` mean something."""
+    if isinstance(value, dict):
+        cleaned = {k: _clean(v, k) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v is not None and v != [] and v != ""}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if key == "sizeLimit":
+        return _quantity(value)
+    return value
+
+
+def _container_view(container: Mapping[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = _clean({k: v for k, v in container.items() if k not in _IGNORED_CONTAINER_FIELDS})
+    return view
+
+
+def _containers(spec: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in spec.get(kind) or []]
+
+
+def pod_deviations(live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Where the live pod differs from the contract's pod, as field paths; empty when it conforms."""
+    found: list[str] = []
+    meta, want_meta = live.get("metadata") or {}, expected["metadata"]
+    for key in ("name", "namespace"):
+        if meta.get(key) != want_meta[key]:
+            found.append(f"metadata.{key}")
+    labels = meta.get("labels") or {}
+    found += [f"metadata.labels[{k}]" for k, v in want_meta["labels"].items() if labels.get(k) != v]
+    controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    want_owner = want_meta["ownerReferences"][0]
+    if len(controllers) != 1 or any(controllers[0].get(k) != want_owner[k] for k in ("kind", "name", "uid")):
+        found.append("metadata.ownerReferences")
+    spec, want = live.get("spec") or {}, expected["spec"]
+    for kind in ("initContainers", "containers"):
+        have, need = _containers(spec, kind), _containers(want, kind)
+        if [c.get("name") for c in have] != [c["name"] for c in need]:
+            found.append(f"spec.{kind}[*].name")
+            continue
+        for got, wanted in zip(have, need, strict=True):
+            got_view, wanted_view = _container_view(got), _container_view(wanted)
+            found += [
+                f"spec.{kind}[{wanted['name']}].{k}"
+                for k in sorted(got_view.keys() | wanted_view.keys())
+                if got_view.get(k) != wanted_view.get(k)
+            ]
+    found += [f"spec.{k}" for k in _COMPARED_POD_FIELDS if _clean(spec.get(k)) != _clean(want.get(k))]
+    return found
+
+
+def controller_uid(pod: Mapping[str, Any]) -> str | None:
+    """The uid of the pod's controller owner, if that owner is a CertifiedTraining."""
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            owner.get("controller")
+            and owner.get("kind") == KIND
+            and owner.get("apiVersion", "").startswith(GROUP)
+        ):
+            return str(owner.get("uid"))
+    return None

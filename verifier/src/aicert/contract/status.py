@@ -1,0 +1,176 @@
+"""The CertifiedTraining status contract: condition types, documented reasons, and the bodies the
+operator and the agent send (server-side apply of status fields, events.k8s.io Events).
+
+Reasons are an enum of documented words (docs/crd-reference.md lists them all); none is ever derived
+from an exception class name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from typing import Any, Final
+
+from aicert.training import GROUP, KIND, VERSION
+
+
+class ConditionType(enum.StrEnum):
+    SCHEDULED = "Scheduled"
+    INPUTS_MEASURED = "InputsMeasured"
+    TRAINED = "Trained"
+    CERTIFIED = "Certified"
+
+
+class Reason(enum.StrEnum):
+    # phases and the operator's conditions
+    CREATING = "Creating"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    PENDING = "Pending"
+    UNSCHEDULABLE = "Unschedulable"
+    WAITING = "Waiting"
+    MEASURING = "Measuring"
+    MEASURING_INPUTS = "MeasuringInputs"
+    MEASURED = "Measured"
+    TRAINING = "Training"
+    COMPLETED = "Completed"
+    SEALING = "Sealing"
+    CERTIFIED = "Certified"
+    CREATED = "Created"
+    # attempts that ended (retried within backoffLimit, then Failed)
+    TRAINING_FAILED = "TrainingFailed"
+    POD_DELETED = "PodDeleted"
+    POD_DELETING = "PodDeleting"
+    EVICTED = "Evicted"
+    GATE_FAILED = "GateFailed"
+    POD_FAILED = "PodFailed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    # the pod could not be created or started
+    POD_REJECTED = "PodRejected"  # the API server refused the pod (PodSecurity, quota, validation)
+    POD_NAME_TAKEN = "PodNameTaken"  # a pod that is not this training's holds the attempt's name
+    CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"  # e.g. runAsNonRoot and a root image
+    ERR_IMAGE_PULL = "ErrImagePull"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    INVALID_IMAGE_NAME = "InvalidImageName"
+    # the agent refused to certify (Certified=False; the run is Failed, never retried)
+    POD_MISMATCH = "PodMismatch"  # the live pod is not the contract's pod
+    NOT_OWNED = "NotOwned"
+    IMAGE_MISMATCH = "ImageMismatch"
+    IMAGE_UNKNOWN = "ImageUnknown"
+    ASSURANCE_TOO_LOW = "AssuranceTooLow"
+    TRAINING_FINISHED = "TrainingFinished"
+    OUTPUT_NOT_EXCLUSIVE = "OutputNotExclusive"
+    OUTPUT_NOT_EMPTY = "OutputNotEmpty"
+    INPUT_NOT_EXCLUSIVE = "InputNotExclusive"
+    NETWORK_NOT_ISOLATED = "NetworkNotIsolated"
+    INPUTS_CHANGED = "InputsChanged"
+    RESERVED_FILE = "ReservedFile"
+    MEASUREMENT_LOG_LOST = "MeasurementLogLost"
+    MEASUREMENT_FAILED = "MeasurementFailed"  # a volume could not be hashed
+    VOLUME_NOT_FOUND = "VolumeNotFound"
+    SEAL_FAILED = "SealFailed"
+    LOG_FAILED = "LogFailed"
+    CERTIFICATE_TOO_LARGE = "CertificateTooLarge"
+    CERTIFICATION_REFUSED = "CertificationRefused"  # the agent refused; its condition was lost
+    FOREIGN_POD = "ForeignPod"  # Event only: a pod posing as this training's was not measured
+
+
+# Reasons the agent may put in Certified=False: each ends the run as Failed, never retried.
+REFUSALS: Final = frozenset(
+    {
+        Reason.POD_MISMATCH,
+        Reason.NOT_OWNED,
+        Reason.IMAGE_MISMATCH,
+        Reason.IMAGE_UNKNOWN,
+        Reason.ASSURANCE_TOO_LOW,
+        Reason.TRAINING_FINISHED,
+        Reason.OUTPUT_NOT_EXCLUSIVE,
+        Reason.OUTPUT_NOT_EMPTY,
+        Reason.INPUT_NOT_EXCLUSIVE,
+        Reason.NETWORK_NOT_ISOLATED,
+        Reason.INPUTS_CHANGED,
+        Reason.RESERVED_FILE,
+        Reason.MEASUREMENT_LOG_LOST,
+        Reason.MEASUREMENT_FAILED,
+        Reason.VOLUME_NOT_FOUND,
+        Reason.SEAL_FAILED,
+        Reason.LOG_FAILED,
+        Reason.CERTIFICATE_TOO_LARGE,
+    }
+)
+
+REPORTER_OPERATOR: Final = "aicert.dev/operator"
+REPORTER_AGENT: Final = "aicert.dev/agent"
+
+
+def timestamp(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC, to the second, as Kubernetes writes metav1.Time."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find_condition(conditions: Sequence[dict[str, Any]] | None, kind: ConditionType) -> dict[str, Any] | None:
+    return next((c for c in conditions or [] if c.get("type") == kind), None)
+
+
+def set_condition(
+    conditions: Sequence[dict[str, Any]] | None,
+    kind: ConditionType,
+    status: str,
+    reason: Reason,
+    message: str,
+    *,
+    generation: int,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The condition to write: `lastTransitionTime` moves only when `status` changes."""
+    previous = find_condition(conditions, kind)
+    since = previous.get("lastTransitionTime") if previous and previous.get("status") == status else None
+    return {
+        "type": str(kind),
+        "status": status,
+        "reason": str(reason),
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or timestamp(now),
+    }
+
+
+def status_apply_body(name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A server-side apply body for the status subresource: only the fields the caller owns."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "status": status}
+
+
+def event_body(
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    type_: str,
+    reason: Reason,
+    message: str,
+    controller: str,
+    instance: str,
+    action: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """An events.k8s.io/v1 Event about a CertifiedTraining (what `kubectl describe ct` lists)."""
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}-", "namespace": namespace},
+        "eventTime": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": controller,
+        "reportingInstance": instance,
+        "action": action,
+        "type": type_,
+        "reason": str(reason),
+        "note": message[:1024],
+        "regarding": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+        },
+    }
