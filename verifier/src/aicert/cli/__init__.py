@@ -8,11 +8,11 @@ Each sub-command lives in its own module with `register(subparsers)`; the parser
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from aicert import __version__
+from aicert.cli.pipes import quiet_on_closed_pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on usage errors, as documented
-    try:
-        code: int = args.func(args)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader went away (`aicert hash --json | head`): stop quietly, as Unix filters do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    code: int = quiet_on_closed_pipe(lambda: args.func(args))
     return code
 
 

@@ -1,21 +1,40 @@
 """`kubectl aicert verify NAME`: verify a CertifiedTraining's certificate straight from the cluster.
 
-kubectl runs plugins named kubectl-*; this one reads `.status.certificate` with `kubectl get`
-(so your context, namespace and kubeconfig apply) and runs the same verifier as `aicert verify`.
-The verification itself needs nothing from the cluster: only the certificate and your trust roots.
+kubectl runs plugins named kubectl-*; this one reads the resource with `kubectl get -o json`
+(so your context, namespace and kubeconfig apply), runs the same verifier as `aicert verify` on
+its `.status.certificate`, then checks that the certificate belongs to that resource: its run is
+this resource (namespace, name, uid), it certifies `status.modelDigest`, and the phase is
+Succeeded (`aicert.verify.binding`). Only fetching needs the cluster; the cryptography needs
+only the certificate and your trust roots. Exit codes as `aicert verify`: 0, 1, 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any, cast
 
 from aicert.cli import verify as verify_cmd
+from aicert.cli.pipes import quiet_on_closed_pipe
+from aicert.trust import TrustError
+from aicert.verify import (
+    BindingCheck,
+    Check,
+    MalformedError,
+    Policy,
+    TrainingResource,
+    VerificationError,
+    VerifiedTraining,
+    Verifier,
+    check_binding,
+)
+
+RESOURCE = "certifiedtrainings.aicert.dev"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     verify_cmd.register(sub)
     p = sub.choices["verify"]
+    p.description = (
+        "Verify a CertifiedTraining's certificate against trusted roots, then check that it belongs to "
+        "the resource (resource-identity, resource-model-digest, resource-phase). "
+        "Exit 0: verified; 1: a check failed; 2: unusable input or usage error."
+    )
     # the certificate comes from the cluster: NAME replaces FILE
     for action in p._actions:
         if action.dest == "certificate":
@@ -36,41 +60,106 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fetch_certificate(name: str, namespace: str | None, context: str | None, kubeconfig: str | None) -> bytes:
-    argv = [
-        os.environ.get("KUBECTL", "kubectl"),
-        "get",
-        "certifiedtrainings.aicert.dev",
-        name,
-        "-o",
-        "jsonpath={.status.certificate}",
-    ]
+def fetch_resource(
+    name: str, namespace: str | None, context: str | None, kubeconfig: str | None
+) -> dict[str, Any]:
+    """The whole CertifiedTraining as JSON. Raises LookupError (kubectl failed) or MalformedError."""
+    argv = [os.environ.get("KUBECTL", "kubectl"), "get", RESOURCE, name, "-o", "json"]
     for flag, value in (("--namespace", namespace), ("--context", context), ("--kubeconfig", kubeconfig)):
         if value:
             argv += [flag, value]
     done = subprocess.run(argv, capture_output=True, check=False)
     if done.returncode != 0:
         raise LookupError(done.stderr.decode(errors="replace").strip() or f"kubectl exited {done.returncode}")
-    if not done.stdout.strip():
-        raise LookupError(
-            f"CertifiedTraining {name} has no certificate yet (kubectl get ct {name} shows its phase)"
+    try:
+        loaded = json.loads(done.stdout)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedError("", f"kubectl get -o json did not print JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise MalformedError("", "kubectl get -o json did not print a JSON object")
+    return loaded
+
+
+# Failures go to stderr before --json goes to stdout, so that they are seen even when stdout is closed.
+
+
+def unusable(args: argparse.Namespace, field: str | None, reason: str) -> int:
+    print(f"kubectl aicert: {field}: {reason}" if field else f"kubectl aicert: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"verified": False, "error": "unusable-input", "field": field, "reason": reason}))
+    return verify_cmd.EXIT_UNUSABLE
+
+
+def failed(args: argparse.Namespace, failures: Sequence[tuple[str, str]]) -> int:
+    """Report failed checks as `aicert verify` does; when several fail, each is named."""
+    for check, reason in failures:
+        print(f"NOT VERIFIED  check {check} failed: {reason}", file=sys.stderr)
+    if args.json:
+        check, reason = failures[0]
+        doc: dict[str, Any] = {"verified": False, "check": check, "reason": reason}
+        if len(failures) > 1:
+            doc["failures"] = [{"check": c, "reason": r} for c, r in failures]
+        print(json.dumps(doc))
+    return verify_cmd.EXIT_FAILED
+
+
+def verify_resource(args: argparse.Namespace) -> int:
+    try:  # the flags first: a bad one needs no trip to the cluster
+        verifier = Verifier(
+            trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
+            policy=Policy.from_file(args.policy) if args.policy else None,
         )
-    return done.stdout
+        data_dirs = verify_cmd.parse_data(args.data)
+        at = verify_cmd.parse_time(args.at) if args.at else None
+    except MalformedError as exc:
+        return unusable(args, exc.field, exc.reason)
+    except TrustError as exc:
+        return unusable(args, None, str(exc))
+    try:
+        resource = TrainingResource.from_json(
+            fetch_resource(args.certificate, args.namespace, args.context, args.kubeconfig)
+        )
+    except LookupError as exc:
+        return unusable(args, None, str(exc))
+    except OSError as exc:  # kubectl not found or not executable
+        return unusable(args, None, f"cannot run kubectl: {exc}")
+    except MalformedError as exc:
+        return unusable(args, exc.field, exc.reason)
+    if resource.certificate is None:
+        return unusable(
+            args,
+            "status.certificate",
+            f"CertifiedTraining {resource.namespace}/{resource.name} has no certificate yet "
+            f"(phase {resource.phase or 'not set'}; kubectl get ct {resource.name} shows why)",
+        )
+    try:
+        result = verifier.verify(resource.certificate, model_dir=args.model, data_dirs=data_dirs, at=at)
+    except MalformedError as exc:
+        # a field of the certificate, or a flag (--model, --data) that does not fit it
+        if exc.field.startswith("--"):
+            return unusable(args, exc.field, exc.reason)
+        return unusable(args, f"status.certificate.{exc.field}".rstrip("."), exc.reason)
+    except VerificationError as exc:
+        return failed(args, [(str(exc.check), exc.reason)])
+    failures = check_binding(resource, result)
+    if failures:
+        return failed(args, [(str(f.check), f.reason) for f in failures])
+    bound = with_binding_checks(result)
+    print(json.dumps(bound.to_json(), indent=2) if args.json else verify_cmd.summary(bound))
+    return verify_cmd.EXIT_OK
+
+
+def with_binding_checks(result: VerifiedTraining) -> VerifiedTraining:
+    """The result with the resource checks listed after the verifier's, for printing."""
+    # `passed` is typed with the verifier's Check enum; both enums are str, which is all that
+    # summary() and to_json() use.
+    extra = cast(tuple[Check, ...], tuple(BindingCheck))
+    return dataclasses.replace(result, passed=(*result.passed, *extra))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        data = fetch_certificate(args.certificate, args.namespace, args.context, args.kubeconfig)
-    except (LookupError, OSError) as exc:
-        print(f"kubectl aicert: {exc}", file=sys.stderr)
-        return verify_cmd.EXIT_UNUSABLE
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "certificate.json"
-        path.write_bytes(data)
-        args.certificate = str(path)
-        code: int = verify_cmd.run(args)
-    return code
+    args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
+    return quiet_on_closed_pipe(lambda: verify_resource(args))
 
 
 if __name__ == "__main__":  # pragma: no cover
