@@ -184,6 +184,7 @@ class Stack:
             AICERT_METRICS_PORT=str(free_port()),
             AICERT_HEALTH_PORT=str(free_port()),
             AICERT_LEASE_SECONDS="6",
+            AICERT_AGENT_CHECK_SECONDS="1",
         )
         return Service(
             "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
@@ -241,6 +242,8 @@ class Stack:
             str(self.ca_pem),
             "--metrics-port",
             str(free_port()),
+            "--lease-seconds",
+            "6",
         ]
         return Service(
             f"agent-{node}",

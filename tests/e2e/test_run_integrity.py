@@ -11,9 +11,11 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from aicert.cli.verify import summary
 from aicert.trust import TrustStore
@@ -27,10 +29,9 @@ pytestmark = pytest.mark.e2e
 def admission_off(stack: Stack) -> Iterator[None]:
     """As if the cluster had none of deploy/training-admission.yaml: the agent's checks stand alone."""
     bindings = [
-        b["metadata"]["name"]
-        for b in stack.cluster.kubectl_json("get", "validatingadmissionpolicybindings")["items"]
-        if b["metadata"]["name"].startswith("aicert-")
-        and not b["metadata"]["name"].startswith("aicert-agent-own-")
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(ADMISSION.read_text())
+        if doc and doc["kind"] == "ValidatingAdmissionPolicyBinding"
     ]
     stack.cluster.kubectl("delete", "validatingadmissionpolicybinding", *bindings)
     probe = {
@@ -270,3 +271,54 @@ def test_a_retry_on_a_shared_output_claim_is_refused(stack: Stack, run: Any) -> 
     status = r.wait("Succeeded", "Failed")["status"]
     assert (status["phase"], status["reason"], status["attempt"]) == ("Failed", "OutputNotEmpty", 2), status
     assert "started" in status["message"] and "certificate" not in status
+
+
+def node_labels(stack: Stack, node: str) -> dict[str, str]:
+    return dict(stack.get("node", node)["metadata"].get("labels") or {})
+
+
+def test_a_node_whose_agent_died_takes_no_new_runs(stack: Stack, run: Any) -> None:
+    """The agent's lease lapses, the operator removes the node's assurance label: a new run waits
+    (Unschedulable) instead of landing where nothing can measure it, and runs once the agent is back."""
+    stack.agents["gpu-1"].kill()
+    try:
+        deadline = time.monotonic() + 30
+        while "aicert.dev/assurance" in node_labels(stack, "gpu-1"):
+            assert time.monotonic() < deadline, "the dead agent's node kept its label"
+            time.sleep(0.3)
+        r = run().apply()
+        deadline = time.monotonic() + 60
+        while (status := r.status).get("reason") != "Unschedulable":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+    finally:
+        stack.agents["gpu-1"].start()
+    stack.wait_for_label()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+
+
+def test_agents_and_operator_touch_only_their_own_liveness_objects(stack: Stack) -> None:
+    agent = Path(stack.agents["gpu-1"].env["KUBECONFIG"])
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "aicert-agent-cpu-1", "namespace": "aicert-system"},
+        "spec": {"holderIdentity": "gpu-1"},
+    }
+    other = stack.cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(lease), kubeconfig=agent, check=False
+    )
+    operator = Path(stack.operator.env["KUBECONFIG"])
+    relabel = stack.cluster.kubectl(
+        "patch",
+        "node",
+        "cpu-1",
+        "-p",
+        '{"metadata":{"labels":{"team":"x"}}}',
+        "--dry-run=server",
+        kubeconfig=operator,
+        check=False,
+    )
+    assert "may only renew its own lease aicert-agent-gpu-1" in other.stderr, other.stderr
+    assert "may only remove the aicert.dev/assurance label" in relabel.stderr, relabel.stderr

@@ -17,7 +17,7 @@ from aicert.tpm.pcrs import replay
 from aicert.trust import TrustStore
 from aicert.verify import Check, VerificationError, Verifier
 from aicert_agent.measurement_log import LogError, MeasurementLog, Recovery, certificate_log
-from aicert_agent.recorder import AkIdentity, RunRecorder, SealError
+from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.tpm.client import Tpm
 
 pytestmark = pytest.mark.integration
@@ -145,7 +145,8 @@ def test_foreign_extend_during_a_run_refuses_the_seal(provisioned_tpm, tmp_path:
         rec = recorder(log, tpm, "r1")
         measure_run(rec, "a")
         tpm.pcr_extend(PCR, b"\x66" * 32)
-        with pytest.raises(SealError, match="does not match the measurement log"):
+        # caught as the seal event is logged, before anything is quoted
+        with pytest.raises(LogError, match="something other than the agent extended the PCR"):
             rec.seal(assurance="dev", ak=ak_of(tpm))
 
 
@@ -233,3 +234,42 @@ def test_statement_that_differs_from_the_events_is_named(
     assert err.value.reason.startswith(
         'statement.predicate.outputs.root is "' + "0" * 64 + '" but the measured events say'
     )
+
+
+def test_a_failed_extend_is_completed_before_the_next_measurement(provisioned_tpm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A TPM error after the entry was logged leaves the log one ahead; the next append catches up
+    instead of leaving the log out of step until the node is idle."""
+
+    class FailingExtend:
+        def __init__(self, tpm: Tpm) -> None:
+            self.tpm = tpm
+
+        def pcr_read(self, indices: list[int]) -> dict[int, bytes]:
+            return self.tpm.pcr_read(indices)
+
+        def pcr_reset(self, index: int) -> None:
+            self.tpm.pcr_reset(index)
+
+        def pcr_extend(self, index: int, digest: bytes) -> None:
+            raise RuntimeError("TPM busy")
+
+    with provisioned_tpm.open() as tpm:
+        log = MeasurementLog(tmp_path / "m.log", PCR)
+        log.rebase(tpm)
+        rec = recorder(log, tpm, "r1")
+        rec.begin(node="n", name="a", attempt=0, spec={})
+        content = {
+            "type": "aicert.input",
+            "run": "r1",
+            "salt": rec.salt,
+            "name": "d",
+            "root": "0" * 64,
+            "files": 0,
+            "bytes": 0,
+        }
+        with pytest.raises(RuntimeError, match="TPM busy"):
+            log.append(FailingExtend(tpm), "r1", content)
+        assert replay(e.digest for e in log.entries()) != pcr_value(tpm)  # one entry ahead
+        log.append(tpm, "r1", {**content, "name": "e"})
+        assert len(log.entries()) == 3
+        assert replay(e.digest for e in log.entries()) == pcr_value(tpm)  # in step, nothing extended twice

@@ -1,15 +1,17 @@
-"""Two operator replicas: only the Lease holder acts; a holder that stops renewing is replaced."""
+"""Leases: of two operator replicas only the holder acts, a holder that stops renewing is replaced;
+a node agent renews its lease only while healthy."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client, config
 
+from aicert_kube.lease import LeaseLock, expired
 from aicert_localcluster.cluster import LocalCluster
-from aicert_operator.leader import LeaseLock
 
 pytestmark = pytest.mark.integration
 
@@ -57,4 +59,27 @@ def test_a_holder_that_cannot_renew_stops(api: client.CoordinationV1Api) -> None
     assert lost.wait(timeout=30), "the old holder kept running without its lease"
     assert not usurper_lost.is_set()
     assert api.read_namespaced_lease("three", "aicert-system").spec.holder_identity == "replica-b"
+    stop.set()
+
+
+def test_an_unhealthy_holder_stops_renewing_and_its_lease_lapses(api: client.CoordinationV1Api) -> None:
+    """The node agent's lease: renewed only while its TPM answers (`healthy`); when the TPM fails the
+    lease lapses (the operator then unlabels the node) and the agent is told (`on_lost`)."""
+    agent = lock(api, "gpu-1", "aicert-agent-gpu-1")
+    assert agent.try_acquire()
+    tpm_ok = threading.Event()
+    tpm_ok.set()
+    renewed = threading.Event()
+
+    def probe() -> None:
+        if not tpm_ok.is_set():
+            raise RuntimeError("TPM does not answer")
+
+    lost, stop = threading.Event(), threading.Event()
+    agent.hold(on_lost=lost.set, stop=stop, healthy=probe, on_renewed=renewed.set)
+    assert renewed.wait(timeout=10)
+    tpm_ok.clear()
+    assert lost.wait(timeout=30), "a holder whose TPM failed kept its lease"
+    lease = api.read_namespaced_lease("aicert-agent-gpu-1", "aicert-system")
+    assert expired(lease, dt.datetime.now(dt.UTC))
     stop.set()

@@ -549,3 +549,11 @@ def test_an_owned_pod_that_was_changed_carries_its_deviations() -> None:
     changed["spec"]["hostNetwork"] = True
     [view] = owned([changed])
     assert view.deviations == ("spec.hostNetwork",)
+
+
+def test_nodes_whose_agent_lease_lapsed_or_is_missing_are_stale() -> None:
+    from aicert_operator.liveness import stale_nodes
+
+    leases = {"alive": NOW + dt.timedelta(seconds=5), "dead": NOW - dt.timedelta(seconds=1), "odd": None}
+    assert stale_nodes(["alive", "dead", "odd", "never"], leases, NOW) == ["dead", "never", "odd"]
+    assert stale_nodes(["alive"], leases, NOW) == []

@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9100")))
+    serve.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("AICERT_LEASE_NAMESPACE", "aicert-system"),
+        help="where the agent renews its Lease aicert-agent-<node>",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(os.environ.get("AICERT_AGENT_LEASE_SECONDS", "30")),
+        help="the Lease's duration: a node whose agent (or TPM) is silent this long takes no new runs",
+    )
     serve.set_defaults(func=_serve)
     return parser
 

@@ -188,20 +188,25 @@ class MeasurementLog:
                 if os.fstat(f.fileno()).st_size != valid:
                     f.truncate(valid)
                     os.fsync(f.fileno())
-            value = tpm.pcr_read([self.pcr])[self.pcr]
-            digests = [e.digest for e in entries]
-            action = recovery_action(digests, value)
-            if action is Recovery.COMPLETE_LAST_EXTEND:
-                tpm.pcr_extend(self.pcr, digests[-1])
-            elif action is Recovery.RESET_EMPTY_EPOCH:
-                tpm.pcr_reset(self.pcr)
-            elif action is Recovery.MISMATCH:
-                raise LogError(
-                    f"PCR {self.pcr} is {value.hex()} but the log {self.path} replays to {replay(digests).hex()}: "
-                    "something other than the agent extended the PCR, or the log is not this boot's. "
-                    "Certificates are refused until the log is re-based (`aicert-agent rebase`) with no run in flight."
-                )
-            return action
+            return self._bring_in_step(tpm, entries)
+
+    def _bring_in_step(self, tpm: PcrDevice, entries: Sequence[Entry]) -> Recovery:
+        """Complete an extend that did not happen (a crash, or a TPM error, after the fsync);
+        LogError when the PCR and the log disagree otherwise. Call with the lock held."""
+        value = tpm.pcr_read([self.pcr])[self.pcr]
+        digests = [e.digest for e in entries]
+        action = recovery_action(digests, value)
+        if action is Recovery.COMPLETE_LAST_EXTEND:
+            tpm.pcr_extend(self.pcr, digests[-1])
+        elif action is Recovery.RESET_EMPTY_EPOCH:
+            tpm.pcr_reset(self.pcr)
+        elif action is Recovery.MISMATCH:
+            raise LogError(
+                f"PCR {self.pcr} is {value.hex()} but the log {self.path} replays to {replay(digests).hex()}: "
+                "something other than the agent extended the PCR, or the log is not this boot's. "
+                "Certificates are refused until the log is re-based (`aicert-agent rebase`) with no run in flight."
+            )
+        return action
 
     def rebase(self, tpm: PcrDevice) -> str:
         """Start a new epoch: a fresh log, then a reset PCR. Only when no run is in flight."""
@@ -222,6 +227,9 @@ class MeasurementLog:
             header, entries, valid = self._read()
             if header is None:
                 raise LogError(f"{self.path} has no epoch; call recover() first")
+            # An extend that failed after its entry was logged (TPM error) is completed now, before
+            # the next measurement, not at the next restart.
+            self._bring_in_step(tpm, entries)
             entry = Entry(len(entries), event_digest(body), kind, run, body)
             line = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True).encode() + b"\n"
             with open(self.path, "r+b") as f:

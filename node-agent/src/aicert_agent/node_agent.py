@@ -204,6 +204,16 @@ class NodeAgent:
         )
         return ok
 
+    def probe_tpm(self) -> None:
+        """Raises when the TPM does not answer (the lease is then not renewed)."""
+        with self.log.locked():
+            self.tpm.pcr_read([self.log.pcr])
+
+    def relabel(self) -> None:
+        """After a lease renewal: label the node again (the operator may have taken it out of
+        scheduling while this agent was silent). Only called once start() found the AK good."""
+        self.kube.label_node(self.config.assurance)
+
     # --- one pass ----------------------------------------------------------------------------
 
     def reconcile_all(self, pods: list[dict[str, Any]]) -> None:

@@ -13,12 +13,14 @@ from prometheus_client import start_http_server
 
 from aicert.cli.verify import trust_store
 from aicert.contract.pod import ContractError, PodSettings
+from aicert.training import agent_lease_name
 from aicert.trust import TrustError
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
 from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.tpm.client import Tpm, TpmError
+from aicert_kube.lease import LeaseLock
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -38,7 +40,18 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     start_http_server(args.metrics_port)
-    kube = AgentKube(client.ApiClient(), args.node)
+    api = client.ApiClient()
+    kube = AgentKube(api, args.node)
+    # Liveness: the lease says this node's agent and TPM work; the operator unlabels a node whose
+    # lease lapses. It is taken before the node is labelled, and renewed only while the TPM answers.
+    lease = LeaseLock(
+        client.CoordinationV1Api(api),
+        args.lease_namespace,
+        agent_lease_name(args.node),
+        args.node,
+        args.lease_seconds,
+    )
+    lost = threading.Event()
     try:
         with Tpm(args.tpm) as tpm:
             agent = NodeAgent(
@@ -51,13 +64,27 @@ def serve(args: argparse.Namespace) -> int:
                 ak_identity(tpm, tuple(args.ak_chain)),
                 trust,
             )
+            lease.try_acquire()
             if not agent.start():
                 log.error("this node cannot certify; the assurance label was removed")
                 stop.wait()
                 return 1
+
+            def on_lost() -> None:
+                lost.set()
+                stop.set()
+
+            lease.hold(on_lost, stop, healthy=agent.probe_tpm, on_renewed=agent.relabel)
             agent.run(stop)
     except TpmError as exc:
         kube.label_node(None)
         log.error("%s", exc)
+        return 3
+    if lost.is_set():
+        kube.label_node(None)
+        log.error(
+            "the TPM or the API server stopped answering for %s s; the node was unlabelled",
+            args.lease_seconds,
+        )
         return 3
     return 0

@@ -15,9 +15,10 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from aicert.contract.pod import ContractError
+from aicert_kube.lease import LeaseLock
 from aicert_operator import handlers
 from aicert_operator.kube import Kube
-from aicert_operator.leader import LeaseLock
+from aicert_operator.liveness import watch_agents
 from aicert_operator.settings import Settings
 
 
@@ -52,6 +53,12 @@ def main() -> int:
         return 0
     lease.hold(on_lost=lambda: os._exit(1), stop=stop)  # never two active operators
     start_http_server(operator_settings.metrics_port)
+    watch_agents(
+        Kube(api, instance=operator_settings.identity),
+        operator_settings.lease_namespace,
+        operator_settings.agent_check_seconds,
+        stop,
+    )
 
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:

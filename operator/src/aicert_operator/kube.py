@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aicert.contract.status import REPORTER_OPERATOR
-from aicert.training import FIELD_MANAGER_OPERATOR, LABEL_TRAINING_UID
+from aicert.training import AGENT_LEASE_PREFIX, FIELD_MANAGER_OPERATOR, LABEL_ASSURANCE, LABEL_TRAINING_UID
 from aicert_kube import TrainingClient
 
 
@@ -48,6 +49,7 @@ class Kube(TrainingClient):
         )
         self.core = client.CoreV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
 
     def list_pods(self, namespace: str, training_uid: str) -> list[dict[str, Any]]:
         """A consistent read (served by etcd, not a cache), so a pod just created is always seen."""
@@ -97,6 +99,28 @@ class Kube(TrainingClient):
         except ApiException as exc:
             if exc.status != 409:
                 raise
+
+    def labelled_nodes(self) -> list[str]:
+        """Nodes that currently take training runs (an agent labelled them)."""
+        nodes = self.core.list_node(label_selector=LABEL_ASSURANCE).items
+        return [str(n.metadata.name) for n in nodes if n.metadata is not None]
+
+    def agent_leases(self, namespace: str) -> dict[str, dt.datetime | None]:
+        """Node -> until when its agent's lease is valid."""
+        found: dict[str, dt.datetime | None] = {}
+        for lease in self.coordination.list_namespaced_lease(namespace).items:
+            name = str(lease.metadata.name if lease.metadata else "")
+            if name.startswith(AGENT_LEASE_PREFIX):
+                spec = lease.spec
+                found[name.removeprefix(AGENT_LEASE_PREFIX)] = (
+                    spec.renew_time + dt.timedelta(seconds=spec.lease_duration_seconds or 0)
+                    if spec is not None and spec.renew_time is not None
+                    else None
+                )
+        return found
+
+    def unlabel_node(self, node: str) -> None:
+        self.core.patch_node(node, {"metadata": {"labels": {LABEL_ASSURANCE: None}}})
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:

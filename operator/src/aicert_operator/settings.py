@@ -22,6 +22,7 @@ class Settings:
     lease_namespace: str = "aicert-system"
     lease_name: str = "aicert-operator"
     lease_seconds: float = 15.0
+    agent_check_seconds: float = 10.0  # how often nodes whose agent lease expired lose their label
     identity: str = field(default_factory=socket.gethostname)
 
     @classmethod
@@ -39,5 +40,6 @@ class Settings:
             lease_namespace=e.get("AICERT_LEASE_NAMESPACE", base.lease_namespace),
             lease_name=e.get("AICERT_LEASE_NAME", base.lease_name),
             lease_seconds=float(e.get("AICERT_LEASE_SECONDS", base.lease_seconds)),
+            agent_check_seconds=float(e.get("AICERT_AGENT_CHECK_SECONDS", base.agent_check_seconds)),
             identity=e.get("POD_NAME") or base.identity,
         )

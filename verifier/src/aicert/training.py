@@ -38,6 +38,13 @@ GATE_TIMEOUT_EXIT: Final = 4  # exit code of aicert-gate when the agent never op
 
 CERTIFICATE_MAX_BYTES: Final = 1_048_576  # status.certificate's maxLength in the CRD
 
+AGENT_LEASE_PREFIX: Final = "aicert-agent-"  # the agent of node N renews Lease aicert-agent-N
+
+
+def agent_lease_name(node: str) -> str:
+    return f"{AGENT_LEASE_PREFIX}{node}"
+
+
 FIELD_MANAGER_OPERATOR: Final = "aicert-operator"
 FIELD_MANAGER_AGENT: Final = "aicert-agent"
 

@@ -1,7 +1,10 @@
-"""One active operator among replicas: a coordination.k8s.io Lease, renewed in the background.
+"""A coordination.k8s.io Lease, renewed in the background.
 
-A replica that cannot renew its lease before it expires stops (the process exits and the
-Deployment restarts it as a standby): two replicas never reconcile at once.
+The operator holds one to be the only active replica: a replica that cannot renew before the lease
+expires stops (the process exits and the Deployment restarts it as a standby), so two replicas
+never reconcile at once. Each node agent holds one for its node (`agent_lease_name`): it renews it
+only while its TPM answers, and the operator takes a node whose agent lease expired out of
+scheduling.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-log = logging.getLogger("aicert_operator.leader")
+log = logging.getLogger("aicert_kube.lease")
 
 
 def _now() -> dt.datetime:
@@ -59,11 +62,7 @@ class LeaseLock:
             return True
         spec = lease.spec or client.V1LeaseSpec()
         holder = spec.holder_identity
-        renewed = spec.renew_time
-        expired = renewed is None or _now() > renewed + dt.timedelta(
-            seconds=spec.lease_duration_seconds or self.seconds
-        )
-        if holder not in (None, self.identity) and not expired:
+        if holder not in (None, self.identity) and not expired(lease, _now(), self.seconds):
             return False
         lease.spec = self._spec(spec.acquire_time if holder == self.identity else None)
         try:
@@ -76,18 +75,31 @@ class LeaseLock:
             raise
         return True
 
-    def hold(self, on_lost: Callable[[], None], stop: threading.Event) -> threading.Thread:
-        """Renew every third of the lease duration until `stop`; call `on_lost` if renewal fails."""
+    def hold(
+        self,
+        on_lost: Callable[[], None],
+        stop: threading.Event,
+        *,
+        healthy: Callable[[], None] | None = None,
+        on_renewed: Callable[[], None] | None = None,
+    ) -> threading.Thread:
+        """Renew every third of the lease duration until `stop`; call `on_lost` if renewal fails
+        until the lease would have expired. `healthy` runs before each renewal: when it raises, the
+        lease is not renewed. `on_renewed` runs after each renewal."""
 
         def renew() -> None:
             deadline = time.monotonic() + self.seconds
             while not stop.wait(self.seconds / 3):
                 try:
+                    if healthy is not None:
+                        healthy()
                     if self.try_acquire():
                         deadline = time.monotonic() + self.seconds
+                        if on_renewed is not None:
+                            on_renewed()
                         continue
                 except Exception as exc:  # keep trying until the lease would have expired
-                    log.warning("lease renewal failed: %s", exc)
+                    log.warning("lease %s/%s not renewed: %s", self.namespace, self.name, exc)
                 if time.monotonic() >= deadline:
                     log.error("lost the lease %s/%s; stopping", self.namespace, self.name)
                     on_lost()
@@ -104,3 +116,12 @@ class LeaseLock:
                 return True
             stop.wait(self.seconds / 3)
         return False
+
+
+def expired(lease: client.V1Lease, now: dt.datetime, default_seconds: float = 0) -> bool:
+    """Has the lease's holder stopped renewing it in time? (`default_seconds` when it names no
+    duration.)"""
+    spec = lease.spec or client.V1LeaseSpec()
+    if spec.renew_time is None:
+        return True
+    return bool(now > spec.renew_time + dt.timedelta(seconds=spec.lease_duration_seconds or default_seconds))
