@@ -97,8 +97,11 @@ class LocalCluster:
     A context manager: `__enter__` starts the cluster and waits until it is ready, `__exit__` stops it.
     """
 
-    def __init__(self, workdir: Path, *, bin_dir: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *, bin_dir: Path | None = None, audit: bool = False) -> None:
+        """`audit`: kube-apiserver writes one JSON line per finished request to `audit_log` (who,
+        verb, resource), for benchmarks that count requests by client."""
         self.workdir = Path(workdir).resolve()
+        self.audit = audit
         self.bin_dir = Path(bin_dir).resolve() if bin_dir is not None else ensure_binaries()
         missing = [n for n in (*COMPONENTS, "kubectl") if not (self.bin_dir / n).is_file()]
         if missing:
@@ -109,6 +112,7 @@ class LocalCluster:
         self.etcd_dir = self.workdir / "etcd"
         self.ca_file = self.pki_dir / "ca.crt"
         self.admin_kubeconfig = self.kubeconfig_dir / "admin.kubeconfig"
+        self.audit_log = self.log_dir / "audit.log"
         self.issuer = ISSUER
         self.api_audiences = (ISSUER,)
         self.apiserver_port = 0
@@ -484,9 +488,25 @@ class LocalCluster:
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_flags(),
             ],
         )
         self._poll(lambda: self._get(self.server, "/readyz") == "ok", deadline, "kube-apiserver", "/readyz")
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
+            "omitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: Metadata\n"
+        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=0",
+        ]
 
     def _start_controller_manager(self) -> None:
         pki = self._require_pki()

@@ -101,6 +101,7 @@ class Stack:
     plain_nodes: tuple[str, ...] = ("cpu-1",)  # no TPM, no agent
     assurance: str = "dev"  # what a swtpm with a dev CA can honestly claim
     bin_dir: Path | None = None
+    audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
     cluster: LocalCluster = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
@@ -127,7 +128,7 @@ class Stack:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cluster = LocalCluster(self.workdir / "cluster", bin_dir=self.bin_dir)
+        self.cluster = LocalCluster(self.workdir / "cluster", bin_dir=self.bin_dir, audit=self.audit)
         self.cluster.start()
         self.cluster.wait_ready()
         self.cluster.kubectl("apply", "--server-side", "-f", str(CRD))

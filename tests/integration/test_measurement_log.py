@@ -273,3 +273,18 @@ def test_a_failed_extend_is_completed_before_the_next_measurement(provisioned_tp
         log.append(tpm, "r1", {**content, "name": "e"})
         assert len(log.entries()) == 3
         assert replay(e.digest for e in log.entries()) == pcr_value(tpm)  # in step, nothing extended twice
+
+
+def test_a_second_reader_sees_appends_and_rebases_through_its_cache(provisioned_tpm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Entries are parsed once and kept; another writer's appends and a re-base are still seen."""
+    with provisioned_tpm.open() as tpm:
+        writer = MeasurementLog(tmp_path / "m.log", PCR)
+        writer.rebase(tpm)
+        reader = MeasurementLog(tmp_path / "m.log", PCR)
+        measure_run(recorder(writer, tpm, "r1"), "a")
+        assert [e.type for e in reader.entries()] == [e.type for e in writer.entries()]
+        measure_run(recorder(writer, tpm, "r2"), "b")
+        assert len(reader.entries()) == len(writer.entries()) == 6
+        assert replay(e.digest for e in reader.entries()) == pcr_value(tpm)
+        writer.rebase(tpm)
+        assert reader.entries() == [] and reader.epoch == writer.epoch

@@ -121,3 +121,30 @@ def test_log_is_kept_only_while_a_run_is_between_gate_and_end() -> None:
     assert not run_in_flight([PodRun("a", terminal=False, finished=True)], {"a"})
     assert not run_in_flight([PodRun("a", terminal=True, finished=False)], {"a"})
     assert run_in_flight([PodRun("b", terminal=True, finished=False), measuring], {"a", "b"})
+
+
+def test_an_opened_gate_is_not_opened_again_from_a_stale_view_of_the_pod() -> None:
+    """The pod list the agent works from may predate its own gate marker: the gate still looks
+    running while training already writes its output. Opening it again would re-check an output
+    that is (rightly) no longer empty."""
+    assert plan(GATING, MEASURED, Markers(True, False, False), 2, False) == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "markers", "expected"),
+    [
+        (GATING, NO_MARKERS, True),
+        (GATING, Markers(True, False, False), False),  # gate already open
+        (TRAINING, Markers(True, False, False), False),  # nothing to do while training
+        (TRAINED, Markers(True, False, False), True),  # seal running
+        (TRAINED, Markers(True, True, False), False),
+        (TRAINED, Markers(True, False, True), False),
+        (PodFacts(True, False, False, None, False), NO_MARKERS, False),  # terminal
+    ],
+)
+def test_the_agent_acts_only_while_gate_or_seal_runs(
+    facts: PodFacts, markers: Markers, expected: bool
+) -> None:
+    from aicert_agent.pod_plan import may_act
+
+    assert may_act(facts, markers) is expected

@@ -4,6 +4,6 @@ The decisions and the bodies live in `aicert.contract`; this package only sends 
 and the agent import it; it imports neither of them.
 """
 
-from aicert_kube.trainings import TrainingClient
+from aicert_kube.trainings import TrainingClient, raw_json
 
-__all__ = ["TrainingClient"]
+__all__ = ["TrainingClient", "raw_json"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aicert.certificate import DEFAULT_MEASUREMENT_PCR
 from aicert_agent.local_run import EXIT_REFUSED, EXIT_USAGE, LOG_FILE, LocalRun, execute
+from aicert_agent.markers import WAITERS, add_waiter_arguments, wait
 
 DEFAULT_TPM = os.environ.get("AICERT_TPM", "device:/dev/tpmrm0")
 DEFAULT_STATE = Path(os.environ.get("AICERT_STATE_DIR", "/run/aicert"))
@@ -70,21 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebase.set_defaults(func=_rebase)
 
-    waiters = (
-        ("gate", "wait until the agent measured the inputs (init container)"),
-        ("seal", "wait until the agent certified the outputs (exit 3 if it refused)"),
-    )
-    for action, text in waiters:
+    for action, text in WAITERS.items():
         waiter = sub.add_parser(action, help=text)
-        waiter.add_argument("--control", type=Path, required=True, help="the control volume's mount path")
-        if action == "gate":
-            waiter.add_argument(
-                "--timeout",
-                type=float,
-                default=None,
-                metavar="SECONDS",
-                help="give up (exit 4) after this long",
-            )
+        add_waiter_arguments(waiter, action)
         waiter.set_defaults(func=_wait)
 
     serve = sub.add_parser("serve", help="run as the Kubernetes node agent (DaemonSet)")
@@ -175,9 +164,7 @@ def _rebase(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    from aicert_agent.markers import wait_gate, wait_seal
-
-    return wait_gate(args.control, args.timeout) if args.command == "gate" else wait_seal(args.control)
+    return wait(args.command, args)
 
 
 def _serve(args: argparse.Namespace) -> int:

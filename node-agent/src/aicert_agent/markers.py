@@ -8,11 +8,19 @@ SEAL_REFUSED_EXIT with the agent's reason when it refused.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from aicert.training import GATE_TIMEOUT_EXIT, MARKER_GATE, MARKER_REFUSED, MARKER_SEALED, SEAL_REFUSED_EXIT
+from aicert.contract.markers import (
+    GATE_TIMEOUT_EXIT,
+    MARKER_GATE,
+    MARKER_REFUSED,
+    MARKER_SEALED,
+    SEAL_REFUSED_EXIT,
+)
 
 POLL_SECONDS = 0.2
 
@@ -59,3 +67,29 @@ def wait_seal(control: Path) -> int:
         if refused is not None:
             return refused
         time.sleep(POLL_SECONDS)
+
+
+WAITERS = {
+    "gate": "wait until the agent measured the inputs (init container)",
+    "seal": "wait until the agent certified the outputs (exit 3 if it refused)",
+}
+
+
+def add_waiter_arguments(parser: argparse.ArgumentParser, action: str) -> None:
+    parser.add_argument("--control", type=Path, required=True, help="the control volume's mount path")
+    if action == "gate":
+        parser.add_argument(
+            "--timeout", type=float, default=None, metavar="SECONDS", help="give up (exit 4) after this long"
+        )
+
+
+def wait(action: str, args: argparse.Namespace) -> int:
+    return wait_gate(args.control, args.timeout) if action == "gate" else wait_seal(args.control)
+
+
+def waiter_main(argv: Sequence[str]) -> int:
+    """`python -m aicert_agent gate|seal …` without loading the rest of the agent."""
+    action, rest = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(prog=f"aicert-agent {action}", description=WAITERS[action])
+    add_waiter_arguments(parser, action)
+    return wait(action, parser.parse_args(rest))

@@ -97,6 +97,8 @@ class MeasurementLog:
         self.path = path
         self.pcr = pcr
         self._lock = threading.RLock()
+        # (inode, size, header, entries, valid length) of the last read: see _read
+        self._cache: tuple[int, int, dict[str, Any] | None, tuple[Entry, ...], int] | None = None
         self._depth = 0  # re-entry by the thread holding _lock: flock is taken once
 
     @contextmanager
@@ -123,15 +125,33 @@ class MeasurementLog:
     # --- reading -------------------------------------------------------------------------
 
     def _read(self) -> tuple[dict[str, Any] | None, list[Entry], int]:
-        """Header, entries, and the byte length of the valid prefix (a torn last line is dropped)."""
+        """Header, entries, and the byte length of the valid prefix (a torn last line is dropped).
+
+        Each entry is parsed and checked once: within an epoch the file only grows (a new epoch is a
+        new file, recovery only truncates), so what was read before is kept, keyed by inode and
+        size, and only the bytes appended since are read."""
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                cached = self._cache
+                if cached is not None and cached[0] == st.st_ino and cached[1] == st.st_size:
+                    return cached[2], list(cached[3]), cached[4]
+                if cached is not None and cached[0] == st.st_ino and st.st_size > cached[4] == cached[1]:
+                    f.seek(cached[4])
+                    header, entries, valid = self._parse(f.read(), cached[2], list(cached[3]), cached[4])
+                else:
+                    header, entries, valid = self._parse(f.read(), None, [], 0)
         except FileNotFoundError:
+            self._cache = None
             return None, [], 0
+        self._cache = (st.st_ino, st.st_size, header, tuple(entries), valid)
+        return header, entries, valid
+
+    def _parse(
+        self, data: bytes, header: dict[str, Any] | None, entries: list[Entry], offset: int
+    ) -> tuple[dict[str, Any] | None, list[Entry], int]:
         lines = data.split(b"\n")
-        valid = 0
-        header: dict[str, Any] | None = None
-        entries: list[Entry] = []
+        valid = offset
         for index, line in enumerate(lines):
             complete = index < len(lines) - 1  # the text after the last newline was never finished
             if not line or not complete:
@@ -139,7 +159,8 @@ class MeasurementLog:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
-                raise LogError(f"{self.path}: line {index + 1} is damaged; re-base the log") from None
+                line_number = 1 if header is None else len(entries) + 2
+                raise LogError(f"{self.path}: line {line_number} is damaged; re-base the log") from None
             if header is None:
                 header = obj
             else:

@@ -1,8 +1,9 @@
 """The node agent on Kubernetes: measure, gate, seal and certify the training pods on one node.
 
-One loop, one pod at a time (the TPM serves one client; hashing uses every core anyway). Each
-pass plans every pod with the pure `pod_plan.plan` and carries out the steps; every step is safe
-to repeat, so a restart at any point neither loses nor duplicates a measurement.
+One loop of passes; in a pass several pods are worked on at once (hashing in parallel, every TPM
+operation serialized by the measurement log's lock). Each pod is first checked against the pod
+contract (`pod_check`), then planned with the pure `pod_plan.plan`; every step is safe to repeat,
+so a restart at any point neither loses nor duplicates a measurement.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,16 @@ from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
 from aicert_agent.pod_check import Action, Problem, check_pod, network_problem, volume_problem
-from aicert_agent.pod_plan import Markers, PodFacts, PodRun, RunProgress, Step, plan, run_in_flight
+from aicert_agent.pod_plan import (
+    Markers,
+    PodFacts,
+    PodRun,
+    RunProgress,
+    Step,
+    may_act,
+    plan,
+    run_in_flight,
+)
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 
@@ -82,6 +93,7 @@ class AgentConfig:
     assurance: Assurance
     pod: PodSettings  # the operator's: a pod is measured only when it is exactly the contract's pod
     resync_seconds: float = 2.0
+    workers: int = 4  # pods worked on at once
 
 
 @dataclass
@@ -89,6 +101,8 @@ class PodContext:
     pod: dict[str, Any]
     training: dict[str, Any]
     spec: TrainingSpec
+    # claims read in this pass (a claim a pod uses cannot be replaced while the pod lives)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def uid(self) -> str:
@@ -166,6 +180,7 @@ class NodeAgent:
     ak: AkIdentity
     trust: TrustStore
     _salts: dict[str, str] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -217,16 +232,22 @@ class NodeAgent:
     # --- one pass ----------------------------------------------------------------------------
 
     def reconcile_all(self, pods: list[dict[str, Any]]) -> None:
-        for pod in pods:
-            try:
-                self.reconcile_pod(pod)
-            except Exception:
-                log.exception("pod %s/%s", pod["metadata"].get("namespace"), pod["metadata"].get("name"))
+        """One pass over the node's pods, several at once: hashing runs in parallel, every TPM
+        operation holds the measurement log's lock. The epoch is re-based only between passes."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="pod")
+        list(self._pool.map(self._reconcile_logged, pods))
         entries = self.log.entries()
         if entries and not run_in_flight([self._pod_run(p) for p in pods], {e.run for e in entries}):
             self.log.rebase(self.tpm)  # nothing in flight: keep certificates small
             metrics.LOG_REBASES.labels("idle").inc()
             log.info("no run in flight: new measurement epoch")
+
+    def _reconcile_logged(self, pod: dict[str, Any]) -> None:
+        try:
+            self.reconcile_pod(pod)
+        except Exception:
+            log.exception("pod %s/%s", pod["metadata"].get("namespace"), pod["metadata"].get("name"))
 
     def _pod_run(self, pod: dict[str, Any]) -> PodRun:
         uid = str(pod["metadata"]["uid"])
@@ -248,29 +269,29 @@ class NodeAgent:
 
     def reconcile_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        labels = meta.get("labels") or {}
-        training = self.kube.get_training(meta["namespace"], labels.get(LABEL_TRAINING, ""))
-        if training is None:
-            return
-        ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
-        control = self._control(ctx.uid)
+        control = self._control(str(meta["uid"]))
         if not control.is_dir():
             return  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
         facts = pod_facts(pod)
-        if facts.terminal or markers.sealed or markers.refused:
+        if not may_act(facts, markers):
+            return  # nothing to do now: no need to read the training
+        training = self.kube.get_training(
+            meta["namespace"], (meta.get("labels") or {}).get(LABEL_TRAINING, "")
+        )
+        if training is None:
             return
+        ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
         verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
         if verdict.action is Action.WAIT:
             return
         if verdict.action is not Action.MEASURE:
             assert verdict.reason is not None
-            if facts.gate_running or facts.seal_running:  # its control volume is mounted now
-                self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
+            self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
             return
         entries = self.log.entries()
         steps = plan(
-            pod_facts(pod),
+            facts,
             run_progress(entries, ctx.uid),
             markers,
             len(ctx.spec.inputs),
@@ -296,16 +317,24 @@ class NodeAgent:
         )
 
     def _claim_path(self, ctx: PodContext, claim: str) -> Path:
-        return pvc_path(self.config.kubelet_root, ctx.uid, self.kube.pv_of_claim(ctx.namespace, claim))
+        volume = (self._claim(ctx, claim).get("spec") or {}).get("volumeName")
+        if not volume:
+            raise VolumeNotFound(f"PVC {ctx.namespace}/{claim} is not bound to a volume")
+        return pvc_path(self.config.kubelet_root, ctx.uid, str(volume))
+
+    def _claim(self, ctx: PodContext, name: str) -> dict[str, Any]:
+        if name not in ctx.claims:
+            try:
+                ctx.claims[name] = self.kube.get_claim(ctx.namespace, name)
+            except LookupError as exc:
+                raise VolumeNotFound(str(exc)) from None
+        return ctx.claims[name]
 
     def _check_volumes(self, ctx: PodContext) -> None:
         """Refuse unless the output is the pod's alone and nobody else can write the inputs now."""
         output = ctx.output_claim
         names = [i.persistentVolumeClaim.claimName for i in ctx.spec.inputs] + ([output] if output else [])
-        try:
-            claims = {n: self.kube.get_claim(ctx.namespace, n) for n in names}
-        except LookupError as exc:
-            raise Refusal(Reason.VOLUME_NOT_FOUND, str(exc)) from None
+        claims = {n: self._claim(ctx, n) for n in names}
         pods = self.kube.pods_in_namespace(ctx.namespace)
         problem = volume_problem(ctx.spec, claims, pods, ctx.uid, output_claim=output)
         if problem is not None:

@@ -50,6 +50,15 @@ class Markers:
     refused: bool
 
 
+def may_act(pod: PodFacts, markers: Markers) -> bool:
+    """Can the agent do anything for this pod now? Only while its gate runs and is not yet open,
+    or while its seal runs (then kubelet has its volumes mounted), and not once it is sealed or
+    refused. Otherwise the agent need not even read the pod's training."""
+    if pod.terminal or markers.sealed or markers.refused:
+        return False
+    return (pod.gate_running and not markers.gate) or pod.seal_running
+
+
 def plan(
     pod: PodFacts, run: RunProgress, markers: Markers, inputs_expected: int, certified: bool
 ) -> list[Step]:
@@ -60,8 +69,10 @@ def plan(
             return []  # its control volume may not be mounted (or not any more)
         return [Step.MARK_SEALED] if certified else [Step.PUBLISH]
     if not pod.gate_done:
-        if not pod.gate_running:
-            return []  # volumes may not be mounted yet
+        if not pod.gate_running or markers.gate:
+            # volumes may not be mounted yet; or the gate is open and training may be writing its
+            # output (the pod we were given is older than the marker): the gate opens once
+            return []
         steps = [] if run.started else [Step.BEGIN]
         if run.inputs_measured < inputs_expected:
             steps.append(Step.MEASURE_INPUTS)

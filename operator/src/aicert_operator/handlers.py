@@ -28,6 +28,8 @@ from aicert_operator.settings import Settings
 FINALIZER = "aicert.dev/cleanup"
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 _wakeups: dict[str, asyncio.TimerHandle] = {}  # one pending "look again at the deadline" per training
+_queued: set[str] = set()  # trainings with a reconcile waiting for their lock (at most one each)
+_own_writes: dict[str, str] = {}  # training -> resourceVersion of the operator's latest status write
 
 
 def _context(memo: Any) -> tuple[Kube, Settings]:
@@ -66,7 +68,9 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         logger.info("deleted pod %s", name)
     if decision.status and not status_unchanged(training.status, decision.status):
         before = training.status.get("phase")
-        kube.apply_status(training.namespace, training.name, decision.status)
+        written = kube.apply_status(training.namespace, training.name, decision.status)
+        if written is not None:
+            _own_writes[f"{training.namespace}/{training.name}"] = written
         if decision.status["phase"] != before:
             metrics.PHASES.labels(decision.status["phase"]).inc()
             logger.info("phase %s -> %s: %s", before, decision.status["phase"], decision.status["message"])
@@ -131,7 +135,13 @@ async def reconcile_training(namespace: str | None, name: str, memo: Any, logger
     if namespace is None:
         return
     kube, settings = _context(memo)
-    async with _locks[f"{namespace}/{name}"]:
+    key = f"{namespace}/{name}"
+    if key in _queued:
+        return  # a reconcile is already waiting for the lock: it will read the state this event shows
+    _queued.add(key)
+    async with _locks[key]:
+        await asyncio.sleep(settings.coalesce_seconds)  # let a burst of events settle into one read
+        _queued.discard(key)
         with metrics.RECONCILE_SECONDS.time():
             body = await asyncio.to_thread(kube.get_training, namespace, name)  # fresh, not the event's copy
             if body is None:
@@ -161,14 +171,18 @@ def _wake_at_deadline(namespace: str, name: str, delay: float | None, memo: Any,
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def training_changed(
-    namespace: str | None, name: str, type: str, memo: Any, logger: Logger, **_: Any
+    namespace: str | None, name: str, type: str, body: Mapping[str, Any], memo: Any, logger: Logger, **_: Any
 ) -> None:
+    key = f"{namespace}/{name}"
     if type == "DELETED":
-        _locks.pop(f"{namespace}/{name}", None)
-        wakeup = _wakeups.pop(f"{namespace}/{name}", None)
+        _locks.pop(key, None)
+        _own_writes.pop(key, None)
+        wakeup = _wakeups.pop(key, None)
         if wakeup is not None:
             wakeup.cancel()
         return
+    if _own_writes.get(key) == (body.get("metadata") or {}).get("resourceVersion"):
+        return  # the echo of our own status write: it shows nothing a reconcile has not seen
     await reconcile_training(namespace, name, memo, logger)
 
 
@@ -183,7 +197,7 @@ async def pod_changed(
     GROUP,
     VERSION,
     PLURAL,
-    interval=10.0,
+    interval=30.0,  # events drive reconciles; deadlines and retries schedule their own wake-ups
     idle=0.0,
     when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"),
 )

@@ -23,6 +23,7 @@ class Settings:
     lease_name: str = "aicert-operator"
     lease_seconds: float = 15.0
     agent_check_seconds: float = 10.0  # how often nodes whose agent lease expired lose their label
+    coalesce_seconds: float = 0.5  # events of one training within this window make one reconcile
     identity: str = field(default_factory=socket.gethostname)
 
     @classmethod
@@ -41,5 +42,6 @@ class Settings:
             lease_name=e.get("AICERT_LEASE_NAME", base.lease_name),
             lease_seconds=float(e.get("AICERT_LEASE_SECONDS", base.lease_seconds)),
             agent_check_seconds=float(e.get("AICERT_AGENT_CHECK_SECONDS", base.agent_check_seconds)),
+            coalesce_seconds=float(e.get("AICERT_COALESCE_SECONDS", base.coalesce_seconds)),
             identity=e.get("POD_NAME") or base.identity,
         )

@@ -12,6 +12,27 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aicert.certificate import Assurance
+from aicert.contract.markers import (  # re-exported: the pod's control protocol
+    CONTROL_MOUNT as CONTROL_MOUNT,
+)
+from aicert.contract.markers import (
+    CONTROL_VOLUME as CONTROL_VOLUME,
+)
+from aicert.contract.markers import (
+    GATE_TIMEOUT_EXIT as GATE_TIMEOUT_EXIT,
+)
+from aicert.contract.markers import (
+    MARKER_GATE as MARKER_GATE,
+)
+from aicert.contract.markers import (
+    MARKER_REFUSED as MARKER_REFUSED,
+)
+from aicert.contract.markers import (
+    MARKER_SEALED as MARKER_SEALED,
+)
+from aicert.contract.markers import (
+    SEAL_REFUSED_EXIT as SEAL_REFUSED_EXIT,
+)
 
 GROUP: Final = "aicert.dev"
 VERSION: Final = "v1alpha1"
@@ -28,13 +49,6 @@ LABEL_ATTEMPT: Final = "aicert.dev/attempt"
 CONTAINER_GATE: Final = "aicert-gate"
 CONTAINER_TRAIN: Final = "train"
 CONTAINER_SEAL: Final = "aicert-seal"
-CONTROL_VOLUME: Final = "aicert-control"
-CONTROL_MOUNT: Final = "/run/aicert-control"
-MARKER_GATE: Final = "inputs-measured"  # written by the agent: the train container may start
-MARKER_SEALED: Final = "sealed"  # written by the agent: the certificate is in the status
-MARKER_REFUSED: Final = "refused"  # written by the agent: no certificate; the file says why
-SEAL_REFUSED_EXIT: Final = 3  # exit code of aicert-gate/aicert-seal when the agent refused the pod
-GATE_TIMEOUT_EXIT: Final = 4  # exit code of aicert-gate when the agent never opened the gate
 
 CERTIFICATE_MAX_BYTES: Final = 1_048_576  # status.certificate's maxLength in the CRD
 
