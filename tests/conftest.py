@@ -1,19 +1,15 @@
-"""Shared test fixtures: where the reference data in ../shared lives."""
+"""Shared test fixtures: the public reference data in tests/assets."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AICERT_SHARED_DIR", REPO.parent / "shared"))
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 @pytest.fixture(scope="session")
 def azure_dir() -> Path:
-    path = SHARED / "azure"
-    if not (path / "aicert-proof-sample.json").exists():
-        pytest.fail(f"reference data missing: {path} (set AICERT_SHARED_DIR)")
-    return path
+    """The Azure vTPM root and intermediate certificates and a real old AICert proof file."""
+    return ASSETS / "azure"

@@ -77,6 +77,15 @@ class Run:
     def wait(self, *phases: str, timeout: float = 120) -> dict[str, Any]:
         return self.stack.wait_for(self.name, phases, namespace=self.namespace, timeout=timeout)
 
+    def wait_reason(self, reason: str, timeout: float = 60) -> dict[str, Any]:
+        """The status once its reason is `reason` (a state that is not a phase of its own)."""
+        deadline = time.monotonic() + timeout
+        while (status := self.status).get("reason") != reason:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} never reached reason {reason}: {status}")
+            time.sleep(0.3)
+        return status
+
     def per_attempt_output(self) -> Run:
         """Write the output to a fresh claim per attempt (spec.output.volumeClaimTemplate)."""
         self.body["spec"]["output"] = {

@@ -224,10 +224,7 @@ def test_a_refused_pod_is_a_visible_pending_state(stack: Stack, run: Any) -> Non
     }
     stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(quota))
     r = run(namespace=ns).apply()
-    deadline = time.monotonic() + 60
-    while (status := r.status).get("reason") != "PodRejected":
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    status = r.wait_reason("PodRejected")
     assert status["phase"] == "Pending" and "exceeded quota" in status["message"]
     stack.cluster.kubectl("delete", "resourcequota", "no-pods", "-n", ns)
     assert r.wait("Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
@@ -253,10 +250,7 @@ def test_a_pod_holding_the_attempts_name_is_not_adopted(stack: Stack, run: Any, 
     }
     stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(squatter))
     r.apply()
-    deadline = time.monotonic() + 60
-    while (status := r.status).get("reason") != "PodNameTaken":
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    status = r.wait_reason("PodNameTaken")
     assert status["phase"] == "Pending" and "podUID" not in status
     stack.cluster.kubectl("delete", "pod", f"{r.name}-1", "--wait=true")
     status = r.wait("Succeeded", "Failed", timeout=120)["status"]
@@ -287,10 +281,7 @@ def test_a_node_whose_agent_died_takes_no_new_runs(stack: Stack, run: Any) -> No
             assert time.monotonic() < deadline, "the dead agent's node kept its label"
             time.sleep(0.3)
         r = run().apply()
-        deadline = time.monotonic() + 60
-        while (status := r.status).get("reason") != "Unschedulable":
-            assert time.monotonic() < deadline, status
-            time.sleep(0.3)
+        status = r.wait_reason("Unschedulable")
     finally:
         stack.agents["gpu-1"].start()
     stack.wait_for_label()

@@ -45,6 +45,23 @@ def ak_of(tpm: Tpm) -> AkIdentity:
     return AkIdentity(tpm.ak_public_pem(), (leaf.public_bytes(Encoding.PEM).decode(),))
 
 
+class ExtendFails:
+    """The TPM, except that extending raises `error` (the agent killed, or a TPM error, after the
+    entry was logged)."""
+
+    def __init__(self, tpm: Tpm, error: BaseException) -> None:
+        self.tpm, self.error = tpm, error
+
+    def pcr_read(self, indices: list[int]) -> dict[int, bytes]:
+        return self.tpm.pcr_read(indices)
+
+    def pcr_reset(self, index: int) -> None:
+        self.tpm.pcr_reset(index)
+
+    def pcr_extend(self, index: int, digest: bytes) -> None:
+        raise self.error
+
+
 def pcr_value(tpm: Tpm) -> bytes:
     return tpm.pcr_read([PCR])[PCR]
 
@@ -66,19 +83,6 @@ def test_restart_replays_the_log(provisioned_tpm, tmp_path: Path) -> None:  # ty
 
 
 def test_crash_after_logging_before_extending_is_completed_once(provisioned_tpm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    class CrashBeforeExtend:
-        def __init__(self, tpm: Tpm) -> None:
-            self.tpm = tpm
-
-        def pcr_read(self, indices: list[int]) -> dict[int, bytes]:
-            return self.tpm.pcr_read(indices)
-
-        def pcr_reset(self, index: int) -> None:
-            self.tpm.pcr_reset(index)
-
-        def pcr_extend(self, index: int, digest: bytes) -> None:
-            raise KeyboardInterrupt("agent killed")
-
     with provisioned_tpm.open() as tpm:
         log = MeasurementLog(tmp_path / "m.log", PCR)
         log.rebase(tpm)
@@ -86,7 +90,7 @@ def test_crash_after_logging_before_extending_is_completed_once(provisioned_tpm,
         rec.begin(node="n", name="a", attempt=0, spec={})
         with pytest.raises(KeyboardInterrupt):
             log.append(
-                CrashBeforeExtend(tpm),
+                ExtendFails(tpm, KeyboardInterrupt("agent killed")),
                 "r1",
                 {
                     "type": "aicert.input",
@@ -240,19 +244,6 @@ def test_a_failed_extend_is_completed_before_the_next_measurement(provisioned_tp
     """A TPM error after the entry was logged leaves the log one ahead; the next append catches up
     instead of leaving the log out of step until the node is idle."""
 
-    class FailingExtend:
-        def __init__(self, tpm: Tpm) -> None:
-            self.tpm = tpm
-
-        def pcr_read(self, indices: list[int]) -> dict[int, bytes]:
-            return self.tpm.pcr_read(indices)
-
-        def pcr_reset(self, index: int) -> None:
-            self.tpm.pcr_reset(index)
-
-        def pcr_extend(self, index: int, digest: bytes) -> None:
-            raise RuntimeError("TPM busy")
-
     with provisioned_tpm.open() as tpm:
         log = MeasurementLog(tmp_path / "m.log", PCR)
         log.rebase(tpm)
@@ -268,7 +259,7 @@ def test_a_failed_extend_is_completed_before_the_next_measurement(provisioned_tp
             "bytes": 0,
         }
         with pytest.raises(RuntimeError, match="TPM busy"):
-            log.append(FailingExtend(tpm), "r1", content)
+            log.append(ExtendFails(tpm, RuntimeError("TPM busy")), "r1", content)
         assert replay(e.digest for e in log.entries()) != pcr_value(tpm)  # one entry ahead
         log.append(tpm, "r1", {**content, "name": "e"})
         assert len(log.entries()) == 3

@@ -1,4 +1,4 @@
-"""The real AICert proof in ../shared/azure verifies, and every tampering fails the right check."""
+"""The real AICert proof in tests/assets/azure verifies, and every tampering fails the right check."""
 
 from __future__ import annotations
 

@@ -53,8 +53,9 @@ def main() -> int:
         return 0
     lease.hold(on_lost=lambda: os._exit(1), stop=stop)  # never two active operators
     start_http_server(operator_settings.metrics_port)
+    kube = Kube(api, instance=operator_settings.identity)
     watch_agents(
-        Kube(api, instance=operator_settings.identity),
+        kube,
         operator_settings.lease_namespace,
         operator_settings.agent_check_seconds,
         stop,
@@ -67,7 +68,7 @@ def main() -> int:
         settings.persistence.finalizer = handlers.FINALIZER
         settings.posting.enabled = False  # our own Events, with reasons, not kopf's log mirror
         settings.watching.server_timeout = 60
-        memo["kube"] = Kube(api, instance=operator_settings.identity)
+        memo["kube"] = kube
         memo["settings"] = operator_settings
 
     namespaces = [operator_settings.namespace] if operator_settings.namespace else []

@@ -1,4 +1,4 @@
-"""The `TrainingCertificate` document (DESIGN.md "The certificate") as strict pydantic models.
+"""The `TrainingCertificate` document (docs/certificate-format.md) as strict pydantic models.
 
 Parsing validates everything that can be checked without cryptography: shapes, enumerations,
 hex and base64 encodings, PCR indices. Unknown fields are refused so that nothing a verifier did

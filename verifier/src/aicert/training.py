@@ -54,11 +54,6 @@ CERTIFICATE_MAX_BYTES: Final = 1_048_576  # status.certificate's maxLength in th
 
 AGENT_LEASE_PREFIX: Final = "aicert-agent-"  # the agent of node N renews Lease aicert-agent-N
 
-
-def agent_lease_name(node: str) -> str:
-    return f"{AGENT_LEASE_PREFIX}{node}"
-
-
 FIELD_MANAGER_OPERATOR: Final = "aicert-operator"
 FIELD_MANAGER_AGENT: Final = "aicert-agent"
 
@@ -155,6 +150,11 @@ class TrainingSpec(_Spec):
 def pod_name(training: str, attempt: int) -> str:
     """Deterministic: one pod per attempt, whoever creates it and however often."""
     return f"{training}-{attempt}"
+
+
+def agent_lease_name(node: str) -> str:
+    """The Lease the agent of `node` renews while it and its TPM work."""
+    return f"{AGENT_LEASE_PREFIX}{node}"
 
 
 def output_claim_name(training: str, attempt: int) -> str:

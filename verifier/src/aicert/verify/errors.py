@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Check(StrEnum):
-    """Every verification check, in the order they run (DESIGN.md "Verification")."""
+    """Every verification check, in the order they run (docs/verification.md)."""
 
     AK_CHAIN = "ak-chain"  # 2. AK certificate path to a trusted root, valid at the time
     ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for

@@ -1,4 +1,4 @@
-"""`Verifier`: the checks of DESIGN.md "Verification", in order, failing closed.
+"""`Verifier`: the checks of docs/verification.md, in order, failing closed.
 
 Every check either passes or raises `VerificationError(check, reason)`; nothing is logged and
 skipped. Old AICert proofs are reduced to the same `QuoteEvidence` as ours and go through the
