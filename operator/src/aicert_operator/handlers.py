@@ -96,17 +96,16 @@ def _create_attempt(
     assert attempt is not None
     name = pod_name(training.name, attempt)
     identity = {"name": training.name, "namespace": training.namespace, "uid": training.uid}
-    kube.create_network_policy(
-        network_policy(**identity, attempt=attempt, egress=training.spec.network.egress)
-    )
+    policy = network_policy(**identity, attempt=attempt, egress=training.spec.network.egress)
     claim = attempt_output_claim(**identity, spec=training.spec, attempt=attempt)
     pod = training_pod(**identity, spec=training.spec, attempt=attempt, settings=settings.pod)
-    what = f"pod {name}"
+    what = f"NetworkPolicy {name}"
     try:
+        kube.create_network_policy(policy)
         if claim is not None:
             what = f"claim {claim['metadata']['name']}"
             kube.create_claim(claim)
-            what = f"pod {name}"
+        what = f"pod {name}"
         created = kube.create_pod(pod)
     except Rejected as exc:
         logger.warning("the API server refused %s: %s", what, exc)

@@ -97,8 +97,10 @@ class Kube(TrainingClient):
                 policy["metadata"]["namespace"], body, field_manager=FIELD_MANAGER_OPERATOR
             )
         except ApiException as exc:
-            if exc.status != 409:
-                raise
+            if exc.status == 409:
+                return
+            _raise_rejected(exc)
+            raise
 
     def labelled_nodes(self) -> list[str]:
         """Nodes that currently take training runs (an agent labelled them)."""
