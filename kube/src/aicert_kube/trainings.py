@@ -50,9 +50,15 @@ class TrainingClient:
             raise
         return dict(body)
 
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+    def apply_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, read_version: str | None = None
+    ) -> str | None:
         """Server-side apply of this manager's status fields; the training's resourceVersion after
-        the write, None when the training is gone."""
+        the write. None when the training is gone, or, with `read_version`, when it changed since
+        that version was read (nothing is written: decide again from a fresh read)."""
+        body = status_apply_body(name, status)
+        if read_version is not None:
+            body["metadata"]["resourceVersion"] = read_version  # a precondition for the apply
         try:
             written: Any = self.custom.patch_namespaced_custom_object_status(
                 GROUP,
@@ -60,13 +66,13 @@ class TrainingClient:
                 namespace,
                 PLURAL,
                 name,
-                status_apply_body(name, status),
+                body,
                 field_manager=self.field_manager,
                 force=True,
                 _content_type=APPLY,
             )
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == 404 or (exc.status == 409 and read_version is not None):
                 return None
             raise
         return str(written["metadata"]["resourceVersion"])

@@ -26,6 +26,7 @@ from aicert_operator.reconcile import Decision, Training, pod_not_created, recon
 from aicert_operator.settings import Settings
 
 FINALIZER = "aicert.dev/cleanup"
+STALE_RETRY_SECONDS = 1.0
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 _wakeups: dict[str, asyncio.TimerHandle] = {}  # one pending "look again at the deadline" per training
 _queued: set[str] = set()  # trainings with a reconcile waiting for their lock (at most one each)
@@ -68,12 +69,23 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         logger.info("deleted pod %s", name)
     if decision.status and not status_unchanged(training.status, decision.status):
         before = training.status.get("phase")
-        written = kube.apply_status(training.namespace, training.name, decision.status)
-        if written is not None:
-            _own_writes[f"{training.namespace}/{training.name}"] = written
+        written = kube.apply_status(
+            training.namespace, training.name, decision.status, read_version=meta.get("resourceVersion")
+        )
+        if written is None:  # changed since read (or deleted, as kopf removes its finalizer): decide again
+            logger.info("the training changed while it was reconciled; looking again")
+            if decision.create_attempt is not None:  # the pod was created all the same: say so
+                _emit(kube, training, decision)
+            return STALE_RETRY_SECONDS
+        _own_writes[f"{training.namespace}/{training.name}"] = written
         if decision.status["phase"] != before:
             metrics.PHASES.labels(decision.status["phase"]).inc()
             logger.info("phase %s -> %s: %s", before, decision.status["phase"], decision.status["message"])
+    _emit(kube, training, decision)
+    return decision.requeue_after
+
+
+def _emit(kube: Kube, training: Training, decision: Decision) -> None:
     for event in decision.events:
         kube.emit(
             training.namespace,
@@ -84,7 +96,6 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
             event.message,
             "Reconcile",
         )
-    return decision.requeue_after
 
 
 def _create_attempt(
