@@ -65,7 +65,7 @@ def main() -> int:
             if table != last:
                 print(table.rstrip(), flush=True)
                 last = table
-            phase = stack.get("certifiedtraining", "digits")["status"].get("phase")
+            phase = (stack.get("certifiedtraining", "digits").get("status") or {}).get("phase")
             if phase in ("Succeeded", "Failed"):
                 break
             time.sleep(0.5)
