@@ -60,6 +60,25 @@ def events(stack: Stack, name: str, namespace: str = "default") -> list[tuple[st
     return [(e.get("reportingController", ""), e["reason"]) for e in found["items"]]
 
 
+def sleeping_pod(name: str, image: str, node: str, claim: str | None = None) -> dict[str, Any]:
+    """A plain pod (no aicert labels) placed with nodeName that sleeps, mounting `claim` writable."""
+    container: dict[str, Any] = {
+        "name": "sleep",
+        "image": image,
+        "command": ["/opt/venv/bin/python", "-c", "import time; time.sleep(600)"],
+    }
+    spec: dict[str, Any] = {"nodeName": node, "restartPolicy": "Never", "containers": [container]}
+    if claim is not None:
+        container["volumeMounts"] = [{"name": "claim", "mountPath": "/data"}]
+        spec["volumes"] = [{"name": "claim", "persistentVolumeClaim": {"claimName": claim}}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
 def wait_pod_phase(stack: Stack, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -129,24 +148,7 @@ def test_a_second_writer_of_an_input_is_refused(stack: Stack, run: Any, image: s
     """Admission off: another pod mounts the input claim writable while the run trains."""
     r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
     r.wait_started()
-    writer = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{r.name}-writer", "namespace": "default"},
-        "spec": {
-            "nodeName": "gpu-1",
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "w",
-                    "image": image,
-                    "command": ["/opt/venv/bin/python", "-c", "import time; time.sleep(600)"],
-                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
-                }
-            ],
-            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": f"{r.name}-data"}}],
-        },
-    }
+    writer = sleeping_pod(f"{r.name}-writer", image, "gpu-1", claim=f"{r.name}-data")
     with admission_off(stack):
         stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(writer))
     try:
@@ -232,22 +234,7 @@ def test_a_refused_pod_is_a_visible_pending_state(stack: Stack, run: Any) -> Non
 
 def test_a_pod_holding_the_attempts_name_is_not_adopted(stack: Stack, run: Any, image: str) -> None:
     r = run()
-    squatter = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{r.name}-1", "namespace": "default"},
-        "spec": {
-            "nodeName": "cpu-1",
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "s",
-                    "image": image,
-                    "command": ["/opt/venv/bin/python", "-c", "import time; time.sleep(600)"],
-                }
-            ],
-        },
-    }
+    squatter = sleeping_pod(f"{r.name}-1", image, "cpu-1")
     stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(squatter))
     r.apply()
     status = r.wait_reason("PodNameTaken")

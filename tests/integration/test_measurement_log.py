@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import JsonValue
 
 from aicert.digest import Manifest
 from aicert.digest.manifest import FileEntry
@@ -43,6 +44,19 @@ def ak_of(tpm: Tpm) -> AkIdentity:
 
     leaf = x509.load_der_x509_certificate(tpm.ak_certificate_der())
     return AkIdentity(tpm.ak_public_pem(), (leaf.public_bytes(Encoding.PEM).decode(),))
+
+
+def input_event(rec: RunRecorder, name: str) -> dict[str, JsonValue]:
+    """The content of an aicert.input event of `rec`'s run, logged by hand."""
+    return {
+        "type": "aicert.input",
+        "run": rec.run_id,
+        "salt": rec.salt,
+        "name": name,
+        "root": "0" * 64,
+        "files": 0,
+        "bytes": 0,
+    }
 
 
 class ExtendFails:
@@ -89,19 +103,7 @@ def test_crash_after_logging_before_extending_is_completed_once(provisioned_tpm,
         rec = recorder(log, tpm, "r1")
         rec.begin(node="n", name="a", attempt=0, spec={})
         with pytest.raises(KeyboardInterrupt):
-            log.append(
-                ExtendFails(tpm, KeyboardInterrupt("agent killed")),
-                "r1",
-                {
-                    "type": "aicert.input",
-                    "run": "r1",
-                    "salt": rec.salt,
-                    "name": "d",
-                    "root": "0" * 64,
-                    "files": 0,
-                    "bytes": 0,
-                },
-            )
+            log.append(ExtendFails(tpm, KeyboardInterrupt("agent killed")), "r1", input_event(rec, "d"))
         restarted = MeasurementLog(tmp_path / "m.log", PCR)
         assert restarted.recover(tpm) is Recovery.COMPLETE_LAST_EXTEND
         assert restarted.recover(tpm) is Recovery.IN_STEP  # not extended twice
@@ -249,19 +251,10 @@ def test_a_failed_extend_is_completed_before_the_next_measurement(provisioned_tp
         log.rebase(tpm)
         rec = recorder(log, tpm, "r1")
         rec.begin(node="n", name="a", attempt=0, spec={})
-        content = {
-            "type": "aicert.input",
-            "run": "r1",
-            "salt": rec.salt,
-            "name": "d",
-            "root": "0" * 64,
-            "files": 0,
-            "bytes": 0,
-        }
         with pytest.raises(RuntimeError, match="TPM busy"):
-            log.append(ExtendFails(tpm, RuntimeError("TPM busy")), "r1", content)
+            log.append(ExtendFails(tpm, RuntimeError("TPM busy")), "r1", input_event(rec, "d"))
         assert replay(e.digest for e in log.entries()) != pcr_value(tpm)  # one entry ahead
-        log.append(tpm, "r1", {**content, "name": "e"})
+        log.append(tpm, "r1", input_event(rec, "e"))
         assert len(log.entries()) == 3
         assert replay(e.digest for e in log.entries()) == pcr_value(tpm)  # in step, nothing extended twice
 

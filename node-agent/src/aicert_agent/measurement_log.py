@@ -179,7 +179,8 @@ class MeasurementLog:
 
     @property
     def epoch(self) -> str | None:
-        header = self._read()[0]
+        with self.locked():  # _read keeps the parsed log: one reader at a time
+            header = self._read()[0]
         return None if header is None else str(header["epoch"])
 
     # --- writing -------------------------------------------------------------------------
