@@ -52,10 +52,10 @@ class TrainingClient:
 
     def apply_status(
         self, namespace: str, name: str, status: dict[str, Any], *, read_version: str | None = None
-    ) -> str | None:
-        """Server-side apply of this manager's status fields; the training's resourceVersion after
-        the write. None when the training is gone, or, with `read_version`, when it changed since
-        that version was read (nothing is written: decide again from a fresh read)."""
+    ) -> dict[str, Any] | None:
+        """Server-side apply of this manager's status fields; the training as written. None when the
+        training is gone, or, with `read_version`, when it changed since that version was read
+        (nothing is written: decide again from a fresh read)."""
         body = status_apply_body(name, status)
         if read_version is not None:
             body["metadata"]["resourceVersion"] = read_version  # a precondition for the apply
@@ -75,7 +75,7 @@ class TrainingClient:
             if exc.status == 404 or (exc.status == 409 and read_version is not None):
                 return None
             raise
-        return str(written["metadata"]["resourceVersion"])
+        return dict(written)
 
     def emit(
         self, namespace: str, name: str, uid: str, type_: str, reason: Reason, message: str, action: str

@@ -34,8 +34,8 @@ class AgentKube(TrainingClient):
         )
         return list(result["items"]), str(result["metadata"].get("resourceVersion", ""))
 
-    def watch_pods(self, resource_version: str, timeout: int = 60) -> Iterator[dict[str, Any]]:
-        """The pods bound to this node as they change, as plain objects (a watch, read line by line)."""
+    def watch_pods(self, resource_version: str, timeout: int = 60) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The pods bound to this node as they change: (ADDED|MODIFIED|DELETED, plain object)."""
         response: Any = self.core.list_pod_for_all_namespaces(  # a streamed urllib3 response
             field_selector=f"spec.nodeName={self.node}",
             label_selector=LABEL_TRAINING,
@@ -52,13 +52,15 @@ class AgentKube(TrainingClient):
                 if event.get("type") == "ERROR":  # e.g. 410 Gone: the caller lists afresh
                     status = event.get("object") or {}
                     raise ApiException(status=status.get("code"), reason=status.get("message"))
-                yield event["object"]
+                yield str(event.get("type")), event["object"]
         finally:
             response.release_conn()
 
     def pods_in_namespace(self, namespace: str) -> list[dict[str, Any]]:
-        """Every pod of the namespace, on any node: who else mounts a run's claims."""
-        return list(raw_json(self.core.list_namespaced_pod, namespace)["items"])
+        """The namespace's pods that have not finished, on any node: who else mounts a run's claims
+        (a finished pod's volumes are unmounted)."""
+        live = "status.phase!=Succeeded,status.phase!=Failed"
+        return list(raw_json(self.core.list_namespaced_pod, namespace, field_selector=live)["items"])
 
     def network_policies(self, namespace: str) -> list[dict[str, Any]]:
         return list(raw_json(self.networking.list_namespaced_network_policy, namespace)["items"])

@@ -1,9 +1,9 @@
 """The node agent on Kubernetes: measure, gate, seal and certify the training pods on one node.
 
-One loop of passes; in a pass several pods are worked on at once (hashing in parallel, every TPM
-operation serialized by the measurement log's lock). Each pod is first checked against the pod
-contract (`pod_check`), then planned with the pure `pod_plan.plan`; every step is safe to repeat,
-so a restart at any point neither loses nor duplicates a measurement.
+Pods are worked on as their watch events arrive (`work_queue`), several at once: hashing runs in
+parallel, every TPM operation is serialized by the measurement log's lock. Each pod is first checked
+against the pod contract (`pod_check`), then planned with the pure `pod_plan.plan`; every step is
+safe to repeat, so a restart at any point neither loses nor duplicates a measurement.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +60,7 @@ from aicert_agent.pod_plan import (
 )
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
+from aicert_agent.work_queue import PodQueue
 
 log = logging.getLogger("aicert_agent")
 
@@ -180,7 +179,6 @@ class NodeAgent:
     ak: AkIdentity
     trust: TrustStore
     _salts: dict[str, str] = field(default_factory=dict)
-    _pool: ThreadPoolExecutor | None = None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -229,25 +227,24 @@ class NodeAgent:
         scheduling while this agent was silent). Only called once start() found the AK good."""
         self.kube.label_node(self.config.assurance)
 
-    # --- one pass ----------------------------------------------------------------------------
+    # --- one pod -----------------------------------------------------------------------------
 
-    def reconcile_all(self, pods: list[dict[str, Any]]) -> None:
-        """One pass over the node's pods, several at once: hashing runs in parallel, every TPM
-        operation holds the measurement log's lock. The epoch is re-based only between passes."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="pod")
-        list(self._pool.map(self._reconcile_logged, pods))
+    def rebase_if_idle(self, pods: list[dict[str, Any]]) -> None:
+        """Called while no pod is worked on: with no run between its gate and its seal, start a new
+        measurement epoch, so certificates carry only concurrent runs' entries."""
         entries = self.log.entries()
         if entries and not run_in_flight([self._pod_run(p) for p in pods], {e.run for e in entries}):
-            self.log.rebase(self.tpm)  # nothing in flight: keep certificates small
+            self.log.rebase(self.tpm)
             metrics.LOG_REBASES.labels("idle").inc()
             log.info("no run in flight: new measurement epoch")
 
-    def _reconcile_logged(self, pod: dict[str, Any]) -> None:
-        try:
-            self.reconcile_pod(pod)
-        except Exception:
-            log.exception("pod %s/%s", pod["metadata"].get("namespace"), pod["metadata"].get("name"))
+    def wants_work(self, pod: dict[str, Any]) -> bool:
+        """Can the agent do anything for this pod now (`may_act`)? Cheap: no API call."""
+        control = self._control(str(pod["metadata"]["uid"]))
+        if not control.is_dir():
+            return False  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
+        markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
+        return may_act(pod_facts(pod), markers)
 
     def _pod_run(self, pod: dict[str, Any]) -> PodRun:
         uid = str(pod["metadata"]["uid"])
@@ -270,12 +267,10 @@ class NodeAgent:
     def reconcile_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         control = self._control(str(meta["uid"]))
-        if not control.is_dir():
-            return  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
+        if not self.wants_work(pod):
+            return  # nothing to do now: no need to read the training
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
         facts = pod_facts(pod)
-        if not may_act(facts, markers):
-            return  # nothing to do now: no need to read the training
         training = self.kube.get_training(
             meta["namespace"], (meta.get("labels") or {}).get(LABEL_TRAINING, "")
         )
@@ -538,28 +533,29 @@ class NodeAgent:
     # --- loop --------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        events: queue.Queue[None] = queue.Queue()
+        """Work on the node's pods as the watch shows them change, until `stop`."""
+        work = PodQueue(self.reconcile_pod, wanted=self.wants_work, workers=self.config.workers)
 
         def watcher(resource_version: str) -> None:
             while not stop.is_set():
                 try:
-                    for _ in self.kube.watch_pods(resource_version, timeout=30):
-                        events.put(None)
+                    for event_type, pod in self.kube.watch_pods(resource_version, timeout=30):
+                        resource_version = str(pod["metadata"].get("resourceVersion") or resource_version)
+                        work.update(event_type, pod)
                         if stop.is_set():
                             return
-                except Exception as exc:  # the watch restarts from a fresh list below
+                except Exception as exc:  # restart from a fresh list: nothing missed stays missed
                     log.warning("pod watch ended: %s", exc)
                     stop.wait(1)
-                resource_version = self.kube.pods_on_node()[1]
+                    pods, resource_version = self.kube.pods_on_node()
+                    work.replace_all(pods)
 
         pods, version = self.kube.pods_on_node()
+        work.replace_all(pods)
         threading.Thread(target=watcher, args=(version,), name="pod-watch", daemon=True).start()
-        while not stop.is_set():
-            self.reconcile_all(pods)
-            try:
-                events.get(timeout=self.config.resync_seconds)
-                while not events.empty():
-                    events.get_nowait()
-            except queue.Empty:
-                pass
-            pods = self.kube.pods_on_node()[0]
+        try:
+            while not stop.wait(self.config.resync_seconds):
+                work.sweep()
+                work.when_idle(self.rebase_if_idle)
+        finally:
+            work.close()

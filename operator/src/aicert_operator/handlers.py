@@ -1,7 +1,9 @@
 """kopf handlers: observe, call the pure `reconcile`, apply its decision. Nothing else.
 
-Every watch event of a CertifiedTraining or of one of its pods, and a periodic timer, lead to the
-same level-based reconciliation, serialized per training.
+Every watch event of a CertifiedTraining or of one of its pods leads to the same level-based
+reconciliation, serialized per training and decided from what the watches showed (`view`). Each
+reconcile of a run that is not finished schedules the next one (its deadline, or a resync), so no
+kopf timer and no finalizer is needed: the operator writes nothing on a training but its status.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -21,16 +23,21 @@ from aicert.contract.pod import attempt_output_claim, training_pod
 from aicert.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
 from aicert_operator.kube import Kube, Rejected
-from aicert_operator.observe import owned_pods
+from aicert_operator.observe import PodView, owned_pods
 from aicert_operator.reconcile import Decision, Training, pod_not_created, reconcile, status_unchanged
 from aicert_operator.settings import Settings
+from aicert_operator.view import WatchView, needs_pod_list
 
-FINALIZER = "aicert.dev/cleanup"
+FINALIZER = "aicert.dev/cleanup"  # set by earlier versions; kopf removes it from trainings it sees
 STALE_RETRY_SECONDS = 1.0
+RESYNC_SECONDS = 30.0  # a safety net for anything a watch missed
+ERROR_RETRY_SECONDS = 5.0
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 _wakeups: dict[str, asyncio.TimerHandle] = {}  # one pending "look again at the deadline" per training
 _queued: set[str] = set()  # trainings with a reconcile waiting for their lock (at most one each)
 _own_writes: dict[str, str] = {}  # training -> resourceVersion of the operator's latest status write
+_view = WatchView()
+_tasks: set[asyncio.Task[None]] = set()
 
 
 def _context(memo: Any) -> tuple[Kube, Settings]:
@@ -52,14 +59,10 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         spec=TrainingSpec.model_validate(body.get("spec") or {}),
         status=dict(body.get("status") or {}),
     )
-    pods = owned_pods(
-        name=training.name,
-        namespace=training.namespace,
-        uid=training.uid,
-        spec=training.spec,
-        pods=kube.list_pods(training.namespace, training.uid),
-        settings=settings.pod,
-    )
+    pods = _owned(settings, training, _view.pods(training.uid))
+    if needs_pod_list(training.status, pods):  # the watch may not have shown the pod yet
+        _view.merge_pods(training.uid, kube.list_pods(training.namespace, training.uid))
+        pods = _owned(settings, training, _view.pods(training.uid))
     now = dt.datetime.now(dt.UTC)
     decision = reconcile(training, pods, now, default_deadline=settings.default_deadline_seconds)
     if decision.create_attempt is not None:
@@ -72,17 +75,31 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         written = kube.apply_status(
             training.namespace, training.name, decision.status, read_version=meta.get("resourceVersion")
         )
-        if written is None:  # changed since read (or deleted, as kopf removes its finalizer): decide again
+        if written is None:  # changed since read (or deleted): decide again from a fresh read
             logger.info("the training changed while it was reconciled; looking again")
+            _view.mark_stale(f"{training.namespace}/{training.name}")
             if decision.create_attempt is not None:  # the pod was created all the same: say so
                 _emit(kube, training, decision)
             return STALE_RETRY_SECONDS
-        _own_writes[f"{training.namespace}/{training.name}"] = written
+        key = f"{training.namespace}/{training.name}"
+        _view.read(key, written)  # the next reconcile decides from what was written
+        _own_writes[key] = str(written["metadata"]["resourceVersion"])
         if decision.status["phase"] != before:
             metrics.PHASES.labels(decision.status["phase"]).inc()
             logger.info("phase %s -> %s: %s", before, decision.status["phase"], decision.status["message"])
     _emit(kube, training, decision)
     return decision.requeue_after
+
+
+def _owned(settings: Settings, training: Training, pods: list[dict[str, Any]]) -> list[PodView]:
+    return owned_pods(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        pods=pods,
+        settings=settings.pod,
+    )
 
 
 def _emit(kube: Kube, training: Training, decision: Decision) -> None:
@@ -124,17 +141,11 @@ def _create_attempt(
         return pod_not_created(
             training, decision, message, name_taken=False, transient=exc.transient, now=now
         )
+    _view.see_pod(created.pod)
     if created.new:
         metrics.PODS_CREATED.inc()
         logger.info("created pod %s (attempt %d)", name, attempt)
-    elif not owned_pods(
-        name=training.name,
-        namespace=training.namespace,
-        uid=training.uid,
-        spec=training.spec,
-        pods=[created.pod],
-        settings=settings.pod,
-    ):
+    elif not _owned(settings, training, [created.pod]):
         message = f"pod {name} exists and is not this training's; delete it to let attempt {attempt} start"
         logger.warning("%s", message)
         return pod_not_created(training, decision, message, name_taken=True, transient=False, now=now)
@@ -153,20 +164,37 @@ async def reconcile_training(namespace: str | None, name: str, memo: Any, logger
         await asyncio.sleep(settings.coalesce_seconds)  # let a burst of events settle into one read
         _queued.discard(key)
         with metrics.RECONCILE_SECONDS.time():
-            body = await asyncio.to_thread(kube.get_training, namespace, name)  # fresh, not the event's copy
-            if body is None:
-                return
             try:
+                body = _view.training(key)
+                if body is None:  # not watched yet, or a write found the view's copy stale
+                    body = await asyncio.to_thread(kube.get_training, namespace, name)
+                    if body is None:
+                        return
+                    _view.read(key, body)
                 requeue_after = await asyncio.to_thread(apply_reconcile, kube, settings, body, logger)
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
-                raise
-            metrics.RECONCILES.labels("ok").inc()
+                logger.exception("reconcile failed; trying again in %.0f s", ERROR_RETRY_SECONDS)
+                _view.mark_stale(key)
+                requeue_after = ERROR_RETRY_SECONDS
+            else:
+                metrics.RECONCILES.labels("ok").inc()
+    if requeue_after is not None:
+        requeue_after = min(requeue_after, RESYNC_SECONDS)
     _wake_at_deadline(namespace, name, requeue_after, memo, logger)
 
 
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` without making kopf's per-object worker wait for it (so the view stays current);
+    a reconcile reports and schedules its own retries."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 def _wake_at_deadline(namespace: str, name: str, delay: float | None, memo: Any, logger: Logger) -> None:
-    """Reconcile again when the run's activeDeadlineSeconds runs out (the latest decision wins)."""
+    """Reconcile again after `delay`: the run's activeDeadlineSeconds, a retry, or a resync (the
+    latest decision wins)."""
     key = f"{namespace}/{name}"
     previous = _wakeups.pop(key, None)
     if previous is not None:
@@ -174,9 +202,7 @@ def _wake_at_deadline(namespace: str, name: str, delay: float | None, memo: Any,
     if delay is None:
         return
     loop = asyncio.get_running_loop()
-    _wakeups[key] = loop.call_later(
-        delay, lambda: loop.create_task(reconcile_training(namespace, name, memo, logger))
-    )
+    _wakeups[key] = loop.call_later(delay, lambda: _spawn(reconcile_training(namespace, name, memo, logger)))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -187,42 +213,41 @@ async def training_changed(
     if type == "DELETED":
         _locks.pop(key, None)
         _own_writes.pop(key, None)
+        _view.forget_training(key)
         wakeup = _wakeups.pop(key, None)
         if wakeup is not None:
             wakeup.cancel()
+        uid = (body.get("metadata") or {}).get("uid")
+        if namespace is not None and uid:
+            _spawn(cleanup(namespace, str(uid), memo, logger))
         return
+    _view.see_training(key, body)
     if _own_writes.get(key) == (body.get("metadata") or {}).get("resourceVersion"):
         return  # the echo of our own status write: it shows nothing a reconcile has not seen
-    await reconcile_training(namespace, name, memo, logger)
+    _spawn(reconcile_training(namespace, name, memo, logger))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_TRAINING: kopf.PRESENT})
 async def pod_changed(
-    namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+    namespace: str | None,
+    labels: Mapping[str, str],
+    type: str,
+    body: Mapping[str, Any],
+    memo: Any,
+    logger: Logger,
+    **_: Any,
 ) -> None:
-    await reconcile_training(namespace, labels[LABEL_TRAINING], memo, logger)
+    _view.see_pod(body, deleted=type == "DELETED")
+    _spawn(reconcile_training(namespace, labels[LABEL_TRAINING], memo, logger))
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=30.0,  # events drive reconciles; deadlines and retries schedule their own wake-ups
-    idle=0.0,
-    when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"),
-)
-async def resync(namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
-    """A safety net for anything a watch missed (deadlines are scheduled by reconcile_training)."""
-    await reconcile_training(namespace, name, memo, logger)
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def cleanup(namespace: str | None, name: str, uid: str, memo: Any, logger: Logger, **_: Any) -> None:
-    """Stop the run's pods before the resource goes (garbage collection would, but later)."""
-    if namespace is None:
-        return
+async def cleanup(namespace: str, uid: str, memo: Any, logger: Logger) -> None:
+    """Stop a deleted training's pods now (garbage collection would, but later)."""
     kube, _settings = _context(memo)
-    pods = await asyncio.to_thread(kube.list_pods, namespace, uid)  # by label: the GC takes the rest
-    for pod in pods:
-        await asyncio.to_thread(kube.delete_pod, namespace, pod["metadata"]["name"])
-        logger.info("deleted pod %s of a deleted CertifiedTraining", pod["metadata"]["name"])
+    try:
+        pods = await asyncio.to_thread(kube.list_pods, namespace, uid)  # by label: the GC takes the rest
+        for pod in pods:
+            await asyncio.to_thread(kube.delete_pod, namespace, pod["metadata"]["name"])
+            logger.info("deleted pod %s of a deleted CertifiedTraining", pod["metadata"]["name"])
+    except Exception:  # the garbage collector deletes them all the same (owner references)
+        logger.exception("could not delete the pods of a deleted CertifiedTraining")
