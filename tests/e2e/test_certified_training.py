@@ -45,6 +45,14 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     )
     assert predicate["node"]["name"] == status["node"] == "gpu-1"
     assert status["modelDigest"] == "sha256:" + predicate["outputs"]["root"]
+    selected = {
+        phase: stack.cluster.kubectl(
+            "get", "ct", "--field-selector", f"status.phase={phase},status.node=gpu-1", "-o", "name"
+        ).stdout.split()
+        for phase in ("Succeeded", "Failed")
+    }
+    assert f"certifiedtraining.aicert.dev/{r.name}" in selected["Succeeded"]
+    assert f"certifiedtraining.aicert.dev/{r.name}" not in selected["Failed"]
     result = Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(
         status["certificate"], model_dir=r.model, data_dirs={"data": r.data}
     )
