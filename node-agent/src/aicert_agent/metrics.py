@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-BYTES_HASHED = Counter("aicert_agent_bytes_hashed_total", "Bytes hashed while measuring volumes")
+BYTES_HASHED = Counter("aicert_agent_hashed_bytes_total", "Bytes hashed while measuring volumes")
 HASH_SECONDS = Histogram(
     "aicert_agent_hash_seconds", "Time to hash one volume", buckets=(0.01, 0.1, 1, 10, 60, 600, 3600)
 )
@@ -13,3 +13,7 @@ QUOTE_SECONDS = Histogram(
 )
 CERTIFICATES = Counter("aicert_agent_certificates_total", "Certificates issued or refused", ["result"])
 LOG_REBASES = Counter("aicert_agent_log_rebases_total", "New measurement epochs", ["why"])
+AK_CERTIFICATE_EXPIRY = Gauge(
+    "aicert_agent_ak_certificate_expiry_timestamp_seconds",
+    "When the AK certificate stops being valid (Unix time): certificates sealed later fail verification",
+)

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from aicert.contract.pod import ContractError
 from aicert_kube.lease import LeaseLock
 from aicert_operator import handlers
+from aicert_operator.compat import version_problem
 from aicert_operator.kube import Kube
 from aicert_operator.liveness import watch_agents
 from aicert_operator.settings import Settings
@@ -38,6 +39,11 @@ def main() -> int:
         logging.getLogger("aicert_operator").error("bad settings: %s", exc)
         return 2
     api = _load_kube_config()
+    version = client.VersionApi(api).get_code()
+    problem = version_problem(str(version.major), str(version.minor))
+    if problem is not None:
+        logging.getLogger("aicert_operator").error("%s", problem)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
