@@ -24,6 +24,12 @@ def certificate_of(status: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+def verify_offline(stack: Stack, certificate: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    """`aicert verify CERTIFICATE --trust-bundle <dev CA> --model MODEL`, as a user runs it."""
+    argv = ["verify", str(certificate), "--trust-bundle", str(stack.ca_pem), "--model", str(model)]
+    return subprocess.run([sys.executable, "-m", "aicert.cli", *argv], capture_output=True, text=True)
+
+
 def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_path: Path) -> None:
     r = run().apply()
     body = r.wait("Succeeded", "Failed")
@@ -57,24 +63,12 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
         status["certificate"], model_dir=r.model, data_dirs={"data": r.data}
     )
     assert result.assurance == "dev"
+    # the certificate travels with the weights: the same one is in the output volume
+    assert (r.model / "aicert-certificate.json").read_text() == status["certificate"] + "\n"
     # the CLI, as a user runs it, on the certificate fetched with kubectl jsonpath
     fetched = stack.cluster.kubectl("get", "ct", r.name, "-o", "jsonpath={.status.certificate}").stdout
     (tmp_path / "cert.json").write_text(fetched)
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aicert.cli",
-            "verify",
-            str(tmp_path / "cert.json"),
-            "--trust-bundle",
-            str(stack.ca_pem),
-            "--model",
-            str(r.model),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    cli = verify_offline(stack, tmp_path / "cert.json", r.model)
     assert cli.returncode == 0, cli.stderr
     events = stack.cluster.kubectl_json(
         "get", "events.events.k8s.io", "--field-selector", f"regarding.name={r.name}"
@@ -214,7 +208,7 @@ def test_deadline_exceeded_fails(run: Any) -> None:
     assert r.pods() == [] or all(p["metadata"].get("deletionTimestamp") for p in r.pods())
 
 
-def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any) -> None:
+def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any, tmp_path: Path) -> None:
     r = run().apply()
     assert r.wait("Succeeded", "Failed")["status"]["phase"] == "Succeeded"
     env = {
@@ -240,6 +234,28 @@ def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "VERIFIED  assurance: dev" in done.stdout
+    # kept before the resource goes: `kubectl aicert get` writes it, `aicert verify` checks the copy
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aicert.cli.kubectl_plugin",
+            "get",
+            r.name,
+            "-n",
+            "default",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert got.returncode == 0, got.stderr
+    kept = tmp_path / "aicert-certificate.json"
+    assert got.stdout.strip() == str(kept)
+    checked = verify_offline(stack, kept, r.model)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_agent_may_act_only_for_its_own_node(stack: Stack, run: Any) -> None:

@@ -56,3 +56,12 @@ def provisioned_tpm(swtpm: Swtpm, dev_ca: DevCA) -> ProvisionedTpm:
     with Tpm(swtpm.spec) as tpm:
         result = dev_provision(tpm, dev_ca)
     return ProvisionedTpm(swtpm=swtpm, ca=dev_ca, result=result)
+
+
+@pytest.fixture(scope="module")
+def tpm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
+    """A running swtpm shared by the tests of one module (module scope); stopped after them."""
+    server = Swtpm(tmp_path_factory.mktemp("swtpm"))
+    server.start()
+    yield server
+    server.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,11 +54,39 @@ def test_input_changed_during_training_gives_no_certificate(run: CertifiedRun) -
     assert not certificate.exists()
 
 
-def test_command_may_not_write_the_manifest(run: CertifiedRun) -> None:
-    script = f"open({str(run.root / 'model2' / 'manifest.json')!r}, 'w').write('{{}}')"
+@pytest.mark.parametrize("reserved", ["manifest.json", "aicert-certificate.json"])
+def test_command_may_not_write_a_file_aicert_writes_beside_the_outputs(
+    run: CertifiedRun, reserved: str
+) -> None:
+    """Both names are left out of the output root: a training that wrote one would have put a file
+    into the output that the certificate does not cover."""
+    script = f"open({str(run.root / 'model2' / reserved)!r}, 'w').write('{{}}')"
     code, err, certificate = attempt(run, script)
-    assert code == 3 and "a name aicert reserves" in err
+    assert code == 3 and f"{reserved}, a name aicert reserves" in err
     assert not certificate.exists()
+
+
+def test_the_certificate_travels_with_the_weights(run: CertifiedRun) -> None:
+    code, err, certificate = attempt(run, "pass")
+    assert code == 0, err
+    beside = run.root / "model2" / "aicert-certificate.json"
+    assert json.loads(beside.read_text()) == json.loads(certificate.read_text())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aicert.cli",
+            "verify",
+            str(beside),
+            "--trust-bundle",
+            str(run.ca_dir / "dev-ca.pem"),
+            "--model",
+            str(run.root / "model2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_one_run_at_a_time_per_state_dir(run: CertifiedRun) -> None:

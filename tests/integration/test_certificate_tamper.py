@@ -6,7 +6,7 @@ import base64
 import copy
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,6 @@ from aicert_agent.tpm.swtpm import Swtpm
 
 pytestmark = pytest.mark.integration
 Cert = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def tpm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
-    server = Swtpm(tmp_path_factory.mktemp("swtpm"))
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

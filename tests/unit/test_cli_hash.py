@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aicert.cli import main
-from aicert.digest import SymlinkPolicy, hash_tree
+from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED, SymlinkPolicy, hash_tree
 
 
 @pytest.fixture
@@ -88,6 +88,16 @@ def test_aicerts_own_manifest_is_left_out_as_in_certificates(
     with_manifest = json.loads(capsys.readouterr().out)
     assert "manifest.json" in [f["path"] for f in with_manifest["files"]]
     assert with_manifest["root"] != before.root
+
+
+def test_include_manifest_gives_the_root_a_certificate_names_for_an_input(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (model / "manifest.json").write_text('{"labels": "data the training reads"}')
+    assert main(["hash", str(model), "--json", "--include-manifest"]) == 0
+    assert json.loads(capsys.readouterr().out)["root"] == hash_tree(model, exclude=INPUT_EXCLUDED).root
+    assert main(["hash", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["root"] == hash_tree(model, exclude=OUTPUT_EXCLUDED).root
 
 
 def test_closed_pipe_ends_quietly(model: Path) -> None:

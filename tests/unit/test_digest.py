@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -16,11 +17,16 @@ import pytest
 import rfc8785
 
 from aicert.digest import (
+    INPUT_EXCLUDED,
+    OUTPUT_EXCLUDED,
     DigestError,
     FileEntry,
     Manifest,
     ManifestError,
+    PathPatterns,
+    PatternError,
     SymlinkPolicy,
+    check_relative_path,
     hash_file,
     hash_tree,
     manifest_root,
@@ -180,6 +186,89 @@ def test_exclude_skips_paths_and_subtrees(tree: Path) -> None:
     manifest = hash_tree(tree, exclude={"manifest.json", "weights"})
     paths = [f.path for f in manifest.files]
     assert paths == ["config.json", "empty", "tokenizer/vocab.txt"]
+
+
+def test_an_input_is_measured_whole_an_output_leaves_out_its_manifest(tree: Path) -> None:
+    # a manifest.json in an input is data the training reads: it must be in the input's root
+    _write(tree / "manifest.json", b'{"labels": "poisoned"}')
+    _write(tree / "sub" / "manifest.json", b"{}")
+    as_input = [f.path for f in hash_tree(tree, exclude=INPUT_EXCLUDED).files]
+    as_output = [f.path for f in hash_tree(tree, exclude=OUTPUT_EXCLUDED).files]
+    assert "manifest.json" in as_input and "manifest.json" not in as_output
+    assert set(as_input) - set(as_output) == {"manifest.json"}  # only the top-level one, only for outputs
+
+
+def test_skip_leaves_out_files_links_and_special_files_it_accepts(tree: Path) -> None:
+    _write(tree / ".git" / "objects" / "ab", b"blob")
+    os.symlink("objects", tree / ".git" / "link")
+    os.mkfifo(tree / ".git" / "fifo")
+    asked: list[str] = []
+
+    def skip(path: str) -> bool:
+        asked.append(path)
+        return path.startswith(".git/")
+
+    manifest = hash_tree(tree, skip=skip)
+    assert not any(f.path.startswith(".git/") for f in manifest.files)
+    assert manifest.root == hash_tree(tree, exclude={".git"}).root
+    assert ".git" not in asked and "weights/shard-1.bin" in asked  # asked about files, never directories
+    with pytest.raises(DigestError, match="is a FIFO"):
+        hash_tree(tree, skip=lambda path: path in (".git/objects/ab", ".git/link"))
+
+
+def test_skip_applies_to_a_single_file_root(tree: Path) -> None:
+    assert hash_tree(tree / "config.json", skip=lambda path: path == "config.json").files == ()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches", "misses"),
+    [
+        ("README.md", ["README.md"], ["docs/README.md", "README.mdx", "xREADME.md"]),
+        ("**/README.md", ["README.md", "a/README.md", "a/b/README.md"], ["a/README.md.bak"]),
+        (".git/**", [".git/config", ".git/objects/ab/cd"], [".git", ".gitignore", "sub/.git/config"]),
+        ("*.txt", ["a.txt", ".hidden.txt"], ["d/a.txt", "a.txt.gz"]),
+        ("logs/*.log", ["logs/a.log"], ["logs/x/a.log", "a.log"]),
+        ("a/**/b", ["a/b", "a/x/b", "a/x/y/b"], ["a/xb", "b"]),
+        ("f?le", ["file", "fxle"], ["fle", "f/le"]),
+        ("[ab].bin", ["a.bin", "b.bin"], ["c.bin", "/.bin"]),
+        ("[!ab].bin", ["c.bin"], ["a.bin", "b.bin"]),
+        ("x[.bin", ["x[.bin"], ["x.bin"]),
+        ("**", ["a", "a/b/c"], []),
+        ("a+b(c).$", ["a+b(c).$"], ["aab(c).$"]),
+    ],
+)
+def test_patterns_match_whole_relative_paths(pattern: str, matches: list[str], misses: list[str]) -> None:
+    patterns = PathPatterns.parse([pattern])
+    assert [p for p in matches if patterns.match(p) != pattern] == []
+    assert [p for p in misses if patterns.match(p) is not None] == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("", "empty pattern"),
+        ("/etc/passwd", "is absolute"),
+        (".git/", "ends with '/'; name the files, e.g. .git/**"),
+        ("a/../b", "'..' component"),
+        ("a//b", "empty"),
+        ("./a", "'.'"),
+    ],
+)
+def test_unusable_patterns_are_refused(pattern: str, reason: str) -> None:
+    with pytest.raises(PatternError, match=re.escape(reason)):
+        PathPatterns.parse([pattern])
+
+
+def test_no_patterns_match_nothing() -> None:
+    assert not PathPatterns() and PathPatterns().match("a") is None
+    assert PathPatterns.parse(["a", "b"]).match("b") == "b"
+
+
+@pytest.mark.parametrize("path", ["/abs", "a/../b", "./a", "a//b", "a/", ""])
+def test_check_relative_path_refuses_what_leaves_the_root(path: str) -> None:
+    with pytest.raises(ManifestError):
+        check_relative_path(path)
+    assert check_relative_path("a/b.bin") == "a/b.bin"
 
 
 def test_progress_reports_every_byte(tree: Path) -> None:

@@ -8,13 +8,14 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from tests.pki import issue
 
 from aicert.cli import main
 from aicert.trust import TrustStore
+from aicert.trust.pem import load_pem_bundle
 from aicert.verify import Check, MalformedError, Policy, VerificationError, Verifier
 
 AT = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
@@ -46,7 +47,7 @@ def flip(box: dict[str, str], offset: int) -> None:
 
 def test_sample_verifies_at_a_time_its_certificates_were_valid(proof: Proof, root_only: TrustStore) -> None:
     result = verify(proof, root_only)
-    assert result.assurance == "vtpm"
+    assert result.assurance == "legacy"
     assert result.format == "aicert-legacy"
     assert "TrustedVM.Azure" in result.ak_subject
     assert Check.EVENT_REPLAY in result.passed and Check.QUOTE_SIGNATURE in result.passed
@@ -127,12 +128,12 @@ def test_intermediate_may_come_from_the_trust_bundle(proof: Proof, azure_dir: Pa
         (azure_dir / "azure-virtual-tpm-root-ca-2023.crt").read_bytes()
         + (azure_dir / "global-virtual-tpm-ca-01.crt").read_bytes()
     )
-    assert verify(proof, TrustStore.from_pem_file(bundle)).assurance == "vtpm"
+    assert verify(proof, TrustStore.from_pem_file(bundle)).assurance == "legacy"
 
 
 def test_chain_in_any_order(proof: Proof, root_only: TrustStore) -> None:
     proof["remote_attestation"]["cert_chain"].reverse()
-    assert verify(proof, root_only).assurance == "vtpm"
+    assert verify(proof, root_only).assurance == "legacy"
 
 
 def test_another_root_is_not_trusted(proof: Proof) -> None:
@@ -152,10 +153,29 @@ def test_a_non_azure_root_vouches_for_dev_only(proof: Proof, azure_dir: Path) ->
     )
 
 
-def test_policy_minimum_assurance(proof: Proof, root_only: TrustStore) -> None:
-    with pytest.raises(VerificationError, match="requires cvm") as err:
-        verify(proof, root_only, policy=Policy(minAssurance="cvm"))
+@pytest.mark.parametrize("minimum", ["dev", "vtpm", "cvm"])
+def test_policy_minimum_above_legacy_refuses_old_proofs(
+    proof: Proof, root_only: TrustStore, minimum: Literal["dev", "vtpm", "cvm"]
+) -> None:
+    # an old proof chains to the real Azure root, yet is not bound to a statement: not vtpm, not even dev
+    with pytest.raises(VerificationError) as err:
+        verify(proof, root_only, policy=Policy(minAssurance=minimum))
     assert err.value.check is Check.POLICY_ASSURANCE
+    assert f"the run has assurance legacy; the policy requires {minimum}" in err.value.reason
+
+
+def test_policy_without_minimum_or_with_legacy_accepts_old_proofs(
+    proof: Proof, root_only: TrustStore
+) -> None:
+    assert verify(proof, root_only, policy=Policy()).assurance == "legacy"
+    assert verify(proof, root_only, policy=Policy(minAssurance="legacy")).assurance == "legacy"
+
+
+def test_old_proof_is_legacy_whatever_root_it_chains_to(proof: Proof, azure_dir: Path) -> None:
+    # the same root, but installed as a bundle that vouches for dev only: still legacy, below dev
+    pem = (azure_dir / "azure-virtual-tpm-root-ca-2023.crt").read_bytes()
+    store = TrustStore.from_certificates(load_pem_bundle(pem), "bundle", dev_level=True)
+    assert verify(proof, store).assurance == "legacy"
 
 
 def test_policy_allowed_images(proof: Proof, root_only: TrustStore) -> None:
@@ -167,7 +187,7 @@ def test_policy_allowed_images(proof: Proof, root_only: TrustStore) -> None:
 
 def test_policy_boot_pcrs(proof: Proof, root_only: TrustStore) -> None:
     pinned = {"0": "4847edbe7ffb070581e1da6d4f03f8019fd46b86cf97f2079cc400c62a662e0a"}
-    assert verify(proof, root_only, policy=Policy(bootPcrs=pinned)).assurance == "vtpm"
+    assert verify(proof, root_only, policy=Policy(bootPcrs=pinned)).assurance == "legacy"
     with pytest.raises(VerificationError, match="PCR 4 is 9ec3a5") as err:
         verify(proof, root_only, policy=Policy(bootPcrs={"4": "00" * 32}))
     assert err.value.check is Check.POLICY_BOOT_PCRS
@@ -180,6 +200,41 @@ def test_model_file_compared_with_certified_output(
     with pytest.raises(VerificationError, match="the proof certifies 8739c76e") as err:
         verify(proof, root_only, model_dir=tmp_path)
     assert err.value.check is Check.MODEL_FILES
+
+
+def test_model_dir_with_an_extra_file_is_refused_unless_ignored(
+    proof: Proof, root_only: TrustStore, tmp_path: Path
+) -> None:
+    (tmp_path / "finetuned-model.zip").write_bytes(b"not the model")
+    (tmp_path / "README.md").write_text("notes")
+    with pytest.raises(VerificationError) as err:
+        verify(proof, root_only, model_dir=tmp_path)
+    assert err.value.check is Check.MODEL_FILES and "extra: README.md" in err.value.reason
+    with pytest.raises(VerificationError) as err:
+        verify(proof, root_only, model_dir=tmp_path, ignore=["README.md"])
+    assert "extra:" not in err.value.reason and "the proof certifies 8739c76e" in err.value.reason
+
+
+def test_a_pattern_never_hides_the_certified_output(
+    proof: Proof, root_only: TrustStore, tmp_path: Path
+) -> None:
+    (tmp_path / "finetuned-model.zip").write_bytes(b"not the model")
+    with pytest.raises(VerificationError, match="the proof certifies 8739c76e") as err:
+        verify(proof, root_only, model_dir=tmp_path, ignore=["*.zip"])
+    assert err.value.check is Check.MODEL_FILES
+
+
+def test_a_symlinked_output_file_is_refused_and_named(
+    proof: Proof, root_only: TrustStore, tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.zip").write_bytes(b"whatever")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "finetuned-model.zip").symlink_to(tmp_path / "elsewhere" / "model.zip")
+    with pytest.raises(VerificationError) as err:
+        verify(proof, root_only, model_dir=tmp_path / "model")
+    assert err.value.check is Check.MODEL_FILES
+    assert "finetuned-model.zip: is a symlink" in err.value.reason
 
 
 def test_malformed_fields_are_named(proof: Proof, root_only: TrustStore) -> None:
@@ -216,7 +271,7 @@ def test_cli_exit_codes(
     sample = str(azure_dir / "aicert-proof-sample.json")
     bundle = ["--trust-bundle", str(azure_dir / "azure-virtual-tpm-root-ca-2023.crt")]
     code, out, _ = run_cli(["verify", sample, *bundle, "--at", "2024-06-01T00:00:00Z"], capsys)
-    assert (code, out.startswith("VERIFIED  assurance: vtpm")) == (0, True)
+    assert (code, out.startswith("VERIFIED  assurance: legacy")) == (0, True)
     code, _, err = run_cli(["verify", sample, *bundle], capsys)
     assert code == 1 and "check ak-chain failed: the AK certificate expired on 2025-10-30" in err
     broken = tmp_path / "broken.json"
@@ -230,11 +285,23 @@ def test_cli_exit_codes(
     assert code == 2 and "aicert trust install azure" in err
 
 
+def test_cli_policy_minimum_vtpm_refuses_an_old_proof(
+    azure_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = str(azure_dir / "aicert-proof-sample.json")
+    bundle = ["--trust-bundle", str(azure_dir / "azure-virtual-tpm-root-ca-2023.crt")]
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"minAssurance": "vtpm"}')
+    at = ["--at", "2024-06-01T00:00:00Z"]
+    code, _, err = run_cli(["verify", sample, *bundle, *at, "--policy", str(policy)], capsys)
+    assert code == 1 and "check policy-assurance failed: the run has assurance legacy" in err
+
+
 def test_cli_json_output(azure_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sample = str(azure_dir / "aicert-proof-sample.json")
     bundle = ["--trust-bundle", str(azure_dir / "azure-virtual-tpm-root-ca-2023.crt")]
     code, out, _ = run_cli(["verify", sample, *bundle, "--json", "--at", "2024-06-01T00:00:00Z"], capsys)
     result = json.loads(out)
-    assert code == 0 and result["verified"] is True and result["assurance"] == "vtpm"
+    assert code == 0 and result["verified"] is True and result["assurance"] == "legacy"
     code, out, _ = run_cli(["verify", sample, *bundle, "--json"], capsys)
     assert code == 1 and json.loads(out)["check"] == "ak-chain"

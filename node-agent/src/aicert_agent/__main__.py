@@ -6,6 +6,7 @@ if sys.argv[1:2] in (["gate"], ["seal"]):
 
     sys.exit(waiter_main(sys.argv[1:]))
 
-from aicert_agent.cli import main
+# Like the `aicert-agent` script: one line naming the "agent" extra when its libraries are missing.
+from aicert_agent.entry_point import main
 
 sys.exit(main())

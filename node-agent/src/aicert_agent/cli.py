@@ -11,6 +11,7 @@ from pathlib import Path
 from aicert.certificate import DEFAULT_MEASUREMENT_PCR
 from aicert_agent.local_run import EXIT_REFUSED, EXIT_USAGE, LOG_FILE, LocalRun, execute
 from aicert_agent.markers import WAITERS, add_waiter_arguments, wait
+from aicert_agent.tpm.tcti import parse_tpm_spec
 
 DEFAULT_TPM = os.environ.get("AICERT_TPM", "device:/dev/tpmrm0")
 DEFAULT_STATE = Path(os.environ.get("AICERT_STATE_DIR", "/run/aicert"))
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
-    serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9100")))
+    serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9484")))
     serve.add_argument(
         "--lease-namespace",
         default=os.environ.get("AICERT_LEASE_NAMESPACE", "aicert-system"),
@@ -135,13 +136,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from aicert_agent.tpm.client import Tpm
+    from aicert_agent.tpm.client import Tpm, TpmError
     from aicert_agent.tpm.devca import DevCA
     from aicert_agent.tpm.provision import dev_provision
 
     ca = DevCA.load_or_create(args.ca_dir)
-    with Tpm(args.tpm) as tpm:
-        result = dev_provision(tpm, ca, key_type=args.key_type, force=args.force)
+    try:
+        with Tpm(args.tpm) as tpm:
+            result = dev_provision(tpm, ca, key_type=args.key_type, force=args.force)
+    except TpmError as exc:
+        print(f"aicert-agent dev-provision: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     state = "created" if result.created_ak else "kept"
     print(
         f"AK {state} at {result.ak_handle:#x} ({result.key_type}); certificate from {args.ca_dir / 'dev-ca.pem'}"
@@ -151,12 +156,12 @@ def _provision(args: argparse.Namespace) -> int:
 
 def _rebase(args: argparse.Namespace) -> int:
     from aicert_agent.measurement_log import LogError, MeasurementLog
-    from aicert_agent.tpm.client import Tpm
+    from aicert_agent.tpm.client import Tpm, TpmError
 
     try:
         with Tpm(args.tpm) as tpm:
             epoch = MeasurementLog(args.state_dir / LOG_FILE, args.pcr).rebase(tpm)
-    except LogError as exc:
+    except (LogError, TpmError) as exc:
         print(f"aicert-agent rebase: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     print(f"new epoch {epoch}; PCR {args.pcr} reset")
@@ -176,10 +181,19 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+USES_TPM = (_run, _provision, _rebase, _serve)  # the waiters run in the training pod, without one
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Our errors say what failed; the TSS library's own log lines stay off unless asked for.
     os.environ.setdefault("TSS2_LOG", "all+none")
     args = build_parser().parse_args(argv)
+    if args.func in USES_TPM:
+        try:  # a bad --tpm (or AICERT_TPM) is a usage error, said before anything is touched
+            parse_tpm_spec(args.tpm)
+        except ValueError as exc:
+            print(f"aicert-agent: --tpm: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     code: int = args.func(args)
     return code
 

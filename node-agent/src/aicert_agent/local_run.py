@@ -25,7 +25,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import JsonValue
 
 from aicert.certificate import Assurance
-from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
+from aicert.digest import (
+    CERTIFICATE_FILE,
+    INPUT_EXCLUDED,
+    MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
+    DigestError,
+    Manifest,
+    hash_tree,
+)
 from aicert.trust.pem import load_pem_bundle
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
@@ -90,9 +98,10 @@ def ak_identity(tpm: Tpm, extra_chain: tuple[Path, ...]) -> AkIdentity:
     return AkIdentity(tpm.ak_public_pem(), tuple(chain))
 
 
-def hash_dir(path: Path, what: str) -> Manifest:
+def hash_dir(path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
+    """`exclude`: INPUT_EXCLUDED (an input is measured whole) or OUTPUT_EXCLUDED."""
     try:
-        return hash_tree(path, exclude={MANIFEST_FILE})
+        return hash_tree(path, exclude=exclude)
     except DigestError as exc:
         raise RunRefused(f"cannot measure {what}: {exc}") from None
 
@@ -127,10 +136,11 @@ def _execute(run: LocalRun) -> int:
     for name, path in run.inputs.items():
         if not path.is_dir():
             raise RunRefused(f"input {name}: {path} is not a directory")
-    if (run.outputs / MANIFEST_FILE).exists():
-        raise RunRefused(
-            f"{run.outputs / MANIFEST_FILE} exists; aicert writes that file, start from an empty output"
-        )
+    for reserved in sorted(OUTPUT_EXCLUDED):
+        if os.path.lexists(run.outputs / reserved):
+            raise RunRefused(
+                f"{run.outputs / reserved} exists; aicert writes that file, start from an empty output"
+            )
     try:
         run.outputs.mkdir(parents=True, exist_ok=True)
         run.certificate.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +154,10 @@ def _execute(run: LocalRun) -> int:
         recorder.begin(node=run.node, name=run.name, attempt=0, spec=run_spec(run))
         if run.image_ref and run.image_digest:
             recorder.image(run.image_ref, run.image_digest)
-        inputs = {name: hash_dir(path, f"input {name}") for name, path in sorted(run.inputs.items())}
+        inputs = {
+            name: hash_dir(path, f"input {name}", exclude=INPUT_EXCLUDED)
+            for name, path in sorted(run.inputs.items())
+        }
         for name, manifest in inputs.items():
             recorder.input(name, manifest)
         print(
@@ -154,11 +167,12 @@ def _execute(run: LocalRun) -> int:
         if code != 0:
             print(f"aicert-agent run: the command exited with {code}; no certificate", file=sys.stderr)
             return EXIT_COMMAND_FAILED
-        if (run.outputs / MANIFEST_FILE).exists():
-            raise RunRefused(f"the command wrote {run.outputs / MANIFEST_FILE}, a name aicert reserves")
-        output = hash_dir(run.outputs, "the outputs")
+        for reserved in sorted(OUTPUT_EXCLUDED):
+            if os.path.lexists(run.outputs / reserved):
+                raise RunRefused(f"the command wrote {run.outputs / reserved}, a name aicert reserves")
+        output = hash_dir(run.outputs, "the outputs", exclude=OUTPUT_EXCLUDED)
         for name, before in inputs.items():
-            after = hash_dir(run.inputs[name], f"input {name}")
+            after = hash_dir(run.inputs[name], f"input {name}", exclude=INPUT_EXCLUDED)
             if after.root != before.root:
                 raise RunRefused(
                     f"input {name} changed during training (root {before.root} became {after.root})"
@@ -169,6 +183,7 @@ def _execute(run: LocalRun) -> int:
     for name, manifest in inputs.items():
         manifest.write(run.certificate.parent / f"input-{name}.manifest.json")
     write_json_atomic(run.certificate, certificate)
+    write_json_atomic(run.outputs / CERTIFICATE_FILE, certificate)  # it travels with the weights
     print(
         f"aicert-agent: certified {run.output_name} sha256 {output.root} ({output.file_count} files) -> {run.certificate}",
         file=sys.stderr,

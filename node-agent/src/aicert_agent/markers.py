@@ -9,6 +9,7 @@ SEAL_REFUSED_EXIT with the agent's reason when it refused.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,9 +28,18 @@ POLL_SECONDS = 0.2
 
 def write_marker(control: Path, name: str, text: str = "") -> None:
     """Atomically: a reader sees the marker whole or not at all."""
-    tmp = control / f".{name}.tmp"
-    tmp.write_text(text)
-    tmp.replace(control / name)
+    write_atomic(control / name, text.encode(), sync=False)
+
+
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write `path` whole or not at all (a hidden temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def _refused(control: Path, who: str) -> int | None:

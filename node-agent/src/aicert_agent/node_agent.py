@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,15 @@ from aicert.certificate import ASSURANCE_ORDER, Assurance
 from aicert.contract.network import egress_denied, policy_record, selecting
 from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
 from aicert.contract.status import REFUSALS, ConditionType, Reason, set_condition
-from aicert.digest import MANIFEST_FILE, DigestError, Manifest, hash_tree
+from aicert.digest import (
+    CERTIFICATE_FILE,
+    INPUT_EXCLUDED,
+    MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
+    DigestError,
+    Manifest,
+    hash_tree,
+)
 from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL
 from aicert.training import (
     CERTIFICATE_MAX_BYTES,
@@ -45,7 +54,7 @@ from aicert.training import (
 from aicert.trust import ChainError, TrustStore, build_path
 from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
-from aicert_agent.markers import write_marker
+from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
 from aicert_agent.pod_check import Action, Problem, check_pod, network_problem, volume_problem
 from aicert_agent.pod_plan import (
@@ -185,6 +194,7 @@ class NodeAgent:
     def check_ak(self) -> bool:
         """Is our AK certificate one a verifier would accept, at our assurance level?"""
         chain = [x509.load_pem_x509_certificate(p.encode()) for p in self.ak.certificate_chain]
+        metrics.AK_CERTIFICATE_EXPIRY.set(chain[0].not_valid_after_utc.timestamp())
         try:
             path = build_path(chain[0], chain[1:], self.trust, dt.datetime.now(dt.UTC))
         except ChainError as exc:
@@ -345,9 +355,10 @@ class NodeAgent:
         policies: list[JsonValue] = [dict(policy_record(p)) for p in found]
         return {"egress": "none" if egress_denied(found) else "allowed", "policies": policies}
 
-    def _hash(self, path: Path, what: str) -> Manifest:
+    def _hash(self, path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
+        """`exclude`: INPUT_EXCLUDED (an input is measured whole) or OUTPUT_EXCLUDED."""
         started = time.perf_counter()
-        manifest = hash_tree(path, exclude={MANIFEST_FILE})
+        manifest = hash_tree(path, exclude=exclude)
         metrics.HASH_SECONDS.observe(time.perf_counter() - started)
         metrics.BYTES_HASHED.inc(manifest.total_bytes)
         log.info(
@@ -379,7 +390,9 @@ class NodeAgent:
                     recorder.input(
                         item.name,
                         self._hash(
-                            self._claim_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name}"
+                            self._claim_path(ctx, item.persistentVolumeClaim.claimName),
+                            f"input {item.name}",
+                            exclude=INPUT_EXCLUDED,
                         ),
                     )
         elif step is Step.OPEN_GATE:
@@ -422,7 +435,9 @@ class NodeAgent:
             measured = {str(e.content["name"]): str(e.content["root"]) for e in own if e.type == INPUT}
             for item in ctx.spec.inputs:
                 now = self._hash(
-                    self._claim_path(ctx, item.persistentVolumeClaim.claimName), f"input {item.name} again"
+                    self._claim_path(ctx, item.persistentVolumeClaim.claimName),
+                    f"input {item.name} again",
+                    exclude=INPUT_EXCLUDED,
                 )
                 if now.root != measured[item.name]:
                     raise Refusal(
@@ -445,12 +460,13 @@ class NodeAgent:
             if not any(e.type == IMAGE for e in own):
                 recorder.image(ctx.spec.image, digest)
             out_dir = self._output_path(ctx)
-            if (out_dir / MANIFEST_FILE).exists():
-                raise Refusal(
-                    Reason.RESERVED_FILE,
-                    f"the training wrote {MANIFEST_FILE} into its output, a name aicert reserves",
-                )
-            output = self._hash(out_dir, "the output")
+            for reserved in sorted(OUTPUT_EXCLUDED):
+                if os.path.lexists(out_dir / reserved):
+                    raise Refusal(
+                        Reason.RESERVED_FILE,
+                        f"the training wrote {reserved} into its output, a name aicert reserves",
+                    )
+            output = self._hash(out_dir, "the output", exclude=OUTPUT_EXCLUDED)
             recorder.output(ctx.spec.output.name, output)
             output.write(out_dir / MANIFEST_FILE)
         self._publish(ctx, recorder)
@@ -466,6 +482,9 @@ class NodeAgent:
                 Reason.CERTIFICATE_TOO_LARGE,
                 f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
             )
+        # Beside the weights and their manifest first, so that a certificate in the status is also
+        # in the output volume (it travels with the weights and outlives the resource).
+        write_atomic(self._output_path(ctx) / CERTIFICATE_FILE, text.encode() + b"\n")
         self.kube.apply_status(
             ctx.namespace,
             ctx.training_name,

@@ -11,10 +11,9 @@ import threading
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from aicert.cli.verify import trust_store
 from aicert.contract.pod import ContractError, PodSettings
 from aicert.training import agent_lease_name
-from aicert.trust import TrustError
+from aicert.trust import TrustError, load_trust_store
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -31,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     else:
         config.load_kube_config()
     try:
-        trust = trust_store(args.trust, args.trust_bundle)
+        trust = load_trust_store(args.trust, args.trust_bundle)
         pod_settings = PodSettings.from_env()
     except (TrustError, ContractError) as exc:
         log.error("%s", exc)

@@ -31,8 +31,14 @@ REDACTED = "redacted"
 BOOT_PCRS = tuple(range(8))
 DEFAULT_MEASUREMENT_PCR = 23
 
+# The levels a node runs at, a training spec requires and a certificate claims.
 Assurance = Literal["dev", "vtpm", "cvm"]
-ASSURANCE_ORDER: dict[str, int] = {"dev": 0, "vtpm": 1, "cvm": 2}
+# What a verification establishes: those, or `legacy` for an old AICert proof (a genuine vTPM quote
+# with no statement binding, over a PCR anything on the VM may extend). `legacy` is the verifier's
+# alone: no spec, node or certificate may name it. It ranks lowest, so any policy minimum above it
+# (`dev` and up) refuses old proofs (docs/security.md).
+VerifiedAssurance = Literal["legacy", "dev", "vtpm", "cvm"]
+ASSURANCE_ORDER: dict[str, int] = {"legacy": 0, "dev": 1, "vtpm": 2, "cvm": 3}
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ImageDigest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]

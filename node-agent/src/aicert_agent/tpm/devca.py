@@ -1,7 +1,7 @@
 """A local development CA that certifies swtpm attestation keys (assurance level ``dev``).
 
 It proves nothing about hardware: the verifier rejects its certificates unless the dev CA is
-trusted explicitly. Only `cryptography` is used here (no TPM library).
+trusted explicitly. Only `cryptography` and `aicert` are used here (no TPM library).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import NameOID
+
+from aicert.trust import TCG_KP_AIK_CERTIFICATE
 
 CA_COMMON_NAME = "AICert Development CA (NOT FOR PRODUCTION)"
 CA_CERT_FILE = "dev-ca.pem"
@@ -22,9 +24,6 @@ CA_KEY_FILE = "dev-ca.key"
 CA_VALIDITY = datetime.timedelta(days=3650)
 AK_VALIDITY = datetime.timedelta(days=365)
 CLOCK_SKEW = datetime.timedelta(minutes=5)
-
-TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")
-"""tcg-kp-AIKCertificate: the extended key usage TCG gives attestation key certificates."""
 
 AkPublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -125,7 +124,8 @@ class DevCA:
         now: datetime.datetime | None = None,
         validity: datetime.timedelta = AK_VALIDITY,
     ) -> x509.Certificate:
-        """An end-entity certificate for an attestation key: digitalSignature, CA:false."""
+        """An end-entity certificate for an attestation key: digitalSignature, CA:false, and the
+        TCG AIK extended key usage (tcg-kp-AIKCertificate), which the verifier requires."""
         if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise TypeError(f"AK public key must be EC or RSA, got {type(public_key).__name__}")
         now = now or datetime.datetime.now(datetime.UTC)

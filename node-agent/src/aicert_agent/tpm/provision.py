@@ -37,6 +37,8 @@ from tpm2_pytss.types import (
     TPMT_PUBLIC,
 )
 
+from aicert.trust import ak_certificate_problem
+
 from .client import AK_CERT_NV_INDEX, AK_PERSISTENT_HANDLE, Tpm, TpmError
 from .devca import DevCA
 
@@ -87,7 +89,7 @@ class ProvisionResult:
     created_ak: bool
     """False when an AK was already at the persistent handle and was kept."""
     issued_certificate: bool
-    """False when a valid certificate from this CA was already in NV and was kept."""
+    """False when a certificate from this CA that verifiers accept was already in NV and was kept."""
 
     @property
     def certificate_der(self) -> bytes:
@@ -103,8 +105,10 @@ def dev_provision(
 ) -> ProvisionResult:
     """Create and persist a restricted signing AK and store a dev-CA certificate for it in NV.
 
-    Idempotent: if the AK is there with a currently valid certificate from `ca` for it, that is
-    returned unchanged. If an AK is there without a certificate, it is certified. Anything else
+    Idempotent: if the AK is there with a certificate from `ca` for it that a verifier accepts now,
+    that is returned unchanged. If an AK is there without a certificate, or with a certificate from
+    `ca` for it that a verifier would refuse (expired, or issued before the AK certificate carried
+    the TCG AIK extended key usage), it is certified anew and the AK is kept. Anything else
     that is already there (another CA's certificate, an AK of another type, a certificate without
     AK) is replaced only with ``force=True``; otherwise `ProvisionError` says what is there.
     """
@@ -131,7 +135,8 @@ def dev_provision(
                     f"NV index 0x{AK_CERT_NV_INDEX:08x} holds a certificate that {cert_problem}; "
                     "pass force=True to replace the AK and its certificate"
                 )
-            return ProvisionResult(AK_PERSISTENT_HANDLE, ak_pem, certificate, key_type, False, False)
+            if ak_certificate_problem(certificate, datetime.datetime.now(datetime.UTC)) is None:
+                return ProvisionResult(AK_PERSISTENT_HANDLE, ak_pem, certificate, key_type, False, False)
         certificate = _certify(tpm, ca, ak_pem)
         return ProvisionResult(AK_PERSISTENT_HANDLE, ak_pem, certificate, key_type, False, True)
     elif has_cert:
@@ -308,12 +313,13 @@ def _load_certificate(tpm: Tpm) -> x509.Certificate:
 
 
 def _certificate_problem(certificate: x509.Certificate, ca: DevCA, ak_pem: str) -> str | None:
+    """Why the certificate in NV is not this CA's for this AK (then only force replaces it), or None.
+
+    A certificate that is this CA's for this AK but that verifiers refuse (`ak_certificate_problem`:
+    expired, no AIK extended key usage) is no problem here: it is re-issued, the AK kept.
+    """
     if not ca.issued(certificate):
         return f"was not issued by this dev CA (issuer: {certificate.issuer.rfc4514_string()})"
     if certificate.public_key() != serialization.load_pem_public_key(ak_pem.encode("ascii")):
         return "certifies another public key than the AK's"
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-    if not start <= now <= end:
-        return f"is not valid now (valid {start} .. {end})"
     return None

@@ -3,35 +3,66 @@
 Each sub-command lives in its own module with `register(subparsers)`; the parser it adds sets
 `func(args) -> int`. Exit codes across all commands: 0 success, 1 verification failed,
 2 unusable input or usage error.
+
+Start-up time is part of the interface (`aicert hash` and `aicert verify` run in scripts and
+loops): only the chosen sub-command's module is imported, and the other sub-commands are listed
+from `COMMANDS` alone. Heavy libraries (pydantic, cryptography, rich) load only in the code that
+uses them; `tests/unit/test_cli_startup.py` keeps them off the paths that do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from aicert import __version__
 from aicert.cli.pipes import quiet_on_closed_pipe
 
+# name -> (module with register(sub), the one-line help `aicert --help` shows for it).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hash": ("aicert.cli.hash", "hash a file or directory tree into a manifest and root digest"),
+    "verify": ("aicert.cli.verify", "verify a training certificate offline"),
+    "trust": ("aicert.cli.trust", "manage the named trust stores (azure, dev)"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from aicert.cli import hash as hash_cmd
-    from aicert.cli import trust, verify
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command `argv` names, if any. The top-level options (-h, --version) take no
+    value, so the sub-command is the first argument that is not an option."""
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: the full parser of the sub-command it names, a one-line entry for
+    each other sub-command (enough for `aicert --help` and for argparse's usage errors)."""
+    chosen = chosen_command(argv)
     parser = argparse.ArgumentParser(
         prog="aicert", description="Hash models and verify AICert training certificates."
     )
     parser.add_argument("--version", action="version", version=f"aicert {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (hash_cmd, verify, trust):
-        module.register(sub)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse exits 2 on usage errors, as documented
+    # Pydantic would otherwise scan every installed distribution's entry points for plugins (a
+    # third of `aicert verify`'s model set-up) and let them hook into certificate parsing.
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)  # argparse exits 2 on usage errors, as documented
     code: int = quiet_on_closed_pipe(lambda: args.func(args))
     return code
 

@@ -12,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from aicert.digest import MANIFEST_FILE, DigestError, Manifest, SymlinkPolicy, hash_tree
+from aicert.digest import (
+    INPUT_EXCLUDED,
+    MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
+    DigestError,
+    Manifest,
+    SymlinkPolicy,
+    hash_tree,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "root digest, i.e. sha256 of the RFC 8785 canonical JSON of the sorted "
             "[{path, size, sha256}] entries. Symlinks are never followed. As in certificates, the "
             f"{MANIFEST_FILE} that aicert writes at the top of an output directory is left out, so the "
-            "root printed here is the one a certificate names."
+            "root printed here is the one a certificate names for an output. An input is measured "
+            "whole: for the root a certificate names for an input, add --include-manifest."
         ),
     )
     p.add_argument("path", metavar="PATH", type=Path, help="a directory, or a single regular file")
@@ -41,7 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--include-manifest",
         action="store_true",
-        help=f"hash a top-level {MANIFEST_FILE} too (it is left out by default, as in certificates)",
+        help=f"hash a top-level {MANIFEST_FILE} too, as certificates do for an input (by default it is "
+        "left out, as certificates do for an output)",
     )
     p.add_argument(
         "--workers", type=_positive_int, default=None, metavar="N", help="hashing threads (default: cores)"
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     path: Path = args.path
     symlinks = SymlinkPolicy(args.symlinks)
     workers: int | None = args.workers
-    exclude = frozenset() if args.include_manifest else frozenset({MANIFEST_FILE})
+    exclude = INPUT_EXCLUDED if args.include_manifest else OUTPUT_EXCLUDED
     start = time.perf_counter()
     try:
         if sys.stderr.isatty():

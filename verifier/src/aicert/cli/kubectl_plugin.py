@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
+from aicert.cli import kubectl_get
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
 from aicert.trust import TrustError
@@ -33,6 +34,7 @@ from aicert.verify import (
     Verifier,
     check_binding,
 )
+from aicert.verify.local_files import ignore_patterns
 
 RESOURCE = "certifiedtrainings.aicert.dev"
 
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", help="the CertifiedTraining's namespace (default: the context's)")
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--kubeconfig", help="kubeconfig file")
+    kubectl_get.register(sub)
     return parser
 
 
@@ -110,6 +113,7 @@ def verify_resource(args: argparse.Namespace) -> int:
             policy=Policy.from_file(args.policy) if args.policy else None,
         )
         data_dirs = verify_cmd.parse_data(args.data)
+        ignore_patterns(args.ignore)  # a bad pattern needs no trip to the cluster either
         at = verify_cmd.parse_time(args.at) if args.at else None
     except MalformedError as exc:
         return unusable(args, exc.field, exc.reason)
@@ -133,7 +137,9 @@ def verify_resource(args: argparse.Namespace) -> int:
             f"(phase {resource.phase or 'not set'}; kubectl get ct {resource.name} shows why)",
         )
     try:
-        result = verifier.verify(resource.certificate, model_dir=args.model, data_dirs=data_dirs, at=at)
+        result = verifier.verify(
+            resource.certificate, model_dir=args.model, data_dirs=data_dirs, at=at, ignore=args.ignore
+        )
     except MalformedError as exc:
         # a field of the certificate, or a flag (--model, --data) that does not fit it
         if exc.field.startswith("--"):
@@ -159,7 +165,24 @@ def with_binding_checks(result: VerifiedTraining) -> VerifiedTraining:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
+    if args.command == "get":
+        return quiet_on_closed_pipe(lambda: get_resource(args))
     return quiet_on_closed_pipe(lambda: verify_resource(args))
+
+
+def get_resource(args: argparse.Namespace) -> int:
+    try:
+        resource = fetch_resource(args.name, args.namespace, args.context, args.kubeconfig)
+    except LookupError as exc:
+        print(f"kubectl aicert: {exc}", file=sys.stderr)
+        return kubectl_get.EXIT_UNUSABLE
+    except OSError as exc:
+        print(f"kubectl aicert: cannot run kubectl: {exc}", file=sys.stderr)
+        return kubectl_get.EXIT_UNUSABLE
+    except MalformedError as exc:
+        print(f"kubectl aicert: {exc.reason}", file=sys.stderr)
+        return kubectl_get.EXIT_UNUSABLE
+    return kubectl_get.run(args, resource)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     install = actions.add_parser(
         "install",
         help="install a named trust store",
-        description="Install a named trust store from a PEM file or URL. `azure` is installed only if the "
+        description="Install a named trust store from a PEM or DER file or URL (Microsoft publishes the "
+        "Azure root as a DER .crt file). `azure` is installed only if the "
         f"file holds the Azure Virtual TPM Root CA 2023 (SHA-256 {colon_hex(AZURE_ROOT_SHA256)}).",
     )
     install.add_argument("name", choices=NAMED_STORES)

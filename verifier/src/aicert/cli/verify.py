@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 
-from aicert.trust import TrustError, TrustStore, load_named
+from aicert.trust import TrustError, TrustStore, load_trust_store
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
+from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -21,7 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Verify a training certificate (or an old AICert proof) against trusted roots. "
         "Exit 0: verified; 1: a check failed; 2: unusable input or usage error.",
     )
-    p.add_argument("certificate", metavar="FILE", help="certificate JSON file, or - for standard input")
+    p.add_argument(
+        "certificate",
+        metavar="FILE",
+        help="certificate JSON file (a regular file of at most 16 MiB), or - for standard input",
+    )
     p.add_argument(
         "--trust",
         action="append",
@@ -52,7 +58,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="re-hash this input directory and compare with the certified input NAME (repeatable)",
     )
     p.add_argument(
-        "--policy", type=Path, metavar="FILE", help="JSON policy: minAssurance, allowedImages, bootPcrs"
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave extra local files matching this glob (README.md, .git/**) out of --model and --data; "
+        "a certified file is never left out (repeatable)",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="JSON policy (at most 1 MiB): minAssurance, allowedImages, bootPcrs, egress",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -65,17 +82,15 @@ def parse_time(text: str) -> dt.datetime:
         raise MalformedError("--at", f"{text!r} is not an RFC 3339 time like 2024-06-01T00:00:00Z") from None
     if moment.tzinfo is None:
         raise MalformedError("--at", f"{text!r} has no time zone; add Z for UTC")
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise MalformedError("--at", f"{text!r} is outside years 1 to 9999 in UTC") from None
 
 
 def trust_store(named: list[str], bundles: list[Path]) -> TrustStore:
     """Only what the flags name is trusted; with neither flag, the `azure` store."""
-    store = TrustStore()
-    for name in named or ([] if bundles else ["azure"]):
-        store = store + load_named(name)
-    for bundle in bundles:
-        store = store + TrustStore.from_pem_file(bundle)
-    return store
+    return load_trust_store(named, bundles)
 
 
 def parse_data(items: list[str]) -> dict[str, Path]:
@@ -91,12 +106,31 @@ def parse_data(items: list[str]) -> dict[str, Path]:
 
 
 def read_input(name: str) -> bytes:
+    """The certificate: standard input, or a regular file (a FIFO or a device is refused), read
+    up to the 16 MiB cap."""
     if name == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(name).read_bytes()
-    except OSError as exc:
-        raise MalformedError("FILE", f"cannot read {name}: {exc.strerror}") from None
+        return read_bounded_stream(
+            sys.stdin.buffer, limit=CERTIFICATE_MAX_BYTES, field="FILE", name="standard input"
+        )
+    return read_bounded_file(Path(name), limit=CERTIFICATE_MAX_BYTES, field="FILE")
+
+
+# C0 and C1 controls and the bidirectional overrides: text from a certificate or a file name must
+# not move the cursor, clear the terminal or reorder what is shown, nor add a line to a report.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` on one line, with control characters shown as escapes."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def skipped_line(result: VerifiedTraining) -> str | None:
+    """`check, check: reason; check: reason`, the checks grouped by why they did not run."""
+    reasons: dict[str, list[str]] = {}
+    for check, reason in result.skipped:
+        reasons.setdefault(reason, []).append(str(check))
+    return "; ".join(f"{', '.join(checks)}: {reason}" for reason, checks in reasons.items()) or None
 
 
 def summary(result: VerifiedTraining) -> str:
@@ -128,8 +162,11 @@ def summary(result: VerifiedTraining) -> str:
         f"  root     {result.trust_root}  [{result.trust_source}]",
         f"  checks   {', '.join(result.passed)}",
     ]
+    skipped = skipped_line(result)
+    if skipped:
+        lines.append(f"  skipped  {skipped}")
     lines += [f"  note     {note}" for note in result.notes]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             data,
             model_dir=args.model,
             data_dirs=parse_data(args.data),
+            ignore=args.ignore,
             at=parse_time(args.at) if args.at else None,
         )
     except (MalformedError, TrustError) as exc:
@@ -159,12 +197,12 @@ def run(args: argparse.Namespace) -> int:
                     }
                 )
             )
-        print(f"aicert verify: unusable input: {where}{reason}", file=sys.stderr)
+        print(printable(f"aicert verify: unusable input: {where}{reason}"), file=sys.stderr)
         return EXIT_UNUSABLE
     except VerificationError as exc:
         if args.json:
             print(json.dumps({"verified": False, "check": str(exc.check), "reason": exc.reason}))
-        print(f"NOT VERIFIED  check {exc.check} failed: {exc.reason}", file=sys.stderr)
+        print(printable(f"NOT VERIFIED  check {exc.check} failed: {exc.reason}"), file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(result.to_json(), indent=2) if args.json else summary(result))
     return EXIT_OK

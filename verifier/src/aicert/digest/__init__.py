@@ -1,15 +1,32 @@
 """Hashing of model and data trees into a manifest with a root digest (docs/certificate-format.md)."""
 
 from aicert.digest.hashing import DigestError, SymlinkPolicy, hash_file, hash_tree
-from aicert.digest.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, manifest_root
+from aicert.digest.manifest import (
+    CERTIFICATE_FILE,
+    INPUT_EXCLUDED,
+    MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    check_relative_path,
+    manifest_root,
+)
+from aicert.digest.patterns import PathPatterns, PatternError
 
 __all__ = [
+    "CERTIFICATE_FILE",
+    "INPUT_EXCLUDED",
     "MANIFEST_FILE",
+    "OUTPUT_EXCLUDED",
     "DigestError",
     "FileEntry",
     "Manifest",
     "ManifestError",
+    "PathPatterns",
+    "PatternError",
     "SymlinkPolicy",
+    "check_relative_path",
     "hash_file",
     "hash_tree",
     "manifest_root",

@@ -293,13 +293,14 @@ def _symlink_entry(path: str, rel: str, root_real: str) -> FileEntry:
 
 
 def _scan(
-    root: str, symlinks: SymlinkPolicy, exclude: frozenset[str]
+    root: str, symlinks: SymlinkPolicy, exclude: frozenset[str], skip: Callable[[str], bool] | None
 ) -> tuple[list[tuple[str, str]], list[FileEntry]]:
     """Walk the tree without following links: ``([(relpath, path)] of files, [symlink entries])``.
 
     Uses only the directory entries' types (no stat per file: it is a syscall per file that the
     hashing does anyway). Directories are listed in sorted order so that errors are deterministic.
     """
+    left_out = skip or (lambda _rel: False)
     try:
         st = os.lstat(root)
     except FileNotFoundError:
@@ -311,7 +312,7 @@ def _scan(
     if stat.S_ISREG(st.st_mode):
         name = os.path.basename(os.path.abspath(root))
         _check_name(root, name)
-        return ([] if name in exclude else [(name, root)]), []
+        return ([] if name in exclude or left_out(name) else [(name, root)]), []
     if not stat.S_ISDIR(st.st_mode):
         raise DigestError(root, _special_kind(st.st_mode))
 
@@ -336,10 +337,12 @@ def _scan(
             if rel in exclude:
                 continue
             try:
-                if entry.is_file(follow_symlinks=False):
-                    files.append((rel, path))
-                elif entry.is_dir(follow_symlinks=False):
+                if entry.is_dir(follow_symlinks=False):
                     subdirs.append((path, rel + "/"))
+                elif left_out(rel):
+                    continue
+                elif entry.is_file(follow_symlinks=False):
+                    files.append((rel, path))
                 elif entry.is_symlink():
                     if refuse:
                         raise DigestError(
@@ -383,12 +386,15 @@ def hash_tree(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     exclude: Collection[str] = (),
+    skip: Callable[[str], bool] | None = None,
     on_total: Callable[[int, int], None] | None = None,
 ) -> Manifest:
     """Hash every file under ``root`` (a directory, or a single regular file) into a `Manifest`.
 
     Entry paths are relative to ``root`` (a single file gives one entry named by its basename).
     ``exclude`` lists relative POSIX paths to leave out (for a directory, its whole subtree).
+    ``skip(relpath)``, if given, is asked about every entry that is not a directory (file, symlink
+    or special file); those it accepts are left out, neither hashed nor refused.
     ``progress(n)`` is called with each run of ``n`` bytes hashed, from the hashing threads but
     never concurrently. ``on_total(files, bytes)``, if given, is called once after the scan, before
     hashing starts (it costs one extra ``lstat`` per file). ``workers`` defaults to the usable cores.
@@ -398,7 +404,7 @@ def hash_tree(
     file that changes while it is hashed; any read error.
     """
     root_s = os.fspath(root)
-    files, links = _scan(root_s, symlinks, frozenset(exclude))
+    files, links = _scan(root_s, symlinks, frozenset(exclude), skip)
     if on_total is not None:
         sizes = []
         for _, path in files:

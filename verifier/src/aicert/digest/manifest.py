@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,17 @@ from typing import Any
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
-__all__ = ["FileEntry", "Manifest", "ManifestError", "manifest_root"]
+__all__ = [
+    "CERTIFICATE_FILE",
+    "INPUT_EXCLUDED",
+    "MANIFEST_FILE",
+    "OUTPUT_EXCLUDED",
+    "FileEntry",
+    "Manifest",
+    "ManifestError",
+    "check_relative_path",
+    "manifest_root",
+]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # RFC 8785 serialises numbers as IEEE 754 doubles: integers beyond 2**53 - 1 are not exact.
@@ -31,12 +40,24 @@ _ENTRY_KEYS = frozenset({"path", "size", "sha256", "type"})
 _MANIFEST_KEYS = frozenset({"root", "files"})
 
 
-# The file aicert writes next to a run's outputs; it is never part of the root it describes.
+# The files aicert writes next to a run's outputs; they are never part of the root they describe.
 MANIFEST_FILE = "manifest.json"
+CERTIFICATE_FILE = "aicert-certificate.json"  # the run's certificate, so that it travels with the weights
+# What a root leaves out. An output's: the two files aicert writes there (a training that writes
+# either is refused). An input's: nothing, an input is measured whole (a manifest.json in it is
+# data the training can read like any other).
+OUTPUT_EXCLUDED: frozenset[str] = frozenset({MANIFEST_FILE, CERTIFICATE_FILE})
+INPUT_EXCLUDED: frozenset[str] = frozenset()
 
 
 class ManifestError(ValueError):
     """A manifest, or one of its entries, is malformed. The message names the offending field."""
+
+
+def check_relative_path(path: object) -> str:
+    """``path`` if it is a relative, normalised POSIX path (no empty, '.' or '..' component);
+    else `ManifestError` naming the problem."""
+    return _check_path(path)
 
 
 def _check_path(path: object) -> str:
@@ -198,6 +219,8 @@ class Manifest:
         target = Path(path)
         directory = target.parent
         data = (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        import tempfile  # writers only: `aicert hash` and `aicert verify` never load it
+
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -1,6 +1,12 @@
 """Trust anchors for AK certificates, and building a path from an AK certificate to one."""
 
-from aicert.trust.chain import ChainError, build_path
+from aicert.trust.chain import (
+    MAX_PATH_CERTIFICATES,
+    TCG_KP_AIK_CERTIFICATE,
+    ChainError,
+    ak_certificate_problem,
+    build_path,
+)
 from aicert.trust.store import (
     AZURE_ROOT_SHA256,
     TrustAnchor,
@@ -9,16 +15,21 @@ from aicert.trust.store import (
     default_trust_dir,
     install_named,
     load_named,
+    load_trust_store,
 )
 
 __all__ = [
     "AZURE_ROOT_SHA256",
+    "MAX_PATH_CERTIFICATES",
+    "TCG_KP_AIK_CERTIFICATE",
     "ChainError",
     "TrustAnchor",
     "TrustError",
     "TrustStore",
+    "ak_certificate_problem",
     "build_path",
     "default_trust_dir",
     "install_named",
     "load_named",
+    "load_trust_store",
 ]

@@ -1,4 +1,4 @@
-"""Reading certificates in the encodings AICert evidence uses: PEM, DER, base64 of either."""
+"""Reading certificates in the encodings AICert evidence and trust files use: PEM, DER, base64 of either."""
 
 from __future__ import annotations
 
@@ -15,6 +15,19 @@ def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
     if _BEGIN not in data:
         raise ValueError("no PEM certificate found")
     return x509.load_pem_x509_certificates(data)
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle, or the one certificate of a DER file (Microsoft publishes
+    the Azure root and intermediates as DER `.crt` files); ValueError saying what is wrong."""
+    if _BEGIN in data:
+        return load_pem_bundle(data)
+    if data[:1] != b"\x30":
+        raise ValueError("neither PEM certificates nor a DER certificate")
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise ValueError(f"not a readable DER certificate ({exc})") from None
 
 
 def load_any(data: bytes) -> x509.Certificate:

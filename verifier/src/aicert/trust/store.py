@@ -5,22 +5,25 @@
   directory only when the fingerprint matches, and every load checks the fingerprint again.
   It vouches for `vtpm` (and `cvm` once the HCL report is verified).
 - `dev`: a local development CA (swtpm). Only used when named; vouches for `dev` only.
-- a PEM bundle file: self-signed certificates in it are roots, the others intermediates. A root
-  that is the pinned Azure root vouches for `vtpm`; any other root for `dev` only, because
-  nothing here knows what its keys are kept in.
+- bundle files (PEM, or one DER certificate each): self-signed certificates in them are roots, the
+  others intermediates. The files are judged together: unless a named store is trusted too, together
+  they must hold a root, and an intermediate from any of them serves every path. A root that is the pinned Azure root vouches
+  for `vtpm`; any other root for `dev` only, because nothing here knows what its keys are kept in.
+
+`load_trust_store` is the one choice of what to trust, for `aicert verify` and the node agent alike.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
 from aicert.certificate import Assurance
-from aicert.trust.pem import colon_hex, fingerprint, load_pem_bundle
+from aicert.trust.pem import colon_hex, fingerprint, load_certificates
 
 AZURE_ROOT_SHA256 = "e6c596b17f8ffefba5c300f714cfb1260c6028704ecf7becc4ab5018efb00e95"
 NAMED_STORES = ("azure", "dev")
@@ -59,14 +62,20 @@ class TrustStore:
         return cls(tuple(anchors), tuple(intermediates))
 
     @classmethod
-    def from_pem_file(cls, path: Path) -> TrustStore:
+    def from_bundle_file(cls, path: Path) -> TrustStore:
+        """The roots and intermediates in a PEM bundle or a DER certificate; it may hold no root."""
         try:
-            certs = load_pem_bundle(path.read_bytes())
+            certs = load_certificates(path.read_bytes())
         except OSError as exc:
             raise TrustError(f"cannot read trust bundle {path}: {exc.strerror}") from None
         except ValueError as exc:
             raise TrustError(f"trust bundle {path}: {exc}") from None
-        store = cls.from_certificates(certs, str(path), dev_level=False)
+        return cls.from_certificates(certs, str(path), dev_level=False)
+
+    @classmethod
+    def from_pem_file(cls, path: Path) -> TrustStore:
+        """One bundle file (PEM or DER) that must hold a root by itself."""
+        store = cls.from_bundle_file(path)
         if not store.anchors:
             raise TrustError(f"trust bundle {path} holds no root (self-signed) certificate")
         return store
@@ -100,9 +109,13 @@ def _check_named(name: str, certs: list[x509.Certificate], origin: str) -> None:
 def load_named(name: str, trust_dir: Path | None = None) -> TrustStore:
     path = _bundle_path(name, trust_dir or default_trust_dir())
     try:
-        certs = load_pem_bundle(path.read_bytes())
+        certs = load_certificates(path.read_bytes())
     except FileNotFoundError:
-        hint = "the Azure Virtual TPM Root CA 2023 PEM" if name == "azure" else "your dev CA's dev-ca.pem"
+        hint = (
+            "the Azure Virtual TPM Root CA 2023, PEM or DER"
+            if name == "azure"
+            else "your dev CA's dev-ca.pem"
+        )
         raise TrustError(
             f"the {name!r} trust store is not installed ({path} is missing): "
             f"run `aicert trust install {name} --from <{hint}>`, or pass --trust-bundle FILE"
@@ -117,6 +130,8 @@ def load_named(name: str, trust_dir: Path | None = None) -> TrustStore:
 
 def read_source(source: str) -> bytes:
     if source.startswith(("https://", "http://")):
+        import urllib.request  # only `aicert trust install … --from URL` needs http and ssl
+
         try:
             with urllib.request.urlopen(source, timeout=30) as response:
                 data: bytes = response.read(_MAX_DOWNLOAD + 1)
@@ -132,10 +147,12 @@ def read_source(source: str) -> bytes:
 
 
 def install_named(name: str, data: bytes, origin: str, trust_dir: Path | None = None) -> Path:
-    """Install a named store from PEM bytes; for `azure` only if the pinned root is in them."""
+    """Install a named store from PEM or DER bytes; for `azure` only if the pinned root is in them.
+
+    The store is kept as PEM whatever it was given as."""
     path = _bundle_path(name, trust_dir or default_trust_dir())
     try:
-        certs = load_pem_bundle(data)
+        certs = load_certificates(data)
     except ValueError as exc:
         raise TrustError(f"{origin}: {exc}") from None
     _check_named(name, certs, origin)
@@ -146,3 +163,22 @@ def install_named(name: str, data: bytes, origin: str, trust_dir: Path | None = 
     tmp.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
     os.replace(tmp, path)
     return path
+
+
+def load_trust_store(
+    named: Sequence[str], bundles: Sequence[Path], trust_dir: Path | None = None
+) -> TrustStore:
+    """What `--trust NAME` and `--trust-bundle FILE` select: only what they name is trusted; with
+    neither, the `azure` store. Without a named store the bundle files together must hold at least
+    one root (else nothing would be trusted); the intermediates of any of them serve paths to every
+    root. Intermediates are never trusted by themselves: they only link an AK to a root."""
+    store = TrustStore()
+    for name in named or ([] if bundles else ["azure"]):
+        store = store + load_named(name, trust_dir)
+    from_bundles = TrustStore()
+    for bundle in bundles:
+        from_bundles = from_bundles + TrustStore.from_bundle_file(bundle)
+    if bundles and not named and not from_bundles.anchors:
+        files = ", ".join(str(b) for b in bundles)
+        raise TrustError(f"the trust bundles ({files}) hold no root (self-signed) certificate")
+    return store + from_bundles

@@ -2,38 +2,59 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
 
-from aicert.certificate import Assurance, ImageDigest, Model, PcrValues
-from aicert.verify.errors import MalformedError
+from aicert.certificate import ImageDigest, Model, PcrValues, VerifiedAssurance
+from aicert.verify.errors import Check, MalformedError
+from aicert.verify.jsonload import POLICY_MAX_BYTES, loads_strict, read_bounded_file
+
+POLICY_CHECKS = (Check.POLICY_ASSURANCE, Check.POLICY_BOOT_PCRS, Check.POLICY_IMAGE, Check.POLICY_EGRESS)
 
 
 class Policy(Model):
-    """minAssurance: lowest acceptable level (the trust root caps what can be claimed anyway).
+    """minAssurance: lowest acceptable level (the trust root caps what can be claimed anyway);
+    absent means any, `legacy` (old AICert proofs) included: `dev` or higher refuses old proofs.
     allowedImages: runtime image digests accepted; absent means any.
     bootPcrs: PCR index -> expected sha256 value, for PCRs 0-7 of the node's boot.
     egress: "none" requires that the agent found the training pod with no network egress."""
 
-    minAssurance: Assurance = "dev"
+    minAssurance: VerifiedAssurance = "legacy"
     allowedImages: list[ImageDigest] | None = None
     bootPcrs: PcrValues | None = None
     egress: Literal["none"] | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> Policy:
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise MalformedError("--policy", f"cannot read {path}: {exc.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedError("--policy", f"{path} is not JSON: {exc}") from None
+        """A regular file of at most 1 MiB holding strict JSON (no duplicate keys: jsonload)."""
+        data = loads_strict(
+            read_bounded_file(path, limit=POLICY_MAX_BYTES, field="--policy"),
+            what=f"the policy {path}",
+            field="policy",
+            max_bytes=POLICY_MAX_BYTES,
+        )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise MalformedError(f"policy.{where}", first["msg"]) from None
+
+
+def unchecked(policy: Policy | None) -> tuple[tuple[Check, str], ...]:
+    """The policy checks that do not run, and why: all of them without a policy, and each one
+    the policy asks nothing of (its field absent, or `minAssurance` at the lowest level)."""
+    if policy is None:
+        return tuple((check, "no policy given") for check in POLICY_CHECKS)
+    skipped: list[tuple[Check, str]] = []
+    if policy.minAssurance == "legacy":
+        skipped.append((Check.POLICY_ASSURANCE, "the policy accepts any assurance"))
+    if not policy.bootPcrs:
+        skipped.append((Check.POLICY_BOOT_PCRS, "the policy pins no boot PCRs"))
+    if policy.allowedImages is None:
+        skipped.append((Check.POLICY_IMAGE, "the policy lists no allowedImages"))
+    if policy.egress is None:
+        skipped.append((Check.POLICY_EGRESS, "the policy sets no egress"))
+    return tuple(skipped)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aicert.certificate import Assurance, Statement
+from aicert.certificate import Statement, VerifiedAssurance
 from aicert.tpm.attest import ClockInfo
 from aicert.verify.errors import Check
 
@@ -13,15 +13,18 @@ from aicert.verify.errors import Check
 @dataclass(frozen=True)
 class VerifiedTraining:
     format: Literal["aicert.dev/v1alpha1", "aicert-legacy"]
-    assurance: Assurance
+    assurance: VerifiedAssurance
     statement: Statement | None  # None for old AICert proofs: they have no statement
     events: tuple[dict[str, Any], ...]  # the run's event contents, in log order
     ak_subject: str
     trust_root: str
     trust_source: str
     clock: ClockInfo
-    passed: tuple[Check, ...]
+    passed: tuple[Check, ...]  # the checks that ran, in order; each one passed
     notes: tuple[str, ...] = field(default=())
+    # the checks that did not run, and why (no policy, no --model, not in an old proof's format):
+    # a verified certificate proves nothing about them
+    skipped: tuple[tuple[Check, str], ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,5 +40,6 @@ class VerifiedTraining:
                 "restartCount": self.clock.restart_count,
             },
             "checks": [str(c) for c in self.passed],
+            "skipped": [{"check": str(c), "reason": reason} for c, reason in self.skipped],
             "notes": list(self.notes),
         }

@@ -1,8 +1,10 @@
 """`Verifier`: the checks of docs/verification.md, in order, failing closed.
 
 Every check either passes or raises `VerificationError(check, reason)`; nothing is logged and
-skipped. Old AICert proofs are reduced to the same `QuoteEvidence` as ours and go through the
-same chain, signature, quote and replay code.
+let through. A check that does not run (no policy, no --model or --data, or one an old proof's
+format cannot take) is reported in `VerifiedTraining.skipped` with the reason, never as passed.
+Old AICert proofs are reduced to the same `QuoteEvidence` as ours and go through the same chain,
+signature, quote and replay code.
 """
 
 from __future__ import annotations
@@ -12,20 +14,37 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from pydantic import ValidationError
 
-from aicert.certificate import ASSURANCE_ORDER, BOOT_PCRS, REDACTED, Assurance, Statement, TrainingCertificate
-from aicert.digest import MANIFEST_FILE, DigestError, Manifest, ManifestError, hash_file, hash_tree
+from aicert.certificate import (
+    ASSURANCE_ORDER,
+    BOOT_PCRS,
+    REDACTED,
+    Assurance,
+    Statement,
+    TrainingCertificate,
+    VerifiedAssurance,
+)
+from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED, PathPatterns
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
-from aicert.legacy import LegacyProof, legacy_events, legacy_evidence, looks_legacy
+from aicert.legacy import (
+    LEGACY_ASSURANCE,
+    LEGACY_NOT_APPLICABLE,
+    LegacyProof,
+    legacy_events,
+    legacy_evidence,
+    looks_legacy,
+)
 from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
 from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
@@ -34,7 +53,10 @@ from aicert.trust.chain import CertPath, ChainError, build_path
 from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
-from aicert.verify.policy import Policy
+from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
+from aicert.verify.keys import with_usable_key
+from aicert.verify.local_files import certified_listing, check_legacy_model, check_local_dir, ignore_patterns
+from aicert.verify.policy import Policy, unchecked
 from aicert.verify.result import VerifiedTraining
 
 
@@ -47,6 +69,10 @@ class Document:
     legacy: LegacyProof | None
 
 
+NO_MODEL_DIR = "no model directory given (--model)"
+NO_DATA_DIRS = "no input directory given (--data)"
+
+
 def _pydantic_error(exc: ValidationError, prefix: str = "") -> MalformedError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
@@ -54,11 +80,11 @@ def _pydantic_error(exc: ValidationError, prefix: str = "") -> MalformedError:
 
 
 def load_document(data: bytes | str) -> Document:
-    """Step 1: parse and schema-check. Raises MalformedError naming the field."""
-    try:
-        raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedError("", f"not JSON: {exc}") from None
+    """Step 1: parse and schema-check. Raises MalformedError naming the field.
+
+    At most 16 MiB of strict JSON (jsonload): no duplicate keys, no number JCS cannot encode, no
+    lone surrogate, no nesting deeper than 64 levels."""
+    raw = loads_strict(data, what="the certificate", max_bytes=CERTIFICATE_MAX_BYTES)
     if not isinstance(raw, dict):
         raise MalformedError("", "a certificate is a JSON object")
     if looks_legacy(raw):
@@ -73,20 +99,46 @@ def load_document(data: bytes | str) -> Document:
     return Document(certificate, raw["statement"], None)
 
 
+def readable_certificates(certificates: Iterable[x509.Certificate], field: str) -> None:
+    """Decode now every part of each certificate that the chain check reads.
+
+    `cryptography` decodes a certificate's names, extensions and signature algorithm only when
+    they are first read, so a damaged one would raise deep inside a check (found by fuzzing);
+    read here, it is unusable input naming the certificate (`field[index]`, exit 2)."""
+    for index, certificate in enumerate(certificates):
+        try:
+            _ = (
+                certificate.subject.rfc4514_string(),
+                certificate.issuer.rfc4514_string(),
+                list(certificate.extensions),
+                certificate.signature_hash_algorithm,
+                certificate.not_valid_before_utc,
+                certificate.not_valid_after_utc,
+            )
+        except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+            raise MalformedError(f"{field}[{index}]", f"unreadable certificate: {exc}") from None
+
+
 def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[str, Any]) -> QuoteEvidence:
     ev = certificate.evidence
     certificates = []
     for index, pem in enumerate(ev.ak.certificateChain):
         try:
-            certificates.append(x509.load_pem_x509_certificate(pem.encode()))
-        except ValueError as exc:
+            certificates.append(with_usable_key(x509.load_pem_x509_certificate(pem.encode())))
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise MalformedError(
                 f"evidence.ak.certificateChain[{index}]", f"unreadable certificate: {exc}"
             ) from None
+    readable_certificates(certificates, "evidence.ak.certificateChain")
     try:
-        load_pem_public_key(ev.ak.public.encode())
-    except ValueError as exc:
+        ak_public = load_pem_public_key(ev.ak.public.encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise MalformedError("evidence.ak.public", f"unreadable public key: {exc}") from None
+    if not isinstance(ak_public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise MalformedError(
+            "evidence.ak.public",
+            f"key type {type(ak_public).__name__.removesuffix('PublicKey')}: a TPM attestation key is RSA or ECC",
+        )
     events = tuple(
         LoggedEvent(
             seq=entry.seq,
@@ -134,27 +186,31 @@ class QuoteFacts:
 
     path: CertPath
     attest: Attest
-    assurance: Assurance
+    assurance: Assurance  # what the chain vouches for; an old proof's result says `legacy` instead
 
     def result(
         self,
         format: Literal["aicert.dev/v1alpha1", "aicert-legacy"],
         statement: Statement | None,
         events: list[dict[str, Any]],
-        passed: list[Check],
+        skipped: list[tuple[Check, str]],
         notes: tuple[str, ...] = (),
+        assurance: VerifiedAssurance | None = None,
     ) -> VerifiedTraining:
+        """Called once every check that ran has passed: those are all the checks but `skipped`."""
+        not_run = {check for check, _ in skipped}
         return VerifiedTraining(
             format=format,
-            assurance=self.assurance,
+            assurance=assurance or self.assurance,
             statement=statement,
             events=tuple(events),
             ak_subject=self.path.certificates[0].subject.rfc4514_string(),
             trust_root=self.path.anchor.certificate.subject.rfc4514_string(),
             trust_source=self.path.anchor.source,
             clock=self.attest.clock_info,
-            passed=tuple(passed),
+            passed=tuple(c for c in Check if c not in not_run),
             notes=notes,
+            skipped=tuple(sorted(skipped, key=lambda item: list(Check).index(item[0]))),
         )
 
 
@@ -340,7 +396,7 @@ def _legacy_images(events: list[dict[str, Any]]) -> list[str]:
 
 def check_policy(
     policy: Policy,
-    assurance: Assurance,
+    assurance: VerifiedAssurance,
     images: list[str],
     pcr_values: Mapping[int, bytes],
     egress: str | None,
@@ -373,70 +429,6 @@ def check_policy(
         raise VerificationError(Check.POLICY_EGRESS, f"the run {found}; the policy requires egress none")
 
 
-def _hash_local(directory: Path, check: Check, option: str) -> Manifest:
-    if not directory.exists():
-        raise MalformedError(option, f"{directory} does not exist")
-    try:
-        return hash_tree(directory, exclude={MANIFEST_FILE})
-    except DigestError as exc:
-        raise VerificationError(check, f"cannot hash {directory}: {exc}") from None
-
-
-def _explain(directory: Path, local: Manifest, certified_root: str) -> str:
-    """Name the files that differ, when the directory carries the certified manifest.json."""
-    try:
-        shipped = Manifest.read(directory / MANIFEST_FILE)
-    except (OSError, ManifestError, ValueError):
-        return ""
-    if shipped.root != certified_root:
-        return ""
-    want = {f.path: f for f in shipped.files}
-    have = {f.path: f for f in local.files}
-    changed = sorted(p for p in want.keys() & have.keys() if want[p] != have[p])
-    parts = []
-    for label, paths in (
-        ("changed", changed),
-        ("missing", sorted(want.keys() - have.keys())),
-        ("extra", sorted(have.keys() - want.keys())),
-    ):
-        if paths:
-            parts.append(f"{label}: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}")
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def check_local_dir(directory: Path, root: str, files: int, check: Check, option: str, what: str) -> None:
-    local = _hash_local(directory, check, option)
-    if local.root != root:
-        raise VerificationError(
-            check,
-            f"{directory} hashes to {local.root} ({local.file_count} files), but the certified {what} is {root} "
-            f"({files} files){_explain(directory, local, root)}",
-        )
-
-
-def check_legacy_model(directory: Path, events: list[dict[str, Any]]) -> None:
-    outputs = [o for e in events if e.get("event_type") == "outputs" for o in (e.get("content") or [])]
-    if not outputs:
-        raise VerificationError(Check.MODEL_FILES, "the proof records no outputs to compare with")
-    for output in outputs:
-        relative = str(output.get("spec", {}).get("path", ""))
-        certified = str(output.get("resolved", {}).get("hash", ""))
-        candidate = (
-            directory
-            if directory.is_file() and directory.name == Path(relative).name
-            else directory / relative
-        )
-        if not candidate.is_file():
-            raise VerificationError(
-                Check.MODEL_FILES, f"{candidate} (certified output {relative}) is missing"
-            )
-        _, local = hash_file(candidate)
-        if local != certified:
-            raise VerificationError(
-                Check.MODEL_FILES, f"{candidate} hashes to {local}, the proof certifies {certified}"
-            )
-
-
 class Verifier:
     """Verify training certificates against a trust store and a policy.
 
@@ -445,7 +437,7 @@ class Verifier:
 
     def __init__(self, trust: TrustStore, policy: Policy | None = None) -> None:
         self.trust = trust
-        self.policy = policy or Policy()
+        self.policy = policy  # None: the policy checks are skipped (reported as such)
 
     def verify(
         self,
@@ -454,13 +446,21 @@ class Verifier:
         model_dir: Path | None = None,
         data_dirs: Mapping[str, Path] | None = None,
         at: dt.datetime | None = None,
+        ignore: Iterable[str] = (),
     ) -> VerifiedTraining:
+        """`ignore`: glob patterns of extra local files under `model_dir` and `data_dirs` to leave
+        out of the comparison (`--ignore`); a file the certificate covers is never left out."""
         when = at or dt.datetime.now(dt.UTC)
+        patterns = ignore_patterns(ignore)
+        if patterns and model_dir is None and not data_dirs:
+            raise MalformedError("--ignore", "leaves local files out of --model and --data; neither is given")
         parsed = document if isinstance(document, Document) else load_document(document)
         if parsed.legacy is not None:
-            return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when)
+            return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when, patterns)
         assert parsed.certificate is not None and parsed.raw_statement is not None
-        return self._verify_certificate(parsed.certificate, parsed.raw_statement, model_dir, data_dirs, when)
+        return self._verify_certificate(
+            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, when, patterns
+        )
 
     def _verify_certificate(
         self,
@@ -469,6 +469,7 @@ class Verifier:
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime,
+        ignore: PathPatterns,
     ) -> VerifiedTraining:
         try:
             ev = certificate_evidence(certificate, raw_statement)
@@ -478,14 +479,15 @@ class Verifier:
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance)
         predicate = statement.predicate
-        check_policy(
-            self.policy,
-            facts.assurance,
-            [predicate.image.digest] if predicate.image else [],
-            ev.pcr_values,
-            predicate.run.network.egress if predicate.run.network else None,
-        )
-        passed: list[Check] = [c for c in Check if c not in (Check.MODEL_FILES, Check.DATA_FILES)]
+        if self.policy is not None:
+            check_policy(
+                self.policy,
+                facts.assurance,
+                [predicate.image.digest] if predicate.image else [],
+                ev.pcr_values,
+                predicate.run.network.egress if predicate.run.network else None,
+            )
+        skipped = [*unchecked(self.policy)]
         inputs = {i.name: i for i in predicate.inputs}
         for name, directory in (data_dirs or {}).items():
             if name not in inputs:
@@ -500,14 +502,33 @@ class Verifier:
                 Check.DATA_FILES,
                 "--data",
                 f"input {name!r}",
+                exclude=INPUT_EXCLUDED,
+                ignore=ignore,
             )
-        if data_dirs:
-            passed.append(Check.DATA_FILES)
-        if model_dir is not None:
+        notes: tuple[str, ...] = ()
+        if not data_dirs:
+            skipped.append((Check.DATA_FILES, NO_DATA_DIRS))
+        elif unchecked_inputs := sorted(set(inputs) - set(data_dirs)):
+            # data-files passed for the inputs given; say which were not re-hashed at all
+            notes = (
+                f"data-files covered only the inputs given with --data; not re-hashed: {', '.join(unchecked_inputs)}",
+            )
+        if model_dir is None:
+            skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
+        else:
             outputs = predicate.outputs
-            check_local_dir(model_dir, outputs.root, outputs.files, Check.MODEL_FILES, "--model", "output")
-            passed.append(Check.MODEL_FILES)
-        return facts.result("aicert.dev/v1alpha1", statement, own, passed)
+            check_local_dir(
+                model_dir,
+                outputs.root,
+                outputs.files,
+                Check.MODEL_FILES,
+                "--model",
+                "output",
+                exclude=OUTPUT_EXCLUDED,
+                listing=certified_listing(model_dir, outputs.root),
+                ignore=ignore,
+            )
+        return facts.result("aicert.dev/v1alpha1", statement, own, skipped, notes=notes)
 
     def _verify_legacy(
         self,
@@ -515,26 +536,26 @@ class Verifier:
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime,
+        ignore: PathPatterns,
     ) -> VerifiedTraining:
         if data_dirs:
             raise MalformedError(
                 "--data", "old AICert proofs record inputs by repository commit; --data cannot check them"
             )
         ev = legacy_evidence(proof)
+        readable_certificates(ev.certificates, "remote_attestation.cert_chain")
         facts = verify_quote_evidence(ev, self.trust, at)
         events = legacy_events(proof)
-        check_policy(self.policy, facts.assurance, _legacy_images(events), ev.pcr_values, None)
-        passed: list[Check] = [
-            c
-            for c in Check
-            if c
-            not in (Check.AK_KEY, Check.QUOTE_BINDING, Check.STATEMENT, Check.MODEL_FILES, Check.DATA_FILES)
-        ]
-        if model_dir is not None:
-            check_legacy_model(model_dir, events)
-            passed.append(Check.MODEL_FILES)
+        if self.policy is not None:
+            check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None)
+        skipped = [*LEGACY_NOT_APPLICABLE, *unchecked(self.policy)]
+        if model_dir is None:
+            skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
+        else:
+            check_legacy_model(model_dir, events, ignore)
         note = (
-            "old AICert proof: the quote carries no statement digest, so it is bound to these events only "
-            "through the PCR 16 event log, and nothing proves it is fresh"
+            "old AICert proof, assurance legacy: the quote carries no statement digest, so it is bound to "
+            "these events only through the PCR 16 event log, which anyone with root on the VM can extend, "
+            "and nothing proves it is fresh"
         )
-        return facts.result("aicert-legacy", None, events, passed, notes=(note,))
+        return facts.result("aicert-legacy", None, events, skipped, notes=(note,), assurance=LEGACY_ASSURANCE)

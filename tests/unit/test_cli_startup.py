@@ -1,0 +1,138 @@
+"""`aicert` starts fast: each command loads only what it uses.
+
+Each probe runs the real command in a fresh interpreter and reports the modules it loaded, so an
+import added anywhere on a command's path (at the top of a library module, say) shows up here.
+No timings: docs/performance.md has those (benchmarks/bench_certify.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aicert.cli import COMMANDS, build_parser
+
+AZURE = Path(__file__).resolve().parents[1] / "assets" / "azure"
+PROOF = AZURE / "aicert-proof-sample.json"
+ROOT = AZURE / "azure-virtual-tpm-root-ca-2023.crt"
+
+# Never on a command line's path: agent/operator libraries, and the progress bar.
+NEVER = {"kubernetes", "tpm2_pytss", "kopf", "prometheus_client", "rich"}
+# `aicert hash` hashes files: no certificate models, no X.509, no other command's module.
+NOT_FOR_HASH = NEVER | {
+    "pydantic",
+    "cryptography",
+    "aicert.certificate",
+    "aicert.cli.verify",
+    "aicert.cli.trust",
+}
+# `aicert verify` needs pydantic and cryptography, but neither the other commands nor http(s).
+NOT_FOR_VERIFY = NEVER | {"aicert.cli.hash", "aicert.cli.trust", "urllib.request", "http.client"}
+
+PROBE = """
+import contextlib, io, json, sys
+from aicert.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "out": out.getvalue()}))
+"""
+
+
+def run_probe(code: str, *argv: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True, timeout=60
+    )
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def loaded_roots(modules: object) -> set[str]:
+    """Every loaded module and each of its parent packages: `rich.console` counts as `rich`."""
+    assert isinstance(modules, list)
+    names: set[str] = set()
+    for module in modules:
+        parts = str(module).split(".")
+        names |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return names
+
+
+@pytest.mark.parametrize("argv", [["hash", "{empty}"], ["hash", "--help"], ["hash", "{empty}", "--json"]])
+def test_hash_loads_no_certificate_models_crypto_or_other_command(argv: list[str], tmp_path: Path) -> None:
+    result = run_probe(PROBE, *(a.format(empty=tmp_path) for a in argv))
+    assert result["code"] == 0
+    assert loaded_roots(result["modules"]) & NOT_FOR_HASH == set()
+
+
+def test_verify_loads_only_what_verifying_needs() -> None:
+    result = run_probe(
+        PROBE, "verify", str(PROOF), "--trust-bundle", str(ROOT), "--at", "2024-06-01T00:00:00Z"
+    )
+    assert result["code"] == 0, result["out"]
+    assert str(result["out"]).startswith("VERIFIED")
+    loaded = loaded_roots(result["modules"])
+    assert loaded & NOT_FOR_VERIFY == set()
+    assert {"pydantic", "cryptography", "aicert.cli.verify"} <= loaded  # the probe sees real imports
+
+
+def test_the_verify_command_module_alone_loads_no_other_command() -> None:
+    code = "import json, sys\nimport aicert.cli.verify\nprint(json.dumps({'modules': sorted(sys.modules)}))"
+    assert loaded_roots(run_probe(code)["modules"]) & NOT_FOR_VERIFY == set()
+
+
+def test_verify_loads_no_pydantic_plugins() -> None:
+    # An installed package's pydantic plugin would see (and could fail) every certificate parse,
+    # and finding plugins reads the metadata of every installed distribution.
+    code = (
+        "import importlib.metadata as md\n"
+        "asked = []\n"
+        "real = md.entry_points\n"
+        "def spy(**kw):\n"
+        "    asked.append(kw.get('group'))\n"
+        "    return real(**kw)\n"
+        "md.entry_points = spy\n"
+        "import pydantic.plugin._loader as loader\n"
+        "loader.entry_points = spy\n"
+        + PROBE.replace("print(json.dumps({", "print(json.dumps({'asked': asked, ")
+    )
+    result = run_probe(
+        code, "verify", str(PROOF), "--trust-bundle", str(ROOT), "--at", "2024-06-01T00:00:00Z"
+    )
+    assert result["code"] == 0
+    assert "pydantic" not in result["asked"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_top_level_help_is_the_same_whichever_command_is_loaded(command: str) -> None:
+    # `aicert --help` lists the commands from COMMANDS alone; it must say what the modules say.
+    assert build_parser([command]).format_help() == build_parser([]).format_help()
+
+
+def test_a_misspelt_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser(["verfy"]).parse_args(["verfy", "x.json"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'verfy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["hash", "dir"], "hash"),
+        (["--version"], None),
+        (["-h", "verify"], "verify"),
+        (["model-dir"], None),
+        ([], None),
+    ],
+)
+def test_the_chosen_command_is_the_first_non_option(argv: list[str], command: str | None) -> None:
+    from aicert.cli import chosen_command
+
+    assert chosen_command(argv) == command

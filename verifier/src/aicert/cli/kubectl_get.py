@@ -1,0 +1,90 @@
+"""`kubectl aicert get NAME`: write a CertifiedTraining's certificate to a file, to keep it.
+
+The certificate lives in the resource's status, which goes when the resource is deleted (or pruned
+by GitOps). The node agent also writes it beside the weights in the output volume; this command
+fetches the copy in the status, for example to put it next to weights downloaded elsewhere. It
+writes `DIR/aicert-certificate.json` (the name the agent uses, which `aicert verify --model DIR`
+leaves out of the weights' root) exactly as the status holds it, and never overwrites a different
+file unless told to. It checks nothing cryptographic: run `aicert verify` on the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from aicert.digest import CERTIFICATE_FILE
+from aicert.verify import MalformedError, TrainingResource
+
+EXIT_OK, EXIT_UNUSABLE = 0, 2
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "get",
+        help="write a CertifiedTraining's certificate to a file",
+        description="Write the certificate in a CertifiedTraining's status to DIR/" + CERTIFICATE_FILE + ". "
+        "Exit 0: written (or already there, identical); 2: no certificate, kubectl failed, or a "
+        "different file is in the way.",
+    )
+    p.add_argument("name", metavar="NAME", help="the CertifiedTraining's name")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where to write it, e.g. beside the weights (default: the current directory)",
+    )
+    p.add_argument("--force", action="store_true", help="replace a different certificate file in DIR")
+    p.add_argument("-n", "--namespace", help="the CertifiedTraining's namespace (default: the context's)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--kubeconfig", help="kubeconfig file")
+
+
+def write_certificate(directory: Path, text: str, *, force: bool) -> Path:
+    """Write `text` to DIR/aicert-certificate.json, whole or not at all. Raises FileExistsError when a
+    different file is there and not `force`, OSError when it cannot be written."""
+    target = directory / CERTIFICATE_FILE
+    data = text.encode() + b"\n"
+    if not force and os.path.lexists(target):
+        if not target.is_file() or target.is_symlink() or target.read_bytes() != data:
+            raise FileExistsError(f"{target} exists and holds something else; --force replaces it")
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{CERTIFICATE_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(target)
+    return target
+
+
+def run(args: argparse.Namespace, resource_json: dict[str, object]) -> int:
+    """`resource_json`: the resource as `kubectl get -o json` printed it (fetched by the caller)."""
+    try:
+        resource = TrainingResource.from_json(resource_json)
+    except MalformedError as exc:
+        print(f"kubectl aicert: {exc.field}: {exc.reason}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if resource.certificate is None:
+        print(
+            f"kubectl aicert: CertifiedTraining {resource.namespace}/{resource.name} has no certificate "
+            f"(phase {resource.phase or 'not set'})",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
+    try:
+        target = write_certificate(args.dir, resource.certificate, force=args.force)
+    except OSError as exc:  # FileExistsError included
+        print(f"kubectl aicert: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(target)
+    print(
+        f"verify it with: aicert verify {target} --model DIR (the weights, with the manifest.json the "
+        "agent wrote beside them)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
