@@ -1,4 +1,4 @@
-"""The node double (localcluster/aicert_localcluster/nodes.py) against a real control plane: it registers
+"""The node double (localcluster/aicert_localcluster/kubelet/) against a real control plane: it registers
 Nodes with its nodes' own credentials, runs the pods bound to them in bubblewrap sandboxes in kubelet
 order, keeps volumes in the kubelet layout and reports status like kubelet. No mocks; every wait polls
 with a generous deadline and nothing asserts on timing.
