@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries
+.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries fuzz
 all: test
 
 deps:
@@ -51,6 +51,19 @@ tools: cluster-binaries
 # The README's test command: lint, types and every test tier (unit, integration, e2e).
 test: lint cluster-binaries
 	$(BIN)/pytest tests -q
+
+# The verifier's parsers, fuzzed longer than in `make test` (about 15 min): the property tests with
+# FUZZ_SCALE times their examples, then the Atheris target for FUZZ_SECONDS. Its corpus grows in
+# FUZZ_STATE across runs; a crash is written there as crash-* and replays with
+#   AICERT_FUZZ_STATE=$(FUZZ_STATE) $(BIN)/python -m tests.fuzz.fuzz_verify FUZZ_STATE/crash-…
+FUZZ_SCALE ?= 10
+FUZZ_SECONDS ?= 600
+FUZZ_STATE ?= $(or $(TMPDIR),/tmp)/aicert-fuzz
+fuzz: venv
+	AICERT_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/fuzz -q -m fuzz --deselect tests/fuzz/test_atheris_bounded.py
+	mkdir -p $(FUZZ_STATE)
+	AICERT_FUZZ_STATE=$(FUZZ_STATE) $(BIN)/python -m tests.fuzz.fuzz_verify -max_total_time=$(FUZZ_SECONDS) \
+	  -rss_limit_mb=2048 -timeout=30 -max_len=65536 -artifact_prefix=$(FUZZ_STATE)/ -print_final_stats=1
 
 # The cluster path: control plane, node double, swtpm, operator and agent; apply, watch, verify.
 demo: venv cluster-binaries

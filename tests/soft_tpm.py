@@ -173,10 +173,11 @@ OUTPUTS_EVENT = json.dumps(
 )
 
 
-def certified_run(root: Path, azure_dir: Path) -> Run:
+def certified_run(root: Path, azure_dir: Path, ca: Issued | None = None) -> Run:
     """A run measured into a `SoftTpm` and sealed by the agent's recorder, its model and data
-    directories, and the real old AICert proof in tests/assets/azure."""
-    ca = issue("hostile-input test CA")
+    directories, and the real old AICert proof in tests/assets/azure. `ca` issues the AK
+    certificate, valid as long as `ca` is (default: a test CA valid around tests.pki.NOW)."""
+    ca = ca or issue("hostile-input test CA")
     ak_key = ec.generate_private_key(ec.SECP256R1())
     ak_certificate = certificate_with_key(ca, ak_key.public_key())
     ak_pem = ak_certificate.public_bytes(Encoding.PEM).decode()

@@ -306,3 +306,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.monotonic() - started:.1f}s")
     print(bin_dir)
     return 0
+
+
+def cached_go_build(source: Path, name: str) -> Path:
+    """Build the small Go program in `source` (go.mod, go.sum, *.go: a test tool, not product code)
+    once and cache it under ~/.cache/aicert/<name>/<hash of its sources>/<name>."""
+    files = sorted(p for p in source.iterdir() if p.name in ("go.mod", "go.sum") or p.suffix == ".go")
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    out = cache_root() / name / digest / name
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{name}.tmp")
+        proc = subprocess.run(
+            [go_command(), "build", "-trimpath", "-o", str(tmp), "."],
+            cwd=source,
+            env=go_env(),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            raise BuildError(f"building {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        tmp.replace(out)
+    return out

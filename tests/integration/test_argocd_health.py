@@ -6,7 +6,6 @@ The runner (gitops/argocd/healthcheck, Go) is built once from the Go module prox
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from aicert.contract.status import Reason
-from aicert_localcluster.binaries import cache_root, go_command, go_env
+from aicert_localcluster.binaries import cached_go_build
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "gitops" / "argocd" / "healthcheck"
@@ -25,20 +24,7 @@ CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
 
 @pytest.fixture(scope="module")
 def runner() -> Path:
-    digest = hashlib.sha256(b"".join((RUNNER / f).read_bytes() for f in ("go.mod", "go.sum", "main.go")))
-    out = cache_root() / "argocd-healthcheck" / digest.hexdigest()[:16] / "healthcheck"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        subprocess.run(
-            [go_command(), "build", "-trimpath", "-o", str(tmp), "."],
-            cwd=RUNNER,
-            env=go_env(),
-            check=True,
-            capture_output=True,
-        )
-        tmp.replace(out)
-    return out
+    return cached_go_build(RUNNER, "argocd-healthcheck")
 
 
 def run(runner: Path, directory: Path) -> subprocess.CompletedProcess[str]:

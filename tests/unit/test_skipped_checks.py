@@ -64,6 +64,10 @@ NO_POLICY = [
     {"check": "policy-egress", "reason": "no policy given"},
 ]
 NO_MODEL = {"check": "model-files", "reason": "no model directory given (--model)"}
+NO_TIMESTAMP = {
+    "check": "timestamp",
+    "reason": "the certificate carries no timestamp: the AK certificate is checked at --at or now",
+}
 NO_DATA = {"check": "data-files", "reason": "no input directory given (--data)"}
 
 
@@ -71,9 +75,11 @@ def test_without_policy_model_or_data_those_checks_are_skipped(
     run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc = verify_json(run.verify_argv(run.write(tmp_path / "c.json", run.certificate)), capsys)
-    assert doc["skipped"] == [*NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"] == [
-        c for c in map(str, Check) if not c.startswith("policy-") and c not in ("model-files", "data-files")
+        c
+        for c in map(str, Check)
+        if not c.startswith("policy-") and c not in ("model-files", "data-files", "timestamp")
     ]
 
 
@@ -101,8 +107,8 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     del policy["egress"]
     run.write(tmp_path / "policy.json", policy)
     doc = verify_json(argv, capsys)
-    assert doc["checks"] == [str(c) for c in Check if c is not Check.POLICY_EGRESS]
-    assert doc["skipped"] == [{"check": "policy-egress", "reason": "the policy sets no egress"}]
+    assert doc["checks"] == [str(c) for c in Check if c not in (Check.POLICY_EGRESS, Check.TIMESTAMP)]
+    assert doc["skipped"] == [NO_TIMESTAMP, {"check": "policy-egress", "reason": "the policy sets no egress"}]
 
 
 def test_a_policy_without_a_field_skips_that_check(
@@ -128,7 +134,8 @@ def test_the_summary_prints_a_skipped_line(
     )
     assert code == 0
     assert (
-        "  skipped  policy-assurance, policy-boot-pcrs, policy-image, policy-egress: no policy given; "
+        "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
+        "or now; policy-assurance, policy-boot-pcrs, policy-image, policy-egress: no policy given; "
         "data-files: no input directory given (--data)\n" in output
     )
     checks = next(line for line in output.splitlines() if line.startswith("  checks"))
@@ -141,6 +148,7 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
     doc = verify_json(run.legacy_argv(run.write(tmp_path / "p.json", run.legacy_proof)), capsys)
     skipped = [s["check"] for s in doc["skipped"]]
     assert skipped == [
+        "timestamp",
         "ak-key",
         "quote-binding",
         "statement",
@@ -177,7 +185,7 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert doc["skipped"] == [*NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"][-3:] == ["resource-identity", "resource-model-digest", "resource-phase"]
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
 

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="CA certificates to ship after the AK certificate (repeatable)",
     )
+    run.add_argument(
+        "--tsa-url",
+        default=os.environ.get("AICERT_TSA_URL") or None,
+        metavar="URL",
+        help="date the quote's signature with this RFC 3161 time-stamping authority (default: none)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD …")
     run.set_defaults(func=_run)
 
@@ -86,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
+    serve.add_argument(
+        "--tsa-url",
+        default=os.environ.get("AICERT_TSA_URL") or None,
+        metavar="URL",
+        help="date each quote's signature with this RFC 3161 time-stamping authority (default: none)",
+    )
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9484")))
     serve.add_argument(
         "--lease-namespace",
@@ -131,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
             assurance=args.assurance,
             pcr=args.pcr,
             extra_chain=tuple(args.ak_chain),
+            tsa_url=args.tsa_url,
         )
     )
 

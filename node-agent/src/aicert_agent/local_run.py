@@ -37,6 +37,7 @@ from aicert.digest import (
 from aicert.trust.pem import load_pem_bundle
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.timestamping import TimestampError, add_timestamp
 from aicert_agent.tpm.client import Tpm, TpmError
 
 EXIT_OK, EXIT_COMMAND_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -63,6 +64,7 @@ class LocalRun:
     pcr: int = 23
     extra_chain: tuple[Path, ...] = field(default=())
     node: str = field(default_factory=socket.gethostname)
+    tsa_url: str | None = None  # an RFC 3161 TSA to date the quote's signature
 
 
 @contextmanager
@@ -179,6 +181,11 @@ def _execute(run: LocalRun) -> int:
                 )
         recorder.output(run.output_name, output)
         certificate = recorder.seal(assurance=run.assurance, ak=ak)
+    if run.tsa_url:
+        try:
+            add_timestamp(certificate, run.tsa_url)
+        except TimestampError as exc:
+            raise RunRefused(str(exc)) from None
     output.write(run.outputs / MANIFEST_FILE)
     for name, manifest in inputs.items():
         manifest.write(run.certificate.parent / f"input-{name}.manifest.json")

@@ -68,6 +68,7 @@ from aicert_agent.pod_plan import (
     run_in_flight,
 )
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.timestamping import add_timestamp
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
 
@@ -101,6 +102,7 @@ class AgentConfig:
     assurance: Assurance
     pod: PodSettings  # the operator's: a pod is measured only when it is exactly the contract's pod
     resync_seconds: float = 2.0
+    tsa_url: str | None = None  # an RFC 3161 TSA that dates each quote's signature (None: no timestamp)
     workers: int = 4  # pods worked on at once
 
 
@@ -475,6 +477,8 @@ class NodeAgent:
         started = time.perf_counter()
         certificate = recorder.seal(assurance=self.config.assurance, ak=self.ak)
         metrics.QUOTE_SECONDS.observe(time.perf_counter() - started)
+        if self.config.tsa_url:  # a TSA outage raises: the step is retried, the certificate waits for it
+            add_timestamp(certificate, self.config.tsa_url)
         root = certificate["statement"]["predicate"]["outputs"]["root"]
         text = json.dumps(certificate, separators=(",", ":"))
         if len(text.encode()) > CERTIFICATE_MAX_BYTES:

@@ -25,10 +25,14 @@ from aicert_kube.lease import LeaseLock
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger("aicert_agent")
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:
-        config.load_kube_config()
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
+    except config.ConfigException as exc:  # no service account and no kubeconfig: say so, in one line
+        log.error("cannot reach the API server: %s", exc)
+        return 2
     try:
         trust = load_trust_store(args.trust, args.trust_bundle)
         pod_settings = PodSettings.from_env()
@@ -55,7 +59,11 @@ def serve(args: argparse.Namespace) -> int:
         with Tpm(args.tpm) as tpm:
             agent = NodeAgent(
                 AgentConfig(
-                    node=args.node, kubelet_root=args.kubelet_root, assurance=args.assurance, pod=pod_settings
+                    node=args.node,
+                    kubelet_root=args.kubelet_root,
+                    assurance=args.assurance,
+                    pod=pod_settings,
+                    tsa_url=args.tsa_url,
                 ),
                 kube,
                 tpm,

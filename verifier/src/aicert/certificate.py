@@ -45,11 +45,11 @@ ImageDigest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 Count = Annotated[int, Field(ge=0)]
 
-_RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+_RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 
 
 def _rfc3339_utc(value: str) -> str:
-    if not _RFC3339_UTC.match(value):
+    if not _RFC3339_UTC.fullmatch(value):  # not match(...$): `$` also matches before a final newline
         raise ValueError("must be an RFC 3339 UTC timestamp like 2026-01-31T12:00:00Z")
     return value
 
@@ -215,6 +215,9 @@ class Evidence(Model):
     eventLog: list[LogEntry] = Field(min_length=1)
     ak: AkRecord
     platform: PlatformRecord = PlatformRecord()
+    # RFC 3161 TimeStampResp (DER, base64) over sha256 of quote.signature's bytes, from the TSA the
+    # agent is configured with; absent when it has none.
+    timestamp: Base64 | None = None
 
     @field_validator("pcr")
     @classmethod

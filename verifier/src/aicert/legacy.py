@@ -121,7 +121,7 @@ def legacy_evidence(proof: LegacyProof) -> QuoteEvidence:
             raise MalformedError(f"remote_attestation.cert_chain[{index}].base64", "is empty")
         try:
             certificates.append(with_usable_key(load_any(base64.b64decode(box.base64))))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion: found by fuzzing
             raise MalformedError(
                 f"remote_attestation.cert_chain[{index}]", f"is not a certificate: {exc}"
             ) from None

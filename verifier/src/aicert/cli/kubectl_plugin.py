@@ -111,6 +111,7 @@ def verify_resource(args: argparse.Namespace) -> int:
         verifier = Verifier(
             trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
+            tsa=verify_cmd.tsa_store(args.tsa_bundle),
         )
         data_dirs = verify_cmd.parse_data(args.data)
         ignore_patterns(args.ignore)  # a bad pattern needs no trip to the cluster either

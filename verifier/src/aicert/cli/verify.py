@@ -43,7 +43,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PEM",
         help="trust the roots in this PEM file; its other certificates serve as intermediates (repeatable)",
     )
-    p.add_argument("--at", metavar="RFC3339", help="check certificate validity at this time (default: now)")
+    p.add_argument(
+        "--tsa-bundle",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="trust the time-stamping authorities whose roots are in this PEM or DER file, and check the "
+        "certificate's RFC 3161 timestamp (repeatable)",
+    )
+    p.add_argument(
+        "--at",
+        metavar="RFC3339",
+        help="check certificate validity at this time (default: a trusted timestamp's time, else now)",
+    )
     p.add_argument(
         "--model",
         type=Path,
@@ -91,6 +104,11 @@ def parse_time(text: str) -> dt.datetime:
 def trust_store(named: list[str], bundles: list[Path]) -> TrustStore:
     """Only what the flags name is trusted; with neither flag, the `azure` store."""
     return load_trust_store(named, bundles)
+
+
+def tsa_store(bundles: list[Path]) -> TrustStore | None:
+    """The time-stamping authorities `--tsa-bundle` trusts (None: none, the check is skipped)."""
+    return load_trust_store([], bundles) if bundles else None
 
 
 def parse_data(items: list[str]) -> dict[str, Path]:
@@ -175,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         verifier = Verifier(
             trust=trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
+            tsa=tsa_store(args.tsa_bundle),
         )
         result = verifier.verify(
             data,

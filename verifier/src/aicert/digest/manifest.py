@@ -247,12 +247,27 @@ class Manifest:
         """Read and validate a manifest written by `write` (or any JSON of the same shape)."""
         try:
             with open(path, "rb") as fh:
-                obj = json.loads(fh.read().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+                obj = json.loads(
+                    fh.read().decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_int=_integer
+                )
         except UnicodeDecodeError as e:
             raise ManifestError(f"manifest: not UTF-8: {e}") from None
         except json.JSONDecodeError as e:
             raise ManifestError(f"manifest: not JSON: {e}") from None
+        except RecursionError:  # found by fuzzing: `[[[…` deeper than the interpreter's stack
+            raise ManifestError("manifest: arrays and objects nested too deeply") from None
         return cls.from_json(obj)
+
+
+def _integer(text: str) -> int:
+    """A JSON integer, refused unread beyond 16 digits (found by fuzzing: `int()` raises a plain
+    ValueError past 4300 digits, and a size is at most 2**53 - 1, 16 digits, anyway)."""
+    digits = len(text.lstrip("-"))
+    if digits > 16:
+        raise ManifestError(
+            f"manifest: an integer of {digits} digits is out of range (sizes are below 2**53)"
+        )
+    return int(text)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from enum import StrEnum
 class Check(StrEnum):
     """Every verification check, in the order they run (docs/verification.md)."""
 
+    TIMESTAMP = "timestamp"  # 2. a trusted TSA dated the quote's signature (then: the time for ak-chain)
     AK_CHAIN = "ak-chain"  # 2. AK certificate path to a trusted root, valid at the time
     ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for
     AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK

@@ -58,6 +58,7 @@ from aicert.verify.keys import with_usable_key
 from aicert.verify.local_files import certified_listing, check_legacy_model, check_local_dir, ignore_patterns
 from aicert.verify.policy import Policy, unchecked
 from aicert.verify.result import VerifiedTraining
+from aicert.verify.timestamp import NO_TOKEN, NO_TSA_ROOT, Timestamped, check_timestamp
 
 
 @dataclass(frozen=True)
@@ -99,23 +100,27 @@ def load_document(data: bytes | str) -> Document:
     return Document(certificate, raw["statement"], None)
 
 
+# What decoding a damaged certificate raises (TypeError: a name attribute of a type its OID forbids)
+_UNREADABLE = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
 def readable_certificates(certificates: Iterable[x509.Certificate], field: str) -> None:
     """Decode now every part of each certificate that the chain check reads.
 
     `cryptography` decodes a certificate's names, extensions and signature algorithm only when
     they are first read, so a damaged one would raise deep inside a check (found by fuzzing);
     read here, it is unusable input naming the certificate (`field[index]`, exit 2)."""
-    for index, certificate in enumerate(certificates):
+    for index, cert in enumerate(certificates):
         try:
-            _ = (
-                certificate.subject.rfc4514_string(),
-                certificate.issuer.rfc4514_string(),
-                list(certificate.extensions),
-                certificate.signature_hash_algorithm,
-                certificate.not_valid_before_utc,
-                certificate.not_valid_after_utc,
-            )
-        except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+            _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), list(cert.extensions))
+            _ = cert.signature_hash_algorithm
+        except _UNREADABLE as exc:
             raise MalformedError(f"{field}[{index}]", f"unreadable certificate: {exc}") from None
 
 
@@ -125,7 +130,7 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
     for index, pem in enumerate(ev.ak.certificateChain):
         try:
             certificates.append(with_usable_key(x509.load_pem_x509_certificate(pem.encode())))
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:  # a version not 1 or 3
             raise MalformedError(
                 f"evidence.ak.certificateChain[{index}]", f"unreadable certificate: {exc}"
             ) from None
@@ -214,12 +219,20 @@ class QuoteFacts:
         )
 
 
-def check_chain(ev: QuoteEvidence, trust: TrustStore, at: dt.datetime) -> tuple[CertPath, Assurance]:
+def check_chain(
+    ev: QuoteEvidence, trust: TrustStore, at: dt.datetime, *, timestamped: bool = False
+) -> tuple[CertPath, Assurance]:
     leaf = _leaf(ev.certificates)
     try:
         path = build_path(leaf, ev.certificates, trust, at)
     except ChainError as exc:
-        raise VerificationError(Check.AK_CHAIN, str(exc)) from None
+        reason = str(exc)
+        if "expired on" in reason and not timestamped:
+            reason += (
+                "; to check it at a time it was valid give --at, or seal certificates with an RFC 3161 "
+                "timestamp (the agent's --tsa-url) and trust the TSA with --tsa-bundle"
+            )
+        raise VerificationError(Check.AK_CHAIN, reason) from None
     ceiling = path.anchor.max_assurance
     claimed = ev.claimed_assurance or ceiling
     if claimed == "cvm":
@@ -336,9 +349,11 @@ def check_event_log(ev: QuoteEvidence) -> None:
         )
 
 
-def verify_quote_evidence(ev: QuoteEvidence, trust: TrustStore, at: dt.datetime) -> QuoteFacts:
-    """Steps 2 to 6, shared by every format."""
-    path, assurance = check_chain(ev, trust, at)
+def verify_quote_evidence(
+    ev: QuoteEvidence, trust: TrustStore, at: dt.datetime, *, timestamped: bool = False
+) -> QuoteFacts:
+    """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time."""
+    path, assurance = check_chain(ev, trust, at, timestamped=timestamped)
     check_ak_key(ev, path)
     digest_alg = check_signature(ev, path)
     attest = check_attest(ev, digest_alg)
@@ -435,9 +450,12 @@ class Verifier:
     >>> Verifier(trust=TrustStore.from_pem_file(Path("dev-ca.pem"))).verify(Path("cert.json").read_bytes())
     """
 
-    def __init__(self, trust: TrustStore, policy: Policy | None = None) -> None:
+    def __init__(
+        self, trust: TrustStore, policy: Policy | None = None, tsa: TrustStore | None = None
+    ) -> None:
         self.trust = trust
         self.policy = policy  # None: the policy checks are skipped (reported as such)
+        self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
 
     def verify(
         self,
@@ -450,17 +468,27 @@ class Verifier:
     ) -> VerifiedTraining:
         """`ignore`: glob patterns of extra local files under `model_dir` and `data_dirs` to leave
         out of the comparison (`--ignore`); a file the certificate covers is never left out."""
-        when = at or dt.datetime.now(dt.UTC)
         patterns = ignore_patterns(ignore)
         if patterns and model_dir is None and not data_dirs:
             raise MalformedError("--ignore", "leaves local files out of --model and --data; neither is given")
         parsed = document if isinstance(document, Document) else load_document(document)
         if parsed.legacy is not None:
+            when = at or dt.datetime.now(dt.UTC)
             return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when, patterns)
         assert parsed.certificate is not None and parsed.raw_statement is not None
         return self._verify_certificate(
-            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, when, patterns
+            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, at, patterns
         )
+
+    def _timestamp(
+        self, token: str | None, quote_signature: bytes
+    ) -> tuple[Timestamped | None, list[tuple[Check, str]]]:
+        """The trusted time of the quote's signature, or why the `timestamp` check is skipped."""
+        if token is None:
+            return None, [(Check.TIMESTAMP, NO_TOKEN)]
+        if self.tsa is None or not self.tsa.anchors:
+            return None, [(Check.TIMESTAMP, NO_TSA_ROOT)]
+        return check_timestamp(token, quote_signature, self.tsa), []
 
     def _verify_certificate(
         self,
@@ -468,14 +496,16 @@ class Verifier:
         raw_statement: dict[str, Any],
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
-        at: dt.datetime,
+        at: dt.datetime | None,
         ignore: PathPatterns,
     ) -> VerifiedTraining:
         try:
             ev = certificate_evidence(certificate, raw_statement)
         except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
             raise MalformedError("evidence", str(exc)) from None
-        facts = verify_quote_evidence(ev, self.trust, at)
+        stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature)
+        when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
+        facts = verify_quote_evidence(ev, self.trust, when, timestamped=stamped is not None)
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance)
         predicate = statement.predicate
@@ -487,7 +517,7 @@ class Verifier:
                 ev.pcr_values,
                 predicate.run.network.egress if predicate.run.network else None,
             )
-        skipped = [*unchecked(self.policy)]
+        skipped = [*skipped_timestamp, *unchecked(self.policy)]
         inputs = {i.name: i for i in predicate.inputs}
         for name, directory in (data_dirs or {}).items():
             if name not in inputs:
@@ -506,11 +536,17 @@ class Verifier:
                 ignore=ignore,
             )
         notes: tuple[str, ...] = ()
+        if stamped is not None:
+            checked_at = "--at" if at else "that time"
+            notes = (
+                f"timestamp: {stamped.time:%Y-%m-%dT%H:%M:%SZ} by {stamped.tsa}; "
+                f"the AK certificate was checked at {checked_at}",
+            )
         if not data_dirs:
             skipped.append((Check.DATA_FILES, NO_DATA_DIRS))
         elif unchecked_inputs := sorted(set(inputs) - set(data_dirs)):
             # data-files passed for the inputs given; say which were not re-hashed at all
-            notes = (
+            notes += (
                 f"data-files covered only the inputs given with --data; not re-hashed: {', '.join(unchecked_inputs)}",
             )
         if model_dir is None:
@@ -548,7 +584,11 @@ class Verifier:
         events = legacy_events(proof)
         if self.policy is not None:
             check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None)
-        skipped = [*LEGACY_NOT_APPLICABLE, *unchecked(self.policy)]
+        skipped = [
+            *LEGACY_NOT_APPLICABLE,
+            (Check.TIMESTAMP, "an old AICert proof carries no timestamp"),
+            *unchecked(self.policy),
+        ]
         if model_dir is None:
             skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
         else:
