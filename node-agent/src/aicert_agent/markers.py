@@ -32,9 +32,14 @@ def write_marker(control: Path, name: str, text: str = "") -> None:
 
 
 def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write `path` whole or not at all (a hidden temporary file beside it, then a rename)."""
+    """Write `path` whole or not at all (a hidden temporary file beside it, then a rename). The
+    agent runs as root on the host and writes into volumes a training could have written: links
+    are never followed (a stale temporary file is removed, not opened; the rename replaces a link
+    at `path` itself, not what it points to)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         if sync:
             f.flush()
