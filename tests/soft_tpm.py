@@ -115,22 +115,7 @@ class Run:
     def signed_legacy_proof(self, events: list[str]) -> Json:
         """An old AICert proof over `events`, genuinely quoted: its hostile events reach every
         check (a proof from any Azure VM could carry them, quoted by its vTPM)."""
-        tpm = SoftTpm(self.ak_key)
-        for event in events:
-            tpm.pcr_extend(LEGACY_PCR, hashlib.sha256(event.encode("utf-8", "surrogatepass")).digest())
-        quote = tpm.quote([LEGACY_PCR], b"")
-        b64 = base64.b64encode
-        return {
-            "event_log": events,
-            "remote_attestation": {
-                "quote": {
-                    "message": {"base64": b64(quote.attest).decode()},
-                    "signature": {"base64": b64(quote.signature).decode()},
-                    "pcr": {"base64": b64(format_tpm2_tools_pcrs(quote.pcr_values)).decode()},
-                },
-                "cert_chain": [{"base64": b64_der(self.ak_certificate)}],
-            },
-        }
+        return legacy_proof_over(events, self.ak_key, self.ak_certificate)
 
 
 TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
@@ -202,3 +187,25 @@ def certified_run(root: Path, azure_dir: Path, ca: Issued | None = None) -> Run:
     proof = json.loads((azure_dir / "aicert-proof-sample.json").read_text())
     azure_root = azure_dir / "azure-virtual-tpm-root-ca-2023.crt"
     return Run(ca, root / "ca.pem", ak_key, ak_certificate, certificate, model, data, proof, azure_root)
+
+
+def legacy_proof_over(
+    events: list[str], ak_key: ec.EllipticCurvePrivateKey, ak_certificate: x509.Certificate
+) -> Json:
+    """An old AICert proof over `events`, quoted by `ak_key` on a SoftTpm (PCR 16, empty extraData)."""
+    tpm = SoftTpm(ak_key)
+    for event in events:
+        tpm.pcr_extend(LEGACY_PCR, hashlib.sha256(event.encode("utf-8", "surrogatepass")).digest())
+    quote = tpm.quote([LEGACY_PCR], b"")
+    b64 = base64.b64encode
+    return {
+        "event_log": events,
+        "remote_attestation": {
+            "quote": {
+                "message": {"base64": b64(quote.attest).decode()},
+                "signature": {"base64": b64(quote.signature).decode()},
+                "pcr": {"base64": b64(format_tpm2_tools_pcrs(quote.pcr_values)).decode()},
+            },
+            "cert_chain": [{"base64": b64_der(ak_certificate)}],
+        },
+    }

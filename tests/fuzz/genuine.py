@@ -19,7 +19,6 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from aicert.digest import Manifest, ManifestError
 from aicert.events import EventError, parse_event, statement_from_events
 from aicert.jcs import canonical
 from aicert.tpm.attest import parse_attest
-from aicert.tpm.pcrs import format_tpm2_tools_pcrs, parse_tpm2_tools_pcrs
+from aicert.tpm.pcrs import parse_tpm2_tools_pcrs
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust import TrustStore
@@ -137,25 +136,10 @@ def _recorded_certificates(root: Path) -> list[Seed]:
 def signed_legacy_proof(events: list[str]) -> Json:
     """An old AICert proof over `events`, quoted by the soft AK (PCR 16, empty extraData)."""
     from tests.pki import Issued
-    from tests.soft_tpm import LEGACY_PCR, SoftTpm, b64_der, certificate_with_key
+    from tests.soft_tpm import certificate_with_key, legacy_proof_over
 
-    tpm = SoftTpm(AK_KEY)
-    for event in events:
-        tpm.pcr_extend(LEGACY_PCR, hashlib.sha256(event.encode("utf-8", "surrogatepass")).digest())
-    quote = tpm.quote([LEGACY_PCR], b"")
-    b64 = base64.b64encode
     ak_certificate = certificate_with_key(Issued(ca_certificate(), CA_KEY), AK_KEY.public_key())
-    return {
-        "event_log": events,
-        "remote_attestation": {
-            "quote": {
-                "message": {"base64": b64(quote.attest).decode()},
-                "signature": {"base64": b64(quote.signature).decode()},
-                "pcr": {"base64": b64(format_tpm2_tools_pcrs(quote.pcr_values)).decode()},
-            },
-            "cert_chain": [{"base64": b64_der(ak_certificate)}],
-        },
-    }
+    return legacy_proof_over(events, AK_KEY, ak_certificate)
 
 
 def genuine_seeds() -> list[Seed]:

@@ -252,11 +252,16 @@ class NodeAgent:
 
     def wants_work(self, pod: dict[str, Any]) -> bool:
         """Can the agent do anything for this pod now (`may_act`)? Cheap: no API call."""
+        return self._now(pod) is not None
+
+    def _now(self, pod: dict[str, Any]) -> tuple[PodFacts, Markers] | None:
+        """The pod's facts and markers when the agent may act on it now, else None."""
         control = self._control(str(pod["metadata"]["uid"]))
         if not control.is_dir():
-            return False  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
+            return None  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
-        return may_act(pod_facts(pod), markers)
+        facts = pod_facts(pod)
+        return (facts, markers) if may_act(facts, markers) else None
 
     def _pod_run(self, pod: dict[str, Any]) -> PodRun:
         uid = str(pod["metadata"]["uid"])
@@ -278,11 +283,10 @@ class NodeAgent:
 
     def reconcile_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        control = self._control(str(meta["uid"]))
-        if not self.wants_work(pod):
+        now = self._now(pod)
+        if now is None:
             return  # nothing to do now: no need to read the training
-        markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
-        facts = pod_facts(pod)
+        facts, markers = now
         training = self.kube.get_training(
             meta["namespace"], (meta.get("labels") or {}).get(LABEL_TRAINING, "")
         )

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from aicert.digest import CERTIFICATE_FILE
-from aicert.verify import MalformedError, TrainingResource
+from aicert.verify import TrainingResource
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-n", "--namespace", help="the CertifiedTraining's namespace (default: the context's)")
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--kubeconfig", help="kubeconfig file")
+    p.set_defaults(json=False)  # failures are reported as `verify` reports them, without --json
 
 
 def write_certificate(directory: Path, text: str, *, force: bool) -> Path:
@@ -62,13 +63,8 @@ def write_certificate(directory: Path, text: str, *, force: bool) -> Path:
     return target
 
 
-def run(args: argparse.Namespace, resource_json: dict[str, object]) -> int:
-    """`resource_json`: the resource as `kubectl get -o json` printed it (fetched by the caller)."""
-    try:
-        resource = TrainingResource.from_json(resource_json)
-    except MalformedError as exc:
-        print(f"kubectl aicert: {exc.field}: {exc.reason}", file=sys.stderr)
-        return EXIT_UNUSABLE
+def run(args: argparse.Namespace, resource: TrainingResource) -> int:
+    """`resource`: the CertifiedTraining as read from the cluster (by the caller)."""
     if resource.certificate is None:
         print(
             f"kubectl aicert: CertifiedTraining {resource.namespace}/{resource.name} has no certificate "

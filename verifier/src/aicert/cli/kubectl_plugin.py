@@ -120,16 +120,9 @@ def verify_resource(args: argparse.Namespace) -> int:
         return unusable(args, exc.field, exc.reason)
     except TrustError as exc:
         return unusable(args, None, str(exc))
-    try:
-        resource = TrainingResource.from_json(
-            fetch_resource(args.certificate, args.namespace, args.context, args.kubeconfig)
-        )
-    except LookupError as exc:
-        return unusable(args, None, str(exc))
-    except OSError as exc:  # kubectl not found or not executable
-        return unusable(args, None, f"cannot run kubectl: {exc}")
-    except MalformedError as exc:
-        return unusable(args, exc.field, exc.reason)
+    resource = load_resource(args, args.certificate)
+    if isinstance(resource, int):
+        return resource
     if resource.certificate is None:
         return unusable(
             args,
@@ -171,19 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return quiet_on_closed_pipe(lambda: verify_resource(args))
 
 
-def get_resource(args: argparse.Namespace) -> int:
+def load_resource(args: argparse.Namespace, name: str) -> TrainingResource | int:
+    """The CertifiedTraining NAME from the cluster, or the exit code after saying why not."""
     try:
-        resource = fetch_resource(args.name, args.namespace, args.context, args.kubeconfig)
+        return TrainingResource.from_json(fetch_resource(name, args.namespace, args.context, args.kubeconfig))
     except LookupError as exc:
-        print(f"kubectl aicert: {exc}", file=sys.stderr)
-        return kubectl_get.EXIT_UNUSABLE
-    except OSError as exc:
-        print(f"kubectl aicert: cannot run kubectl: {exc}", file=sys.stderr)
-        return kubectl_get.EXIT_UNUSABLE
+        return unusable(args, None, str(exc))
+    except OSError as exc:  # kubectl not found or not executable
+        return unusable(args, None, f"cannot run kubectl: {exc}")
     except MalformedError as exc:
-        print(f"kubectl aicert: {exc.reason}", file=sys.stderr)
-        return kubectl_get.EXIT_UNUSABLE
-    return kubectl_get.run(args, resource)
+        return unusable(args, exc.field, exc.reason)
+
+
+def get_resource(args: argparse.Namespace) -> int:
+    resource = load_resource(args, args.name)
+    return resource if isinstance(resource, int) else kubectl_get.run(args, resource)
 
 
 if __name__ == "__main__":  # pragma: no cover
