@@ -62,7 +62,11 @@ NO_POLICY = [
     {"check": "policy-boot-pcrs", "reason": "no policy given"},
     {"check": "policy-image", "reason": "no policy given"},
     {"check": "policy-egress", "reason": "no policy given"},
+    {"check": "policy-tcb", "reason": "no policy given"},
+    {"check": "policy-measurement", "reason": "no policy given"},
 ]
+CVM = ("cvm-chain", "cvm-report-signature", "cvm-report-data", "cvm-ak", "cvm-debug")
+NOT_CVM = [{"check": check, "reason": "the certificate claims dev, not cvm"} for check in CVM]
 NO_MODEL = {"check": "model-files", "reason": "no model directory given (--model)"}
 NO_TIMESTAMP = {
     "check": "timestamp",
@@ -75,11 +79,11 @@ def test_without_policy_model_or_data_those_checks_are_skipped(
     run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc = verify_json(run.verify_argv(run.write(tmp_path / "c.json", run.certificate)), capsys)
-    assert doc["skipped"] == [NO_TIMESTAMP, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"] == [
         c
         for c in map(str, Check)
-        if not c.startswith("policy-") and c not in ("model-files", "data-files", "timestamp")
+        if not c.startswith(("policy-", "cvm-")) and c not in ("model-files", "data-files", "timestamp")
     ]
 
 
@@ -107,8 +111,15 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     del policy["egress"]
     run.write(tmp_path / "policy.json", policy)
     doc = verify_json(argv, capsys)
-    assert doc["checks"] == [str(c) for c in Check if c not in (Check.POLICY_EGRESS, Check.TIMESTAMP)]
-    assert doc["skipped"] == [NO_TIMESTAMP, {"check": "policy-egress", "reason": "the policy sets no egress"}]
+    not_run = {"timestamp", *CVM, "policy-egress", "policy-tcb", "policy-measurement"}
+    assert doc["checks"] == [str(c) for c in Check if c not in not_run]
+    assert doc["skipped"] == [
+        NO_TIMESTAMP,
+        *NOT_CVM,
+        {"check": "policy-egress", "reason": "the policy sets no egress"},
+        {"check": "policy-tcb", "reason": "the policy sets no minimumTcb"},
+        {"check": "policy-measurement", "reason": "the policy lists no allowedMeasurements"},
+    ]
 
 
 def test_a_policy_without_a_field_skips_that_check(
@@ -135,7 +146,9 @@ def test_the_summary_prints_a_skipped_line(
     assert code == 0
     assert (
         "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
-        "or now; policy-assurance, policy-boot-pcrs, policy-image, policy-egress: no policy given; "
+        "or now; cvm-chain, cvm-report-signature, cvm-report-data, cvm-ak, cvm-debug: the certificate "
+        "claims dev, not cvm; policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
+        "policy-measurement: no policy given; "
         "data-files: no input directory given (--data)\n" in output
     )
     checks = next(line for line in output.splitlines() if line.startswith("  checks"))
@@ -150,12 +163,15 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
     assert skipped == [
         "timestamp",
         "ak-key",
+        *CVM,
         "quote-binding",
         "statement",
         "policy-assurance",
         "policy-boot-pcrs",
         "policy-image",
         "policy-egress",
+        "policy-tcb",
+        "policy-measurement",
         "model-files",
         "data-files",
     ]
@@ -185,7 +201,7 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert doc["skipped"] == [NO_TIMESTAMP, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"][-3:] == ["resource-identity", "resource-model-digest", "resource-phase"]
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
 

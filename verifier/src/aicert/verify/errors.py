@@ -12,6 +12,11 @@ class Check(StrEnum):
     AK_CHAIN = "ak-chain"  # 2. AK certificate path to a trusted root, valid at the time
     ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for
     AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK
+    CVM_CHAIN = "cvm-chain"  # 3. VCEK -> ASK -> pinned AMD ARK, valid at the time, VCEK TCB/chip = report's
+    CVM_REPORT_SIGNATURE = "cvm-report-signature"  # 3. the VCEK signed the SEV-SNP report
+    CVM_REPORT_DATA = "cvm-report-data"  # 3. report_data[0:32] == sha256(HCL runtime data)
+    CVM_AK = "cvm-ak"  # 3. the runtime data's HCLAkPub is the quote's AK
+    CVM_DEBUG = "cvm-debug"  # 3. the guest policy forbids debugging
     QUOTE_SIGNATURE = "quote-signature"  # 4. the AK signed the attestation
     QUOTE_STRUCTURE = "quote-structure"  # 5. magic and type
     QUOTE_BINDING = "quote-binding"  # 5. extraData == sha256(JCS(statement))
@@ -25,8 +30,19 @@ class Check(StrEnum):
     POLICY_BOOT_PCRS = "policy-boot-pcrs"  # 8.
     POLICY_IMAGE = "policy-image"  # 8.
     POLICY_EGRESS = "policy-egress"  # 8. the pod had no network egress
+    POLICY_TCB = "policy-tcb"  # 8. the SNP report's reported TCB is at least the policy's minimum
+    POLICY_MEASUREMENT = "policy-measurement"  # 8. the SNP launch measurement is allowed
     MODEL_FILES = "model-files"  # 9. --model
     DATA_FILES = "data-files"  # 9. --data
+
+
+CVM_CHECKS = (
+    Check.CVM_CHAIN,
+    Check.CVM_REPORT_SIGNATURE,
+    Check.CVM_REPORT_DATA,
+    Check.CVM_AK,
+    Check.CVM_DEBUG,
+)
 
 
 class VerificationError(Exception):

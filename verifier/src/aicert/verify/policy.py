@@ -11,7 +11,14 @@ from aicert.certificate import ImageDigest, Model, PcrValues, VerifiedAssurance
 from aicert.verify.errors import Check, MalformedError
 from aicert.verify.jsonload import POLICY_MAX_BYTES, loads_strict, read_bounded_file
 
-POLICY_CHECKS = (Check.POLICY_ASSURANCE, Check.POLICY_BOOT_PCRS, Check.POLICY_IMAGE, Check.POLICY_EGRESS)
+POLICY_CHECKS = (
+    Check.POLICY_ASSURANCE,
+    Check.POLICY_BOOT_PCRS,
+    Check.POLICY_IMAGE,
+    Check.POLICY_EGRESS,
+    Check.POLICY_TCB,
+    Check.POLICY_MEASUREMENT,
+)
 
 
 class Policy(Model):
@@ -57,4 +64,6 @@ def unchecked(policy: Policy | None) -> tuple[tuple[Check, str], ...]:
         skipped.append((Check.POLICY_IMAGE, "the policy lists no allowedImages"))
     if policy.egress is None:
         skipped.append((Check.POLICY_EGRESS, "the policy sets no egress"))
+    skipped.append((Check.POLICY_TCB, "the policy sets no minimumTcb"))
+    skipped.append((Check.POLICY_MEASUREMENT, "the policy lists no allowedMeasurements"))
     return tuple(skipped)

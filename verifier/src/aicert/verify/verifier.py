@@ -51,7 +51,7 @@ from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
 from aicert.trust.store import TrustStore
-from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
 from aicert.verify.keys import with_usable_key
@@ -517,7 +517,11 @@ class Verifier:
                 ev.pcr_values,
                 predicate.run.network.egress if predicate.run.network else None,
             )
-        skipped = [*skipped_timestamp, *unchecked(self.policy)]
+        skipped = [
+            *skipped_timestamp,
+            *((check, f"the certificate claims {facts.assurance}, not cvm") for check in CVM_CHECKS),
+            *unchecked(self.policy),
+        ]
         inputs = {i.name: i for i in predicate.inputs}
         for name, directory in (data_dirs or {}).items():
             if name not in inputs:
@@ -586,6 +590,7 @@ class Verifier:
             check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None)
         skipped = [
             *LEGACY_NOT_APPLICABLE,
+            *((check, "an old AICert proof carries no platform report") for check in CVM_CHECKS),
             (Check.TIMESTAMP, "an old AICert proof carries no timestamp"),
             *unchecked(self.policy),
         ]
