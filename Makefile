@@ -20,7 +20,7 @@ deps:
 $(BIN)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,agent,operator]'
+	$(BIN)/pip install -q -e '.[dev,agent,operator,azure]'
 	touch $@
 
 venv: $(BIN)/.installed

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from aicert.certificate import ASSURANCE_ORDER, Assurance, Evidence, VerifiedAssurance
+from aicert.certificate import ASSURANCE_ORDER, Assurance, Evidence, FormatError, VerifiedAssurance, convert
 from aicert.contract.pod import allowed_levels
 from aicert.training import TrainingSpec
 from aicert.verify import MalformedError, Policy
@@ -43,9 +43,13 @@ def test_no_pod_is_placed_on_a_legacy_node(minimum: str) -> None:
 
 
 def test_a_certificate_may_not_claim_legacy() -> None:
-    with pytest.raises(ValidationError) as err:
-        Evidence.model_validate({"assurance": "legacy"})
-    assert any(e["loc"] == ("assurance",) for e in err.value.errors())
+    evidence = {"type": "tpm2-quote", "pcrBank": "sha256", "pcr": 23, "assurance": "dev"}
+    with pytest.raises(FormatError) as err:  # accepted up to the quote, which this one lacks
+        convert(evidence, Evidence)
+    assert err.value.field == "quote"
+    with pytest.raises(FormatError) as err:
+        convert({**evidence, "assurance": "legacy"}, Evidence)
+    assert err.value.field == "assurance"
 
 
 def test_the_crd_levels_are_the_specs() -> None:

@@ -25,13 +25,15 @@ NEVER = {"kubernetes", "tpm2_pytss", "kopf", "prometheus_client", "rich"}
 # `aicert hash` hashes files: no certificate models, no X.509, no other command's module.
 NOT_FOR_HASH = NEVER | {
     "pydantic",
+    "msgspec",
     "cryptography",
     "aicert.certificate",
     "aicert.cli.verify",
     "aicert.cli.trust",
 }
-# `aicert verify` needs pydantic and cryptography, but neither the other commands nor http(s).
-NOT_FOR_VERIFY = NEVER | {"aicert.cli.hash", "aicert.cli.trust", "urllib.request", "http.client"}
+# `aicert verify` needs msgspec and cryptography, but neither pydantic (a tenth of a second to set up
+# models; the training spec's models use it), the other commands nor http(s).
+NOT_FOR_VERIFY = NEVER | {"pydantic", "aicert.cli.hash", "aicert.cli.trust", "urllib.request", "http.client"}
 
 PROBE = """
 import contextlib, io, json, sys
@@ -79,34 +81,12 @@ def test_verify_loads_only_what_verifying_needs() -> None:
     assert str(result["out"]).startswith("VERIFIED")
     loaded = loaded_roots(result["modules"])
     assert loaded & NOT_FOR_VERIFY == set()
-    assert {"pydantic", "cryptography", "aicert.cli.verify"} <= loaded  # the probe sees real imports
+    assert {"msgspec", "cryptography", "aicert.cli.verify"} <= loaded  # the probe sees real imports
 
 
 def test_the_verify_command_module_alone_loads_no_other_command() -> None:
     code = "import json, sys\nimport aicert.cli.verify\nprint(json.dumps({'modules': sorted(sys.modules)}))"
     assert loaded_roots(run_probe(code)["modules"]) & NOT_FOR_VERIFY == set()
-
-
-def test_verify_loads_no_pydantic_plugins() -> None:
-    # An installed package's pydantic plugin would see (and could fail) every certificate parse,
-    # and finding plugins reads the metadata of every installed distribution.
-    code = (
-        "import importlib.metadata as md\n"
-        "asked = []\n"
-        "real = md.entry_points\n"
-        "def spy(**kw):\n"
-        "    asked.append(kw.get('group'))\n"
-        "    return real(**kw)\n"
-        "md.entry_points = spy\n"
-        "import pydantic.plugin._loader as loader\n"
-        "loader.entry_points = spy\n"
-        + PROBE.replace("print(json.dumps({", "print(json.dumps({'asked': asked, ")
-    )
-    result = run_probe(
-        code, "verify", str(PROOF), "--trust-bundle", str(ROOT), "--at", "2024-06-01T00:00:00Z"
-    )
-    assert result["code"] == 0
-    assert "pydantic" not in result["asked"]  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aicert.certificate import FormatError, Model, Timestamp, convert
 from aicert.cli import main as aicert_main
 from aicert.verify.jsonload import loads_strict
 
@@ -73,13 +74,16 @@ def test_a_scalar_policy_is_unusable_input(
     assert lines[0].startswith("aicert verify: unusable input: policy")
 
 
+class Stamped(Model, frozen=True):
+    startedOn: Timestamp  # as in the statement's predicate
+
+
 def test_a_timestamp_with_a_trailing_newline_is_not_rfc_3339() -> None:
     """Found by the fuzzer: Python's `$` matches before a final newline, so `…Z\\n` passed."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from aicert.certificate import Timestamp
-
-    adapter = TypeAdapter(Timestamp)
-    assert adapter.validate_python("2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
-    with pytest.raises(ValidationError, match="RFC 3339"):
-        adapter.validate_python("2026-01-01T00:00:00Z\n")
+    assert convert({"startedOn": "2026-01-01T00:00:00Z"}, Stamped).startedOn == "2026-01-01T00:00:00Z"
+    with pytest.raises(FormatError) as err:
+        convert({"startedOn": "2026-01-01T00:00:00Z\n"}, Stamped)
+    assert (err.value.field, err.value.reason) == (
+        "startedOn",
+        "must be an RFC 3339 UTC timestamp like 2026-01-31T12:00:00Z",
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from tests.pki import issue
 
-from aicert.certificate import Statement
+from aicert.certificate import Statement, convert
 from aicert.cli import kubectl_plugin
 from aicert.cli.pipes import EXIT_CLOSED_PIPE
 from aicert.tpm.attest import ClockInfo
@@ -66,7 +66,7 @@ def verified(statement: Any | None) -> VerifiedTraining:
     return VerifiedTraining(
         format="aicert.dev/v1alpha1" if statement is not None else "aicert-legacy",
         assurance="dev",
-        statement=Statement.model_validate(statement) if statement is not None else None,
+        statement=convert(statement, Statement) if statement is not None else None,
         events=(),
         ak_subject="CN=ak",
         trust_root="CN=dev CA",

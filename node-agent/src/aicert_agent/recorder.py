@@ -16,7 +16,15 @@ from typing import Any, Protocol
 
 from pydantic import JsonValue
 
-from aicert.certificate import API_VERSION, BOOT_PCRS, EVIDENCE_TYPE, KIND, Assurance, TrainingCertificate
+from aicert.certificate import (
+    API_VERSION,
+    BOOT_PCRS,
+    EVIDENCE_TYPE,
+    KIND,
+    Assurance,
+    TrainingCertificate,
+    convert,
+)
 from aicert.digest import Manifest
 from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL, statement_from_events
 from aicert.jcs import sha256_jcs
@@ -163,5 +171,5 @@ class RunRecorder:
                 "ak": {"public": ak.public_pem, "certificateChain": list(ak.certificate_chain)},
             },
         }
-        TrainingCertificate.model_validate(certificate)  # never hand out a document we could not parse
+        convert(certificate, TrainingCertificate)  # never hand out a document we could not parse
         return certificate

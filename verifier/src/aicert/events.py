@@ -10,9 +10,9 @@ calls it to check one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, ValidationError
+from msgspec import Meta
 
 from aicert.certificate import (
     IN_TOTO_STATEMENT,
@@ -20,10 +20,12 @@ from aicert.certificate import (
     Assurance,
     Count,
     DigestSet,
+    FormatError,
     Hex64,
     ImageDigest,
     ImageRecord,
     InputRecord,
+    JsonObject,
     Model,
     Name,
     NetworkRecord,
@@ -34,6 +36,7 @@ from aicert.certificate import (
     Subject,
     Timestamp,
     TrainingPredicate,
+    convert,
 )
 from aicert.jcs import sha256_jcs
 
@@ -49,12 +52,12 @@ class EventError(ValueError):
     """The events of a run are not a well-formed run."""
 
 
-class _Event(Model):
+class _Event(Model, frozen=True, kw_only=True):
     run: Name
-    salt: Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$")]
+    salt: Annotated[str, Meta(pattern=r"^[0-9a-f]{32,64}$(?!\n)")]
 
 
-class RunEvent(_Event):
+class RunEvent(_Event, frozen=True, kw_only=True):
     type: Literal["aicert.run"]
     node: Name
     startedOn: Timestamp
@@ -62,17 +65,17 @@ class RunEvent(_Event):
     namespace: Name | None = None
     uid: Name | None = None
     attempt: Count
-    spec: dict[str, JsonValue]
+    spec: JsonObject
     network: NetworkRecord | None = None
 
 
-class ImageEvent(_Event):
+class ImageEvent(_Event, frozen=True, kw_only=True):
     type: Literal["aicert.image"]
     ref: Name
     digest: ImageDigest
 
 
-class InputEvent(_Event):
+class InputEvent(_Event, frozen=True, kw_only=True):
     type: Literal["aicert.input"]
     name: Name
     root: Hex64
@@ -80,7 +83,7 @@ class InputEvent(_Event):
     bytes: Count
 
 
-class OutputEvent(_Event):
+class OutputEvent(_Event, frozen=True, kw_only=True):
     type: Literal["aicert.output"]
     name: Name
     root: Hex64
@@ -89,7 +92,7 @@ class OutputEvent(_Event):
     finishedOn: Timestamp
 
 
-class SealEvent(_Event):
+class SealEvent(_Event, frozen=True, kw_only=True):
     type: Literal["aicert.seal"]
     statement: Hex64
 
@@ -104,25 +107,23 @@ _MODELS: dict[str, type[RunEvents]] = {
 }
 
 
-def event_digest(content: Mapping[str, JsonValue]) -> bytes:
+def event_digest(content: Mapping[str, Any]) -> bytes:
     return sha256_jcs(dict(content))
 
 
-def parse_event(content: Mapping[str, JsonValue]) -> RunEvents:
+def parse_event(content: Mapping[str, Any]) -> RunEvents:
     kind = content.get("type")
     model = _MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise EventError(f"unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}")
     try:
-        return model.model_validate(dict(content))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise EventError(f"{kind} event: {where}: {first['msg']}") from None
+        return convert(dict(content), model)
+    except FormatError as exc:
+        raise EventError(f"{kind} event: {exc}") from None
 
 
 def statement_from_events(
-    contents: Sequence[Mapping[str, JsonValue]], *, assurance: Assurance, boot_pcrs: Mapping[int, bytes]
+    contents: Sequence[Mapping[str, Any]], *, assurance: Assurance, boot_pcrs: Mapping[int, bytes]
 ) -> Statement:
     """The statement a run's events (run, image?, input*, output; no seal) certify.
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography import x509
-from pydantic import Field
+from msgspec import Meta
 
 from aicert.certificate import Base64, Model, VerifiedAssurance
 from aicert.tpm.pcrs import parse_tpm2_tools_pcrs
@@ -30,24 +30,24 @@ LEGACY_PCR = 16
 LEGACY_ASSURANCE: VerifiedAssurance = "legacy"
 
 
-class Base64Box(Model):
+class Base64Box(Model, frozen=True, kw_only=True):
     base64: Base64
 
 
-class LegacyQuote(Model):
+class LegacyQuote(Model, frozen=True, kw_only=True):
     message: Base64Box
     signature: Base64Box
     pcr: Base64Box
 
 
-class LegacyAttestation(Model):
+class LegacyAttestation(Model, frozen=True, kw_only=True):
     quote: LegacyQuote
-    cert_chain: list[Base64Box] = Field(min_length=1, max_length=8)
+    cert_chain: Annotated[list[Base64Box], Meta(min_length=1, max_length=8)]
 
 
-class LegacyProof(Model):
+class LegacyProof(Model, frozen=True, kw_only=True):
     ca_cert: str = ""
-    event_log: list[str] = Field(min_length=1)
+    event_log: Annotated[list[str], Meta(min_length=1)]
     remote_attestation: LegacyAttestation
 
 

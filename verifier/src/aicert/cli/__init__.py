@@ -6,15 +6,14 @@ Each sub-command lives in its own module with `register(subparsers)`; the parser
 
 Start-up time is part of the interface (`aicert hash` and `aicert verify` run in scripts and
 loops): only the chosen sub-command's module is imported, and the other sub-commands are listed
-from `COMMANDS` alone. Heavy libraries (pydantic, cryptography, rich) load only in the code that
-uses them; `tests/unit/test_cli_startup.py` keeps them off the paths that do not.
+from `COMMANDS` alone. Heavy libraries (cryptography, rich) load only in the code that uses them,
+and no command line path loads pydantic; `tests/unit/test_cli_startup.py` keeps them off the paths that do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hash": ("aicert.cli.hash", "hash a file or directory tree into a manifest and root digest"),
     "verify": ("aicert.cli.verify", "verify a training certificate offline"),
     "trust": ("aicert.cli.trust", "manage the named trust stores (azure, dev)"),
+    "aks": ("aicert.cli.aks", "check or create AKS node pools that can certify trainings"),
 }
 
 
@@ -57,9 +57,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Pydantic would otherwise scan every installed distribution's entry points for plugins (a
-    # third of `aicert verify`'s model set-up) and let them hook into certificate parsing.
-    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(arguments)
     args = parser.parse_args(arguments)  # argparse exits 2 on usage errors, as documented

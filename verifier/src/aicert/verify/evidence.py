@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
-from pydantic import JsonValue
 
 from aicert.certificate import Assurance
 
@@ -16,7 +16,7 @@ class LoggedEvent:
     type: str
     digest: bytes
     preimage: bytes | None  # bytes whose sha256 `digest` must be; None for a redacted entry
-    content: JsonValue  # the decoded content, None when redacted
+    content: Any  # the decoded JSON content, None when redacted
     declared_type: str | None  # the type the content itself names (covered by the digest)
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
-
-from aicert.certificate import ImageDigest, Model, PcrValues, VerifiedAssurance
+from aicert.certificate import FormatError, ImageDigest, Model, PcrValues, VerifiedAssurance, convert
 from aicert.verify.errors import Check, MalformedError
 from aicert.verify.jsonload import POLICY_MAX_BYTES, loads_strict, read_bounded_file
 
@@ -21,7 +19,7 @@ POLICY_CHECKS = (
 )
 
 
-class Policy(Model):
+class Policy(Model, frozen=True, kw_only=True):
     """minAssurance: lowest acceptable level (the trust root caps what can be claimed anyway);
     absent means any, `legacy` (old AICert proofs) included: `dev` or higher refuses old proofs.
     allowedImages: runtime image digests accepted; absent means any.
@@ -43,11 +41,9 @@ class Policy(Model):
             max_bytes=POLICY_MAX_BYTES,
         )
         try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise MalformedError(f"policy.{where}", first["msg"]) from None
+            return convert(data, cls, prefix="policy.")
+        except FormatError as exc:
+            raise MalformedError(exc.field, exc.reason) from None
 
 
 def unchecked(policy: Policy | None) -> tuple[tuple[Check, str], ...]:

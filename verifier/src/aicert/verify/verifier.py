@@ -23,16 +23,17 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
-from pydantic import ValidationError
 
 from aicert.certificate import (
     ASSURANCE_ORDER,
     BOOT_PCRS,
     REDACTED,
     Assurance,
+    FormatError,
     Statement,
     TrainingCertificate,
     VerifiedAssurance,
+    convert,
 )
 from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED, PathPatterns
 from aicert.events import SEAL, EventError, statement_from_events
@@ -74,12 +75,6 @@ NO_MODEL_DIR = "no model directory given (--model)"
 NO_DATA_DIRS = "no input directory given (--data)"
 
 
-def _pydantic_error(exc: ValidationError, prefix: str = "") -> MalformedError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return MalformedError(f"{prefix}{where}", f"{first['msg']} ({exc.error_count()} problem(s) in all)")
-
-
 def load_document(data: bytes | str) -> Document:
     """Step 1: parse and schema-check. Raises MalformedError naming the field.
 
@@ -88,15 +83,12 @@ def load_document(data: bytes | str) -> Document:
     raw = loads_strict(data, what="the certificate", max_bytes=CERTIFICATE_MAX_BYTES)
     if not isinstance(raw, dict):
         raise MalformedError("", "a certificate is a JSON object")
-    if looks_legacy(raw):
-        try:
-            return Document(None, None, LegacyProof.model_validate(raw))
-        except ValidationError as exc:
-            raise _pydantic_error(exc) from None
     try:
-        certificate = TrainingCertificate.model_validate(raw)
-    except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+        if looks_legacy(raw):
+            return Document(None, None, convert(raw, LegacyProof))
+        certificate = convert(raw, TrainingCertificate)
+    except FormatError as exc:
+        raise MalformedError(exc.field, exc.reason) from None
     return Document(certificate, raw["statement"], None)
 
 
