@@ -24,6 +24,7 @@ from tests.pki import issue
 from tests.soft_tpm import Json, Run, certified_run
 
 from aicert.cli import main as aicert_main
+from aicert.trust import TrustError, install_named, load_trust_store
 from aicert_agent.timestamping import TimestampError, add_timestamp, request_timestamp
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster.tsa import LocalTsa
@@ -68,6 +69,14 @@ def tsa_identity(root: Path, name: str) -> tuple[Path, Path, Path]:
         leaf.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     )
     return root / "root.pem", root / "tsa.pem", root / "tsa-key.pem"
+
+
+@pytest.fixture(autouse=True)
+def own_trust_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Named stores go to a directory of the test's own, never the user's."""
+    trust_dir = tmp_path / "trust"
+    monkeypatch.setenv("AICERT_TRUST_DIR", str(trust_dir))
+    return trust_dir
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +155,32 @@ def test_a_token_without_a_trusted_tsa_is_skipped_and_changes_nothing(
     assert code == 0, out
     assert {
         "check": "timestamp",
-        "reason": "no trusted TSA root (--tsa-bundle): the AK certificate is checked at --at or now",
+        "reason": "no trusted TSA root (--tsa-bundle, or the tsa store): the AK certificate is checked at --at or now",
     } in json.loads(out)["skipped"]
+
+
+def test_the_installed_tsa_store_dates_the_certificate_without_a_flag(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert aicert_main(["trust", "install", "tsa", "--from", str(tsa_files[0])]) == 0
+    capsys.readouterr()
+    code, out = verify(run, tmp_path, stamped(run, tsa_url), capsys)
+    assert code == 0, out
+    assert "timestamp" in json.loads(out)["checks"]
+    # --tsa-bundle replaces the store: a bundle of another TSA alone does not trust this one
+    other_root, _cert, _key = tsa_identity(tmp_path / "other", "other TSA")
+    code, out = verify(run, tmp_path, stamped(run, tsa_url), capsys, "--tsa-bundle", str(other_root))
+    assert code == 1 and failure(out)["check"] == "timestamp"
+
+
+def test_the_tsa_store_is_never_an_ak_root(tsa_files: tuple[Path, Path, Path], own_trust_dir: Path) -> None:
+    install_named("tsa", tsa_files[0].read_bytes(), "root.pem", own_trust_dir)
+    with pytest.raises(TrustError, match="time-stamping authorities, not AK roots"):
+        load_trust_store(["tsa"], [], own_trust_dir)
 
 
 def test_a_token_from_an_untrusted_tsa_fails_the_timestamp_check(

@@ -11,14 +11,15 @@ from aicert.trust.store import NAMED_STORES, read_source
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("trust", help="manage the named trust stores (azure, dev)")
+    p = sub.add_parser("trust", help="manage the named trust stores (azure, dev, tsa)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     install = actions.add_parser(
         "install",
         help="install a named trust store",
         description="Install a named trust store from a PEM or DER file or URL (Microsoft publishes the "
         "Azure root as a DER .crt file). `azure` is installed only if the "
-        f"file holds the Azure Virtual TPM Root CA 2023 (SHA-256 {colon_hex(AZURE_ROOT_SHA256)}).",
+        f"file holds the Azure Virtual TPM Root CA 2023 (SHA-256 {colon_hex(AZURE_ROOT_SHA256)}). "
+        "`tsa` holds the roots of the time-stamping authorities trusted to date certificates.",
     )
     install.add_argument("name", choices=NAMED_STORES)
     install.add_argument("--from", dest="source", required=True, metavar="FILE|URL")
@@ -46,9 +47,10 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"  {name}: not usable: {exc}")
             continue
         for anchor in store.anchors:
+            role = "dates certificates" if name == "tsa" else f"vouches for {anchor.max_assurance}"
             print(
                 f"  {name}: root {anchor.certificate.subject.rfc4514_string()}  "
-                f"sha256 {colon_hex(fingerprint(anchor.certificate))}  (vouches for {anchor.max_assurance})"
+                f"sha256 {colon_hex(fingerprint(anchor.certificate))}  ({role})"
             )
         for cert in store.intermediates:
             print(f"  {name}: intermediate {cert.subject.rfc4514_string()}")

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from aicert.trust import TrustError, TrustStore, load_trust_store
+from aicert.trust import TrustError, TrustStore, load_trust_store, load_tsa_store
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
 
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="FILE",
         help="trust the time-stamping authorities whose roots are in this PEM or DER file, and check the "
-        "certificate's RFC 3161 timestamp (repeatable)",
+        "certificate's RFC 3161 timestamp (repeatable; default: the `tsa` store, if installed)",
     )
     p.add_argument(
         "--at",
@@ -107,8 +107,9 @@ def trust_store(named: list[str], bundles: list[Path]) -> TrustStore:
 
 
 def tsa_store(bundles: list[Path]) -> TrustStore | None:
-    """The time-stamping authorities `--tsa-bundle` trusts (None: none, the check is skipped)."""
-    return load_trust_store([], bundles) if bundles else None
+    """The time-stamping authorities `--tsa-bundle` names, else the installed `tsa` store (None:
+    neither, the check is skipped)."""
+    return load_tsa_store(bundles)
 
 
 def parse_data(items: list[str]) -> dict[str, Path]:

@@ -16,6 +16,7 @@ from aicert.trust.store import (
     install_named,
     load_named,
     load_trust_store,
+    load_tsa_store,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "install_named",
     "load_named",
     "load_trust_store",
+    "load_tsa_store",
 ]

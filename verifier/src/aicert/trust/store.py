@@ -5,6 +5,9 @@
   directory only when the fingerprint matches, and every load checks the fingerprint again.
   It vouches for `vtpm` (and `cvm` once the HCL report is verified).
 - `dev`: a local development CA (swtpm). Only used when named; vouches for `dev` only.
+- `tsa`: the roots of the time-stamping authorities you trust to date certificates (RFC 3161).
+  Used for `evidence.timestamp` only, never for an AK chain; `aicert verify` reads it when no
+  `--tsa-bundle` is given.
 - bundle files (PEM, or one DER certificate each): self-signed certificates in them are roots, the
   others intermediates. The files are judged together: unless a named store is trusted too, together
   they must hold a root, and an intermediate from any of them serves every path. A root that is the pinned Azure root vouches
@@ -26,7 +29,13 @@ from aicert.certificate import Assurance
 from aicert.trust.pem import colon_hex, fingerprint, load_certificates
 
 AZURE_ROOT_SHA256 = "e6c596b17f8ffefba5c300f714cfb1260c6028704ecf7becc4ab5018efb00e95"
-NAMED_STORES = ("azure", "dev")
+NAMED_STORES = ("azure", "dev", "tsa")
+AK_STORES = ("azure", "dev")  # the named stores an AK may chain to (`--trust`)
+_INSTALL_HINTS = {
+    "azure": "the Azure Virtual TPM Root CA 2023, PEM or DER",
+    "dev": "your dev CA's dev-ca.pem",
+    "tsa": "your time-stamping authority's root certificate, PEM or DER",
+}
 _MAX_DOWNLOAD = 1 << 20
 
 
@@ -111,14 +120,10 @@ def load_named(name: str, trust_dir: Path | None = None) -> TrustStore:
     try:
         certs = load_certificates(path.read_bytes())
     except FileNotFoundError:
-        hint = (
-            "the Azure Virtual TPM Root CA 2023, PEM or DER"
-            if name == "azure"
-            else "your dev CA's dev-ca.pem"
-        )
+        flag = "--tsa-bundle" if name == "tsa" else "--trust-bundle"
         raise TrustError(
             f"the {name!r} trust store is not installed ({path} is missing): "
-            f"run `aicert trust install {name} --from <{hint}>`, or pass --trust-bundle FILE"
+            f"run `aicert trust install {name} --from <{_INSTALL_HINTS[name]}>`, or pass {flag} FILE"
         ) from None
     except (OSError, ValueError) as exc:
         raise TrustError(f"the {name!r} trust store at {path} is unreadable: {exc}") from None
@@ -168,12 +173,14 @@ def install_named(name: str, data: bytes, origin: str, trust_dir: Path | None = 
 def load_trust_store(
     named: Sequence[str], bundles: Sequence[Path], trust_dir: Path | None = None
 ) -> TrustStore:
-    """What `--trust NAME` and `--trust-bundle FILE` select: only what they name is trusted; with
-    neither, the `azure` store. Without a named store the bundle files together must hold at least
+    """What `--trust NAME` and `--trust-bundle FILE` select for AK chains: only what they name is
+    trusted; with neither, the `azure` store. Without a named store the bundle files together must hold at least
     one root (else nothing would be trusted); the intermediates of any of them serve paths to every
     root. Intermediates are never trusted by themselves: they only link an AK to a root."""
     store = TrustStore()
     for name in named or ([] if bundles else ["azure"]):
+        if name not in AK_STORES:
+            raise TrustError(f"the {name!r} store holds time-stamping authorities, not AK roots")
         store = store + load_named(name, trust_dir)
     from_bundles = TrustStore()
     for bundle in bundles:
@@ -182,3 +189,14 @@ def load_trust_store(
         files = ", ".join(str(b) for b in bundles)
         raise TrustError(f"the trust bundles ({files}) hold no root (self-signed) certificate")
     return store + from_bundles
+
+
+def load_tsa_store(bundles: Sequence[Path], trust_dir: Path | None = None) -> TrustStore | None:
+    """The time-stamping authorities trusted to date a certificate: the `--tsa-bundle` files when
+    given (together they must hold a root), else the installed `tsa` store, else none (None: the
+    `timestamp` check is skipped and says why)."""
+    if bundles:
+        return load_trust_store([], bundles)
+    if not _bundle_path("tsa", trust_dir or default_trust_dir()).exists():
+        return None
+    return load_named("tsa", trust_dir)

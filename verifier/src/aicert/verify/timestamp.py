@@ -26,7 +26,9 @@ from cryptography import x509
 from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
 
-NO_TSA_ROOT = "no trusted TSA root (--tsa-bundle): the AK certificate is checked at --at or now"
+NO_TSA_ROOT = (
+    "no trusted TSA root (--tsa-bundle, or the tsa store): the AK certificate is checked at --at or now"
+)
 NO_TOKEN = "the certificate carries no timestamp: the AK certificate is checked at --at or now"
 
 
