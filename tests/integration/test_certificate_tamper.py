@@ -173,7 +173,12 @@ MUTATIONS: list[tuple[str, Callable[[Cert], None], Check, str]] = [
         Check.ASSURANCE,
         "vouches for dev at most",
     ),
-    ("claims cvm", lambda c: c["evidence"].update(assurance="cvm"), Check.ASSURANCE, "HCL report"),
+    (
+        "claims cvm",
+        lambda c: c["evidence"].update(assurance="cvm"),
+        Check.ASSURANCE,
+        "cvm needs an AK certified by the Azure vTPM root",
+    ),
 ]
 
 

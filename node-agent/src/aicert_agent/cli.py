@@ -11,6 +11,7 @@ from pathlib import Path
 from aicert.certificate import DEFAULT_MEASUREMENT_PCR
 from aicert_agent.local_run import EXIT_REFUSED, EXIT_USAGE, LOG_FILE, LocalRun, execute
 from aicert_agent.markers import WAITERS, add_waiter_arguments, wait
+from aicert_agent.platform import THIM_URL
 from aicert_agent.tpm.tcti import parse_tpm_spec
 
 DEFAULT_TPM = os.environ.get("AICERT_TPM", "device:/dev/tpmrm0")
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="date the quote's signature with this RFC 3161 time-stamping authority (default: none)",
     )
+    _thim_url_argument(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD …")
     run.set_defaults(func=_run)
 
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="date each quote's signature with this RFC 3161 time-stamping authority (default: none)",
     )
+    _thim_url_argument(serve)
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9484")))
     serve.add_argument(
         "--lease-namespace",
@@ -112,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
     return parser
+
+
+def _thim_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--thim-url",
+        default=os.environ.get("AICERT_THIM_URL") or THIM_URL,
+        metavar="URL",
+        help="level cvm: where this VM's VCEK certificate chain is served (default: Azure IMDS, "
+        "env AICERT_THIM_URL)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -144,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
             pcr=args.pcr,
             extra_chain=tuple(args.ak_chain),
             tsa_url=args.tsa_url,
+            thim_url=args.thim_url,
         )
     )
 

@@ -36,6 +36,7 @@ from aicert.digest import (
 )
 from aicert.trust.pem import load_pem_bundle
 from aicert_agent.measurement_log import LogError, MeasurementLog
+from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.timestamping import TimestampError, add_timestamp
 from aicert_agent.tpm.client import Tpm, TpmError
@@ -65,6 +66,7 @@ class LocalRun:
     extra_chain: tuple[Path, ...] = field(default=())
     node: str = field(default_factory=socket.gethostname)
     tsa_url: str | None = None  # an RFC 3161 TSA to date the quote's signature
+    thim_url: str = THIM_URL  # level cvm: where the chip's VCEK chain is served (Azure IMDS)
 
 
 @contextmanager
@@ -92,12 +94,18 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def ak_identity(tpm: Tpm, extra_chain: tuple[Path, ...]) -> AkIdentity:
+def ak_identity(
+    tpm: Tpm, extra_chain: tuple[Path, ...], *, assurance: Assurance = "dev", thim_url: str = THIM_URL
+) -> AkIdentity:
+    """The AK's key and certificates; at level cvm also the confidential VM's evidence (the HCL
+    report from the TPM, the VCEK chain from `thim_url`), read once: it binds the AK, which does
+    not change while the VM runs. Raises PlatformError when a cvm node has none."""
     leaf = x509.load_der_x509_certificate(tpm.ak_certificate_der())
     chain = [leaf.public_bytes(Encoding.PEM).decode()]
     for path in extra_chain:
         chain += [c.public_bytes(Encoding.PEM).decode() for c in load_pem_bundle(path.read_bytes())]
-    return AkIdentity(tpm.ak_public_pem(), tuple(chain))
+    platform = platform_evidence(tpm, thim_url=thim_url) if assurance == "cvm" else None
+    return AkIdentity(tpm.ak_public_pem(), tuple(chain), platform)
 
 
 def hash_dir(path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
@@ -149,7 +157,10 @@ def _execute(run: LocalRun) -> int:
     except OSError as exc:
         raise RunRefused(f"cannot create {exc.filename}: {exc.strerror}") from None
     with exclusive_run(run.state_dir), Tpm(run.tpm) as tpm:
-        ak = ak_identity(tpm, run.extra_chain)
+        try:
+            ak = ak_identity(tpm, run.extra_chain, assurance=run.assurance, thim_url=run.thim_url)
+        except PlatformError as exc:
+            raise RunRefused(f"cannot certify at level cvm: {exc}") from None
         log = MeasurementLog(run.state_dir / LOG_FILE, run.pcr)
         log.rebase(tpm)
         recorder = RunRecorder(log, tpm, run_id=uuid.uuid4().hex, salt=new_salt())

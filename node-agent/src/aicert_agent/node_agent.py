@@ -52,10 +52,12 @@ from aicert.training import (
     short_digest,
 )
 from aicert.trust import ChainError, TrustStore, build_path
+from aicert.verify.platform import PINNED_ARKS
 from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
+from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import Action, Problem, check_pod, network_problem, volume_problem
 from aicert_agent.pod_plan import (
     Markers,
@@ -103,6 +105,7 @@ class AgentConfig:
     pod: PodSettings  # the operator's: a pod is measured only when it is exactly the contract's pod
     resync_seconds: float = 2.0
     tsa_url: str | None = None  # an RFC 3161 TSA that dates each quote's signature (None: no timestamp)
+    ark_fingerprints: frozenset[str] = PINNED_ARKS  # level cvm: the AMD roots (AMD's own, pinned)
     workers: int = 4  # pods worked on at once
 
 
@@ -202,6 +205,8 @@ class NodeAgent:
         except ChainError as exc:
             log.error("cannot certify on %s: the AK certificate does not verify: %s", self.config.node, exc)
             return False
+        if self.config.assurance == "cvm":
+            return self._check_platform(chain[0], path.anchor.max_assurance)
         if ASSURANCE_ORDER[self.config.assurance] > ASSURANCE_ORDER[path.anchor.max_assurance]:
             log.error(
                 "cannot certify at %s: the AK chains to a root that vouches for %s at most",
@@ -210,6 +215,13 @@ class NodeAgent:
             )
             return False
         return True
+
+    def _check_platform(self, ak_certificate: x509.Certificate, ceiling: Assurance) -> bool:
+        """At level cvm: would a verifier grant cvm to this AK, with this VM's evidence?"""
+        problem = cvm_problem(self.ak.platform, ak_certificate, ceiling, self.config.ark_fingerprints)
+        if problem:
+            log.error("cannot certify on %s at cvm: %s", self.config.node, problem)
+        return problem is None
 
     def start(self) -> bool:
         try:

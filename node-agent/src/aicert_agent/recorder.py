@@ -61,6 +61,9 @@ def new_salt() -> str:
 class AkIdentity:
     public_pem: str
     certificate_chain: tuple[str, ...]  # PEM, AK certificate first
+    # `evidence.platform` on a confidential VM (level cvm): the HCL report that binds this AK to the
+    # chip's SEV-SNP report, and the chip's AMD certificates (aicert_agent.platform)
+    platform: dict[str, Any] | None = None
 
 
 @dataclass
@@ -153,23 +156,21 @@ class RunRecorder:
             raise SealError(
                 f"PCR {self.log.pcr} does not match the measurement log: something else extended it"
             )
-        certificate = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "statement": statement,
-            "evidence": {
-                "type": EVIDENCE_TYPE,
-                "pcrBank": "sha256",
-                "pcr": self.log.pcr,
-                "assurance": assurance,
-                "quote": {
-                    "attest": base64.b64encode(quote.attest).decode(),
-                    "signature": base64.b64encode(quote.signature).decode(),
-                    "pcrs": {str(i): v.hex() for i, v in sorted(quote.pcr_values.items())},
-                },
-                "eventLog": certificate_log(entries, self.run_id),
-                "ak": {"public": ak.public_pem, "certificateChain": list(ak.certificate_chain)},
+        evidence: dict[str, Any] = {
+            "type": EVIDENCE_TYPE,
+            "pcrBank": "sha256",
+            "pcr": self.log.pcr,
+            "assurance": assurance,
+            "quote": {
+                "attest": base64.b64encode(quote.attest).decode(),
+                "signature": base64.b64encode(quote.signature).decode(),
+                "pcrs": {str(i): v.hex() for i, v in sorted(quote.pcr_values.items())},
             },
+            "eventLog": certificate_log(entries, self.run_id),
+            "ak": {"public": ak.public_pem, "certificateChain": list(ak.certificate_chain)},
         }
+        if ak.platform is not None:
+            evidence["platform"] = ak.platform
+        certificate = {"apiVersion": API_VERSION, "kind": KIND, "statement": statement, "evidence": evidence}
         convert(certificate, TrainingCertificate)  # never hand out a document we could not parse
         return certificate

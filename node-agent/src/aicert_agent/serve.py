@@ -18,6 +18,7 @@ from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
 from aicert_agent.node_agent import AgentConfig, NodeAgent
+from aicert_agent.platform import PlatformError
 from aicert_agent.tpm.client import Tpm, TpmError
 from aicert_kube.lease import LeaseLock
 
@@ -68,7 +69,7 @@ def serve(args: argparse.Namespace) -> int:
                 kube,
                 tpm,
                 MeasurementLog(args.state_dir / LOG_FILE, args.pcr),
-                ak_identity(tpm, tuple(args.ak_chain)),
+                ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
                 trust,
             )
             lease.try_acquire()
@@ -83,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
 
             lease.hold(on_lost, stop, healthy=agent.probe_tpm, on_renewed=agent.relabel)
             agent.run(stop)
-    except TpmError as exc:
+    except (TpmError, PlatformError) as exc:
         kube.label_node(None)
         log.error("%s", exc)
         return 3

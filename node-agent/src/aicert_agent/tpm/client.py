@@ -353,6 +353,12 @@ class Tpm:
             public, _ = self.esapi.nv_read_public(nv)
             return int(public.nvPublic.dataSize)
 
+    def read_nv(self, index: int) -> bytes:
+        """The whole content of NV index `index` (all of its defined size), read in chunks."""
+        if not self.has_nv_index(index):
+            raise TpmError(f"NV index 0x{index:08x} is not defined")
+        return self.nv_read(index, self.nv_size(index))
+
     def ak_certificate_der(self) -> bytes:
         """The AK certificate (DER) from NV index `AK_CERT_NV_INDEX`, without any trailing padding."""
         if not self.has_nv_index(AK_CERT_NV_INDEX):

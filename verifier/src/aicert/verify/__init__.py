@@ -1,10 +1,36 @@
-"""Offline verification of training certificates and old AICert proofs."""
+"""Offline verification of training certificates and old AICert proofs.
 
-from aicert.verify.binding import BindingCheck, BindingFailure, TrainingResource, check_binding
-from aicert.verify.errors import Check, MalformedError, VerificationError
-from aicert.verify.policy import Policy
-from aicert.verify.result import VerifiedTraining
-from aicert.verify.verifier import Document, Verifier, load_document
+The names below load on first use (PEP 562), so that importing one part, `aicert.verify.errors`
+say, does not load the verifier and everything it uses: the parsers of `aicert.cvm` raise these
+errors and the verifier uses those parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aicert.verify.binding import BindingCheck, BindingFailure, TrainingResource, check_binding
+    from aicert.verify.errors import Check, MalformedError, VerificationError
+    from aicert.verify.policy import Policy
+    from aicert.verify.result import VerifiedTraining
+    from aicert.verify.verifier import Document, Verifier, load_document
+
+_WHERE = {
+    "BindingCheck": "binding",
+    "BindingFailure": "binding",
+    "TrainingResource": "binding",
+    "check_binding": "binding",
+    "Check": "errors",
+    "MalformedError": "errors",
+    "VerificationError": "errors",
+    "Policy": "policy",
+    "VerifiedTraining": "result",
+    "Document": "verifier",
+    "Verifier": "verifier",
+    "load_document": "verifier",
+}
 
 __all__ = [
     "BindingCheck",
@@ -20,3 +46,11 @@ __all__ = [
     "check_binding",
     "load_document",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -14,6 +14,7 @@ class Check(StrEnum):
     AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK
     CVM_CHAIN = "cvm-chain"  # 3. VCEK -> ASK -> pinned AMD ARK, valid at the time, VCEK TCB/chip = report's
     CVM_REPORT_SIGNATURE = "cvm-report-signature"  # 3. the VCEK signed the SEV-SNP report
+    CVM_VMPL = "cvm-vmpl"  # 3. the report was asked for at VMPL 0 (the paravisor, not the guest OS)
     CVM_REPORT_DATA = "cvm-report-data"  # 3. report_data[0:32] == sha256(HCL runtime data)
     CVM_AK = "cvm-ak"  # 3. the runtime data's HCLAkPub is the quote's AK
     CVM_DEBUG = "cvm-debug"  # 3. the guest policy forbids debugging
@@ -39,6 +40,7 @@ class Check(StrEnum):
 CVM_CHECKS = (
     Check.CVM_CHAIN,
     Check.CVM_REPORT_SIGNATURE,
+    Check.CVM_VMPL,
     Check.CVM_REPORT_DATA,
     Check.CVM_AK,
     Check.CVM_DEBUG,

@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography import x509
 
-from aicert.certificate import Assurance
+from aicert.certificate import Assurance, PlatformRecord
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,5 @@ class QuoteEvidence:
     expected_extra_data: bytes | None  # None: old proofs bind through the event log only
     claimed_assurance: Assurance | None
     required_pcrs: tuple[int, ...]  # PCRs the quote must cover besides the measurement PCR
+    platform: PlatformRecord | None = None  # confidential-VM evidence (level cvm); old proofs have none
+    platform_certificates: tuple[x509.Certificate, ...] = ()  # its AMD certificates, read

@@ -14,7 +14,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +35,7 @@ from aicert.certificate import (
     VerifiedAssurance,
     convert,
 )
+from aicert.cvm import PlatformFacts
 from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED, PathPatterns
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
@@ -52,12 +53,13 @@ from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
 from aicert.trust.store import TrustStore
-from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
+from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
 from aicert.verify.keys import with_usable_key
 from aicert.verify.local_files import certified_listing, check_legacy_model, check_local_dir, ignore_patterns
-from aicert.verify.policy import Policy, unchecked
+from aicert.verify.platform import PINNED_ARKS, check_platform, not_claimed, platform_certificates
+from aicert.verify.policy import Policy, check_policy, unchecked
 from aicert.verify.result import VerifiedTraining
 from aicert.verify.timestamp import NO_TOKEN, NO_TSA_ROOT, Timestamped, check_timestamp
 
@@ -127,6 +129,8 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
                 f"evidence.ak.certificateChain[{index}]", f"unreadable certificate: {exc}"
             ) from None
     readable_certificates(certificates, "evidence.ak.certificateChain")
+    platform_certs = platform_certificates(ev.platform) if ev.platform else ()
+    readable_certificates(platform_certs, "evidence.platform.certificateChain")
     try:
         ak_public = load_pem_public_key(ev.ak.public.encode())
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -158,6 +162,8 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
         expected_extra_data=sha256_jcs(raw_statement),
         claimed_assurance=ev.assurance,
         required_pcrs=BOOT_PCRS,
+        platform=ev.platform,
+        platform_certificates=platform_certs,
     )
 
 
@@ -183,7 +189,9 @@ class QuoteFacts:
 
     path: CertPath
     attest: Attest
-    assurance: Assurance  # what the chain vouches for; an old proof's result says `legacy` instead
+    assurance: Assurance  # what the chain (and, for cvm, the platform) vouches for; old proofs: `legacy`
+    platform: PlatformFacts | None  # the confidential VM, at level cvm
+    platform_skipped: list[tuple[Check, str]]  # the cvm checks, when the evidence claims less
 
     def result(
         self,
@@ -195,6 +203,7 @@ class QuoteFacts:
         assurance: VerifiedAssurance | None = None,
     ) -> VerifiedTraining:
         """Called once every check that ran has passed: those are all the checks but `skipped`."""
+        skipped = [*self.platform_skipped, *skipped]
         not_run = {check for check, _ in skipped}
         return VerifiedTraining(
             format=format,
@@ -227,11 +236,8 @@ def check_chain(
         raise VerificationError(Check.AK_CHAIN, reason) from None
     ceiling = path.anchor.max_assurance
     claimed = ev.claimed_assurance or ceiling
-    if claimed == "cvm":
-        raise VerificationError(
-            Check.ASSURANCE,
-            "level cvm needs the HCL report bound to an SEV-SNP report; this verifier cannot check it yet",
-        )
+    if claimed == "cvm":  # the platform checks decide, after ak-key (check_platform)
+        return path, claimed
     if ASSURANCE_ORDER[claimed] > ASSURANCE_ORDER[ceiling]:
         raise VerificationError(
             Check.ASSURANCE,
@@ -342,15 +348,32 @@ def check_event_log(ev: QuoteEvidence) -> None:
 
 
 def verify_quote_evidence(
-    ev: QuoteEvidence, trust: TrustStore, at: dt.datetime, *, timestamped: bool = False
+    ev: QuoteEvidence,
+    trust: TrustStore,
+    at: dt.datetime,
+    *,
+    timestamped: bool = False,
+    ark_fingerprints: Collection[str] = PINNED_ARKS,
 ) -> QuoteFacts:
-    """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time."""
+    """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
+    `ark_fingerprints`: the AMD roots trusted for level cvm."""
     path, assurance = check_chain(ev, trust, at, timestamped=timestamped)
     check_ak_key(ev, path)
+    platform = None
+    if assurance == "cvm":
+        platform = check_platform(
+            ev.platform,
+            ev.platform_certificates,
+            ceiling=path.anchor.max_assurance,
+            ak_spki_der=_spki(path.certificates[0]),
+            at=at,
+            ark_fingerprints=ark_fingerprints,
+        )
     digest_alg = check_signature(ev, path)
     attest = check_attest(ev, digest_alg)
     check_event_log(ev)
-    return QuoteFacts(path, attest, assurance)
+    skipped = [] if platform else not_claimed(ev.claimed_assurance)  # None: an old proof
+    return QuoteFacts(path, attest, assurance, platform, skipped)
 
 
 def _first_difference(given: Any, expected: Any, where: str = "statement") -> tuple[str, Any, Any] | None:
@@ -401,41 +424,6 @@ def _legacy_images(events: list[dict[str, Any]]) -> list[str]:
     return images
 
 
-def check_policy(
-    policy: Policy,
-    assurance: VerifiedAssurance,
-    images: list[str],
-    pcr_values: Mapping[int, bytes],
-    egress: str | None,
-) -> None:
-    """`egress`: what the agent recorded of the pod's network (None: nothing recorded)."""
-    if ASSURANCE_ORDER[assurance] < ASSURANCE_ORDER[policy.minAssurance]:
-        raise VerificationError(
-            Check.POLICY_ASSURANCE,
-            f"the run has assurance {assurance}; the policy requires {policy.minAssurance}",
-        )
-    for index, wanted in sorted((policy.bootPcrs or {}).items(), key=lambda kv: int(kv[0])):
-        quoted = pcr_values.get(int(index))
-        if quoted is None or quoted.hex() != wanted:
-            shown = quoted.hex() if quoted else "not quoted"
-            raise VerificationError(
-                Check.POLICY_BOOT_PCRS, f"PCR {index} is {shown}; the policy pins {wanted}"
-            )
-    if policy.allowedImages is not None:
-        if not images:
-            raise VerificationError(
-                Check.POLICY_IMAGE, "the run records no container image; the policy lists allowed images"
-            )
-        for image in images:
-            if image not in policy.allowedImages:
-                raise VerificationError(
-                    Check.POLICY_IMAGE, f"image {image} is not among the policy's allowed images"
-                )
-    if policy.egress == "none" and egress != "none":
-        found = "records no network isolation" if egress is None else f"had network egress {egress!r}"
-        raise VerificationError(Check.POLICY_EGRESS, f"the run {found}; the policy requires egress none")
-
-
 class Verifier:
     """Verify training certificates against a trust store and a policy.
 
@@ -443,11 +431,16 @@ class Verifier:
     """
 
     def __init__(
-        self, trust: TrustStore, policy: Policy | None = None, tsa: TrustStore | None = None
+        self,
+        trust: TrustStore,
+        policy: Policy | None = None,
+        tsa: TrustStore | None = None,
+        ark_fingerprints: Collection[str] = PINNED_ARKS,
     ) -> None:
         self.trust = trust
         self.policy = policy  # None: the policy checks are skipped (reported as such)
         self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
+        self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm: AMD's, pinned, unless a test says
 
     def verify(
         self,
@@ -497,7 +490,9 @@ class Verifier:
             raise MalformedError("evidence", str(exc)) from None
         stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature)
         when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
-        facts = verify_quote_evidence(ev, self.trust, when, timestamped=stamped is not None)
+        facts = verify_quote_evidence(
+            ev, self.trust, when, timestamped=stamped is not None, ark_fingerprints=self.ark_fingerprints
+        )
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance)
         predicate = statement.predicate
@@ -508,12 +503,9 @@ class Verifier:
                 [predicate.image.digest] if predicate.image else [],
                 ev.pcr_values,
                 predicate.run.network.egress if predicate.run.network else None,
+                facts.platform,
             )
-        skipped = [
-            *skipped_timestamp,
-            *((check, f"the certificate claims {facts.assurance}, not cvm") for check in CVM_CHECKS),
-            *unchecked(self.policy),
-        ]
+        skipped = [*skipped_timestamp, *unchecked(self.policy)]
         inputs = {i.name: i for i in predicate.inputs}
         for name, directory in (data_dirs or {}).items():
             if name not in inputs:
@@ -576,13 +568,12 @@ class Verifier:
             )
         ev = legacy_evidence(proof)
         readable_certificates(ev.certificates, "remote_attestation.cert_chain")
-        facts = verify_quote_evidence(ev, self.trust, at)
+        facts = verify_quote_evidence(ev, self.trust, at, ark_fingerprints=self.ark_fingerprints)
         events = legacy_events(proof)
         if self.policy is not None:
-            check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None)
+            check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None, None)
         skipped = [
             *LEGACY_NOT_APPLICABLE,
-            *((check, "an old AICert proof carries no platform report") for check in CVM_CHECKS),
             (Check.TIMESTAMP, "an old AICert proof carries no timestamp"),
             *unchecked(self.policy),
         ]

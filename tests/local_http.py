@@ -1,0 +1,52 @@
+"""A real HTTP server on loopback whose answer a test sets, standing in for Azure's IMDS."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Answer:
+    """What the server answers (status, JSON body), and the headers of the requests it got."""
+
+    url: str = ""
+    status: int = 200
+    body: bytes = b""
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.status, self.body = 200, b""
+        self.headers.clear()
+
+
+@contextmanager
+def serving(path: str = "/metadata/THIM/amd/certification") -> Iterator[Answer]:
+    """Serve `Answer` at http://127.0.0.1:<free port><path> until the block ends."""
+    answer = Answer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer.headers.append(dict(self.headers))
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    answer.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    try:
+        yield answer
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

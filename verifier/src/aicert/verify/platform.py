@@ -1,0 +1,78 @@
+"""Step 3, level `cvm`: the confidential-VM evidence (`evidence.platform`) behind a quote's AK.
+
+A certificate that claims `cvm` must carry Azure's HCL report and the AMD certificates of the chip
+that signed its SEV-SNP report, and its AK must chain to a root that vouches for `vtpm` (the Azure
+vTPM root): the AMD report then shows that this AK lives in a confidential VM, launched as the
+report's measurement says. Only when every `cvm-*` check passes is `cvm` granted
+(docs/confidential-vm.md). A certificate that claims less is not checked for a platform at all;
+its `cvm-*` checks are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Collection
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from aicert.certificate import ASSURANCE_ORDER, Assurance, PlatformRecord
+from aicert.cvm import PINNED_ARK_SHA256, PlatformFacts, verify_platform
+from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
+from aicert.verify.keys import with_usable_key
+
+PINNED_ARKS: frozenset[str] = frozenset(PINNED_ARK_SHA256.values())
+FIELD = "evidence.platform"
+
+
+def platform_certificates(record: PlatformRecord) -> tuple[x509.Certificate, ...]:
+    """The AMD certificates of `evidence.platform.certificateChain`; MalformedError naming the one
+    that cannot be read."""
+    certificates = []
+    for index, pem in enumerate(record.certificateChain):
+        try:
+            certificates.append(with_usable_key(x509.load_pem_x509_certificate(pem.encode())))
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            raise MalformedError(
+                f"{FIELD}.certificateChain[{index}]", f"unreadable certificate: {exc}"
+            ) from None
+    return tuple(certificates)
+
+
+def not_claimed(claimed: Assurance | None) -> list[tuple[Check, str]]:
+    """The `cvm-*` checks, skipped: the certificate claims a lower level (None: an old proof)."""
+    reason = (
+        "an old AICert proof carries no platform report"
+        if claimed is None
+        else f"the certificate claims {claimed}, not cvm"
+    )
+    return [(check, reason) for check in CVM_CHECKS]
+
+
+def check_platform(
+    record: PlatformRecord | None,
+    certificates: tuple[x509.Certificate, ...],
+    *,
+    ceiling: Assurance,
+    ak_spki_der: bytes,
+    at: dt.datetime,
+    ark_fingerprints: Collection[str] = PINNED_ARKS,
+) -> PlatformFacts:
+    """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
+    that claims `cvm` and whose AK chains to a root vouching for `ceiling`."""
+    if ASSURANCE_ORDER[ceiling] < ASSURANCE_ORDER["vtpm"]:
+        raise VerificationError(
+            Check.ASSURANCE,
+            f"the certificate claims level cvm but its AK chains to a root that vouches for {ceiling} at "
+            "most; cvm needs an AK certified by the Azure vTPM root and a verified SEV-SNP report",
+        )
+    if record is None:
+        raise VerificationError(
+            Check.ASSURANCE,
+            "the certificate claims level cvm but carries no evidence.platform (HCL report and AMD "
+            "certificates)",
+        )
+    return verify_platform(
+        base64.b64decode(record.hclReport), certificates, ak_spki_der, at, ark_fingerprints
+    )
