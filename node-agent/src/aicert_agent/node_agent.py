@@ -52,7 +52,6 @@ from aicert.training import (
     short_digest,
 )
 from aicert.trust import ChainError, TrustStore, build_path
-from aicert.verify.platform import PINNED_ARKS
 from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
@@ -105,7 +104,7 @@ class AgentConfig:
     pod: PodSettings  # the operator's: a pod is measured only when it is exactly the contract's pod
     resync_seconds: float = 2.0
     tsa_url: str | None = None  # an RFC 3161 TSA that dates each quote's signature (None: no timestamp)
-    ark_fingerprints: frozenset[str] = PINNED_ARKS  # level cvm: the AMD roots (AMD's own, pinned)
+    ark_fingerprints: frozenset[str] | None = None  # level cvm: the AMD roots (None: AMD's own, pinned)
     workers: int = 4  # pods worked on at once
 
 

@@ -30,7 +30,7 @@ from aicert.cvm.hcl import SNP_REPORT_OFFSET, parse_hcl_report
 from aicert.cvm.snp import parse_snp_report
 from aicert.verify.errors import MalformedError, VerificationError
 from aicert.verify.jsonload import loads_strict
-from aicert.verify.platform import PINNED_ARKS, check_platform, platform_certificates
+from aicert.verify.platform import check_platform, platform_certificates
 
 from .tpm.client import Tpm, TpmError
 
@@ -122,7 +122,7 @@ def cvm_problem(
     platform: dict[str, Any] | None,
     ak_certificate: x509.Certificate,
     ceiling: Assurance,
-    ark_fingerprints: Collection[str] = PINNED_ARKS,
+    ark_fingerprints: Collection[str] | None = None,
 ) -> str | None:
     """Why a verifier would not grant level cvm to this AK (whose certificate chains to a root that
     vouches for `ceiling`) with this `evidence.platform`, checked as the verifier checks it; None:

@@ -60,10 +60,11 @@ def _hash_local(
     option: str,
     *,
     exclude: frozenset[str],
-    ignore: PathPatterns,
+    ignore: PathPatterns | None,
     certified: frozenset[str],
 ) -> LocalTree:
     """Hash DIR, leaving out `exclude` and the files `ignore` matches unless they are `certified`."""
+    ignore = ignore or NO_PATTERNS
     if not directory.exists():
         raise MalformedError(option, f"{directory} does not exist")
     ignored: list[str] = []
@@ -125,7 +126,7 @@ def check_local_dir(
     *,
     exclude: frozenset[str],
     listing: Manifest | None = None,
-    ignore: PathPatterns = NO_PATTERNS,
+    ignore: PathPatterns | None = None,
 ) -> None:
     """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root.
     `listing`: the certified manifest, when known (`certified_listing`)."""
@@ -191,7 +192,7 @@ def _legacy_local(directory: Path, local: Manifest, certified: Mapping[str, str]
 
 
 def check_legacy_model(
-    directory: Path, events: list[dict[str, Any]], ignore: PathPatterns = NO_PATTERNS
+    directory: Path, events: list[dict[str, Any]], ignore: PathPatterns | None = None
 ) -> None:
     """DIR must hold exactly the regular files the proof names (less the extras `ignore` matches),
     each with the certified sha256; a symlink or special file among them is refused."""

@@ -13,16 +13,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, PlatformRecord
-from aicert.cvm import PINNED_ARK_SHA256, PlatformFacts, verify_platform
 from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.keys import with_usable_key
 
-PINNED_ARKS: frozenset[str] = frozenset(PINNED_ARK_SHA256.values())
+if TYPE_CHECKING:  # aicert.cvm loads only for a certificate that claims cvm
+    from aicert.cvm import PlatformFacts
+
 FIELD = "evidence.platform"
 
 
@@ -57,10 +59,13 @@ def check_platform(
     ceiling: Assurance,
     ak_spki_der: bytes,
     at: dt.datetime,
-    ark_fingerprints: Collection[str] = PINNED_ARKS,
+    ark_fingerprints: Collection[str] | None = None,
 ) -> PlatformFacts:
     """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
-    that claims `cvm` and whose AK chains to a root vouching for `ceiling`."""
+    that claims `cvm` and whose AK chains to a root vouching for `ceiling`. `ark_fingerprints`: the
+    AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
+    from aicert.cvm import PINNED_ARK_SHA256, verify_platform
+
     if ASSURANCE_ORDER[ceiling] < ASSURANCE_ORDER["vtpm"]:
         raise VerificationError(
             Check.ASSURANCE,
@@ -73,6 +78,5 @@ def check_platform(
             "the certificate claims level cvm but carries no evidence.platform (HCL report and AMD "
             "certificates)",
         )
-    return verify_platform(
-        base64.b64decode(record.hclReport), certificates, ak_spki_der, at, ark_fingerprints
-    )
+    arks = frozenset(PINNED_ARK_SHA256.values()) if ark_fingerprints is None else ark_fingerprints
+    return verify_platform(base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from msgspec import Meta
 
@@ -18,9 +18,11 @@ from aicert.certificate import (
     VerifiedAssurance,
     convert,
 )
-from aicert.cvm import PlatformFacts, TcbVersion, measurement_allowed, tcb_at_least
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.jsonload import POLICY_MAX_BYTES, loads_strict, read_bounded_file
+
+if TYPE_CHECKING:  # aicert.cvm loads only for a run verified at cvm
+    from aicert.cvm import PlatformFacts
 
 POLICY_CHECKS = (
     Check.POLICY_ASSURANCE,
@@ -138,6 +140,8 @@ def check_policy(
 def _check_platform_policy(
     policy: Policy, assurance: VerifiedAssurance, platform: PlatformFacts | None
 ) -> None:
+    from aicert.cvm import TcbVersion, measurement_allowed, tcb_at_least
+
     if policy.minimumTcb is not None:
         if platform is None:
             raise VerificationError(

@@ -17,7 +17,7 @@ import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -35,8 +35,6 @@ from aicert.certificate import (
     VerifiedAssurance,
     convert,
 )
-from aicert.cvm import PlatformFacts
-from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED, PathPatterns
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
 from aicert.legacy import (
@@ -57,11 +55,14 @@ from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
 from aicert.verify.keys import with_usable_key
-from aicert.verify.local_files import certified_listing, check_legacy_model, check_local_dir, ignore_patterns
-from aicert.verify.platform import PINNED_ARKS, check_platform, not_claimed, platform_certificates
+from aicert.verify.platform import check_platform, not_claimed, platform_certificates
 from aicert.verify.policy import Policy, check_policy, unchecked
 from aicert.verify.result import VerifiedTraining
 from aicert.verify.timestamp import NO_TOKEN, NO_TSA_ROOT, Timestamped, check_timestamp
+
+if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest for --model/--data
+    from aicert.cvm import PlatformFacts
+    from aicert.digest import PathPatterns
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ def verify_quote_evidence(
     at: dt.datetime,
     *,
     timestamped: bool = False,
-    ark_fingerprints: Collection[str] = PINNED_ARKS,
+    ark_fingerprints: Collection[str] | None = None,
 ) -> QuoteFacts:
     """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
     `ark_fingerprints`: the AMD roots trusted for level cvm."""
@@ -435,12 +436,12 @@ class Verifier:
         trust: TrustStore,
         policy: Policy | None = None,
         tsa: TrustStore | None = None,
-        ark_fingerprints: Collection[str] = PINNED_ARKS,
+        ark_fingerprints: Collection[str] | None = None,
     ) -> None:
         self.trust = trust
         self.policy = policy  # None: the policy checks are skipped (reported as such)
         self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
-        self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm: AMD's, pinned, unless a test says
+        self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm (None: AMD's own, pinned)
 
     def verify(
         self,
@@ -453,7 +454,11 @@ class Verifier:
     ) -> VerifiedTraining:
         """`ignore`: glob patterns of extra local files under `model_dir` and `data_dirs` to leave
         out of the comparison (`--ignore`); a file the certificate covers is never left out."""
-        patterns = ignore_patterns(ignore)
+        patterns = None
+        if ignore or model_dir is not None or data_dirs:  # the hashing code loads only to compare files
+            from aicert.verify.local_files import ignore_patterns
+
+            patterns = ignore_patterns(ignore)
         if patterns and model_dir is None and not data_dirs:
             raise MalformedError("--ignore", "leaves local files out of --model and --data; neither is given")
         parsed = document if isinstance(document, Document) else load_document(document)
@@ -482,7 +487,7 @@ class Verifier:
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime | None,
-        ignore: PathPatterns,
+        ignore: PathPatterns | None,
     ) -> VerifiedTraining:
         try:
             ev = certificate_evidence(certificate, raw_statement)
@@ -507,6 +512,10 @@ class Verifier:
             )
         skipped = [*skipped_timestamp, *unchecked(self.policy)]
         inputs = {i.name: i for i in predicate.inputs}
+        if data_dirs or model_dir is not None:
+            from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED
+            from aicert.verify.local_files import certified_listing, check_local_dir
+
         for name, directory in (data_dirs or {}).items():
             if name not in inputs:
                 known = ", ".join(sorted(inputs)) or "none"
@@ -560,7 +569,7 @@ class Verifier:
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime,
-        ignore: PathPatterns,
+        ignore: PathPatterns | None,
     ) -> VerifiedTraining:
         if data_dirs:
             raise MalformedError(
@@ -580,6 +589,8 @@ class Verifier:
         if model_dir is None:
             skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
         else:
+            from aicert.verify.local_files import check_legacy_model
+
             check_legacy_model(model_dir, events, ignore)
         note = (
             "old AICert proof, assurance legacy: the quote carries no statement digest, so it is bound to "
