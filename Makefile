@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries fuzz
+.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries fuzz chart
 all: test
 
 deps:
@@ -47,6 +47,14 @@ cluster-binaries: venv
 tools: cluster-binaries
 	@mkdir -p bin
 	install -m 0755 "$$($(BIN)/python localcluster/build.py --print-dir)/kubectl" bin/kubectl
+	install -m 0755 "$$(PYTHONPATH=localcluster $(BIN)/python -m aicert_localcluster.helm)" bin/helm
+
+# The Helm chart helm/aicert: `helm lint --strict` (with the digests it requires) and a package in
+# build/. helm is pinned in localcluster/helm/go.mod, built once (about 3 min), cached in ~/.cache/aicert.
+chart: venv
+	@helm="$$(PYTHONPATH=localcluster $(BIN)/python -m aicert_localcluster.helm)" && \
+	  "$$helm" lint --strict helm/aicert -f helm/aicert/ci/lint-values.yaml && \
+	  "$$helm" package helm/aicert --destination build/
 
 # The README's test command: lint, types and every test tier (unit, integration, e2e).
 test: lint cluster-binaries

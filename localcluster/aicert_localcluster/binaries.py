@@ -308,17 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cached_go_build(source: Path, name: str) -> Path:
+def cached_go_build(source: Path, name: str, *, package: str = ".", ldflags: tuple[str, ...] = ()) -> Path:
     """Build the small Go program in `source` (go.mod, go.sum, *.go: a test tool, not product code)
-    once and cache it under ~/.cache/aicert/<name>/<hash of its sources>/<name>."""
+    once and cache it under ~/.cache/aicert/<name>/<hash of its sources>/<name>. `package` is what
+    to build: "." (the module's own main package) or a main package the module requires (its go.mod
+    pins the version; e.g. helm.sh/helm/v3/cmd/helm); `ldflags` are added to `-s -w`."""
     files = sorted(p for p in source.iterdir() if p.name in ("go.mod", "go.sum") or p.suffix == ".go")
-    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    # What to build and how, when not the default (so the default's cache key stays as it was).
+    recipe = b"" if (package, ldflags) == (".", ()) else "\0".join((package, *ldflags)).encode()
+    sources = b"".join(p.name.encode() + p.read_bytes() for p in files)
+    digest = hashlib.sha256(sources + recipe).hexdigest()[:16]
     out = cache_root() / name / digest / name
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{name}.tmp")
+        flags = ["-ldflags", " ".join(("-s", "-w", *ldflags))] if ldflags else []
         proc = subprocess.run(
-            [go_command(), "build", "-trimpath", "-o", str(tmp), "."],
+            [go_command(), "build", "-trimpath", *flags, "-o", str(tmp), package],
             cwd=source,
             env=go_env(),
             capture_output=True,

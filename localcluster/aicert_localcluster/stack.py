@@ -2,8 +2,9 @@
 
 Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs as in production
 except where a piece of hardware or kubelet is played: the operator and every agent are separate
-processes talking to the real API server with their own ServiceAccount tokens and the RBAC in
-deploy/rbac.yaml, so a missing permission shows up as a failure.
+processes talking to the real API server with their own ServiceAccount tokens and the RBAC of the
+chart helm/aicert (rendered by `helm template`, as release "aicert" in aicert-system), so a missing
+permission shows up as a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aicert_agent.tpm.client import Tpm
 from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
+from aicert_localcluster import helm
 from aicert_localcluster.cluster import LocalCluster, free_port
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.nodes import DEV_AGENT_IMAGE, NodeDouble, NodeSpec
@@ -31,13 +33,9 @@ from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
-RBAC = REPO / "deploy" / "rbac.yaml"
-NODE_POLICY = REPO / "deploy" / "agent-node-policy.yaml"
-TENANT_RBAC = REPO / "deploy" / "tenant-rbac.yaml"
-ADMISSION = REPO / "deploy" / "training-admission.yaml"
 AGENT_IMAGE = DEV_AGENT_IMAGE  # the gate/seal image, pinned by digest; the node double runs it from the host
-SYSTEM_NAMESPACE = "aicert-system"
-# What aicert-training-pods (deploy/training-admission.yaml) says to a non-operator creating a training pod
+SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
+# What the chart's aicert-training-pods policy says to a non-operator creating a training pod
 ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
 
 
@@ -135,11 +133,11 @@ class Stack:
         self.cluster.kubectl(
             "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
         )
-        self.cluster.kubectl(
-            "apply",
-            "--server-side",
-            *("-f", str(RBAC), "-f", str(NODE_POLICY), "-f", str(TENANT_RBAC), "-f", str(ADMISSION)),
-        )
+        # The chart's ServiceAccounts, RBAC, tenant roles and admission policies (no workloads: the
+        # operator and the agents run below as host processes with those ServiceAccounts' tokens).
+        manifest = helm.policy_manifest(home=self.workdir / "helm")
+        self.cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE)
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
         self.wait_for_admission()
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
@@ -267,7 +265,7 @@ class Stack:
                 time.sleep(0.5)
 
     def wait_for_admission(self, timeout: float = 60) -> None:
-        """Wait until deploy/training-admission.yaml is enforced, and fail if a policy does not type-check.
+        """Wait until the chart's admission policies are enforced, and fail if a policy does not type-check.
 
         Policies take a moment to load: a harmless probe, a server-side dry-run create of a pod with
         an aicert.dev/ label by the admin (not the operator), must be denied before the stack is ready.
@@ -353,7 +351,7 @@ class Stack:
         """A tenant: ServiceAccount `name` in `namespace` (both created if missing) bound by a RoleBinding
         to the built-in `edit` ClusterRole, as a team's CI would be; returns a kubeconfig for it.
 
-        Waits until RBAC (and the aggregation of deploy/tenant-rbac.yaml into `edit`) lets it create
+        Waits until RBAC (and the aggregation of the chart's tenant roles into `edit`) lets it create
         pods and CertifiedTrainings there.
         """
         kubeconfig = self.cluster.kubeconfig_for_service_account(namespace, name)

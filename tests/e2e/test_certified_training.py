@@ -259,7 +259,7 @@ def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any, tmp_path: Path)
 
 
 def test_agent_may_act_only_for_its_own_node(stack: Stack, run: Any) -> None:
-    """deploy/agent-node-policy.yaml: the agent's token names gpu-1; RBAC alone would allow more."""
+    """The chart's agent-node-policy.yaml: the agent's token names gpu-1; RBAC alone would allow more."""
     agent = Path(stack.agents["gpu-1"].env["KUBECONFIG"])
     other = stack.cluster.kubectl(
         "label", "node", "cpu-1", "aicert.dev/assurance=vtpm", kubeconfig=agent, check=False

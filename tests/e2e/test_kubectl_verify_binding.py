@@ -19,7 +19,7 @@ from aicert_localcluster.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-# What deploy/training-admission.yaml (aicert-status-writers) answers anyone but the operator and agent
+# What helm/aicert/templates/training-admission.yaml (aicert-status-writers) answers anyone but the operator and agent
 STATUS_WRITERS_DENIAL = "only the aicert operator and node agent may"
 
 

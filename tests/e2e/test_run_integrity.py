@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @contextmanager
 def admission_off(stack: Stack) -> Iterator[None]:
-    """As if the cluster had none of deploy/training-admission.yaml: the agent's checks stand alone."""
+    """As if the cluster had none of the chart's training-admission.yaml: the agent's checks stand alone."""
     bindings = [
         doc["metadata"]["name"]
         for doc in yaml.safe_load_all(ADMISSION.read_text())

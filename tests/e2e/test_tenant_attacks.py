@@ -1,4 +1,4 @@
-"""Red team: a tenant with the built-in `edit` role in its namespace against deploy/training-admission.yaml.
+"""Red team: a tenant with the built-in `edit` role in its namespace against helm/aicert/templates/training-admission.yaml.
 
 Each attack must be refused at admission, with the policy's message, and leave nothing behind: the
 honest run still ends with the one certificate of the operator's own pod, attempt 1.

@@ -1,17 +1,21 @@
-"""Fixtures for tests that need a TPM: a fresh swtpm per test, a dev CA, a provisioned swtpm."""
+"""Fixtures for tests that need a TPM: a fresh swtpm per test, a dev CA, a provisioned swtpm; and
+the chart helm/aicert's identities and policies, rendered once by the pinned helm."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from aicert_agent.tpm.client import Tpm
 from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import ProvisionResult, dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
+from aicert_localcluster import helm
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,17 @@ def tpm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Helm's cache, config and data directories for this test session (not the user's)."""
+    return tmp_path_factory.mktemp("helm-home")
+
+
+@pytest.fixture(scope="session")
+def chart_policies(helm_home: Path) -> list[dict[str, Any]]:
+    """What the e2e stack applies: the chart's ServiceAccounts, RBAC, tenant roles and admission
+    policies as release "aicert" in aicert-system, rendered once by `helm template` (the first
+    use builds helm, a few minutes)."""
+    return [doc for doc in yaml.safe_load_all(helm.policy_manifest(home=helm_home)) if doc]

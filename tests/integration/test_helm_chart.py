@@ -1,0 +1,753 @@
+"""The Helm chart helm/aicert: lint, rendering, and a real install, upgrade and uninstall against
+the local control plane (real kube-apiserver; no kubelet, so the operator and agent pods never run).
+
+The cluster tests share one release and run in file order: install (from a packaged 0.0.9 copy
+standing for the previous version), what its ServiceAccounts may and may not do, upgrades, uninstall.
+Waits poll with a deadline; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from aicert_localcluster import LocalCluster, free_port, helm
+from aicert_localcluster.nodes import DEV_AGENT_IMAGE
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
+CHART = helm.CHART_DIR
+OPERATOR_IMAGE = "registry.local/aicert/operator@sha256:" + "0123456789abcdef" * 4
+RELEASE = "team-aicert"  # not the default "aicert": names and identities must follow the release
+NAMESPACE = "ml-platform"
+OPERATOR_SA = f"{RELEASE}-operator"
+AGENT_SA = f"{RELEASE}-agent"
+DEADLINE = 90.0
+T = TypeVar("T")
+
+
+def image(reference: str) -> dict[str, str]:
+    repository, _, digest = reference.partition("@")
+    return {"repository": repository, "digest": digest}
+
+
+VALUES: dict[str, object] = {"operator.image": image(OPERATOR_IMAGE), "agent.image": image(DEV_AGENT_IMAGE)}
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render(helm_home: Path, values: dict[str, object] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    merged = {**VALUES, **(values or {})}
+    return documents(helm.template(merged, release=RELEASE, namespace=NAMESPACE, home=helm_home, **kwargs))
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    return found
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = workload["spec"]["template"]["spec"]["containers"]
+    (only,) = containers
+    return only
+
+
+def env(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+# --- the chart alone -----------------------------------------------------------------------------
+
+
+def test_the_charts_crd_is_the_repositorys_byte_for_byte() -> None:
+    copies = sorted((CHART / "crds").iterdir())
+    assert [p.name for p in copies] == [CRD.name]
+    assert copies[0].read_bytes() == CRD.read_bytes()
+
+
+def test_lint_strict_passes_with_the_required_values(helm_home: Path) -> None:
+    done = helm.run_helm(
+        "lint", "--strict", str(CHART), "-f", str(CHART / "ci" / "lint-values.yaml"), home=helm_home
+    )
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+
+
+def test_lint_strict_fails_on_a_value_the_schema_refuses(helm_home: Path) -> None:
+    done = helm.run_helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "-f",
+        str(CHART / "ci" / "lint-values.yaml"),
+        "--set",
+        "agent.tpm.access=hostPath",
+        home=helm_home,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "agent/tpm/access" in done.stdout + done.stderr
+
+
+OPERATOR = image(OPERATOR_IMAGE)
+AGENT = image(DEV_AGENT_IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "image.repository is required"),
+        (
+            {"operator.image": {**OPERATOR, "digest": ""}, "agent.image": AGENT},
+            "operator.image.digest is required",
+        ),
+        (
+            {"operator.image": OPERATOR, "agent.image": {**AGENT, "digest": ""}},
+            "agent.image.digest is required",
+        ),
+        (
+            {"operator.image": OPERATOR, "agent.image": {**AGENT, "repository": ""}},
+            "agent.image.repository is required",
+        ),
+        # malformed: the schema refuses them before any template runs
+        (
+            {"operator.image": OPERATOR, "agent.image": {**AGENT, "digest": "sha256:" + "A" * 64}},
+            "/agent/image/digest",
+        ),
+        (
+            {"operator.image": {**OPERATOR, "digest": "latest"}, "agent.image": AGENT},
+            "/operator/image/digest",
+        ),
+        (
+            {
+                "operator.image": {**OPERATOR, "repository": "ghcr.io/example/operator:v1"},
+                "agent.image": AGENT,
+            },
+            "/operator/image/repository",
+        ),
+    ],
+    ids=[
+        "none",
+        "no-operator-digest",
+        "no-agent-digest",
+        "no-agent-repository",
+        "uppercase",
+        "tag",
+        "repo-tag",
+    ],
+)
+def test_template_fails_clearly_without_images_by_digest(
+    helm_home: Path, values: dict[str, object], message: str
+) -> None:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(values)]
+    done = helm.run_helm(*args, home=helm_home, check=False)
+    assert done.returncode != 0, done.stdout
+    assert message in done.stderr
+    if not message.startswith("/"):
+        assert "images are pinned by digest" in done.stderr or "required (e.g." in done.stderr
+
+
+def test_without_workloads_no_image_is_needed(helm_home: Path) -> None:
+    """What the e2e stack renders: identities, RBAC and policies only."""
+    docs = documents(helm.policy_manifest(home=helm_home))
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+
+
+def test_workloads_use_images_by_digest_and_the_same_gate_image(helm_home: Path) -> None:
+    docs = render(helm_home)
+    operator = one(docs, "Deployment", OPERATOR_SA)
+    agent = one(docs, "DaemonSet", AGENT_SA)
+    assert container(operator)["image"] == OPERATOR_IMAGE
+    assert container(agent)["image"] == DEV_AGENT_IMAGE
+    assert env(container(operator))["AICERT_AGENT_IMAGE"] == DEV_AGENT_IMAGE
+    assert env(container(agent))["AICERT_AGENT_IMAGE"] == DEV_AGENT_IMAGE
+    assert (
+        env(container(operator))["AICERT_GATE_TIMEOUT_SECONDS"]
+        == env(container(agent))["AICERT_GATE_TIMEOUT_SECONDS"]
+    )
+    for doc in docs:
+        text = json.dumps(doc)
+        for ref in re.findall(r'"image": "([^"]+)"', text):
+            assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", ref), ref
+
+
+def test_operator_runs_two_leader_elected_replicas_under_restricted(helm_home: Path) -> None:
+    operator = one(render(helm_home), "Deployment", OPERATOR_SA)
+    spec = operator["spec"]["template"]["spec"]
+    c = container(operator)
+    assert operator["spec"]["replicas"] == 2
+    variables = env(c)
+    assert variables["AICERT_LEASE_NAMESPACE"] == NAMESPACE
+    assert variables["AICERT_LEASE_NAME"] == OPERATOR_SA
+    assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert spec["serviceAccountName"] == OPERATOR_SA
+    # PodSecurity restricted
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    assert c["livenessProbe"]["exec"]["command"][-1] == "8081"  # the health port
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def test_operator_liveness_spares_a_standby_and_catches_a_failing_leader(helm_home: Path) -> None:
+    """The default probe, run as kubelet would (the operator image's python is this one): a closed
+    health port (a standby waiting for the lease) is alive; an open one must answer /healthz 200."""
+    port = free_port()
+    probe = container(one(render(helm_home, {"operator.healthPort": port}), "Deployment"))["livenessProbe"]
+    command = [sys.executable, *probe["exec"]["command"][1:]]
+    assert command[-1] == str(port)
+
+    def exit_code() -> int:
+        return subprocess.run(command, capture_output=True, timeout=30).returncode
+
+    assert exit_code() == 0  # nothing listens: a standby
+    answer = {"code": 200}
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answer["code"] if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", port), Healthz) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            assert exit_code() == 0  # the leader, healthy
+            answer["code"] = 500
+            assert exit_code() != 0  # the leader, unhealthy: restarted
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def test_agent_daemonset_reaches_tpm_kubelet_and_its_bound_token(helm_home: Path) -> None:
+    docs = render(helm_home)
+    agent = one(docs, "DaemonSet", AGENT_SA)
+    spec = agent["spec"]["template"]["spec"]
+    c = container(agent)
+    assert spec["nodeSelector"] == {"aicert.dev/agent": "true"}
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["priorityClassName"] == one(docs, "PriorityClass")["metadata"]["name"]
+    assert env(c)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert c["securityContext"]["privileged"] is True  # the default agent.tpm.access
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["tpm"]["hostPath"] == {"path": "/dev/tpmrm0", "type": "CharDevice"}
+    assert volumes["kubelet-pods"]["hostPath"]["path"] == "/var/lib/kubelet/pods"
+    assert mounts["kubelet-pods"]["mountPropagation"] == "HostToContainer"
+    assert volumes["state"]["hostPath"]["path"] == mounts["state"]["mountPath"] == "/run/aicert"
+    # the token: projected (bound to the pod, and so to its node), not the automounted one
+    assert spec["automountServiceAccountToken"] is False
+    sources = volumes["token"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert mounts["token"]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    args = c["args"]
+    assert args[args.index("--lease-namespace") + 1] == NAMESPACE
+    assert args[args.index("--metrics-port") + 1] == "9484"
+    assert args[args.index("--state-dir") + 1] == "/run/aicert"
+    assert c["readinessProbe"]["httpGet"]["port"] == "metrics"
+    # none of the chart's pods carries an aicert.dev/ label: admission reserves those for training pods
+    for workload in (agent, one(docs, "Deployment")):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert not [k for k in labels if k.startswith("aicert.dev/")]
+
+
+def test_agent_without_privilege_takes_the_tpm_from_a_device_plugin(helm_home: Path) -> None:
+    agent = one(render(helm_home, {"agent.tpm.access": "devicePlugin"}), "DaemonSet")
+    c = container(agent)
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
+    assert c["resources"]["limits"]["squat.ai/tpmrm"] == 1
+    assert "tpm" not in {v["name"] for v in agent["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_rbac_has_no_wildcards(helm_home: Path) -> None:
+    roles = [d for d in render(helm_home) if d["kind"] in ("ClusterRole", "Role")]
+    assert len(roles) == 6  # operator, agent, their lease roles, tenant edit and view
+    for role in roles:
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule, role["metadata"]["name"]
+            for field in ("apiGroups", "resources", "verbs"):
+                assert not [v for v in rule[field] if "*" in v], (role["metadata"]["name"], rule)
+
+
+def test_policies_name_the_releases_service_accounts(helm_home: Path) -> None:
+    docs = render(helm_home)
+    text = json.dumps([d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"])
+    assert set(re.findall(r"system:serviceaccount:[a-z0-9.-]+:[a-z0-9.-]+", text)) == {
+        f"system:serviceaccount:{NAMESPACE}:{OPERATOR_SA}",
+        f"system:serviceaccount:{NAMESPACE}:{AGENT_SA}",
+    }
+    assert "aicert-system" not in text
+    for binding in (d for d in docs if d["kind"].endswith("Binding") and "subjects" in d):
+        for subject in binding["subjects"]:
+            assert (subject["namespace"], subject["name"]) in {
+                (NAMESPACE, OPERATOR_SA),
+                (NAMESPACE, AGENT_SA),
+            }
+
+
+def test_tenant_roles_are_optional(helm_home: Path) -> None:
+    names = {d["metadata"]["name"] for d in render(helm_home, {"tenantRbac.enabled": False})}
+    assert f"{RELEASE}-edit" not in names and f"{RELEASE}-view" not in names
+    assert {f"{RELEASE}-edit", f"{RELEASE}-view"} <= {d["metadata"]["name"] for d in render(helm_home)}
+
+
+def test_network_policies_open_only_metrics_health_api_server_and_dns(helm_home: Path) -> None:
+    policies = {d["metadata"]["name"]: d for d in render(helm_home) if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {OPERATOR_SA, AGENT_SA}
+    ports = {name: {p["port"] for p in p_["spec"]["ingress"][0]["ports"]} for name, p_ in policies.items()}
+    assert ports == {OPERATOR_SA: {8080, 8081}, AGENT_SA: {9484}}
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert len(policy["spec"]["ingress"]) == 1
+        egress_ports = {
+            (p["protocol"], p["port"]) for rule in policy["spec"]["egress"] for p in rule["ports"]
+        }
+        assert egress_ports == {("TCP", 443), ("TCP", 6443), ("UDP", 53), ("TCP", 53)}
+
+
+def test_a_cvm_agent_may_reach_azure_imds_for_its_vcek_chain_and_nothing_else(helm_home: Path) -> None:
+    def agent_egress(values: dict[str, object]) -> list[dict[str, Any]]:
+        policy = one(render(helm_home, values), "NetworkPolicy", AGENT_SA)
+        rules: list[dict[str, Any]] = policy["spec"]["egress"]
+        return rules
+
+    imds = {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"protocol": "TCP", "port": 80}]}
+    assert imds in agent_egress({"agent.assurance": "cvm"})
+    assert imds not in agent_egress({"agent.assurance": "vtpm"})
+    elsewhere = {"agent.assurance": "cvm", "agent.thimUrl": "http://thim.example/amd"}
+    assert imds not in agent_egress(elsewhere)  # then its egress is the user's, in extraEgress
+    args = container(one(render(helm_home, elsewhere), "DaemonSet"))["args"]
+    assert args[args.index("--thim-url") + 1] == "http://thim.example/amd"
+
+
+def test_monitoring_objects_need_the_prometheus_operator_api(helm_home: Path) -> None:
+    enabled: dict[str, object] = {
+        "monitoring.serviceMonitor.enabled": True,
+        "monitoring.prometheusRule.enabled": True,
+    }
+    kinds = {d["kind"] for d in render(helm_home, enabled)}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    with_api = render(helm_home, enabled, api_versions=["monitoring.coreos.com/v1"])
+    assert {d["metadata"]["name"] for d in with_api if d["kind"] == "ServiceMonitor"} == {
+        OPERATOR_SA,
+        AGENT_SA,
+    }
+    rules = {r["alert"]: r for g in one(with_api, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert (
+        "aicert_agent_ak_certificate_expiry_timestamp_seconds"
+        in rules["AicertAkCertificateExpiresSoon"]["expr"]
+    )
+    assert rules["AicertAgentDown"]["expr"].startswith(f'up{{job="{AGENT_SA}-metrics"')
+    off = render(helm_home, api_versions=["monitoring.coreos.com/v1"])
+    assert not {d["kind"] for d in off} & {"ServiceMonitor", "PrometheusRule"}
+
+
+# --- against the API server ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("helm-cluster")) as running:
+        running.kubectl("create", "namespace", NAMESPACE)
+        yield running
+
+
+def run(cluster: LocalCluster, helm_home: Path, *args: str) -> str:
+    return helm.run_helm(*args, kubeconfig=cluster.admin_kubeconfig, home=helm_home).stdout
+
+
+def history(cluster: LocalCluster, helm_home: Path) -> list[tuple[int, str, str]]:
+    revisions = json.loads(
+        run(cluster, helm_home, "history", RELEASE, "--namespace", NAMESPACE, "-o", "json")
+    )
+    return [(r["revision"], r["chart"], r["status"]) for r in revisions]
+
+
+def test_server_side_dry_run_of_the_rendered_manifests(cluster: LocalCluster, helm_home: Path) -> None:
+    manifest = helm.template(VALUES, release=RELEASE, namespace=NAMESPACE, home=helm_home)
+    done = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=manifest)
+    assert len([line for line in done.stdout.splitlines() if "(server dry run)" in line]) == len(
+        documents(manifest)
+    )
+
+
+@pytest.fixture(scope="module")
+def previous_chart(tmp_path_factory: pytest.TempPathFactory, helm_home: Path) -> Path:
+    """The chart as a packaged 0.0.9, standing for the release before this one."""
+    work = tmp_path_factory.mktemp("previous")
+    copy = work / "aicert"
+    shutil.copytree(CHART, copy)
+    chart_yaml = copy / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", "version: 0.0.9", chart_yaml.read_text()))
+    helm.run_helm("package", str(copy), "--destination", str(work), home=helm_home)
+    package = work / "aicert-0.0.9.tgz"
+    with tarfile.open(package) as tar:
+        assert "aicert/crds/certifiedtrainings.aicert.dev.yaml" in tar.getnames()
+        assert not [n for n in tar.getnames() if n.startswith("aicert/ci/")]  # .helmignore
+    return package
+
+
+TRAININGS = ("digits", "digits-retrained")
+
+
+def training(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "aicert.dev/v1alpha1",
+        "kind": "CertifiedTraining",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "image": "registry.local/aicert/digits-train@sha256:" + "ab" * 32,
+            "inputs": [
+                {
+                    "name": "digits",
+                    "persistentVolumeClaim": {"claimName": "digits-data"},
+                    "mountPath": "/data",
+                }
+            ],
+            "output": {
+                "volumeClaimTemplate": {"storageClassName": "standard", "size": "1Gi"},
+                "mountPath": "/model",
+            },
+        },
+    }
+
+
+def trainings(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
+    items = cluster.kubectl_json("get", "certifiedtrainings", "-n", "default")["items"]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def crd(cluster: LocalCluster) -> dict[str, Any]:
+    found: dict[str, Any] = cluster.kubectl_json("get", "crd", "certifiedtrainings.aicert.dev")
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: LocalCluster, helm_home: Path, previous_chart: Path) -> dict[str, dict[str, Any]]:
+    """`helm install` of the previous chart; two trainings whose status (with a certificate) the
+    release's operator wrote. Returns the trainings as they were then."""
+    run(
+        cluster,
+        helm_home,
+        "install",
+        RELEASE,
+        str(previous_chart),
+        "--namespace",
+        NAMESPACE,
+        *helm.set_args(VALUES),
+    )
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
+    )
+    operator = f"system:serviceaccount:{NAMESPACE}:{OPERATOR_SA}"
+    for name in TRAININGS:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(training(name)))
+        status = {
+            "status": {
+                "phase": "Succeeded",
+                "reason": "Certified",
+                "certificate": json.dumps({"statement": {"subject": [{"name": name}]}, "signature": "c2ln"}),
+                "modelDigest": "sha256:" + "cd" * 32,
+            }
+        }
+
+        def patched(name: str = name, status: dict[str, Any] = status) -> bool:
+            # The release's status-writers policy lets only its operator (and agent) write status;
+            # policies take a moment to load after install.
+            done = cluster.kubectl(
+                "patch",
+                "certifiedtraining",
+                name,
+                "-n",
+                "default",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps(status),
+                f"--as={operator}",
+                check=False,
+            )
+            return done.returncode == 0
+
+        eventually(patched, f"the operator to write the status of {name}")
+    before = trainings(cluster)
+    assert {n: t["status"]["phase"] for n, t in before.items()} == dict.fromkeys(TRAININGS, "Succeeded")
+    return before
+
+
+def test_install_of_the_previous_version_creates_the_crd_and_the_release(
+    cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
+) -> None:
+    assert history(cluster, helm_home) == [(1, "aicert-0.0.9", "deployed")]
+    notes = run(cluster, helm_home, "get", "notes", RELEASE, "--namespace", NAMESPACE)
+    assert f"system:serviceaccount:{NAMESPACE}:{AGENT_SA}" in notes
+    assert "kubectl label node <node> aicert.dev/agent=true" in notes
+    assert crd(cluster)["spec"]["names"]["kind"] == "CertifiedTraining"
+    for kind, name in (("deployment", OPERATOR_SA), ("daemonset", AGENT_SA), ("serviceaccount", AGENT_SA)):
+        cluster.kubectl("get", kind, name, "-n", NAMESPACE)
+
+
+def test_the_release_policies_type_check_and_trust_its_operator(
+    cluster: LocalCluster, installed: dict[str, dict[str, Any]]
+) -> None:
+    def checked() -> list[dict[str, Any]] | None:
+        policies = [
+            p
+            for p in cluster.kubectl_json("get", "validatingadmissionpolicies")["items"]
+            if p["metadata"]["name"].startswith(f"{RELEASE}-")
+        ]
+        done = all(
+            (p.get("status") or {}).get("observedGeneration") == p["metadata"]["generation"] for p in policies
+        )
+        return policies if done else None
+
+    policies = eventually(checked, "the release's policies to be type-checked")
+    assert len(policies) == 10
+    warnings = [
+        w
+        for p in policies
+        for w in ((p.get("status") or {}).get("typeChecking") or {}).get("expressionWarnings") or []
+    ]
+    assert warnings == []
+    pod = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": "default", "labels": {"aicert.dev/training": "probe"}},
+            "spec": {"containers": [{"name": "c", "image": "probe"}]},
+        }
+    )
+    denied = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=pod, check=False)
+    assert denied.returncode != 0
+    assert "only the aicert operator may create pods with aicert.dev/ labels" in denied.stderr
+    as_operator = f"--as=system:serviceaccount:{NAMESPACE}:{OPERATOR_SA}"
+    cluster.kubectl("create", "--dry-run=server", as_operator, "-f", "-", input=pod)
+
+
+OPERATOR_MAY = [
+    ("create", "pods", "default"),
+    ("delete", "pods", "default"),
+    ("watch", "pods", ""),
+    ("patch", "certifiedtrainings.aicert.dev/status", "default"),
+    ("patch", "certifiedtrainings.aicert.dev", "default"),
+    ("list", "certifiedtrainings.aicert.dev", ""),
+    ("patch", "nodes", ""),
+    ("create", "networkpolicies.networking.k8s.io", "default"),
+    ("create", "persistentvolumeclaims", "default"),
+    ("create", "events.events.k8s.io", "default"),
+    ("update", "leases.coordination.k8s.io", NAMESPACE),
+    ("list", "leases.coordination.k8s.io", NAMESPACE),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
+]
+OPERATOR_MAY_NOT = [
+    ("get", "secrets", "default"),
+    ("get", "secrets", NAMESPACE),
+    ("create", "certifiedtrainings.aicert.dev", "default"),
+    ("delete", "certifiedtrainings.aicert.dev", "default"),
+    ("update", "pods", "default"),
+    ("create", "pods/exec", "default"),
+    ("delete", "nodes", ""),
+    ("delete", "networkpolicies.networking.k8s.io", "default"),
+    ("update", "leases.coordination.k8s.io", "default"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+    ("impersonate", "serviceaccounts", "default"),
+]
+AGENT_MAY = [
+    ("patch", "certifiedtrainings.aicert.dev/status", "default"),
+    ("get", "certifiedtrainings.aicert.dev", "default"),
+    ("list", "pods", ""),
+    ("watch", "pods", ""),
+    ("get", "persistentvolumeclaims", "default"),
+    ("list", "networkpolicies.networking.k8s.io", "default"),
+    ("patch", "nodes", ""),
+    ("create", "events.events.k8s.io", "default"),
+    ("create", "leases.coordination.k8s.io", NAMESPACE),
+    ("update", "leases.coordination.k8s.io", NAMESPACE),
+]
+AGENT_MAY_NOT = [
+    ("create", "pods", "default"),
+    ("delete", "pods", "default"),
+    ("create", "pods/exec", "default"),
+    ("delete", "nodes", ""),
+    ("get", "secrets", "default"),
+    ("list", "certifiedtrainings.aicert.dev", "default"),
+    ("patch", "certifiedtrainings.aicert.dev", "default"),
+    ("list", "persistentvolumeclaims", "default"),
+    ("list", "leases.coordination.k8s.io", NAMESPACE),
+    ("update", "leases.coordination.k8s.io", "default"),
+    ("create", "networkpolicies.networking.k8s.io", "default"),
+]
+
+
+def can(cluster: LocalCluster, account: str, verb: str, resource: str, namespace: str) -> bool:
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{NAMESPACE}:{account}"]
+    args += ["--subresource", subresource] if subresource else []
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    answer = cluster.kubectl(*args, check=False).stdout.strip()
+    assert answer in ("yes", "no"), answer
+    return answer == "yes"
+
+
+@pytest.mark.parametrize(
+    ("account", "verb", "resource", "namespace", "allowed"),
+    [(OPERATOR_SA, *case, True) for case in OPERATOR_MAY]
+    + [(OPERATOR_SA, *case, False) for case in OPERATOR_MAY_NOT]
+    + [(AGENT_SA, *case, True) for case in AGENT_MAY]
+    + [(AGENT_SA, *case, False) for case in AGENT_MAY_NOT],
+    ids=[
+        f"{account.removeprefix(RELEASE + '-')}-{'may' if allowed else 'may-not'}-{verb}-{resource.split('.')[0]}"
+        f"{'/status' if resource.endswith('/status') else ''}-in-{namespace or 'all'}"
+        for account, allowed, cases in (
+            (OPERATOR_SA, True, OPERATOR_MAY),
+            (OPERATOR_SA, False, OPERATOR_MAY_NOT),
+            (AGENT_SA, True, AGENT_MAY),
+            (AGENT_SA, False, AGENT_MAY_NOT),
+        )
+        for verb, resource, namespace in cases
+    ],
+)
+def test_what_the_service_accounts_may_do(
+    cluster: LocalCluster,
+    installed: dict[str, dict[str, Any]],
+    account: str,
+    verb: str,
+    resource: str,
+    namespace: str,
+    allowed: bool,
+) -> None:
+    assert can(cluster, account, verb, resource, namespace) is allowed
+
+
+def test_tenants_with_edit_create_trainings_but_not_their_status(
+    cluster: LocalCluster, installed: dict[str, dict[str, Any]]
+) -> None:
+    cluster.kubectl(
+        "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", "default"
+    )
+
+    def may(verb: str, resource: str, *extra: str) -> bool:
+        args = ["auth", "can-i", verb, resource, "--as=alice", "-n", "default", *extra]
+        return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    eventually(lambda: may("create", "certifiedtrainings.aicert.dev"), "edit to aggregate the tenant role")
+    assert may("delete", "certifiedtrainings.aicert.dev")
+    assert not may("patch", "certifiedtrainings.aicert.dev")
+    assert not may("patch", "certifiedtrainings.aicert.dev", "--subresource=status")
+
+
+def assert_trainings_intact(cluster: LocalCluster, before: dict[str, dict[str, Any]]) -> None:
+    now = trainings(cluster)
+    assert set(now) == set(before)
+    for name, item in now.items():
+        assert item["metadata"]["uid"] == before[name]["metadata"]["uid"]
+        assert item["status"] == before[name]["status"]
+        assert json.loads(item["status"]["certificate"])["statement"]["subject"][0]["name"] == name
+        assert not item["metadata"].get("finalizers")
+        assert "deletionTimestamp" not in item["metadata"]
+
+
+def test_upgrade_from_the_previous_version_keeps_crd_and_trainings(
+    cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
+) -> None:
+    definition = crd(cluster)
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(VALUES))
+    assert history(cluster, helm_home)[-1] == (2, "aicert-0.1.0", "deployed")
+    after = crd(cluster)
+    assert after["metadata"]["uid"] == definition["metadata"]["uid"]
+    assert after["metadata"]["generation"] == definition["metadata"]["generation"]
+    assert_trainings_intact(cluster, installed)
+
+
+def test_upgrade_with_a_changed_value_keeps_crd_and_trainings(
+    cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
+) -> None:
+    definition = crd(cluster)
+    changed = {**VALUES, "operator.replicas": 3, "agent.leaseSeconds": 45}
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(changed))
+    deployment = cluster.kubectl_json("get", "deployment", OPERATOR_SA, "-n", NAMESPACE)
+    assert deployment["spec"]["replicas"] == 3
+    args = cluster.kubectl_json("get", "daemonset", AGENT_SA, "-n", NAMESPACE)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert args[args.index("--lease-seconds") + 1] == "45"
+    assert crd(cluster)["metadata"]["uid"] == definition["metadata"]["uid"]
+    assert_trainings_intact(cluster, installed)
+
+
+def test_uninstall_leaves_crd_and_trainings_and_nothing_stuck(
+    cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
+) -> None:
+    manifest = run(cluster, helm_home, "get", "manifest", RELEASE, "--namespace", NAMESPACE)
+    released = [
+        (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in documents(manifest)
+    ]
+    assert len(released) > 30
+    run(cluster, helm_home, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "2m")
+    for kind, name, namespace in released:
+        where = ["-n", namespace] if namespace else []
+        done = cluster.kubectl("get", kind, name, *where, "--ignore-not-found", "-o", "name")
+        assert done.stdout.strip() == "", f"{kind} {name} is still there"
+    assert crd(cluster)["metadata"].get("deletionTimestamp") is None
+    assert_trainings_intact(cluster, installed)
+
+    def settled() -> bool:
+        # nothing the release made (pods of the Deployment included) is left terminating
+        pods = cluster.kubectl_json("get", "pods", "-n", NAMESPACE)["items"]
+        return not pods
+
+    eventually(settled, "the operator's pods to go")
+    # and no finalizer holds a training: deleting one after the uninstall completes
+    cluster.kubectl(
+        "delete", "certifiedtraining", TRAININGS[0], "-n", "default", "--wait=true", "--timeout=60s"
+    )
+    assert set(trainings(cluster)) == set(TRAININGS[1:])
+
+
+def test_helm_reports_the_pinned_version(helm_home: Path) -> None:
+    assert helm.run_helm("version", "--short", home=helm_home).stdout.startswith(helm.helm_version())
