@@ -24,6 +24,7 @@ from aicert.aks import AzureSdkMissing
 from aicert.aks.pool import OS_SKUS, Assessment, Missing, NodePoolRefused, assess, nodepool_body
 from aicert.aks.regions import region_missing
 from aicert.aks.sizes import LEVELS, VmSize, find_size
+from aicert.cli.arguments import positive_int
 
 if TYPE_CHECKING:
     from aicert.aks.arm import AksClient
@@ -74,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--nodepool", metavar="NAME", required=True, help="the agent pool's name")
     create.add_argument("--level", choices=LEVELS, default="vtpm", help="the trainings' level (default vtpm)")
     create.add_argument("--vm-size", metavar="SIZE", required=True, help="e.g. Standard_NC24ads_A100_v4")
-    create.add_argument("--count", type=_positive_int, default=1, metavar="N", help="nodes (default 1)")
+    create.add_argument("--count", type=positive_int, default=1, metavar="N", help="nodes (default 1)")
     create.add_argument(
         "--gpu",
         action=argparse.BooleanOptionalAction,
@@ -108,16 +109,6 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="NAME", required=True, help="the AKS cluster's name")
     p.add_argument("--arm-endpoint", metavar="URL", help=argparse.SUPPRESS)
     p.add_argument("--poll-seconds", type=float, metavar="S", help=argparse.SUPPRESS)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 class _Unusable(Exception):

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from aicert.cli.arguments import positive_int
 from aicert.digest import (
     INPUT_EXCLUDED,
     MANIFEST_FILE,
@@ -54,19 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "left out, as certificates do for an output)",
     )
     p.add_argument(
-        "--workers", type=_positive_int, default=None, metavar="N", help="hashing threads (default: cores)"
+        "--workers", type=positive_int, default=None, metavar="N", help="hashing threads (default: cores)"
     )
     p.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 def _human_bytes(n: float) -> str:
