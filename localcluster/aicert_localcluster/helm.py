@@ -138,6 +138,11 @@ def policy_manifest(*, home: Path | None = None) -> str:
     return template(POLICY_VALUES, show_only=POLICY_TEMPLATES, home=home)
 
 
+def training_admission_manifest(*, home: Path | None = None) -> str:
+    """The chart's training admission policies and bindings alone (release "aicert")."""
+    return template(POLICY_VALUES, show_only=["templates/training-admission.yaml"], home=home)
+
+
 def main() -> int:
     print(f"[build] helm {helm_version()} (built once from localcluster/helm, then cached)", file=sys.stderr)
     try:

@@ -20,7 +20,8 @@ import yaml
 from aicert.cli.verify import summary
 from aicert.trust import TrustStore
 from aicert.verify import Policy, Verifier
-from aicert_localcluster.stack import ADMISSION, Stack
+from aicert_localcluster import helm
+from aicert_localcluster.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +29,10 @@ pytestmark = pytest.mark.e2e
 @contextmanager
 def admission_off(stack: Stack) -> Iterator[None]:
     """As if the cluster had none of the chart's training-admission.yaml: the agent's checks stand alone."""
+    admission = helm.training_admission_manifest(home=stack.workdir / "helm")
     bindings = [
         doc["metadata"]["name"]
-        for doc in yaml.safe_load_all(ADMISSION.read_text())
+        for doc in yaml.safe_load_all(admission)
         if doc and doc["kind"] == "ValidatingAdmissionPolicyBinding"
     ]
     stack.cluster.kubectl("delete", "validatingadmissionpolicybinding", *bindings)
@@ -49,7 +51,7 @@ def admission_off(stack: Stack) -> Iterator[None]:
     try:
         yield
     finally:
-        stack.cluster.kubectl("apply", "--server-side", "-f", str(ADMISSION))
+        stack.cluster.kubectl("apply", "--server-side", "-f", "-", input=admission)
         stack.wait_for_admission()
 
 
