@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aicert_agent.markers import WAITERS
 
 DISTRIBUTION = "aicert-k8s"  # pyproject.toml's [project] name; a test keeps the two equal
-AGENT_EXTRA_MODULES = ("tpm2_pytss", "kubernetes", "prometheus_client")
+AGENT_EXTRA_MODULES = ("tpm2_pytss", "kubernetes", "prometheus_client", "pydantic")
 EXIT_MISSING_EXTRA = 2
 MISSING_EXTRA = f"aicert-agent needs the \"agent\" extra: pip install '{DISTRIBUTION}[agent]'"
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import JsonValue
 
 from aicert.certificate import Assurance
 from aicert.digest import (
@@ -116,10 +115,10 @@ def hash_dir(path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
         raise RunRefused(f"cannot measure {what}: {exc}") from None
 
 
-def run_spec(run: LocalRun) -> dict[str, JsonValue]:
-    command: list[JsonValue] = [*run.command]
-    inputs: list[JsonValue] = [*sorted(run.inputs)]
-    spec: dict[str, JsonValue] = {
+def run_spec(run: LocalRun) -> dict[str, Any]:
+    command: list[Any] = [*run.command]
+    inputs: list[Any] = [*sorted(run.inputs)]
+    spec: dict[str, Any] = {
         "command": command,
         "inputs": inputs,
         "output": run.output_name,

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import JsonValue
-
 from aicert.certificate import REDACTED
 from aicert.events import event_digest
 from aicert.tpm.pcrs import SHA256_ZERO, replay
@@ -48,7 +46,7 @@ class Entry:
     digest: bytes
     type: str
     run: str
-    content: dict[str, JsonValue]
+    content: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -239,7 +237,7 @@ class MeasurementLog:
                 raise LogError(f"PCR {self.pcr} did not reset; it cannot serve as the measurement PCR")
             return epoch
 
-    def append(self, tpm: PcrDevice, run: str, content: Mapping[str, JsonValue]) -> Entry:
+    def append(self, tpm: PcrDevice, run: str, content: Mapping[str, Any]) -> Entry:
         """Log (fsync) then extend one measurement; returns the entry."""
         body = dict(content)
         kind = body.get("type")

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import JsonValue
-
 from aicert.certificate import (
     API_VERSION,
     BOOT_PCRS,
@@ -73,7 +71,7 @@ class RunRecorder:
     run_id: str
     salt: str
 
-    def _record(self, kind: str, fields: Mapping[str, JsonValue]) -> None:
+    def _record(self, kind: str, fields: Mapping[str, Any]) -> None:
         self.log.append(
             self.tpm, self.run_id, {"type": kind, "run": self.run_id, "salt": self.salt, **fields}
         )
@@ -84,12 +82,12 @@ class RunRecorder:
         node: str,
         name: str,
         attempt: int,
-        spec: dict[str, JsonValue],
+        spec: dict[str, Any],
         namespace: str | None = None,
         uid: str | None = None,
-        network: dict[str, JsonValue] | None = None,
+        network: dict[str, Any] | None = None,
     ) -> None:
-        fields: dict[str, JsonValue] = {
+        fields: dict[str, Any] = {
             "node": node,
             "startedOn": utc_now(),
             "name": name,
@@ -130,7 +128,7 @@ class RunRecorder:
             },
         )
 
-    def own_events(self) -> list[dict[str, JsonValue]]:
+    def own_events(self) -> list[dict[str, Any]]:
         return [e.content for e in self.log.entries() if e.run == self.run_id]
 
     def seal(self, *, assurance: Assurance, ak: AkIdentity) -> dict[str, Any]:
