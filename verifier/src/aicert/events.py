@@ -7,8 +7,6 @@ events become its in-toto statement: the agent calls it to build the certificate
 calls it to check one.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 

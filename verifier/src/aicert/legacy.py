@@ -6,8 +6,6 @@ as `{"base64": …}`; `remote_attestation.cert_chain` holds the AK certificate a
 base64 of DER or of PEM. AICert extended PCR 16 with sha256 of each entry's string, from zero.
 """
 
-from __future__ import annotations
-
 import base64
 import hashlib
 from typing import Annotated, Any
