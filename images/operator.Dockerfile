@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# The operator image: `python -m aicert_operator` (kopf), the Deployment of the chart. Build it with a
+# daemon:
+#
+#   docker build -f images/operator.Dockerfile --build-arg VERSION=0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" -t aicert-operator .
+#
+# or without one, reproducibly: `make images` (images/build.py reads this file, a strict subset of
+# the Dockerfile syntax, and refuses anything else; see docs/images.md).
+
+# The wheels: the locked dependencies (all of them have wheels) and the project.
+FROM docker.io/library/debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251 AS build
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY images/operator.requirements.txt images/
+COPY verifier/src verifier/src/
+COPY kube/src kube/src/
+COPY node-agent/src node-agent/src/
+COPY operator/src operator/src/
+RUN python3 -m venv /tmp/pip \
+ && /tmp/pip/bin/pip wheel --disable-pip-version-check --require-hashes --only-binary=:all: --wheel-dir=/wheels --requirement=images/operator.requirements.txt \
+ && /tmp/pip/bin/pip wheel --disable-pip-version-check --no-deps --wheel-dir=/wheels .
+
+# The image: Debian's Python 3.11, the wheels in a venv at /opt/venv, byte-compiled (the root
+# filesystem is read-only in the pods).
+FROM docker.io/library/debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /wheels /tmp/wheels
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --disable-pip-version-check --no-cache-dir --no-index --no-compile --find-links=/tmp/wheels 'aicert-k8s[operator]' \
+ && /opt/venv/bin/pip uninstall --disable-pip-version-check --yes pip setuptools \
+ && PYTHONHASHSEED=0 /opt/venv/bin/python -m compileall -f -q -j 0 --invalidation-mode=checked-hash /opt/venv/lib/python3.11/site-packages \
+ && rm -rf /tmp/wheels
+RUN groupadd --gid 65532 nonroot \
+ && useradd --no-log-init --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 65532:65532
+WORKDIR /
+ARG VERSION
+ARG REVISION
+ARG SOURCE=https://github.com/example/aicert-k8s
+LABEL org.opencontainers.image.title="aicert-operator" \
+      org.opencontainers.image.description="AICert operator: reconciles CertifiedTraining resources into certified training pods" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "aicert_operator"]
