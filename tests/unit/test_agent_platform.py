@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.cvm_vectors import AT, make_vector
+from tests.cvm_vectors import AT, make_vector, rsa_key
 from tests.local_http import Answer, serving
+from tests.pki import issue
+from tests.soft_tpm import certificate_with_key
 
 from aicert.cvm import check_vcek_chain
-from aicert_agent.platform import PlatformError, fetch_vcek_chain
+from aicert_agent.platform import PlatformError, cvm_problem, fetch_vcek_chain
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,20 @@ def test_an_answer_larger_than_the_limit_is_refused(imds: Answer) -> None:
 def test_an_unreachable_endpoint_is_a_clear_error() -> None:
     with pytest.raises(PlatformError, match=r"could not be fetched from http://127\.0\.0\.1:9/"):
         fetch_vcek_chain("http://127.0.0.1:9/metadata/THIM/amd/certification", timeout=5)
+
+
+# --- the agent's own check before it labels a cvm node --------------------------------------------
+
+
+def test_a_cvm_node_is_labelled_only_when_a_verifier_would_grant_cvm() -> None:
+    """`cvm_problem` runs the verifier's platform checks on the agent's own AK and evidence."""
+    vector = make_vector()
+    ak = certificate_with_key(issue("vTPM CA"), rsa_key(0).public_key())  # the vector's quote AK
+    assert cvm_problem(vector.evidence_platform(), ak, vector.ark_fingerprints) is None
+    assert "this node read no confidential-VM evidence" in str(cvm_problem(None, ak, vector.ark_fingerprints))
+    other_ak = certificate_with_key(issue("vTPM CA"), rsa_key(7).public_key())
+    assert str(cvm_problem(vector.evidence_platform(), other_ak, vector.ark_fingerprints)).startswith(
+        "cvm-ak:"
+    )
+    # AMD's own roots (the default) did not sign the test chip
+    assert str(cvm_problem(vector.evidence_platform(), ak)).startswith("cvm-chain:")

@@ -22,7 +22,7 @@ from cryptography import x509
 from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
-from aicert.certificate import ASSURANCE_ORDER, Assurance
+from aicert.certificate import ASSURANCE_ORDER, Assurance, root_level
 from aicert.contract.network import egress_denied, policy_record, selecting
 from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
 from aicert.contract.status import REFUSALS, ConditionType, Reason, set_condition
@@ -204,20 +204,17 @@ class NodeAgent:
         except ChainError as exc:
             log.error("cannot certify on %s: the AK certificate does not verify: %s", self.config.node, exc)
             return False
-        if self.config.assurance == "cvm":
-            return self._check_platform(chain[0], path.anchor.max_assurance)
-        if ASSURANCE_ORDER[self.config.assurance] > ASSURANCE_ORDER[path.anchor.max_assurance]:
+        if ASSURANCE_ORDER[root_level(self.config.assurance)] > ASSURANCE_ORDER[path.anchor.max_assurance]:
             log.error(
                 "cannot certify at %s: the AK chains to a root that vouches for %s at most",
                 self.config.assurance,
                 path.anchor.max_assurance,
             )
             return False
-        return True
-
-    def _check_platform(self, ak_certificate: x509.Certificate, ceiling: Assurance) -> bool:
-        """At level cvm: would a verifier grant cvm to this AK, with this VM's evidence?"""
-        problem = cvm_problem(self.ak.platform, ak_certificate, ceiling, self.config.ark_fingerprints)
+        # at cvm: would a verifier grant cvm to this AK, with this VM's evidence?
+        problem = None
+        if self.config.assurance == "cvm":
+            problem = cvm_problem(self.ak.platform, chain[0], self.config.ark_fingerprints)
         if problem:
             log.error("cannot certify on %s at cvm: %s", self.config.node, problem)
         return problem is None

@@ -23,7 +23,7 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from aicert.certificate import Assurance, FormatError, PlatformRecord, convert
+from aicert.certificate import FormatError, PlatformRecord, convert
 from aicert.cvm.amd import MAX_CHAIN_CERTIFICATES
 from aicert.cvm.check import check_vcek_matches_report
 from aicert.cvm.hcl import SNP_REPORT_OFFSET, parse_hcl_report
@@ -121,12 +121,11 @@ def platform_evidence(tpm: Tpm, *, thim_url: str = THIM_URL) -> dict[str, Any]:
 def cvm_problem(
     platform: dict[str, Any] | None,
     ak_certificate: x509.Certificate,
-    ceiling: Assurance,
     ark_fingerprints: Collection[str] | None = None,
 ) -> str | None:
     """Why a verifier would not grant level cvm to this AK (whose certificate chains to a root that
-    vouches for `ceiling`) with this `evidence.platform`, checked as the verifier checks it; None:
-    it would."""
+    vouches for `vtpm`) with this `evidence.platform`, checked as the verifier checks it; None: it
+    would."""
     try:
         if platform is None:
             raise MalformedError("evidence.platform", "this node read no confidential-VM evidence")
@@ -134,7 +133,6 @@ def cvm_problem(
         check_platform(
             record,
             platform_certificates(record),
-            ceiling=ceiling,
             ak_spki_der=ak_certificate.public_key().public_bytes(
                 Encoding.DER, PublicFormat.SubjectPublicKeyInfo
             ),

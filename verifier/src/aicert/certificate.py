@@ -34,6 +34,13 @@ Assurance = Literal["dev", "vtpm", "cvm"]
 VerifiedAssurance = Literal["legacy", "dev", "vtpm", "cvm"]
 ASSURANCE_ORDER: dict[str, int] = {"legacy": 0, "dev": 1, "vtpm": 2, "cvm": 3}
 
+
+def root_level(claimed: Assurance) -> Assurance:
+    """The level the AK's root must vouch for when a certificate (or node) claims `claimed`: the
+    level itself, but `vtpm` for `cvm`, whose rest the confidential-VM evidence proves."""
+    return "vtpm" if claimed == "cvm" else claimed
+
+
 # Every string format is a regular expression, so that parsing alone checks it and the published
 # JSON schema states it. msgspec searches with Python's `re`, whose `$` also matches before a final
 # newline: `$(?!\n)` ends each anchored pattern in a way both Python and JSON Schema read alike.

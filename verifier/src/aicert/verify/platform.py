@@ -2,7 +2,7 @@
 
 A certificate that claims `cvm` must carry Azure's HCL report and the AMD certificates of the chip
 that signed its SEV-SNP report, and its AK must chain to a root that vouches for `vtpm` (the Azure
-vTPM root): the AMD report then shows that this AK lives in a confidential VM, launched as the
+vTPM root; check_chain holds it to that with `root_level`): the AMD report then shows that this AK lives in a confidential VM, launched as the
 report's measurement says. Only when every `cvm-*` check passes is `cvm` granted
 (docs/confidential-vm.md). A certificate that claims less is not checked for a platform at all;
 its `cvm-*` checks are reported as skipped.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from aicert.certificate import ASSURANCE_ORDER, Assurance, PlatformRecord
+from aicert.certificate import Assurance, PlatformRecord
 from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.keys import with_usable_key
 
@@ -56,22 +56,15 @@ def check_platform(
     record: PlatformRecord | None,
     certificates: tuple[x509.Certificate, ...],
     *,
-    ceiling: Assurance,
     ak_spki_der: bytes,
     at: dt.datetime,
     ark_fingerprints: Collection[str] | None = None,
 ) -> PlatformFacts:
     """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
-    that claims `cvm` and whose AK chains to a root vouching for `ceiling`. `ark_fingerprints`: the
-    AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
+    that claims `cvm` and whose AK chains to a root vouching for `vtpm` (check_chain, root_level).
+    `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
     from aicert.cvm import PINNED_ARK_SHA256, verify_platform
 
-    if ASSURANCE_ORDER[ceiling] < ASSURANCE_ORDER["vtpm"]:
-        raise VerificationError(
-            Check.ASSURANCE,
-            f"the certificate claims level cvm but its AK chains to a root that vouches for {ceiling} at "
-            "most; cvm needs an AK certified by the Azure vTPM root and a verified SEV-SNP report",
-        )
     if record is None:
         raise VerificationError(
             Check.ASSURANCE,

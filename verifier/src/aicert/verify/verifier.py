@@ -34,6 +34,7 @@ from aicert.certificate import (
     TrainingCertificate,
     VerifiedAssurance,
     convert,
+    root_level,
 )
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
@@ -237,14 +238,12 @@ def check_chain(
         raise VerificationError(Check.AK_CHAIN, reason) from None
     ceiling = path.anchor.max_assurance
     claimed = ev.claimed_assurance or ceiling
-    if claimed == "cvm":  # the platform checks decide, after ak-key (check_platform)
-        return path, claimed
-    if ASSURANCE_ORDER[claimed] > ASSURANCE_ORDER[ceiling]:
-        raise VerificationError(
-            Check.ASSURANCE,
-            f"the certificate claims level {claimed} but its AK chains to {path.anchor.source}, which vouches for {ceiling} at most",
-        )
-    return path, claimed
+    if ASSURANCE_ORDER[root_level(claimed)] > ASSURANCE_ORDER[ceiling]:
+        reason = f"the certificate claims level {claimed} but its AK chains to {path.anchor.source}, which vouches for {ceiling} at most"
+        if claimed == "cvm":
+            reason += "; cvm needs an AK certified by the Azure vTPM root and a verified SEV-SNP report"
+        raise VerificationError(Check.ASSURANCE, reason)
+    return path, claimed  # for cvm, the platform checks (after ak-key) decide the rest
 
 
 def check_ak_key(ev: QuoteEvidence, path: CertPath) -> None:
@@ -365,7 +364,6 @@ def verify_quote_evidence(
         platform = check_platform(
             ev.platform,
             ev.platform_certificates,
-            ceiling=path.anchor.max_assurance,
             ak_spki_der=_spki(path.certificates[0]),
             at=at,
             ark_fingerprints=ark_fingerprints,
