@@ -112,6 +112,14 @@ def verify(
     return code, out.out + out.err
 
 
+def verify_trusting_another_tsa(
+    run: Run, tsa_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """A certificate stamped by the test TSA, verified with --tsa-bundle naming only another TSA's root."""
+    other_root, _cert, _key = tsa_identity(tmp_path / "other", "other TSA")
+    return verify(run, tmp_path, stamped(run, tsa_url), capsys, "--tsa-bundle", str(other_root))
+
+
 def failure(out: str) -> Json:
     """The --json document among the output lines (the failure line itself goes to stderr)."""
     found: Json = next(json.loads(line) for line in out.splitlines() if line.startswith("{"))
@@ -172,8 +180,7 @@ def test_the_installed_tsa_store_dates_the_certificate_without_a_flag(
     assert code == 0, out
     assert "timestamp" in json.loads(out)["checks"]
     # --tsa-bundle replaces the store: a bundle of another TSA alone does not trust this one
-    other_root, _cert, _key = tsa_identity(tmp_path / "other", "other TSA")
-    code, out = verify(run, tmp_path, stamped(run, tsa_url), capsys, "--tsa-bundle", str(other_root))
+    code, out = verify_trusting_another_tsa(run, tsa_url, tmp_path, capsys)
     assert code == 1 and failure(out)["check"] == "timestamp"
 
 
@@ -186,8 +193,7 @@ def test_the_tsa_store_is_never_an_ak_root(tsa_files: tuple[Path, Path, Path], o
 def test_a_token_from_an_untrusted_tsa_fails_the_timestamp_check(
     run: Run, tsa_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other_root, _cert, _key = tsa_identity(tmp_path / "other", "other TSA")
-    code, out = verify(run, tmp_path, stamped(run, tsa_url), capsys, "--tsa-bundle", str(other_root))
+    code, out = verify_trusting_another_tsa(run, tsa_url, tmp_path, capsys)
     assert code == 1
     assert failure(out)["check"] == "timestamp"
 

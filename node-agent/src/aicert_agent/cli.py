@@ -57,12 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="CA certificates to ship after the AK certificate (repeatable)",
     )
-    run.add_argument(
-        "--tsa-url",
-        default=os.environ.get("AICERT_TSA_URL") or None,
-        metavar="URL",
-        help="date the quote's signature with this RFC 3161 time-stamping authority (default: none)",
-    )
+    _tsa_url_argument(run)
     _thim_url_argument(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD …")
     run.set_defaults(func=_run)
@@ -94,12 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
-    serve.add_argument(
-        "--tsa-url",
-        default=os.environ.get("AICERT_TSA_URL") or None,
-        metavar="URL",
-        help="date each quote's signature with this RFC 3161 time-stamping authority (default: none)",
-    )
+    _tsa_url_argument(serve)
     _thim_url_argument(serve)
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9484")))
     serve.add_argument(
@@ -115,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
     return parser
+
+
+def _tsa_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tsa-url",
+        default=os.environ.get("AICERT_TSA_URL") or None,
+        metavar="URL",
+        help="date each quote's signature with this RFC 3161 time-stamping authority (default: none, "
+        "env AICERT_TSA_URL)",
+    )
 
 
 def _thim_url_argument(parser: argparse.ArgumentParser) -> None:

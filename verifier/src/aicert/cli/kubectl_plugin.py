@@ -22,7 +22,7 @@ from typing import Any, cast
 from aicert.cli import kubectl_get
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
-from aicert.trust import TrustError
+from aicert.trust import TrustError, load_tsa_store
 from aicert.verify import (
     BindingCheck,
     Check,
@@ -111,7 +111,7 @@ def verify_resource(args: argparse.Namespace) -> int:
         verifier = Verifier(
             trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
-            tsa=verify_cmd.tsa_store(args.tsa_bundle),
+            tsa=load_tsa_store(args.tsa_bundle),
         )
         data_dirs = verify_cmd.parse_data(args.data)
         ignore_patterns(args.ignore)  # a bad pattern needs no trip to the cluster either

@@ -106,12 +106,6 @@ def trust_store(named: list[str], bundles: list[Path]) -> TrustStore:
     return load_trust_store(named, bundles)
 
 
-def tsa_store(bundles: list[Path]) -> TrustStore | None:
-    """The time-stamping authorities `--tsa-bundle` names, else the installed `tsa` store (None:
-    neither, the check is skipped)."""
-    return load_tsa_store(bundles)
-
-
 def parse_data(items: list[str]) -> dict[str, Path]:
     result: dict[str, Path] = {}
     for item in items:
@@ -194,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         verifier = Verifier(
             trust=trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
-            tsa=tsa_store(args.tsa_bundle),
+            tsa=load_tsa_store(args.tsa_bundle),
         )
         result = verifier.verify(
             data,
