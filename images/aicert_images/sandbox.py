@@ -13,20 +13,29 @@ from .report import ImageBuildError
 from .spec import Run
 
 
+def _isolated(*, network: bool) -> list[str]:
+    """bwrap in new IPC, PID, UTS and cgroup namespaces (and a new network one unless `network`),
+    killed with its parent."""
+    args = ["bwrap", "--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
+    args.append("--unshare-cgroup-try")
+    if not network:
+        args.append("--unshare-net")
+    return args
+
+
+def _environment(env: Mapping[str, str]) -> list[str]:
+    """--clearenv, then exactly `env`."""
+    args = ["--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args
+
+
 def host_sandbox(
     run: Run, binds: Sequence[tuple[Path, str]], env: Mapping[str, str], *, network: bool
 ) -> list[str]:
     """bwrap over this machine's /usr and /etc (read-only), a private /tmp, the `binds` writable."""
-    args = [
-        "bwrap",
-        "--die-with-parent",
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-    ]
-    if not network:
-        args.append("--unshare-net")
+    args = _isolated(network=network)
     args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
     args += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -38,37 +47,14 @@ def host_sandbox(
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/root", "--dir", "/var/tmp"]
     for host_dir, inside in binds:
         args += ["--bind", str(host_dir), inside]
-    args += ["--chdir", run.workdir, "--clearenv"]
-    for key, value in env.items():
-        args += ["--setenv", key, value]
+    args += ["--chdir", run.workdir, *_environment(env)]
     return [*args, "/bin/sh", "-c", run.command]
 
 
 def rootfs_sandbox(rootfs: Path, command: Sequence[str], env: Mapping[str, str], workdir: str) -> list[str]:
     """bwrap with `rootfs` as /, as root (no user namespace), no network."""
-    args = [
-        "bwrap",
-        "--die-with-parent",
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-uts",
-        "--unshare-net",
-        "--unshare-cgroup-try",
-        "--bind",
-        str(rootfs),
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/dev/shm",
-        "--chdir",
-        workdir,
-        "--clearenv",
-    ]
-    for key, value in env.items():
-        args += ["--setenv", key, value]
+    args = [*_isolated(network=False), "--bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--tmpfs", "/dev/shm", "--chdir", workdir, *_environment(env)]
     return [*args, *command]
 
 
