@@ -27,7 +27,7 @@ from aicert.certificate import FormatError, PlatformRecord, convert
 from aicert.cvm.amd import MAX_CHAIN_CERTIFICATES
 from aicert.cvm.check import check_vcek_matches_report
 from aicert.cvm.hcl import SNP_REPORT_OFFSET, parse_hcl_report
-from aicert.cvm.snp import parse_snp_report
+from aicert.cvm.snp import SnpReport, parse_snp_report
 from aicert.verify.errors import MalformedError, VerificationError
 from aicert.verify.jsonload import loads_strict
 from aicert.verify.platform import check_platform, platform_certificates
@@ -50,6 +50,11 @@ class PlatformError(Exception):
 
 def read_hcl_report(tpm: Tpm) -> bytes:
     """The HCL report from NV index 0x01400001, checked to parse as the verifier parses it."""
+    return _read_hcl_report(tpm)[0]
+
+
+def _read_hcl_report(tpm: Tpm) -> tuple[bytes, SnpReport]:
+    """The HCL report's bytes and its SEV-SNP report, parsed as the verifier parses them."""
     try:
         data = tpm.read_nv(HCL_REPORT_NV_INDEX)
     except TpmError as exc:
@@ -58,12 +63,12 @@ def read_hcl_report(tpm: Tpm) -> bytes:
             f"(is this an Azure confidential VM?): {exc}"
         ) from None
     try:
-        parse_snp_report(parse_hcl_report(data).snp_report, offset=SNP_REPORT_OFFSET)
+        snp = parse_snp_report(parse_hcl_report(data).snp_report, offset=SNP_REPORT_OFFSET)
     except MalformedError as exc:
         raise PlatformError(
             f"NV index 0x{HCL_REPORT_NV_INDEX:08x} holds no usable HCL report: {exc}"
         ) from None
-    return data
+    return data, snp
 
 
 def _pem_certificates(text: Any, name: str, url: str) -> list[x509.Certificate]:
@@ -108,9 +113,8 @@ def fetch_vcek_chain(
 def platform_evidence(tpm: Tpm, *, thim_url: str = THIM_URL) -> dict[str, Any]:
     """`evidence.platform`: `{hclReport: base64, certificateChain: [VCEK, ASK, ARK PEM]}`, after
     checking that the VCEK is the one AMD issued for the report's chip and TCB version."""
-    report = read_hcl_report(tpm)
+    report, snp = _read_hcl_report(tpm)
     chain = fetch_vcek_chain(thim_url)
-    snp = parse_snp_report(parse_hcl_report(report).snp_report, offset=SNP_REPORT_OFFSET)
     try:
         check_vcek_matches_report(x509.load_pem_x509_certificate(chain[0].encode("ascii")), snp)
     except VerificationError as exc:
