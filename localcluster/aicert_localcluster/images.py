@@ -6,8 +6,14 @@ an OCI image config (Entrypoint, Cmd, Env, WorkingDir, rootfs diff_ids) and an O
 It returns `repository@sha256:<hex>` where hex is the sha256 of the manifest bytes, as a registry
 computes it, so the reference is the pinned, content-addressed kind the CRD demands.
 
+`add_layout(layout, repository)` copies an image from another OCI layout (what `make images` writes
+in build/images/<name>/: a whole root filesystem, gzipped layers) into the store, under the same
+manifest digest.
+
 `resolve(ref)` finds the manifest by its digest, checks every blob against its digest, and extracts
-the layers once into `root/rootfs/<hex>/` (the image's files are then under `<root_dir>/app`). A digest
+the layers once into `root/rootfs/<hex>/` with `tar` (whiteouts applied layer by layer). An image
+that `build` made holds only `<root_dir>/app` and runs on the host's binds; any other image brings
+its own root filesystem (`ResolvedImage.own_root`), which the node double runs as the sandbox's `/`. A digest
 that is not in the store raises `ImageNotFound`, whose message says "not found in the local image
 store"; references by tag only are not resolved here (the node double maps one tag, the agent image,
 to the host's Python itself).
@@ -27,6 +33,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +45,10 @@ MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+BUILT_BY = "aicert_localcluster.images.ImageStore.build"  # the history entry of a `build` image
+WHITEOUT = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_REPOSITORY = "dev.aicert.localcluster.repository"
 APP_DIR = "app"  # the layer keeps the build's files under /app
@@ -78,7 +89,8 @@ class ImageReference:
 class ResolvedImage:
     """What a runtime needs to start a container of the image.
 
-    `root_dir` is the extracted root filesystem (the build's files are under `root_dir / "app"`);
+    `root_dir` is the extracted root filesystem (a `build` image's files are under `root_dir / "app"`);
+    `own_root`: the image is a whole root filesystem to run as `/` (not a `build` image);
     `image_id` is what kubelet reports as a container's imageID: `<repository>@sha256:<manifest hex>`.
     """
 
@@ -88,6 +100,7 @@ class ResolvedImage:
     env: dict[str, str]
     workdir: str
     image_id: str
+    own_root: bool = False
 
     @property
     def app_dir(self) -> Path:
@@ -116,6 +129,38 @@ def _canonical(document: Mapping[str, Any]) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _tar(*argv: str) -> str:
+    done = subprocess.run(["tar", *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise ImageStoreError(f"tar {' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _extract_layer(blob: Path, rootfs: Path) -> None:
+    """Apply one layer (tar or tar+gzip) on top of `rootfs` as an OCI runtime would: its whiteouts
+    first (`.wh.NAME` removes NAME, `.wh..wh..opq` empties its directory), then its other files,
+    owners and modes kept (GNU tar refuses members that leave the directory)."""
+    for member in _tar("-tf", str(blob)).splitlines():
+        path = PurePosixPath(member.removeprefix("./"))
+        if not path.name.startswith(WHITEOUT) or ".." in path.parts or path.is_absolute():
+            continue
+        parent = rootfs / path.parent
+        victims = list(parent.iterdir()) if path.name == OPAQUE_WHITEOUT and parent.is_dir() else []
+        if path.name != OPAQUE_WHITEOUT:
+            victims = [parent / path.name.removeprefix(WHITEOUT)]
+        for victim in victims:
+            if victim.is_dir() and not victim.is_symlink():
+                shutil.rmtree(victim)
+            else:
+                victim.unlink(missing_ok=True)
+    _tar("--numeric-owner", "--exclude=.wh.*", "-xf", str(blob), "-C", str(rootfs))
 
 
 def _architecture() -> str:
@@ -197,7 +242,7 @@ class ImageStore:
                 "os": "linux",
                 "config": container_config,
                 "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
-                "history": [{"created_by": "aicert_localcluster.images.ImageStore.build"}],
+                "history": [{"created_by": BUILT_BY}],
             }
         )
         config_hex = _sha256(config)
@@ -215,6 +260,42 @@ class ImageStore:
                 if not (self.blobs / hex_).exists():
                     self._write_atomic(self.blobs / hex_, data)
             self._add_to_index(repository, manifest_hex, len(manifest))
+        return f"{repository}@sha256:{manifest_hex}"
+
+    def add_layout(self, layout: Path, repository: str) -> str:
+        """Copy the one image of the OCI layout at `layout` (index.json, blobs/sha256/) into the store
+        as `repository`; returns `repository@sha256:<manifest hex>` (the layout's own digest)."""
+        if not _REPOSITORY.fullmatch(repository):
+            raise ImageStoreError(f"{repository!r} is not a valid repository name (lower case, no tag)")
+        source = Path(layout) / "blobs" / "sha256"
+        try:
+            index = json.loads((Path(layout) / "index.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ImageStoreError(f"{layout}: not an OCI image layout ({exc})") from exc
+        manifests = [m for m in index.get("manifests") or [] if m.get("mediaType") == MEDIA_MANIFEST]
+        if len(manifests) != 1:
+            raise ImageStoreError(
+                f"{layout}: expected one image manifest in index.json, found {len(manifests)}"
+            )
+        manifest_hex = self._descriptor_hex(manifests[0])
+        manifest = json.loads((source / manifest_hex).read_bytes())
+        wanted = [manifest_hex, self._descriptor_hex(manifest["config"])]
+        wanted += [self._descriptor_hex(layer) for layer in manifest.get("layers") or []]
+        with self._locked():
+            for hex_ in wanted:
+                target = self.blobs / hex_
+                if target.exists():
+                    continue
+                if _file_sha256(source / hex_) != hex_:
+                    raise ImageStoreError(f"{layout}: blob sha256:{hex_} does not match its digest")
+                staging = self.blobs / f".{hex_}.partial"
+                staging.unlink(missing_ok=True)
+                try:
+                    os.link(source / hex_, staging)
+                except OSError:
+                    shutil.copyfile(source / hex_, staging)
+                os.replace(staging, target)
+            self._add_to_index(repository, manifest_hex, (source / manifest_hex).stat().st_size)
         return f"{repository}@sha256:{manifest_hex}"
 
     def _add_to_index(self, repository: str, manifest_hex: str, size: int) -> None:
@@ -282,7 +363,11 @@ class ImageStore:
                 f"{ref}: {reference.digest} is not an image manifest in the local image store"
             )
         config = self._json_blob(self._descriptor_hex(manifest["config"]))
-        layers = [self._descriptor_hex(layer) for layer in manifest.get("layers") or []]
+        layers = []
+        for layer in manifest.get("layers") or []:
+            if layer.get("mediaType") not in (MEDIA_LAYER, MEDIA_LAYER_GZIP):
+                raise ImageStoreError(f"{ref}: unsupported layer media type {layer.get('mediaType')!r}")
+            layers.append(self._descriptor_hex(layer))
         root_dir = self._extract(manifest_hex, layers)
         container = config.get("config") or {}
         env: dict[str, str] = {}
@@ -296,6 +381,7 @@ class ImageStore:
             env=env,
             workdir=str(container.get("WorkingDir") or "/"),
             image_id=f"{reference.repository}@{reference.digest}",
+            own_root=[h.get("created_by") for h in config.get("history") or []] != [BUILT_BY],
         )
 
     @staticmethod
@@ -333,8 +419,14 @@ class ImageStore:
                 rootfs = staging / "rootfs"
                 rootfs.mkdir()
                 for layer_hex in layers:
-                    with tarfile.open(fileobj=io.BytesIO(self._blob(layer_hex)), mode="r:*") as tar:
-                        tar.extractall(rootfs, filter="data")
+                    blob = self.blobs / layer_hex
+                    if not blob.is_file():
+                        raise ImageStoreError(f"blob sha256:{layer_hex} is missing from {self.blobs}")
+                    if _file_sha256(blob) != layer_hex:
+                        raise ImageStoreError(
+                            f"blob sha256:{layer_hex} in {self.blobs} does not match its digest"
+                        )
+                    _extract_layer(blob, rootfs)
                 rootfs.rename(target)
                 done.write_text("")
             finally:

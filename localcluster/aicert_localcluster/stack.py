@@ -33,7 +33,7 @@ from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
-AGENT_IMAGE = DEV_AGENT_IMAGE  # the gate/seal image, pinned by digest; the node double runs it from the host
+AGENT_REPOSITORY = "registry.local/aicert/agent"  # where an agent image built by `make images` goes
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
 # What the chart's aicert-training-pods policy says to a non-operator creating a training pod
 ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
@@ -100,6 +100,10 @@ class Stack:
     assurance: str = "dev"  # what a swtpm with a dev CA can honestly claim
     bin_dir: Path | None = None
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
+    # The agent image's OCI layout (`make images`): the gate and seal containers run from it. None:
+    # DEV_AGENT_IMAGE, which the node double runs with the host's Python (demo, benchmarks).
+    agent_layout: Path | None = None
+    agent_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
@@ -141,6 +145,11 @@ class Stack:
         self.wait_for_admission()
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
+        self.agent_image = (
+            self.images.add_layout(self.agent_layout, AGENT_REPOSITORY)
+            if self.agent_layout
+            else DEV_AGENT_IMAGE
+        )
         for node in self.tpm_nodes:
             tpm = Swtpm(self.workdir / f"tpm-{node}")
             tpm.start()
@@ -154,7 +163,7 @@ class Stack:
             kubelet_root=self.kubelet_root,
             images=self.images,
             nodes=specs,
-            agent_image=AGENT_IMAGE,
+            agent_image=DEV_AGENT_IMAGE,  # the one reference the node double runs with the host's Python
             python_executable=sys.executable,
         )
         self.nodes.start()
@@ -179,7 +188,7 @@ class Stack:
         )
         env = self._env(
             kubeconfig,
-            AICERT_AGENT_IMAGE=AGENT_IMAGE,
+            AICERT_AGENT_IMAGE=self.agent_image,
             AICERT_METRICS_PORT=str(free_port()),
             AICERT_HEALTH_PORT=str(free_port()),
             AICERT_LEASE_SECONDS="6",
@@ -208,7 +217,7 @@ class Stack:
                 "containers": [
                     {
                         "name": "agent",
-                        "image": AGENT_IMAGE,
+                        "image": self.agent_image,
                         "command": ["python", "-c", "import time; time.sleep(10**9)"],
                     }
                 ],
@@ -247,7 +256,7 @@ class Stack:
         return Service(
             f"agent-{node}",
             argv,
-            self._env(kubeconfig, AICERT_AGENT_IMAGE=AGENT_IMAGE),
+            self._env(kubeconfig, AICERT_AGENT_IMAGE=self.agent_image),
             self.workdir / "logs" / f"agent-{node}.log",
         )
 

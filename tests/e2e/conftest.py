@@ -18,8 +18,10 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("stack")) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory, product_images: dict[str, Path]) -> Iterator[Stack]:
+    """The stack, its training pods' gate and seal containers run from the agent image this
+    checkout builds (`make images`)."""
+    with Stack(tmp_path_factory.mktemp("stack"), agent_layout=product_images["aicert-agent"]) as running:
         yield running
 
 

@@ -14,7 +14,7 @@ import pytest
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
 from aicert_localcluster.cluster import KubectlError
-from aicert_localcluster.stack import Stack
+from aicert_localcluster.stack import AGENT_REPOSITORY, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +81,14 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     } <= seen
     table = stack.cluster.kubectl("get", "certifiedtrainings", r.name).stdout
     assert "Succeeded" in table and "gpu-1" in table and status["modelShortDigest"] in table
+    # the gate and seal containers ran from the agent image this checkout builds, not the host
+    (pod,) = r.pods()
+    statuses = {
+        c["name"]: c for c in [*pod["status"]["initContainerStatuses"], *pod["status"]["containerStatuses"]]
+    }
+    assert stack.agent_image.startswith(f"{AGENT_REPOSITORY}@sha256:")
+    assert statuses["aicert-gate"]["imageID"] == statuses["aicert-seal"]["imageID"] == stack.agent_image
+    assert stack.images.resolve(stack.agent_image).own_root
 
 
 @pytest.mark.parametrize(

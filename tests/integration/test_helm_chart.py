@@ -303,6 +303,40 @@ def test_agent_without_privilege_takes_the_tpm_from_a_device_plugin(helm_home: P
     assert "tpm" not in {v["name"] for v in agent["spec"]["template"]["spec"]["volumes"]}
 
 
+def test_agent_reaches_a_software_tpm_through_a_tcti_without_privilege(helm_home: Path) -> None:
+    tcti = "swtpm:host=10.0.0.5,port=2321"
+    agent = one(render(helm_home, {"agent.tpm.access": "tcti", "agent.tpm.tcti": tcti}), "DaemonSet")
+    c = container(agent)
+    assert c["args"][c["args"].index("--tpm") + 1] == tcti
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
+    assert "squat.ai/tpmrm" not in (c["resources"].get("limits") or {})
+    assert "tpm" not in {v["name"] for v in agent["spec"]["template"]["spec"]["volumes"]}
+
+
+@pytest.mark.parametrize(
+    ("tpm", "message"),
+    [
+        ({"access": "tcti"}, "agent.tpm.tcti is required with agent.tpm.access=tcti"),
+        ({"access": "tcti", "tcti": "swtpm:host=a b"}, "/agent/tpm/tcti"),
+        ({"access": "socket"}, "/agent/tpm/access"),
+    ],
+    ids=["tcti-missing", "tcti-malformed", "unknown-access"],
+)
+def test_template_refuses_a_tpm_access_it_cannot_render(
+    helm_home: Path, tpm: dict[str, str], message: str
+) -> None:
+    values = {
+        "operator.image": OPERATOR,
+        "agent.image": AGENT,
+        **{f"agent.tpm.{k}": v for k, v in tpm.items()},
+    }
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(values)]
+    done = helm.run_helm(*args, home=helm_home, check=False)
+    assert done.returncode != 0, done.stdout
+    assert message in done.stderr
+
+
 def test_rbac_has_no_wildcards(helm_home: Path) -> None:
     roles = [d for d in render(helm_home) if d["kind"] in ("ClusterRole", "Role")]
     assert len(roles) == 6  # operator, agent, their lease roles, tenant edit and view

@@ -695,3 +695,53 @@ def test_the_operators_pod_runs_gate_train_seal_driven_by_marker_files(
         assert "certified" in logs[CONTAINER_SEAL]
     finally:
         cluster.kubectl("label", "node", "agent-0", "aicert.dev/assurance-", kubeconfig=node_kubeconfig)
+
+
+# --- images with their own root filesystem ---------------------------------------------------------
+
+OWN_ROOT_PROBE = """
+import errno, os, pathlib, sys
+import aicert_agent
+try:
+    pathlib.Path("/var/tmp/written").write_text(sys.argv[1])
+    written = "written"
+except OSError as exc:
+    written = errno.errorcode[exc.errno]
+release = pathlib.Path("/etc/os-release").read_text().splitlines()[0]
+print(f"python={sys.executable} host-work={os.path.exists('/work')} hosts={os.path.exists('/etc/hosts')} "
+      f"{written} {release}", flush=True)
+"""
+
+
+def test_an_image_with_its_own_root_runs_on_it(
+    cluster: LocalCluster, nodes: NodeDouble, images: ImageStore, product_images: dict[str, Path]
+) -> None:
+    """The agent image `make images` builds runs on its own Debian root (not the host's binds), each
+    container on a fresh writable layer that never reaches the image; readOnlyRootFilesystem holds."""
+    ref = images.add_layout(product_images["aicert-agent"], "registry.local/tests/agent")
+    assert images.add_layout(product_images["aicert-agent"], "registry.local/tests/agent") == ref
+    ns = namespace(cluster)
+
+    def probe(name: str, read_only: bool) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": ref,
+            "command": ["python", "-c", OWN_ROOT_PROBE, name],
+            "securityContext": {"readOnlyRootFilesystem": read_only},
+        }
+
+    pod = create(
+        cluster,
+        pod_object("own-root", ns, nodeName="tl-0", containers=[probe("first", False), probe("ro", True)]),
+    )
+    done = wait_phase(cluster, ns, "own-root", "Succeeded", "Failed")
+    logs = nodes.logs(pod["metadata"]["uid"])
+    assert done["status"]["phase"] == "Succeeded", logs
+    debian = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"'
+    assert logs["first"].strip() == f"python=/opt/venv/bin/python host-work=False hosts=True written {debian}"
+    assert logs["ro"].strip() == f"python=/opt/venv/bin/python host-work=False hosts=True EROFS {debian}"
+    assert container_status(done, "first")["imageID"] == ref
+    image_root = images.resolve(ref).root_dir
+    assert (image_root / "opt/venv/bin/python").exists()
+    assert not (image_root / "var/tmp/written").exists(), "a container wrote into the image"
+    eventually(lambda: mounts_under(nodes.pod_dir(pod["metadata"]["uid"])) == [], "the layers unmounted")

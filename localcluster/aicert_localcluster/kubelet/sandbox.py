@@ -1,5 +1,9 @@
-"""The node double's container runtime: each container is a local process in a bubblewrap sandbox. The
-sandbox is a fresh root of read-only binds of the host's /usr /bin /lib /lib64 /sbin /etc /root/.pyenv
+"""The node double's container runtime: each container is a local process in a bubblewrap sandbox.
+
+An image that brings its own root filesystem (what `make images` builds) runs on it: the worker
+mounts an overlay of the extracted image (a fresh writable layer per container) and the sandbox
+binds it as `/`, with the host's /etc/hosts and /etc/resolv.conf, as a container runtime does.
+Any other sandbox is a fresh root of read-only binds of the host's /usr /bin /lib /lib64 /sbin /etc /root/.pyenv
 and /work (the repository and its venv), the venv of `python_executable` also at /opt/venv, the image's
 files read-only at /app, the container's volumeMounts at their mountPath (read-only when the mount or
 the claim says so), `--proc /proc --dev /dev --tmpfs /tmp --tmpfs /dev/shm`, own PID, IPC and UTS
@@ -10,6 +14,7 @@ image (DEV_AGENT_IMAGE by default), which runs the host's `python_executable` (e
 aicert_agent`, working dir /, imageID `<repository>@<its digest>`). `Processes` is the one place that
 starts, polls and ends a pod's processes (SIGTERM to the sandboxed processes, SIGKILL to the
 sandbox's process group after the grace period), each one's output appended to its log file.
+Users and groups are not switched: every container runs as the node double's user.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ DEFAULT_HOST_BINDS: tuple[str, ...] = (
 )
 VENV_MOUNT = "/opt/venv"
 APP_MOUNT = "/app"
+# What a container runtime binds into a container that has its own root filesystem.
+RUNTIME_FILES: tuple[str, ...] = ("/etc/hosts", "/etc/resolv.conf")
 # containerd's default capability set (what a non-privileged container gets).
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_CHOWN",
@@ -66,6 +73,32 @@ DEV_AGENT_IMAGE = (
 
 def under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def inside_root(root: Path, path: str) -> str:
+    """`path` as the container sees it, its symlinks resolved inside `root` (Debian's /var/run -> /run
+    is absolute: left to bwrap, it would resolve on the host)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise OSError(f"{path}: too many levels of symbolic links in the image")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return "/" + "/".join(resolved)
 
 
 def host_binds_for(
@@ -100,6 +133,7 @@ def sandbox_argv(
     host_binds: Sequence[tuple[str, str]],
     app_dir: Path | None,
     mounts: Sequence[tuple[Path, str, bool]],
+    root: Path | None = None,
     workdir: str,
     hostname: str,
     capabilities: Sequence[str] | None,
@@ -107,10 +141,17 @@ def sandbox_argv(
     argv: Sequence[str],
 ) -> list[str]:
     """The bwrap command line for one container (host_binds: read-only (host, sandbox) pairs; mounts:
-    (host path, mountPath, read-only); capabilities None keeps them all, i.e. privileged)."""
+    (host path, mountPath, read-only); capabilities None keeps them all, i.e. privileged; root: the
+    container's own root filesystem, which replaces host_binds and app_dir)."""
     # The private /tmp (and /dev, /proc) first: bwrap mounts in order, so host paths that live
     # under /tmp (a checkout in /tmp, its venv) must be bound after it, on top of it.
-    args = [bwrap, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+    args = [bwrap] + (["--bind", str(root), "/"] if root is not None else [])
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+    if root is not None:
+        host_binds = [(f, inside_root(root, f)) for f in RUNTIME_FILES if os.path.isfile(f)]
+        app_dir = None
+        mounts = [(source, inside_root(root, target), ro) for source, target, ro in mounts]
+        workdir = inside_root(root, workdir)
     for source, target in host_binds:
         if os.path.islink(source) and source == target:
             args += ["--symlink", os.readlink(source), target]
@@ -166,6 +207,7 @@ class RunImage:
     workdir: str
     image_id: str
     host_python: bool = False
+    root_dir: Path | None = None  # the image's own root filesystem (the sandbox's / is an overlay of it)
 
 
 def agent_image_id(reference: str) -> str:
@@ -196,12 +238,13 @@ def run_image(images: ImageStore, ref: str, *, agent_image: str, python_executab
         )
     resolved = images.resolve(ref)
     return RunImage(
-        app_dir=resolved.app_dir,
+        app_dir=None if resolved.own_root else resolved.app_dir,
         entrypoint=resolved.entrypoint,
         cmd=resolved.cmd,
         env=resolved.env,
         workdir=resolved.workdir,
         image_id=resolved.image_id,
+        root_dir=resolved.root_dir if resolved.own_root else None,
     )
 
 

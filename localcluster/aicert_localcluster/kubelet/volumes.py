@@ -63,6 +63,11 @@ def tmpfs_mount(target: Path, size_bytes: int | None) -> None:
     _run_tool("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target))
 
 
+def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    _run_tool("mount", "-t", "overlay", "-o", options, "overlay", str(target))
+
+
 def unmount(target: Path) -> None:
     try:
         _run_tool("umount", str(target))

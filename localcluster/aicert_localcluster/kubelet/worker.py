@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..images import ImageNotFound, ImageStoreError
 from .client import MERGE_PATCH, ApiError, KubeClient, log, now
 from .env import Retry, container_command, container_env, expand
+from .rootfs import ContainerRoots
 from .sandbox import Processes, RunImage, capabilities_for, sandbox_argv
 from .status import PodStatus
 from .volumes import PodVolumes, safe_rmtree
@@ -52,6 +53,7 @@ class PodWorker:
         self._procs = Processes()
         self._status = PodStatus()
         self._volumes = PodVolumes(self, self.pod_dir)
+        self._roots = ContainerRoots(self.pod_dir)
         self.thread = threading.Thread(
             target=self._main, name=f"pod {self.namespace}/{self.name}", daemon=True
         )
@@ -171,7 +173,8 @@ class PodWorker:
             self._report()
 
     def _teardown_volumes(self) -> None:
-        # a node that goes away keeps its files, like a kubelet that stops
+        # a node that goes away keeps its files, like a kubelet that stops (not containers' layers)
+        self._roots.teardown(self._record_error)
         self._volumes.teardown(self._record_error, keep_files=lambda: self.double.stopping)
 
     def _lifecycle(self) -> None:
@@ -279,11 +282,13 @@ class PodWorker:
                 source.mkdir(parents=True, exist_ok=True)
             mounts.append((source, str(mount["mountPath"]), bool(mount.get("readOnly")) or claim_read_only))
         security = container.get("securityContext") or {}
+        root = self._roots.mount(name, image.root_dir) if image.root_dir is not None else None
         command = sandbox_argv(
             bwrap=self.double.bwrap,
             host_binds=list(self.double.host_binds),
             app_dir=image.app_dir,
             mounts=mounts,
+            root=root,
             workdir=str(container.get("workingDir") or image.workdir or "/"),
             hostname=self.name[:63],
             capabilities=capabilities_for(security),
