@@ -278,16 +278,25 @@ class ImageStore:
                 f"{layout}: expected one image manifest in index.json, found {len(manifests)}"
             )
         manifest_hex = self._descriptor_hex(manifests[0])
-        manifest = json.loads((source / manifest_hex).read_bytes())
-        wanted = [manifest_hex, self._descriptor_hex(manifest["config"])]
-        wanted += [self._descriptor_hex(layer) for layer in manifest.get("layers") or []]
+        try:
+            manifest = json.loads((source / manifest_hex).read_bytes())
+            wanted = [manifest_hex, self._descriptor_hex(manifest["config"])]
+            wanted += [self._descriptor_hex(layer) for layer in manifest.get("layers") or []]
+            missing = [hex_ for hex_ in wanted if not (source / hex_).is_file()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ImageStoreError(
+                f"{layout}: unreadable image manifest sha256:{manifest_hex} ({exc!r})"
+            ) from exc
+        if missing:
+            raise ImageStoreError(f"{layout}: blob sha256:{missing[0]} is missing")
+        for hex_ in wanted:  # all checked before any is added: a damaged layout adds nothing
+            if not (self.blobs / hex_).exists() and _file_sha256(source / hex_) != hex_:
+                raise ImageStoreError(f"{layout}: blob sha256:{hex_} does not match its digest")
         with self._locked():
             for hex_ in wanted:
                 target = self.blobs / hex_
                 if target.exists():
                     continue
-                if _file_sha256(source / hex_) != hex_:
-                    raise ImageStoreError(f"{layout}: blob sha256:{hex_} does not match its digest")
                 staging = self.blobs / f".{hex_}.partial"
                 staging.unlink(missing_ok=True)
                 try:
