@@ -36,8 +36,10 @@ from aicert_localcluster.nodes import (
     NodeDouble,
     NodeSpec,
     agent_image_id,
+    bind_mount,
     mount_points,
     mounts_under,
+    unmount,
 )
 
 pytestmark = pytest.mark.integration
@@ -745,3 +747,51 @@ def test_an_image_with_its_own_root_runs_on_it(
     assert (image_root / "opt/venv/bin/python").exists()
     assert not (image_root / "var/tmp/written").exists(), "a container wrote into the image"
     eventually(lambda: mounts_under(nodes.pod_dir(pod["metadata"]["uid"])) == [], "the layers unmounted")
+
+
+PROPAGATION_PROBE = """
+import pathlib, sys, time
+seen = pathlib.Path(sys.argv[1]) / "hello"
+print("waiting", flush=True)
+while not seen.exists():
+    time.sleep(0.1)
+print(f"saw {seen.read_text()}", flush=True)
+"""
+
+
+def test_host_to_container_a_mount_made_after_the_start_reaches_the_container(
+    cluster: LocalCluster, nodes: NodeDouble, image: str
+) -> None:
+    """As kubelet's root: what is mounted under <kubelet_root>/pods after a container started shows in
+    the container that mounts that directory (the agent DaemonSet sees new training volumes)."""
+    ns = namespace(cluster)
+    pods = nodes.kubelet_root / "pods"
+    source, target = pods / f"propagation-{ns}" / "source", pods / f"propagation-{ns}" / "target"
+    source.mkdir(parents=True)
+    target.mkdir()
+    (source / "hello").write_text("the late mount")
+    container = {
+        "name": "watcher",
+        "image": image,
+        "command": ["python3", "-c", PROPAGATION_PROBE, str(target)],
+        "volumeMounts": [{"name": "pods", "mountPath": str(pods), "mountPropagation": "HostToContainer"}],
+    }
+    pod = create(
+        cluster,
+        pod_object(
+            "watcher",
+            ns,
+            nodeName="tl-0",
+            containers=[container],
+            volumes=[{"name": "pods", "hostPath": {"path": str(pods), "type": "Directory"}}],
+        ),
+    )
+    uid = pod["metadata"]["uid"]
+    eventually(lambda: "waiting" in nodes.logs(uid).get("watcher", ""), "the watcher to start")
+    bind_mount(source, target, read_only=True)
+    try:
+        done = wait_phase(cluster, ns, "watcher", "Succeeded", "Failed")
+    finally:
+        unmount(target)
+    assert done["status"]["phase"] == "Succeeded", nodes.logs(uid)
+    assert nodes.logs(uid)["watcher"].splitlines()[-1] == "saw the late mount"

@@ -5,6 +5,10 @@ pod's processes and unmounts its volumes without touching the API, like a node t
 double for the same node marks the pods it finds already started as Failed). Internal failures are
 logged (logger "aicert_localcluster.nodes") and kept in `errors`; each container's output is in
 `<kubelet_root>/pod-logs/<namespace>_<pod>_<uid>/<container>.log` (`logs(uid)` reads them).
+
+As kubelet requires of its root, `<kubelet_root>/pods` is a shared mount while the double runs, so a
+container that mounts it with `mountPropagation: HostToContainer` (the agent's DaemonSet) sees the
+volumes mounted there after it started.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .sandbox import (
     host_binds_for,
     run_image,
 )
+from .volumes import bind_mount, make_shared, mount_points, unmount
 from .worker import PodWorker
 
 
@@ -80,6 +85,7 @@ class NodeDouble:
         self._started_at = now()
         self._boot_id = secrets.token_hex(16)
         self._running = False
+        self._pods_mount: Path | None = None  # the bind that makes <kubelet_root>/pods a shared mount
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -112,7 +118,12 @@ class NodeDouble:
         if self._running:
             raise RuntimeError("the node double is already running")
         self._stop.clear()
-        (self.kubelet_root / "pods").mkdir(parents=True, exist_ok=True)
+        pods = self.kubelet_root / "pods"
+        pods.mkdir(parents=True, exist_ok=True)
+        if pods.resolve() not in mount_points():
+            bind_mount(pods, pods, read_only=False)
+            self._pods_mount = pods
+        make_shared(pods)
         nodes = []
         for spec in self.specs:
             kube = KubeClient(
@@ -149,6 +160,12 @@ class NodeDouble:
             worker.thread.join(max(deadline - time.monotonic(), 0.1))
         with self._lock:
             self._workers.clear()
+        if self._pods_mount is not None:
+            try:
+                unmount(self._pods_mount)
+            except OSError as exc:
+                self._record_error(f"unmount {self._pods_mount}: {exc}")
+            self._pods_mount = None
         self._running = False
 
     # pods -----------------------------------------------------------------------------------------

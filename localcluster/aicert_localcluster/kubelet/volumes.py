@@ -63,6 +63,11 @@ def tmpfs_mount(target: Path, size_bytes: int | None) -> None:
     _run_tool("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target))
 
 
+def make_shared(target: Path) -> None:
+    """Mounts made under `target` from now on propagate to its copies (containers' HostToContainer)."""
+    _run_tool("mount", "--make-rshared", str(target))
+
+
 def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     _run_tool("mount", "-t", "overlay", "-o", options, "overlay", str(target))
