@@ -4,7 +4,10 @@ Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs
 except where a piece of hardware or kubelet is played: the operator and every agent are separate
 processes talking to the real API server with their own ServiceAccount tokens and the RBAC of the
 chart helm/aicert (rendered by `helm template`, as release "aicert" in aicert-system), so a missing
-permission shows up as a failure.
+permission shows up as a failure. Given the agent image's layout (the e2e suite), the agent is the
+chart's DaemonSet run from that image by the node double (agent_pods.AgentPod), and the training
+pods' gate and seal containers run from it too; without it (demo, benchmarks) the agents are host
+processes and gate and seal run with the host's Python.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster import helm
+from aicert_localcluster.agent_pods import AgentPod
 from aicert_localcluster.cluster import LocalCluster, free_port
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.nodes import DEV_AGENT_IMAGE, NodeDouble, NodeSpec
@@ -34,6 +38,7 @@ from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
 AGENT_REPOSITORY = "registry.local/aicert/agent"  # where an agent image built by `make images` goes
+DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
 # What the chart's aicert-training-pods policy says to a non-operator creating a training pod
 ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
@@ -100,8 +105,9 @@ class Stack:
     assurance: str = "dev"  # what a swtpm with a dev CA can honestly claim
     bin_dir: Path | None = None
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
-    # The agent image's OCI layout (`make images`): the gate and seal containers run from it. None:
-    # DEV_AGENT_IMAGE, which the node double runs with the host's Python (demo, benchmarks).
+    # The agent image's OCI layout (`make images`): the agent runs as the chart's DaemonSet from it
+    # (one TPM node), and so do the gate and seal containers. None: the agents are host processes
+    # and gate and seal run DEV_AGENT_IMAGE with the host's Python (demo, benchmarks).
     agent_layout: Path | None = None
     agent_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
@@ -111,7 +117,7 @@ class Stack:
     nodes: NodeDouble = field(init=False)
     operator: Service = field(init=False)
     provisioner: LocalProvisioner = field(init=False)
-    agents: dict[str, Service] = field(default_factory=dict, init=False)
+    agents: dict[str, Service | AgentPod] = field(default_factory=dict, init=False)
 
     @property
     def kubelet_root(self) -> Path:
@@ -129,6 +135,8 @@ class Stack:
         self.stop()
 
     def start(self) -> None:
+        if self.agent_layout is not None and len(self.tpm_nodes) != 1:
+            raise ValueError("the agent DaemonSet reaches one swtpm (agent.tpm.tcti): give one TPM node")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster = LocalCluster(self.workdir / "cluster", bin_dir=self.bin_dir, audit=self.audit)
         self.cluster.start()
@@ -173,8 +181,14 @@ class Stack:
         self.provisioner.start()
         self.operator = self._operator()
         self.operator.start()
+        if self.agent_layout is not None:
+            self._agent_daemonset()
         for node in self.tpm_nodes:
-            self.agents[node] = self._agent(node)
+            self.agents[node] = (
+                self._agent(node)
+                if self.agent_layout is None
+                else AgentPod(self.cluster, self.nodes, node, SYSTEM_NAMESPACE)
+            )
             self.agents[node].start()
         self.wait_for_label()
 
@@ -197,6 +211,37 @@ class Stack:
         return Service(
             "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
         )
+
+    def _agent_daemonset(self) -> None:
+        """The chart's agent DaemonSet, rendered for the node double: the built agent image, the
+        swtpm through a TCTI, the double's kubelet root, the dev CA from a ConfigMap."""
+        (node,) = self.tpm_nodes
+        repository, _, digest = self.agent_image.partition("@")
+        values: dict[str, object] = {
+            **helm.POLICY_VALUES,
+            "agent.deploy": True,
+            "agent.image": {"repository": repository, "digest": digest, "pullPolicy": "IfNotPresent"},
+            "agent.tpm.access": "tcti",
+            "agent.tpm.tcti": self.swtpms[node].spec,
+            "agent.kubeletRoot": str(self.kubelet_root),
+            "agent.stateDir": str(self.workdir / f"agent-{node}"),
+            "agent.assurance": self.assurance,
+            "agent.trustBundles": [{"configMap": DEV_CA_CONFIGMAP, "key": "ca.pem"}],
+            "agent.metricsPort": free_port(),
+            "agent.leaseSeconds": 6,
+        }
+        manifest = helm.template(
+            values, show_only=["templates/agent-daemonset.yaml"], home=self.workdir / "helm"
+        )
+        self.cluster.kubectl(
+            "create",
+            "configmap",
+            DEV_CA_CONFIGMAP,
+            "-n",
+            SYSTEM_NAMESPACE,
+            f"--from-file=ca.pem={self.ca_pem}",
+        )
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
 
     def _agent_pod(self, node: str) -> tuple[str, str]:
         """The agent's pod on `node` (as its DaemonSet would have): a token bound to it names the node.
@@ -325,7 +370,7 @@ class Stack:
 
     def stop(self) -> None:
         for service in [*self.agents.values(), getattr(self, "operator", None)]:
-            if service is not None:
+            if isinstance(service, Service):  # an AgentPod ends with the node double
                 service.kill(signal.SIGTERM)
         if hasattr(self, "nodes"):
             self.nodes.stop()

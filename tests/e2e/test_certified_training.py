@@ -14,7 +14,7 @@ import pytest
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
 from aicert_localcluster.cluster import KubectlError
-from aicert_localcluster.stack import AGENT_REPOSITORY, Stack
+from aicert_localcluster.stack import AGENT_REPOSITORY, SYSTEM_NAMESPACE, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +89,13 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     assert stack.agent_image.startswith(f"{AGENT_REPOSITORY}@sha256:")
     assert statuses["aicert-gate"]["imageID"] == statuses["aicert-seal"]["imageID"] == stack.agent_image
     assert stack.images.resolve(stack.agent_image).own_root
+    # and so did the agent that certified it: the chart's DaemonSet's pod on gpu-1
+    (agent,) = stack.cluster.kubectl_json(
+        "get", "pods", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=agent"
+    )["items"]
+    assert agent["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+    assert agent["spec"]["nodeName"] == "gpu-1"
+    assert agent["status"]["containerStatuses"][0]["imageID"] == stack.agent_image
 
 
 @pytest.mark.parametrize(

@@ -152,3 +152,21 @@ def test_a_damaged_layout_is_refused_and_nothing_is_added(tmp_path: Path, damage
         target.add_layout(source.layout, "registry.local/t/app")
     assert target.references() == []
     assert ref not in target
+
+
+def test_volumes_mount_parents_first_whatever_the_pods_order(tmp_path: Path) -> None:
+    """As containerd sorts them: a volume at /tmp listed after one at /tmp/kubelet/pods must not
+    hide it (the agent DaemonSet's tmp volume and its kubelet pods volume on a test node)."""
+    argv = sandbox_argv(
+        bwrap="bwrap",
+        host_binds=[],
+        app_dir=None,
+        mounts=[(tmp_path / "pods", "/tmp/kubelet/pods", False), (tmp_path / "tmp", "/tmp", False)],
+        workdir="/",
+        hostname="pod",
+        capabilities=None,
+        read_only_root=False,
+        argv=["true"],
+    )
+    targets = [argv[i + 2] for i, a in enumerate(argv) if a == "--bind"]
+    assert targets == ["/tmp", "/tmp/kubelet/pods"]

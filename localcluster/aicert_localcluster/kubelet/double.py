@@ -238,5 +238,11 @@ class NodeDouble:
         """Each started container's output so far (stdout and stderr together), by container name."""
         return {name: path.read_text(errors="replace") for name, path in self.log_paths(pod_uid).items()}
 
+    def crash(self, pod_uid: str, container: str) -> None:
+        """Kill a running container of a pod on these nodes with SIGKILL (KeyError: no such pod)."""
+        with self._lock:
+            worker = self._workers[pod_uid]
+        worker.crash(container)
+
     def pod_dir(self, pod_uid: str) -> Path:
         return self.kubelet_root / "pods" / pod_uid

@@ -28,7 +28,7 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..images import ImageNotFound, ImageStore, parse_reference
@@ -164,7 +164,9 @@ def sandbox_argv(
     )
     if workdir != "/" and not any(under(workdir, d) for d in destinations):
         args += ["--dir", workdir]
-    for source_path, mount_path, read_only in mounts:
+    # As containerd does: parents before children whatever the pod's order (a volume at /tmp must
+    # not hide one at /tmp/x mounted before it).
+    for source_path, mount_path, read_only in sorted(mounts, key=lambda m: len(PurePosixPath(m[1]).parts)):
         args += ["--ro-bind" if read_only else "--bind", str(source_path), mount_path]
     args += ["--chdir", workdir, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", hostname]
     args += ["--die-with-parent"]
@@ -328,6 +330,13 @@ class Processes:
         """The container's exit code (128 + the signal that ended it), None while it runs."""
         returncode = self._procs[name].poll()
         return None if returncode is None else exit_code(returncode)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the container's whole sandbox (its process group) now."""
+        proc = self._procs[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     def wait(self, name: str) -> int:
         """The exit code of a container, once it has ended."""

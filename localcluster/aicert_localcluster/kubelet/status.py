@@ -120,13 +120,17 @@ class PodStatus:
     # the phase ------------------------------------------------------------------------------------
 
     def settle(self, spec: Mapping[str, Any], *, deleted: bool) -> None:
-        """Kubelet's phase for restartPolicy Never, once nothing runs any more."""
+        """Kubelet's phase once nothing runs any more: for restartPolicy Never (and OnFailure) as
+        kubelet; a restartPolicy Always pod stays Running until it is deleted (kubelet would restart
+        its exited containers after a back-off; the double does not restart them)."""
         if self.terminal:
             return
         init_containers, containers = _containers(spec)
         inits = [self.statuses[c["name"]] for c in init_containers]
         regular = [self.statuses[c["name"]] for c in containers]
         if any("running" in s["state"] for s in inits + regular):
+            return
+        if spec.get("restartPolicy") == "Always" and not deleted:
             return
         if any("terminated" in s["state"] and s["state"]["terminated"]["exitCode"] != 0 for s in inits):
             self.phase = "Failed"

@@ -217,6 +217,8 @@ class PodWorker:
         self._wait_all()
         self._settle()
         self._report()
+        while spec.get("restartPolicy") == "Always":
+            self._sleep(1.0)  # Running, its containers exited, until it is deleted (Aborted)
 
     def _retrying(self, action: Callable[[], T], on_retry: Callable[[Retry], None]) -> T:
         """Run `action` until it stops raising Retry, showing each Retry (`on_retry`) meanwhile."""
@@ -341,6 +343,11 @@ class PodWorker:
             self.kube.request("POST", f"/api/v1/namespaces/{self.namespace}/events", body=event)
         except (ApiError, OSError) as exc:
             log.debug("pod %s/%s: event %s not recorded: %s", self.namespace, self.name, reason, exc)
+
+    def crash(self, container: str) -> None:
+        """SIGKILL the container's processes at once, as a crash (no SIGTERM first)."""
+        self._procs.kill(container)
+        self.wake()
 
     def _init_names(self) -> set[str]:
         return {c["name"] for c in self.spec.get("initContainers") or []}
