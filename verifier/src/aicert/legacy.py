@@ -4,6 +4,7 @@ Shape: `event_log` is a list of JSON strings; `remote_attestation.quote` has `me
 marshaled TPMS_ATTEST), `signature` (TPMT_SIGNATURE) and `pcr` (tpm2-tools' `--pcr` file), each
 as `{"base64": …}`; `remote_attestation.cert_chain` holds the AK certificate and its CAs, each
 base64 of DER or of PEM. AICert extended PCR 16 with sha256 of each entry's string, from zero.
+The verifier loads this module only for a document that `looks_legacy` (aicert.verify.verifier).
 """
 
 import base64
@@ -47,10 +48,6 @@ class LegacyProof(Model, frozen=True, kw_only=True):
     ca_cert: str = ""
     event_log: Annotated[list[str], Meta(min_length=1)]
     remote_attestation: LegacyAttestation
-
-
-def looks_legacy(document: Any) -> bool:
-    return isinstance(document, dict) and "remote_attestation" in document and "apiVersion" not in document
 
 
 # The checks an old proof cannot take, and why.

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aicert import __version__
 from aicert.cli.pipes import quiet_on_closed_pipe
@@ -39,13 +41,46 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`, the width argparse wraps help to, without importing
+    shutil (and the compression modules it imports: a few milliseconds of every command)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, at argparse's width (`terminal_columns`, less 2)."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(
+            prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width
+        )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with `HelpFormatter` by default; its sub-command parsers are of this class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser for `argv`: the full parser of the sub-command it names, a one-line entry for
     each other sub-command (enough for `aicert --help` and for argparse's usage errors)."""
     chosen = chosen_command(argv)
-    parser = argparse.ArgumentParser(
-        prog="aicert", description="Hash models and verify AICert training certificates."
-    )
+    parser = ArgumentParser(prog="aicert", description="Hash models and verify AICert training certificates.")
     parser.add_argument("--version", action="version", version=f"aicert {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():

@@ -11,13 +11,14 @@ only the certificate and your trust roots. Exit codes as `aicert verify`: 0, 1, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any, cast
+
+import msgspec
 
 from aicert.cli import kubectl_get
 from aicert.cli import verify as verify_cmd
@@ -154,7 +155,7 @@ def with_binding_checks(result: VerifiedTraining) -> VerifiedTraining:
     # `passed` is typed with the verifier's Check enum; both enums are str, which is all that
     # summary() and to_json() use.
     extra = cast(tuple[Check, ...], tuple(BindingCheck))
-    return dataclasses.replace(result, passed=(*result.passed, *extra))
+    return msgspec.structs.replace(result, passed=(*result.passed, *extra))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

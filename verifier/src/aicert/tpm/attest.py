@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from aicert.tpm.reader import Reader, StructureError
 
@@ -16,22 +16,19 @@ ALG_SHA512 = 0x000D
 HASH_NAMES = {ALG_SHA1: "sha1", ALG_SHA256: "sha256", ALG_SHA384: "sha384", ALG_SHA512: "sha512"}
 
 
-@dataclass(frozen=True)
-class ClockInfo:
+class ClockInfo(msgspec.Struct, frozen=True):
     clock: int
     reset_count: int
     restart_count: int
     safe: bool
 
 
-@dataclass(frozen=True)
-class PcrSelection:
+class PcrSelection(msgspec.Struct, frozen=True):
     hash_alg: int
     pcrs: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Attest:
+class Attest(msgspec.Struct, frozen=True):
     """The fields of a quote's TPMS_ATTEST that a verifier uses."""
 
     magic: int

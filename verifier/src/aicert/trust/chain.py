@@ -20,8 +20,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ObjectIdentifier
@@ -41,8 +41,7 @@ class ChainError(Exception):
     """No acceptable path from the AK certificate to a trusted root."""
 
 
-@dataclass(frozen=True)
-class CertPath:
+class CertPath(msgspec.Struct, frozen=True):
     certificates: tuple[x509.Certificate, ...]  # leaf first, anchor last
     anchor: TrustAnchor
 
@@ -128,8 +127,7 @@ def _path_length_problem(path: CertPath) -> str | None:
     return None
 
 
-@dataclass
-class _Search:
+class _Search(msgspec.Struct):
     """One breadth-first search; `problems` keeps why matching issuers were refused, in order."""
 
     pool: list[x509.Certificate]

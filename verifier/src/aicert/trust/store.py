@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from cryptography import x509
 
 from aicert.certificate import Assurance
@@ -43,17 +43,15 @@ class TrustError(Exception):
     """A trust store cannot be loaded or installed (a usage problem, exit 2)."""
 
 
-@dataclass(frozen=True)
-class TrustAnchor:
+class TrustAnchor(msgspec.Struct, frozen=True):
     certificate: x509.Certificate
     max_assurance: Assurance
     source: str
 
 
-@dataclass(frozen=True)
-class TrustStore:
+class TrustStore(msgspec.Struct, frozen=True):
     anchors: tuple[TrustAnchor, ...] = ()
-    intermediates: tuple[x509.Certificate, ...] = field(default=())
+    intermediates: tuple[x509.Certificate, ...] = ()
 
     def __add__(self, other: TrustStore) -> TrustStore:
         return TrustStore(self.anchors + other.anchors, self.intermediates + other.intermediates)

@@ -14,9 +14,10 @@ nothing here talks to a cluster, and nothing here re-checks cryptography.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from aicert.verify.errors import MalformedError
 from aicert.verify.result import VerifiedTraining
@@ -32,8 +33,7 @@ class BindingCheck(StrEnum):
     RESOURCE_PHASE = "resource-phase"
 
 
-@dataclass(frozen=True)
-class BindingFailure:
+class BindingFailure(msgspec.Struct, frozen=True):
     check: BindingCheck
     reason: str
 
@@ -41,8 +41,7 @@ class BindingFailure:
         return f"{self.check}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class TrainingResource:
+class TrainingResource(msgspec.Struct, frozen=True):
     """The fields of a CertifiedTraining that the checks read, shape-checked."""
 
     namespace: str

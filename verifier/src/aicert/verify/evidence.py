@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from cryptography import x509
 
 from aicert.certificate import Assurance, PlatformRecord
 
 
-@dataclass(frozen=True)
-class LoggedEvent:
+class LoggedEvent(msgspec.Struct, frozen=True):
     seq: int
     type: str
     digest: bytes
@@ -20,8 +19,7 @@ class LoggedEvent:
     declared_type: str | None  # the type the content itself names (covered by the digest)
 
 
-@dataclass(frozen=True)
-class QuoteEvidence:
+class QuoteEvidence(msgspec.Struct, frozen=True):
     attest: bytes
     signature: bytes
     pcr_values: dict[int, bytes]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import msgspec
 
 from aicert.digest import (
     MANIFEST_FILE,
@@ -43,8 +44,7 @@ def ignore_patterns(patterns: Iterable[str]) -> PathPatterns:
         raise MalformedError("--ignore", str(exc)) from None
 
 
-@dataclass(frozen=True)
-class LocalTree:
+class LocalTree(msgspec.Struct, frozen=True):
     manifest: Manifest
     ignored: tuple[str, ...]  # local files an --ignore pattern left out, sorted
 

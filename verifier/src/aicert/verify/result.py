@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 from aicert.certificate import Statement, VerifiedAssurance
 from aicert.tpm.attest import ClockInfo
 from aicert.verify.errors import Check
 
 
-@dataclass(frozen=True)
-class VerifiedTraining:
+class VerifiedTraining(msgspec.Struct, frozen=True):
     format: Literal["aicert.dev/v1alpha1", "aicert-legacy"]
     assurance: VerifiedAssurance
     statement: Statement | None  # None for old AICert proofs: they have no statement
@@ -21,10 +21,10 @@ class VerifiedTraining:
     trust_source: str
     clock: ClockInfo
     passed: tuple[Check, ...]  # the checks that ran, in order; each one passed
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
     # the checks that did not run, and why (no policy, no --model, not in an old proof's format):
     # a verified certificate proves nothing about them
-    skipped: tuple[tuple[Check, str], ...] = field(default=())
+    skipped: tuple[tuple[Check, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ imprint is sha256 of the quote's TPMT_SIGNATURE bytes as `evidence.quote.signatu
 It is checked with rfc3161-client: status granted, the CMS signature, the TSA certificate's
 critical id-kp-timeStamping usage, its chain to a trusted TSA root, and the imprint. Without a
 trusted TSA root the check is skipped (reported), and the chain is checked at `--at` or now.
+This module loads only for a certificate that carries a token, when a TSA root is trusted.
 """
 
 from __future__ import annotations
@@ -19,21 +20,15 @@ import binascii
 import datetime as dt
 import hashlib
 import re
-from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
 
 from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
 
-NO_TSA_ROOT = (
-    "no trusted TSA root (--tsa-bundle, or the tsa store): the AK certificate is checked at --at or now"
-)
-NO_TOKEN = "the certificate carries no timestamp: the AK certificate is checked at --at or now"
 
-
-@dataclass(frozen=True)
-class Timestamped:
+class Timestamped(msgspec.Struct, frozen=True):
     time: dt.datetime  # the TSA's genTime, UTC
     tsa: str  # the subject of the TSA certificate that signed the token
 

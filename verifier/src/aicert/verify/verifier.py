@@ -15,14 +15,13 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from aicert.certificate import (
     ASSURANCE_ORDER,
@@ -38,14 +37,6 @@ from aicert.certificate import (
 )
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
-from aicert.legacy import (
-    LEGACY_ASSURANCE,
-    LEGACY_NOT_APPLICABLE,
-    LegacyProof,
-    legacy_events,
-    legacy_evidence,
-    looks_legacy,
-)
 from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
 from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
@@ -55,19 +46,20 @@ from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
-from aicert.verify.keys import with_usable_key
+from aicert.verify.keys import load_public_key, readable_certificates, with_usable_key
 from aicert.verify.platform import check_platform, not_claimed, platform_certificates
 from aicert.verify.policy import Policy, check_policy, unchecked
 from aicert.verify.result import VerifiedTraining
-from aicert.verify.timestamp import NO_TOKEN, NO_TSA_ROOT, Timestamped, check_timestamp
 
-if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest for --model/--data
+if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest for --model/--data,
+    # aicert.legacy for an old AICert proof, aicert.verify.timestamp for a timestamped certificate
     from aicert.cvm import PlatformFacts
     from aicert.digest import PathPatterns
+    from aicert.legacy import LegacyProof
+    from aicert.verify.timestamp import Timestamped
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(msgspec.Struct, frozen=True):
     """A parsed input: our certificate (with the statement as it was signed) or an old proof."""
 
     certificate: TrainingCertificate | None
@@ -77,6 +69,16 @@ class Document:
 
 NO_MODEL_DIR = "no model directory given (--model)"
 NO_DATA_DIRS = "no input directory given (--data)"
+# Why `timestamp` did not run (aicert.verify.timestamp, the check, loads only when it runs).
+NO_TSA_ROOT = (
+    "no trusted TSA root (--tsa-bundle, or the tsa store): the AK certificate is checked at --at or now"
+)
+NO_TOKEN = "the certificate carries no timestamp: the AK certificate is checked at --at or now"
+
+
+def looks_legacy(document: Any) -> bool:
+    """Whether `document` is an old AICert proof (aicert.legacy) rather than a certificate."""
+    return isinstance(document, dict) and "remote_attestation" in document and "apiVersion" not in document
 
 
 def load_document(data: bytes | str) -> Document:
@@ -89,35 +91,13 @@ def load_document(data: bytes | str) -> Document:
         raise MalformedError("", "a certificate is a JSON object")
     try:
         if looks_legacy(raw):
+            from aicert.legacy import LegacyProof
+
             return Document(None, None, convert(raw, LegacyProof))
         certificate = convert(raw, TrainingCertificate)
     except FormatError as exc:
         raise MalformedError(exc.field, exc.reason) from None
     return Document(certificate, raw["statement"], None)
-
-
-# What decoding a damaged certificate raises (TypeError: a name attribute of a type its OID forbids)
-_UNREADABLE = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
-
-
-def readable_certificates(certificates: Iterable[x509.Certificate], field: str) -> None:
-    """Decode now every part of each certificate that the chain check reads.
-
-    `cryptography` decodes a certificate's names, extensions and signature algorithm only when
-    they are first read, so a damaged one would raise deep inside a check (found by fuzzing);
-    read here, it is unusable input naming the certificate (`field[index]`, exit 2)."""
-    for index, cert in enumerate(certificates):
-        try:
-            _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), list(cert.extensions))
-            _ = cert.signature_hash_algorithm
-        except _UNREADABLE as exc:
-            raise MalformedError(f"{field}[{index}]", f"unreadable certificate: {exc}") from None
 
 
 def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[str, Any]) -> QuoteEvidence:
@@ -134,7 +114,7 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
     platform_certs = platform_certificates(ev.platform) if ev.platform else ()
     readable_certificates(platform_certs, "evidence.platform.certificateChain")
     try:
-        ak_public = load_pem_public_key(ev.ak.public.encode())
+        ak_public = load_public_key(ev.ak.public.encode(), certificates)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise MalformedError("evidence.ak.public", f"unreadable public key: {exc}") from None
     if not isinstance(ak_public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
@@ -170,6 +150,8 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
 
 
 def _spki(key_owner: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # level cvm only
+
     return key_owner.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -185,8 +167,7 @@ def _leaf(certificates: tuple[x509.Certificate, ...]) -> x509.Certificate:
     return leaves[0] if len(leaves) == 1 else certificates[0]
 
 
-@dataclass(frozen=True)
-class QuoteFacts:
+class QuoteFacts(msgspec.Struct, frozen=True):
     """What steps 2 to 6 established, whatever the format."""
 
     path: CertPath
@@ -249,10 +230,9 @@ def check_chain(
 def check_ak_key(ev: QuoteEvidence, path: CertPath) -> None:
     if ev.ak_public_pem is None:
         return
-    given = load_pem_public_key(ev.ak_public_pem).public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-    )
-    if given != _spki(path.certificates[0]):
+    # Keys are equal when their numbers are (RSA n and e; EC curve and point), which is when the
+    # DER SubjectPublicKeyInfo `cryptography` writes for them is (it has one encoding per key).
+    if load_public_key(ev.ak_public_pem, ev.certificates) != path.certificates[0].public_key():
         raise VerificationError(
             Check.AK_KEY, "evidence.ak.public is not the key the AK certificate certifies"
         )
@@ -476,6 +456,8 @@ class Verifier:
             return None, [(Check.TIMESTAMP, NO_TOKEN)]
         if self.tsa is None or not self.tsa.anchors:
             return None, [(Check.TIMESTAMP, NO_TSA_ROOT)]
+        from aicert.verify.timestamp import check_timestamp
+
         return check_timestamp(token, quote_signature, self.tsa), []
 
     def _verify_certificate(
@@ -573,6 +555,8 @@ class Verifier:
             raise MalformedError(
                 "--data", "old AICert proofs record inputs by repository commit; --data cannot check them"
             )
+        from aicert.legacy import LEGACY_ASSURANCE, LEGACY_NOT_APPLICABLE, legacy_events, legacy_evidence
+
         ev = legacy_evidence(proof)
         readable_certificates(ev.certificates, "remote_attestation.cert_chain")
         facts = verify_quote_evidence(ev, self.trust, at, ark_fingerprints=self.ark_fingerprints)
