@@ -4,10 +4,11 @@ Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs
 except where a piece of hardware or kubelet is played: the operator and every agent are separate
 processes talking to the real API server with their own ServiceAccount tokens and the RBAC of the
 chart helm/aicert (rendered by `helm template`, as release "aicert" in aicert-system), so a missing
-permission shows up as a failure. Given the agent image's layout (the e2e suite), the agent is the
-chart's DaemonSet run from that image by the node double (agent_pods.AgentPod), and the training
-pods' gate and seal containers run from it too; without it (demo, benchmarks) the agents are host
-processes and gate and seal run with the host's Python.
+permission shows up as a failure. Given the images' layouts (the e2e suite), the operator is the
+chart's Deployment and the agent its DaemonSet, run from those images by the node double
+(workload_pods), and the training pods' gate and seal containers run from the agent image; without
+them (demo, benchmarks) the operator and the agents are host processes and gate and seal run with
+the host's Python.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster import helm
-from aicert_localcluster.agent_pods import AgentPod
 from aicert_localcluster.cluster import LocalCluster, free_port
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.nodes import DEV_AGENT_IMAGE, NodeDouble, NodeSpec
 from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
+from aicert_localcluster.workload_pods import AgentPod, OperatorPods
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
-AGENT_REPOSITORY = "registry.local/aicert/agent"  # where an agent image built by `make images` goes
+AGENT_REPOSITORY = "registry.local/aicert/agent"  # where the images built by `make images` go
+OPERATOR_REPOSITORY = "registry.local/aicert/operator"
+OPERATOR_REPLICAS = 2  # as the chart's default: one leads, one stands by
 DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
 # What the chart's aicert-training-pods policy says to a non-operator creating a training pod
@@ -97,6 +100,12 @@ class Service:
             return ""
 
 
+def _image_values(reference: str) -> dict[str, str]:
+    """The chart's image values for `repository@sha256:<hex>`."""
+    repository, _, digest = reference.partition("@")
+    return {"repository": repository, "digest": digest}
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -109,13 +118,17 @@ class Stack:
     # (one TPM node), and so do the gate and seal containers. None: the agents are host processes
     # and gate and seal run DEV_AGENT_IMAGE with the host's Python (demo, benchmarks).
     agent_layout: Path | None = None
+    # The operator image's OCI layout: the operator runs as the chart's Deployment from it (None: a
+    # host process).
+    operator_layout: Path | None = None
     agent_image: str = field(init=False)
+    operator_image: str | None = field(init=False, default=None)
     cluster: LocalCluster = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
     swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
     nodes: NodeDouble = field(init=False)
-    operator: Service = field(init=False)
+    operator: Service | OperatorPods = field(init=False)
     provisioner: LocalProvisioner = field(init=False)
     agents: dict[str, Service | AgentPod] = field(default_factory=dict, init=False)
 
@@ -179,7 +192,7 @@ class Stack:
             self.cluster.admin_kubeconfig, self.workdir / "volumes", self.tpm_nodes
         )
         self.provisioner.start()
-        self.operator = self._operator()
+        self.operator = self._operator() if self.operator_layout is None else self._operator_deployment()
         self.operator.start()
         if self.agent_layout is not None:
             self._agent_daemonset()
@@ -212,15 +225,44 @@ class Stack:
             "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
         )
 
+    def _operator_deployment(self) -> OperatorPods:
+        """The chart's operator Deployment from the operator image (its ports free on this host,
+        whose network every pod of the double shares; short lease and agent checks as the host
+        operator's)."""
+        assert self.operator_layout is not None
+        self.operator_image = operator_image = self.images.add_layout(
+            self.operator_layout, OPERATOR_REPOSITORY
+        )
+        values: dict[str, object] = {
+            **helm.POLICY_VALUES,
+            "operator.deploy": True,
+            "operator.image": _image_values(operator_image),
+            "agent.image": _image_values(self.agent_image),
+            "operator.replicas": OPERATOR_REPLICAS,
+            "operator.metricsPort": free_port(),
+            "operator.healthPort": free_port(),
+            "operator.leaseSeconds": 6,
+            "operator.agentCheckSeconds": 1,
+        }
+        manifest = helm.template(
+            values, show_only=["templates/operator-deployment.yaml"], home=self.workdir / "helm"
+        )
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+        name = next(
+            d["metadata"]["name"]
+            for d in self.cluster.kubectl_json("get", "deployments", "-n", SYSTEM_NAMESPACE)["items"]
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+        )
+        return OperatorPods(self.cluster, self.nodes, SYSTEM_NAMESPACE, name, OPERATOR_REPLICAS)
+
     def _agent_daemonset(self) -> None:
         """The chart's agent DaemonSet, rendered for the node double: the built agent image, the
         swtpm through a TCTI, the double's kubelet root, the dev CA from a ConfigMap."""
         (node,) = self.tpm_nodes
-        repository, _, digest = self.agent_image.partition("@")
         values: dict[str, object] = {
             **helm.POLICY_VALUES,
             "agent.deploy": True,
-            "agent.image": {"repository": repository, "digest": digest, "pullPolicy": "IfNotPresent"},
+            "agent.image": _image_values(self.agent_image),
             "agent.tpm.access": "tcti",
             "agent.tpm.tcti": self.swtpms[node].spec,
             "agent.kubeletRoot": str(self.kubelet_root),

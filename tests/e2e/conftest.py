@@ -19,9 +19,13 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, product_images: dict[str, Path]) -> Iterator[Stack]:
-    """The stack, its training pods' gate and seal containers run from the agent image this
-    checkout builds (`make images`)."""
-    with Stack(tmp_path_factory.mktemp("stack"), agent_layout=product_images["aicert-agent"]) as running:
+    """The stack, its operator, agents and training pods' gate and seal containers run from the
+    images this checkout builds (`make images`) as the chart deploys them."""
+    with Stack(
+        tmp_path_factory.mktemp("stack"),
+        agent_layout=product_images["aicert-agent"],
+        operator_layout=product_images["aicert-operator"],
+    ) as running:
         yield running
 
 

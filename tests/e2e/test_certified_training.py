@@ -14,7 +14,7 @@ import pytest
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
 from aicert_localcluster.cluster import KubectlError
-from aicert_localcluster.stack import AGENT_REPOSITORY, SYSTEM_NAMESPACE, Stack
+from aicert_localcluster.stack import AGENT_REPOSITORY, OPERATOR_REPOSITORY, SYSTEM_NAMESPACE, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +96,15 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     assert agent["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
     assert agent["spec"]["nodeName"] == "gpu-1"
     assert agent["status"]["containerStatuses"][0]["imageID"] == stack.agent_image
+    # and the operator that drove it: the chart's Deployment, one replica leading, one standing by
+    operators = stack.cluster.kubectl_json(
+        "get", "pods", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=operator"
+    )["items"]
+    assert len(operators) == 2
+    assert {p["status"]["containerStatuses"][0]["imageID"] for p in operators} == {stack.operator_image}
+    assert stack.operator_image.startswith(f"{OPERATOR_REPOSITORY}@sha256:")
+    lease = stack.get("lease", "aicert-operator", SYSTEM_NAMESPACE)
+    assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in operators}
 
 
 @pytest.mark.parametrize(
