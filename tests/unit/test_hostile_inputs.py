@@ -386,6 +386,44 @@ CASES: dict[str, Case] = {
     "certificate-over-16-MiB": Case(
         lambda r, tmp: r.verify_argv(sparse(tmp, 16 * MiB + 1)), 2, "big.json is larger than 16 MiB"
     ),
+    # trust and TSA bundles, and `trust install --from`: the same refusals (they hung, or read without end)
+    "trust-bundle-fifo": Case(
+        lambda r, tmp: [*r.verify_argv(r.write(tmp / "c.json", r.certificate)), "--trust-bundle", fifo(tmp)],
+        2,
+        "fifo is not a regular file (a FIFO)",
+        isolated=True,
+    ),
+    "trust-bundle-dev-zero": Case(
+        lambda r, tmp: [
+            *r.verify_argv(r.write(tmp / "c.json", r.certificate)),
+            "--trust-bundle",
+            "/dev/zero",
+        ],
+        2,
+        "/dev/zero is not a regular file (a character device)",
+        isolated=True,
+    ),
+    "trust-bundle-over-1-MiB": Case(
+        lambda r, tmp: [
+            *r.verify_argv(r.write(tmp / "c.json", r.certificate)),
+            "--trust-bundle",
+            sparse(tmp, MiB + 1),
+        ],
+        2,
+        "big.json is larger than 1 MiB",
+    ),
+    "tsa-bundle-fifo": Case(
+        lambda r, tmp: [*r.verify_argv(r.write(tmp / "c.json", r.certificate)), "--tsa-bundle", fifo(tmp)],
+        2,
+        "fifo is not a regular file (a FIFO)",
+        isolated=True,
+    ),
+    "trust-install-from-fifo": Case(
+        lambda r, tmp: ["trust", "install", "dev", "--from", fifo(tmp)],
+        2,
+        "fifo is not a regular file (a FIFO)",
+        isolated=True,
+    ),
     "policy-fifo": policy_case(fifo, "--policy: ", isolated=True),
     "policy-dev-zero": policy_case(
         lambda tmp: "/dev/zero", "--policy: /dev/zero is not a regular file", isolated=True

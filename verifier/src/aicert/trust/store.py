@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 from cryptography import x509
 
+from aicert.boundedfile import FileRefused, read_regular_file
 from aicert.certificate import Assurance
 from aicert.trust.pem import colon_hex, fingerprint, load_certificates
 
@@ -36,7 +37,7 @@ _INSTALL_HINTS = {
     "dev": "your dev CA's dev-ca.pem",
     "tsa": "your time-stamping authority's root certificate, PEM or DER",
 }
-_MAX_DOWNLOAD = 1 << 20
+_BUNDLE_MAX_BYTES = 1 << 20  # a trust bundle or certificate file, local or downloaded
 
 
 class TrustError(Exception):
@@ -72,9 +73,9 @@ class TrustStore(msgspec.Struct, frozen=True):
     def from_bundle_file(cls, path: Path) -> TrustStore:
         """The roots and intermediates in a PEM bundle or a DER certificate; it may hold no root."""
         try:
-            certs = load_certificates(path.read_bytes())
-        except OSError as exc:
-            raise TrustError(f"cannot read trust bundle {path}: {exc.strerror}") from None
+            certs = load_certificates(read_regular_file(path, limit=_BUNDLE_MAX_BYTES))
+        except FileRefused as exc:
+            raise TrustError(f"trust bundle: {exc}") from None
         except ValueError as exc:
             raise TrustError(f"trust bundle {path}: {exc}") from None
         return cls.from_certificates(certs, str(path), dev_level=False)
@@ -116,7 +117,9 @@ def _check_named(name: str, certs: list[x509.Certificate], origin: str) -> None:
 def load_named(name: str, trust_dir: Path | None = None) -> TrustStore:
     path = _bundle_path(name, trust_dir or default_trust_dir())
     try:
-        certs = load_certificates(path.read_bytes())
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(path)
+        certs = load_certificates(read_regular_file(path, limit=_BUNDLE_MAX_BYTES))
     except FileNotFoundError:
         flag = "--tsa-bundle" if name == "tsa" else "--trust-bundle"
         raise TrustError(
@@ -137,16 +140,16 @@ def read_source(source: str) -> bytes:
 
         try:
             with urllib.request.urlopen(source, timeout=30) as response:
-                data: bytes = response.read(_MAX_DOWNLOAD + 1)
+                data: bytes = response.read(_BUNDLE_MAX_BYTES + 1)
         except OSError as exc:
             raise TrustError(f"cannot download {source}: {exc}") from None
-        if len(data) > _MAX_DOWNLOAD:
-            raise TrustError(f"{source} is larger than {_MAX_DOWNLOAD} bytes; not a certificate")
+        if len(data) > _BUNDLE_MAX_BYTES:
+            raise TrustError(f"{source} is larger than {_BUNDLE_MAX_BYTES} bytes; not a certificate")
         return data
     try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise TrustError(f"cannot read {source}: {exc.strerror}") from None
+        return read_regular_file(Path(source), limit=_BUNDLE_MAX_BYTES)
+    except FileRefused as exc:
+        raise TrustError(str(exc)) from None
 
 
 def install_named(name: str, data: bytes, origin: str, trust_dir: Path | None = None) -> Path:

@@ -12,14 +12,12 @@ enough to exhaust the stack (a RecursionError). `loads_strict` refuses all of th
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from aicert.boundedfile import FileRefused, MiB, read_bounded, read_regular_file, size_text
 from aicert.verify.errors import MalformedError
 
-MiB: Final = 1024 * 1024
 CERTIFICATE_MAX_BYTES: Final = 16 * MiB
 POLICY_MAX_BYTES: Final = 1 * MiB
 MAX_DEPTH: Final = 64  # objects and arrays nested in one another
@@ -127,10 +125,6 @@ def _first_problem(document: Any, max_depth: int) -> tuple[str, str] | None:
     return None
 
 
-def _size(limit: int) -> str:
-    return f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit} bytes"
-
-
 def loads_strict(
     data: bytes | str,
     *,
@@ -146,7 +140,7 @@ def loads_strict(
     "event_log[3]" for an event of an old proof). Bytes must be UTF-8.
     """
     if len(data) > max_bytes:
-        raise MalformedError(field, f"{what} is larger than {_size(max_bytes)}, the limit")
+        raise MalformedError(field, f"{what} is larger than {size_text(max_bytes)}, the limit")
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -178,37 +172,16 @@ def loads_strict(
 
 def read_bounded_stream(stream: BinaryIO, *, limit: int, field: str, name: str) -> bytes:
     """At most `limit` bytes from `stream` (read to its end), or MalformedError if there are more."""
-    data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise MalformedError(field, f"{name} is larger than {_size(limit)}, the limit")
-    return data
+    try:
+        return read_bounded(stream, limit=limit, name=name)
+    except FileRefused as exc:
+        raise MalformedError(field, str(exc)) from None
 
 
 def read_bounded_file(path: Path, *, limit: int, field: str) -> bytes:
-    """The bytes of the regular file `path`, at most `limit` of them.
-
-    Opened without blocking and checked on the open descriptor, so a FIFO, a device or a
-    directory is refused (even one swapped in after a check by name), never read."""
+    """The bytes of the regular file `path`, at most `limit` of them (aicert.boundedfile), or
+    MalformedError naming `field`: a FIFO, a device or a directory is refused, never read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise MalformedError(field, f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as stream:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise MalformedError(field, f"{path} is not a regular file ({_file_kind(mode)})")
-        try:
-            return read_bounded_stream(stream, limit=limit, field=field, name=str(path))
-        except OSError as exc:
-            raise MalformedError(field, f"cannot read {path}: {exc.strerror}") from None
-
-
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a file")
+        return read_regular_file(path, limit=limit)
+    except FileRefused as exc:
+        raise MalformedError(field, str(exc)) from None
