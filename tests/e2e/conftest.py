@@ -27,6 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, product_images: dict[str, Pa
         operator_layout=product_images["aicert-operator"],
     ) as running:
         yield running
+        # the node double's own failures (a mount it could not undo, a status it could not send)
+        assert running.nodes.errors == []
 
 
 @pytest.fixture(scope="session")
