@@ -4,45 +4,20 @@ must name the extra to install in one line, not crash with a traceback."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from tests.without_modules import run_without
 
 from aicert_agent.entry_point import AGENT_EXTRA_MODULES, DISTRIBUTION, MISSING_EXTRA
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Runs the entry point with some modules made uninstallable, as on a machine without them.
-WITHOUT = """
-import sys
-blocked = set(sys.argv[1].split(","))
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in blocked:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-if sys.argv[2] == "python -m aicert_agent":
-    import runpy
-    sys.argv = ["aicert_agent", *sys.argv[3:]]
-    runpy.run_module("aicert_agent", run_name="__main__")
-from aicert_agent.entry_point import main
-sys.exit(main(sys.argv[2:]))
-"""
-
 
 def agent_without(modules: set[str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT, ",".join(sorted(modules)), *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    """The `aicert-agent` script (its entry point) without `modules`."""
+    return run_without(modules, "aicert_agent.entry_point", *argv)
 
 
 def test_the_message_names_the_extra_and_the_distribution() -> None:
@@ -85,5 +60,5 @@ def test_the_script_and_the_message_match_the_distribution() -> None:
 
 
 def test_python_m_aicert_agent_goes_through_the_same_guard() -> None:
-    done = agent_without({"tpm2_pytss"}, "python -m aicert_agent", "dev-provision", "--ca-dir", "ca")
+    done = run_without({"tpm2_pytss"}, "aicert_agent", "dev-provision", "--ca-dir", "ca")
     assert (done.returncode, done.stderr) == (2, MISSING_EXTRA + "\n")

@@ -8,24 +8,16 @@ gate/seal waiters (marker files only) stops here, naming the extra to install.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 
+from aicert.extras import DISTRIBUTION, EXIT_MISSING_EXTRA, all_installed, missing_extra_message
 from aicert_agent.markers import WAITERS
 
-DISTRIBUTION = "aicert-k8s"  # pyproject.toml's [project] name; a test keeps the two equal
+__all__ = ["AGENT_EXTRA_MODULES", "DISTRIBUTION", "MISSING_EXTRA", "main", "missing_extra"]
+
 AGENT_EXTRA_MODULES = ("tpm2_pytss", "kubernetes", "prometheus_client", "pydantic")
-EXIT_MISSING_EXTRA = 2
-MISSING_EXTRA = f"aicert-agent needs the \"agent\" extra: pip install '{DISTRIBUTION}[agent]'"
-
-
-def is_installed(module: str) -> bool:
-    """Whether `module` can be imported, without importing it (kubernetes alone takes a second)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a finder refused it, or a None placeholder in sys.modules
-        return False
+MISSING_EXTRA = missing_extra_message("aicert-agent", "agent")
 
 
 def missing_extra(argv: Sequence[str], installed: bool) -> bool:
@@ -36,7 +28,7 @@ def missing_extra(argv: Sequence[str], installed: bool) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    if missing_extra(arguments, all(is_installed(m) for m in AGENT_EXTRA_MODULES)):
+    if missing_extra(arguments, all_installed(AGENT_EXTRA_MODULES)):
         print(MISSING_EXTRA, file=sys.stderr)
         return EXIT_MISSING_EXTRA
     from aicert_agent.cli import main as agent_main
