@@ -154,3 +154,12 @@ def test_the_chosen_command_is_the_first_non_option(argv: list[str], command: st
     from aicert.cli import chosen_command
 
     assert chosen_command(argv) == command
+
+
+def test_kubectl_aicert_loads_no_hashing_code_until_it_has_files_to_hash() -> None:
+    """`kubectl aicert verify NAME` without --model or --data hashes nothing: the hashing code
+    (aicert.digest, the local-files checks) is not loaded when the plugin starts."""
+    code = "import json, sys\nimport aicert.cli.kubectl_plugin\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert not {"aicert.digest", "aicert.digest.hashing", "aicert.verify.local_files"} & loaded

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from aicert.digest import CERTIFICATE_FILE
+from aicert.outputs import CERTIFICATE_FILE
 from aicert.verify import TrainingResource
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aicert.outputs import CERTIFICATE_FILE, MANIFEST_FILE
+
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 __all__ = [
@@ -40,9 +42,6 @@ _ENTRY_KEYS = frozenset({"path", "size", "sha256", "type"})
 _MANIFEST_KEYS = frozenset({"root", "files"})
 
 
-# The files aicert writes next to a run's outputs; they are never part of the root they describe.
-MANIFEST_FILE = "manifest.json"
-CERTIFICATE_FILE = "aicert-certificate.json"  # the run's certificate, so that it travels with the weights
 # What a root leaves out. An output's: the two files aicert writes there (a training that writes
 # either is refused). An input's: nothing, an input is measured whole (a manifest.json in it is
 # data the training can read like any other).
