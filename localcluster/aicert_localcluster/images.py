@@ -13,7 +13,9 @@ manifest digest.
 `resolve(ref)` finds the manifest by its digest, checks every blob against its digest, and extracts
 the layers once into `root/rootfs/<hex>/` with `tar` (whiteouts applied layer by layer). An image
 that `build` made holds only `<root_dir>/app` and runs on the host's binds; any other image brings
-its own root filesystem (`ResolvedImage.own_root`), which the node double runs as the sandbox's `/`. A digest
+its own root filesystem (`ResolvedImage.own_root`), which the node double runs as the sandbox's `/`.
+The store is for images the tests build or `make images` built: a whiteout that leads out of the
+root is refused, but tar itself is trusted not to follow a layer's symlinks out of it. A digest
 that is not in the store raises `ImageNotFound`, whose message says "not found in the local image
 store"; references by tag only are not resolved here (the node double maps one tag, the agent image,
 to the host's Python itself).
@@ -152,6 +154,8 @@ def _extract_layer(blob: Path, rootfs: Path) -> None:
         if not path.name.startswith(WHITEOUT) or ".." in path.parts or path.is_absolute():
             continue
         parent = rootfs / path.parent
+        if not Path(os.path.realpath(parent)).is_relative_to(rootfs.resolve()):
+            raise ImageStoreError(f"whiteout {member}: its directory leads out of the image's root")
         victims = list(parent.iterdir()) if path.name == OPAQUE_WHITEOUT and parent.is_dir() else []
         if path.name != OPAQUE_WHITEOUT:
             victims = [parent / path.name.removeprefix(WHITEOUT)]

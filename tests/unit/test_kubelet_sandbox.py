@@ -170,3 +170,17 @@ def test_volumes_mount_parents_first_whatever_the_pods_order(tmp_path: Path) -> 
     )
     targets = [argv[i + 2] for i, a in enumerate(argv) if a == "--bind"]
     assert targets == ["/tmp", "/tmp/kubelet/pods"]
+
+
+def test_a_whiteout_behind_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    """A layer whose whiteout sits under a symlink to an absolute path must not delete that path on
+    the host (the symlink resolves on the host, not in the image)."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    os.symlink(str(outside), rootfs / "etc")
+    with pytest.raises(ImageStoreError, match="leads out of the image's root"):
+        _extract_layer(layer(tmp_path / "2.tar", {"etc/.wh.precious": b""}), rootfs)
+    assert (outside / "precious").read_text() == "keep"
