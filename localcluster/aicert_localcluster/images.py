@@ -148,8 +148,10 @@ def _tar(*argv: str) -> str:
 def _extract_layer(blob: Path, rootfs: Path) -> None:
     """Apply one layer (tar or tar+gzip) on top of `rootfs` as an OCI runtime would: its whiteouts
     first (`.wh.NAME` removes NAME, `.wh..wh..opq` empties its directory), then its other files,
-    owners and modes kept (GNU tar refuses members that leave the directory)."""
-    for member in _tar("-tf", str(blob)).splitlines():
+    owners and modes kept (GNU tar refuses members that leave the directory). On an empty root (an
+    image's first layer) whiteouts have nothing to remove, and the layer is not listed for them."""
+    members = _tar("-tf", str(blob)).splitlines() if any(rootfs.iterdir()) else []
+    for member in members:
         path = PurePosixPath(member.removeprefix("./"))
         if not path.name.startswith(WHITEOUT) or ".." in path.parts or path.is_absolute():
             continue
