@@ -182,6 +182,53 @@ def test_egress_opened_by_a_tenant_policy_is_refused(stack: Stack, run: Any) -> 
     assert f"{r.name}-open" in status["message"]
 
 
+def test_an_allow_all_policy_that_lived_seconds_between_gate_and_seal_is_refused(
+    stack: Stack, run: Any
+) -> None:
+    """Red team, round two, attack 2: open egress after the gate, close it before the seal."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    allow = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{r.name}-brief", "namespace": "default"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(allow))
+    stack.cluster.kubectl("delete", "networkpolicy", f"{r.name}-brief")
+    r.release()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "NetworkNotIsolated"), status
+    assert f"NetworkPolicy {r.name}-brief allowed egress" in status["message"]
+    assert "certificate" not in status
+
+
+def test_a_relabel_undone_before_the_seal_is_refused(stack: Stack, run: Any) -> None:
+    """Red team, round two, attack 1: with admission off, `app=web` for a while brings the pod under
+    the platform's allow-egress policy for web pods; the tenant removes it before the seal."""
+    web = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "web-egress", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(web))
+    try:
+        with admission_off(stack):
+            r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+            r.wait_started()
+            pod = f"{r.name}-1"
+            stack.cluster.kubectl("label", "pod", pod, "app=web")
+            stack.cluster.kubectl("label", "pod", pod, "app-")
+            r.release()
+            status = r.wait("Succeeded", "Failed")["status"]
+    finally:
+        stack.cluster.kubectl("delete", "networkpolicy", "web-egress")
+    assert (status["phase"], status["reason"]) == ("Failed", "PodRelabelled"), status
+    assert "its labels changed after the gate: app added" in status["message"]
+    assert "certificate" not in status
+
+
 def test_isolation_is_certified_and_a_policy_can_require_it(stack: Stack, run: Any) -> None:
     r = run().apply()
     status = r.wait("Succeeded", "Failed")["status"]

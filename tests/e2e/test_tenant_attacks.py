@@ -198,12 +198,16 @@ def test_training_pod_labels_owners_and_spec_are_immutable(stack: Stack, tenant:
         "aicert-training-pods",
         f"changing the spec of training pod {NS}/{name} is denied",
     )
-    # what system components and people legitimately do to a training pod still works
-    harmless = as_user(stack, tenant, "label", "pod", name, "team=a")
-    assert harmless.returncode == 0, harmless.stderr
+    # any other label or annotation too: `app=web` for a few seconds would bring the pod under the
+    # NetworkPolicies (and Services) that select app=web (second red-team round, attack 1)
+    frozen = f"changing the labels or annotations of training pod {NS}/{name} is denied"
+    for who in (tenant, admin):
+        refused(as_user(stack, who, "label", "pod", name, "app=web"), "aicert-training-pods", frozen)
+        refused(as_user(stack, who, "annotate", "pod", name, "note=x"), "aicert-training-pods", frozen)
 
     after = stack.get("pod", name, NS)
-    assert {k: v for k, v in after["metadata"]["labels"].items() if k != "team"} == real["metadata"]["labels"]
+    assert after["metadata"]["labels"] == real["metadata"]["labels"]
+    assert after["metadata"].get("annotations") == real["metadata"].get("annotations")
     assert after["metadata"]["ownerReferences"] == real["metadata"]["ownerReferences"]
     assert after["spec"] == real["spec"]
     finishes_honestly(stack, r, real)

@@ -637,7 +637,14 @@ AGENT_MAY = [
     ("list", "pods", ""),
     ("watch", "pods", ""),
     ("get", "persistentvolumeclaims", "default"),
-    ("list", "networkpolicies.networking.k8s.io", "default"),
+    ("list", "networkpolicies.networking.k8s.io", ""),
+    ("watch", "networkpolicies.networking.k8s.io", ""),
+    ("watch", "ciliumnetworkpolicies.cilium.io", ""),
+    ("watch", "ciliumclusterwidenetworkpolicies.cilium.io", ""),
+    ("watch", "networkpolicies.crd.projectcalico.org", ""),
+    ("watch", "globalnetworkpolicies.crd.projectcalico.org", ""),
+    ("watch", "adminnetworkpolicies.policy.networking.k8s.io", ""),
+    ("watch", "baselineadminnetworkpolicies.policy.networking.k8s.io", ""),
     ("patch", "nodes", ""),
     ("create", "events.events.k8s.io", "default"),
     ("create", "leases.coordination.k8s.io", NAMESPACE),
@@ -655,6 +662,8 @@ AGENT_MAY_NOT = [
     ("list", "leases.coordination.k8s.io", NAMESPACE),
     ("update", "leases.coordination.k8s.io", "default"),
     ("create", "networkpolicies.networking.k8s.io", "default"),
+    ("delete", "networkpolicies.networking.k8s.io", "default"),
+    ("create", "ciliumnetworkpolicies.cilium.io", "default"),
 ]
 
 

@@ -17,6 +17,7 @@ from aicert.digest import Manifest, hash_tree
 from aicert.events import INPUT
 from aicert.training import TrainingSpec
 from aicert_agent.measurement_log import Entry
+from aicert_agent.network_ledger import NetworkLedger
 from aicert_agent.node_agent import AgentConfig, NodeAgent, PodContext, Refusal
 from aicert_agent.pod_plan import Step
 from aicert_agent.recorder import RunRecorder
@@ -75,7 +76,9 @@ def agent(data: Path, tmp_path: Path) -> MeasuringAgent:
         assurance="dev",
         pod=PodSettings(agent_image="registry.example/aicert/agent@sha256:" + "b" * 64),
     )
-    made = MeasuringAgent(config, cast(Any, None), None, cast(Any, None), cast(Any, None), cast(Any, None))
+    made = MeasuringAgent(
+        config, cast(Any, None), None, cast(Any, None), cast(Any, None), cast(Any, None), NetworkLedger(None)
+    )
     made.claims = {"data-pvc": data, "out-pvc": tmp_path / "out"}
     made.recorded = Recorded()
     return made

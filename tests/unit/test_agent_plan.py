@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aicert_agent.node_agent import image_digest
 from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
+from aicert_agent.pod_state import image_digest
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 
 GATING = PodFacts(terminal=False, gate_running=True, gate_done=False, train_exit=None, seal_running=False)

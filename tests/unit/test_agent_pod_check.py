@@ -13,6 +13,7 @@ from aicert.contract.pod import PodSettings, training_pod
 from aicert.contract.status import REFUSALS, Reason
 from aicert.jcs import sha256_jcs
 from aicert.training import TrainingSpec
+from aicert_agent.network_ledger import NETWORK_POLICIES, NetworkLedger
 from aicert_agent.pod_check import (
     MEASURE,
     Action,
@@ -265,6 +266,14 @@ def own_policy(egress: str = "none") -> dict[str, Any]:
     return network_policy(name="run", namespace="ml", uid="u1", attempt=2, egress=egress)
 
 
+def problem(spec: TrainingSpec, policies: list[dict[str, Any]]) -> Problem | None:
+    """What the agent decides at the gate with these policies in the pod's namespace."""
+    book = NetworkLedger(None)
+    book.listed(NETWORK_POLICIES, policies, "7")
+    book.register("pod-uid", "ml", LABELS, {})
+    return network_problem(spec, book.record("pod-uid"), book.opened("pod-uid"))
+
+
 def test_the_operators_policy_selects_the_pod_and_denies_egress() -> None:
     mine = own_policy()
     assert mine["metadata"]["name"] == "run-2"
@@ -276,7 +285,7 @@ def test_the_operators_policy_selects_the_pod_and_denies_egress() -> None:
     }
     chosen = selecting([mine], LABELS)
     assert chosen == [mine] and egress_denied(chosen) is True
-    assert network_problem(TSPEC, chosen) is None
+    assert problem(TSPEC, [mine]) is None
 
 
 def test_the_policy_of_another_attempt_does_not_select_the_pod() -> None:
@@ -285,9 +294,10 @@ def test_the_policy_of_another_attempt_does_not_select_the_pod() -> None:
 
 
 def test_no_policy_is_not_isolated() -> None:
-    assert network_problem(TSPEC, []) == Problem(
+    assert problem(TSPEC, []) == Problem(
         Reason.NETWORK_NOT_ISOLATED,
-        "spec.network.egress is none but the NetworkPolicies selecting the pod (none) allow egress",
+        "spec.network.egress is none but the pod had egress: no NetworkPolicy isolates its egress "
+        "(at resourceVersion 7) (NetworkPolicies that selected it: none)",
     )
 
 
@@ -295,9 +305,10 @@ def test_a_tenant_policy_allowing_egress_undoes_deny_all() -> None:
     tenant = policy("open", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]})
     chosen = selecting([own_policy(), tenant], LABELS)
     assert len(chosen) == 2 and egress_denied(chosen) is False
-    assert network_problem(TSPEC, chosen) == Problem(
+    assert problem(TSPEC, [own_policy(), tenant]) == Problem(
         Reason.NETWORK_NOT_ISOLATED,
-        "spec.network.egress is none but the NetworkPolicies selecting the pod (run-2, open) allow egress",
+        "spec.network.egress is none but the pod had egress: NetworkPolicy open allowed egress "
+        "(at resourceVersion 7) (NetworkPolicies that selected it: run-2, open)",
     )
 
 
@@ -334,7 +345,7 @@ def test_which_policies_select_the_pod(selector: dict[str, Any], selects: bool) 
     open_egress = policy("tenant", {"podSelector": selector, "egress": [{}]})
     chosen = selecting([own_policy(), open_egress], LABELS)
     assert chosen == ([own_policy(), open_egress] if selects else [own_policy()])
-    assert (network_problem(TSPEC, chosen) is None) is (not selects)
+    assert (problem(TSPEC, [own_policy(), open_egress]) is None) is (not selects)
 
 
 def test_policy_types_default_from_the_rules() -> None:
@@ -354,8 +365,8 @@ def test_policy_types_default_from_the_rules() -> None:
 
 def test_egress_allowed_is_never_a_network_problem() -> None:
     allowed = TrainingSpec.model_validate({**SPEC, "network": {"egress": "allowed"}})
-    assert network_problem(allowed, []) is None
-    assert network_problem(allowed, [policy("open", {"podSelector": {}, "egress": [{}]})]) is None
+    assert problem(allowed, []) is None
+    assert problem(allowed, [policy("open", {"podSelector": {}, "egress": [{}]})]) is None
     mine = own_policy("allowed")
     assert mine["spec"]["egress"] == [{}] and egress_denied(selecting([mine], LABELS)) is False
 

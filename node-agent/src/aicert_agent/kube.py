@@ -23,7 +23,6 @@ class AgentKube(TrainingClient):
             instance=f"aicert-agent-{node}",
         )
         self.core = client.CoreV1Api(api_client)
-        self.networking = client.NetworkingV1Api(api_client)
         self.node = node
 
     def pods_on_node(self) -> tuple[list[dict[str, Any]], str]:
@@ -61,9 +60,6 @@ class AgentKube(TrainingClient):
         (a finished pod's volumes are unmounted)."""
         live = "status.phase!=Succeeded,status.phase!=Failed"
         return list(raw_json(self.core.list_namespaced_pod, namespace, field_selector=live)["items"])
-
-    def network_policies(self, namespace: str) -> list[dict[str, Any]]:
-        return list(raw_json(self.networking.list_namespaced_network_policy, namespace)["items"])
 
     def get_claim(self, namespace: str, claim: str) -> dict[str, Any]:
         try:

@@ -23,7 +23,6 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, root_level
-from aicert.contract.network import egress_denied, policy_record, selecting
 from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
 from aicert.contract.status import REFUSALS, ConditionType, Reason, set_condition
 from aicert.digest import (
@@ -35,11 +34,9 @@ from aicert.digest import (
     Manifest,
     hash_tree,
 )
-from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL
+from aicert.events import IMAGE, INPUT, OUTPUT
 from aicert.training import (
     CERTIFICATE_MAX_BYTES,
-    CONTAINER_GATE,
-    CONTAINER_SEAL,
     CONTAINER_TRAIN,
     CONTROL_VOLUME,
     LABEL_ATTEMPT,
@@ -56,18 +53,26 @@ from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
+from aicert_agent.network_ledger import NetworkLedger, NotWatching
 from aicert_agent.platform import cvm_problem
-from aicert_agent.pod_check import Action, Problem, check_pod, network_problem, volume_problem
+from aicert_agent.pod_check import (
+    Action,
+    Problem,
+    check_pod,
+    network_problem,
+    relabel_problem,
+    volume_problem,
+)
 from aicert_agent.pod_plan import (
     Markers,
     PodFacts,
     PodRun,
-    RunProgress,
     Step,
     may_act,
     plan,
     run_in_flight,
 )
+from aicert_agent.pod_state import container_status, image_digest, pod_facts, run_progress
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.timestamping import add_timestamp
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
@@ -137,52 +142,6 @@ class PodContext:
         return output_claim(self.spec, self.training_name, self.attempt)
 
 
-def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
-    status = pod.get("status") or {}
-    for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        if c.get("name") == name:
-            return dict(c)
-    return {}
-
-
-def _running(container: dict[str, Any]) -> bool:
-    return bool((container.get("state") or {}).get("running"))
-
-
-def _terminated(container: dict[str, Any]) -> dict[str, Any] | None:
-    state = container.get("state") or {}
-    return state.get("terminated")
-
-
-def pod_facts(pod: dict[str, Any]) -> PodFacts:
-    phase = (pod.get("status") or {}).get("phase")
-    gate = _terminated(_container(pod, CONTAINER_GATE))
-    train = _terminated(_container(pod, CONTAINER_TRAIN))
-    return PodFacts(
-        terminal=phase in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp")),
-        gate_running=_running(_container(pod, CONTAINER_GATE)),
-        gate_done=gate is not None and gate.get("exitCode") == 0,
-        train_exit=None if train is None else int(train.get("exitCode", -1)),
-        seal_running=_running(_container(pod, CONTAINER_SEAL)),
-    )
-
-
-def run_progress(entries: list[Entry], run: str) -> RunProgress:
-    kinds = [e.type for e in entries if e.run == run]
-    return RunProgress(
-        started=RUN in kinds,
-        inputs_measured=kinds.count(INPUT),
-        output_measured=OUTPUT in kinds,
-        sealed=SEAL in kinds,
-    )
-
-
-def image_digest(image_id: str) -> str | None:
-    """The sha256 digest in a runtime imageID (`repo@sha256:…`, `docker-pullable://…@sha256:…`, `sha256:…`)."""
-    _, _, digest = image_id.rpartition("sha256:")
-    return f"sha256:{digest}" if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
-
-
 @dataclass
 class NodeAgent:
     config: AgentConfig
@@ -191,6 +150,7 @@ class NodeAgent:
     log: MeasurementLog
     ak: AkIdentity
     trust: TrustStore
+    network: NetworkLedger  # the policies that selected each run's pod, gate to seal (policy_watch)
     _salts: dict[str, str] = field(default_factory=dict)
 
     # --- start -----------------------------------------------------------------------------
@@ -252,6 +212,9 @@ class NodeAgent:
     def rebase_if_idle(self, pods: list[dict[str, Any]]) -> None:
         """Called while no pod is worked on: with no run between its gate and its seal, start a new
         measurement epoch, so certificates carry only concurrent runs' entries."""
+        live = {str(p["metadata"]["uid"]) for p in pods if not self._pod_run(p).finished}
+        for gone in self.network.tracked() - live:
+            self.network.forget(gone)
         entries = self.log.entries()
         if entries and not run_in_flight([self._pod_run(p) for p in pods], {e.run for e in entries}):
             self.log.rebase(self.tpm)
@@ -320,6 +283,9 @@ class NodeAgent:
             log.info("%s/%s: %s", ctx.namespace, meta["name"], step.value)
             try:
                 self._do(step, ctx, entries)
+            except NotWatching as exc:  # the policy watches are not listed yet: the next sweep
+                log.info("%s/%s: %s", ctx.namespace, meta["name"], exc)
+                return
             except Refusal as refusal:
                 self._refuse(ctx, refusal.reason, refusal.message)
                 return
@@ -360,14 +326,16 @@ class NodeAgent:
             raise Refusal.of(problem)
 
     def _network(self, ctx: PodContext) -> dict[str, JsonValue]:
-        """The NetworkPolicies selecting the pod now, as the certificate records them; refuses when
-        the spec asks for no egress and they allow some."""
-        found = selecting(self.kube.network_policies(ctx.namespace), ctx.pod["metadata"].get("labels") or {})
-        problem = network_problem(ctx.spec, found)
+        """Start watching the pod's network (the ledger keeps every policy state that selects it
+        until the seal); refuses when the spec asks for no egress and the pod has some now."""
+        meta = ctx.pod["metadata"]
+        record = self.network.register(
+            ctx.uid, ctx.namespace, meta.get("labels") or {}, meta.get("annotations") or {}
+        )
+        problem = network_problem(ctx.spec, record, self.network.opened(ctx.uid))
         if problem is not None:
             raise Refusal.of(problem)
-        policies: list[JsonValue] = [dict(policy_record(p)) for p in found]
-        return {"egress": "none" if egress_denied(found) else "allowed", "policies": policies}
+        return dict(record)
 
     def _hash(self, path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
         """`exclude`: INPUT_EXCLUDED (an input is measured whole) or OUTPUT_EXCLUDED."""
@@ -445,7 +413,14 @@ class NodeAgent:
         own = [e for e in entries if e.run == ctx.uid]
         if not any(e.type == OUTPUT for e in own):
             self._check_volumes(ctx)
-            self._network(ctx)  # still isolated as recorded at the gate
+            meta = ctx.pod["metadata"]
+            self.network.pod_seen(ctx.uid, meta.get("labels") or {}, meta.get("annotations") or {})
+            network = self.network.record(ctx.uid)  # from the gate until now
+            problem = relabel_problem(self.network.relabelled(ctx.uid)) or network_problem(
+                ctx.spec, network, self.network.opened(ctx.uid)
+            )
+            if problem is not None:
+                raise Refusal.of(problem)
             measured = {str(e.content["name"]): str(e.content["root"]) for e in own if e.type == INPUT}
             for item in ctx.spec.inputs:
                 now = self._hash(
@@ -458,7 +433,7 @@ class NodeAgent:
                         Reason.INPUTS_CHANGED,
                         f"input {item.name} changed during training (root {measured[item.name]} became {now.root})",
                     )
-            image_id = str(_container(ctx.pod, CONTAINER_TRAIN).get("imageID") or "")
+            image_id = str(container_status(ctx.pod, CONTAINER_TRAIN).get("imageID") or "")
             digest = image_digest(image_id)
             if digest is None:
                 raise Refusal(
@@ -481,7 +456,7 @@ class NodeAgent:
                         f"the training wrote {reserved} into its output, a name aicert reserves",
                     )
             output = self._hash(out_dir, "the output", exclude=OUTPUT_EXCLUDED)
-            recorder.output(ctx.spec.output.name, output)
+            recorder.output(ctx.spec.output.name, output, network=network)
             output.write(out_dir / MANIFEST_FILE)
         self._publish(ctx, recorder)
 
@@ -554,6 +529,7 @@ class NodeAgent:
                 {"conditions": [self._condition(ctx, "False", reason, message)]},
             )
         write_marker(self._control(ctx.uid), MARKER_REFUSED, f"{reason}: {message}")
+        self.network.forget(ctx.uid)
         metrics.CERTIFICATES.labels("refused").inc()
         self.kube.emit(
             ctx.namespace,
@@ -576,6 +552,10 @@ class NodeAgent:
                 try:
                     for event_type, pod in self.kube.watch_pods(resource_version, timeout=30):
                         resource_version = str(pod["metadata"].get("resourceVersion") or resource_version)
+                        meta = pod["metadata"]
+                        self.network.pod_seen(
+                            str(meta["uid"]), meta.get("labels") or {}, meta.get("annotations") or {}
+                        )
                         work.update(event_type, pod)
                         if stop.is_set():
                             return

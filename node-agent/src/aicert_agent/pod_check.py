@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
-from aicert.contract.network import egress_denied
 from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
 from aicert.contract.status import Reason
 from aicert.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
@@ -164,12 +163,23 @@ def volume_problem(
     return None
 
 
-def network_problem(spec: TrainingSpec, selecting: list[Mapping[str, Any]]) -> Problem | None:
-    """With `egress: none`, the NetworkPolicies that select the pod must leave it no egress."""
-    if spec.network.egress == "none" and not egress_denied(selecting):
-        names = ", ".join(str((p.get("metadata") or {}).get("name")) for p in selecting) or "none"
+def network_problem(spec: TrainingSpec, record: Mapping[str, Any], opened: list[str]) -> Problem | None:
+    """With `egress: none`, no moment since the gate may have left the pod egress. `record`: the
+    ledger's (aicert_agent.network_ledger), `opened`: the moments it saw egress open. An `unknown`
+    record is certified as such: a verifier's `egress: none` policy then refuses it."""
+    if spec.network.egress == "none" and record.get("egress") == "allowed":
+        names = ", ".join(str(p.get("name")) for p in record.get("policies") or []) or "none"
+        when = "; ".join(opened[:2]) or "now"
         return Problem(
             Reason.NETWORK_NOT_ISOLATED,
-            f"spec.network.egress is none but the NetworkPolicies selecting the pod ({names}) allow egress",
+            f"spec.network.egress is none but the pod had egress: {when} (NetworkPolicies that selected it: {names})",
         )
     return None
+
+
+def relabel_problem(change: str | None) -> Problem | None:
+    """A training pod's labels and annotations are frozen once the agent registered it: a relabel
+    can bring it under other NetworkPolicies (or Services) for a while, even when undone."""
+    if change is None:
+        return None
+    return Problem(Reason.POD_RELABELLED, f"the training pod was relabelled: {change}")

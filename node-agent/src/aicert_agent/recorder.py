@@ -116,17 +116,18 @@ class RunRecorder:
             },
         )
 
-    def output(self, name: str, manifest: Manifest) -> None:
-        self._record(
-            OUTPUT,
-            {
-                "name": name,
-                "root": manifest.root,
-                "files": manifest.file_count,
-                "bytes": manifest.total_bytes,
-                "finishedOn": utc_now(),
-            },
-        )
+    def output(self, name: str, manifest: Manifest, *, network: dict[str, Any] | None = None) -> None:
+        """`network`: the pod's network from its gate until now (Kubernetes runs)."""
+        fields: dict[str, Any] = {
+            "name": name,
+            "root": manifest.root,
+            "files": manifest.file_count,
+            "bytes": manifest.total_bytes,
+            "finishedOn": utc_now(),
+        }
+        if network is not None:
+            fields["network"] = network
+        self._record(OUTPUT, fields)
 
     def own_events(self) -> list[dict[str, Any]]:
         return [e.content for e in self.log.entries() if e.run == self.run_id]

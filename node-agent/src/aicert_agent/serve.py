@@ -17,10 +17,14 @@ from aicert.trust import TrustError, load_trust_store
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.network_ledger import NetworkLedger
 from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.platform import PlatformError
+from aicert_agent.policy_watch import PolicyWatch
 from aicert_agent.tpm.client import Tpm, TpmError
 from aicert_kube.lease import LeaseLock
+
+NETWORK_FILE = "network.json"  # the network ledger's state, beside the measurement log
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -71,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
                 MeasurementLog(args.state_dir / LOG_FILE, args.pcr),
                 ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
                 trust,
+                NetworkLedger(args.state_dir / NETWORK_FILE),
             )
             lease.try_acquire()
             if not agent.start():
@@ -83,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
                 stop.set()
 
             lease.hold(on_lost, stop, healthy=agent.probe_tpm, on_renewed=agent.relabel)
+            PolicyWatch(api, agent.network, stop).start()
             agent.run(stop)
     except (TpmError, PlatformError) as exc:
         kube.label_node(None)

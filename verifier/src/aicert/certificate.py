@@ -181,11 +181,15 @@ class NetworkPolicyRecord(Model, frozen=True, kw_only=True):
 
 
 class NetworkRecord(Model, frozen=True, kw_only=True):
-    """The pod's network as the agent found it at the gate: `egress` is `none` only when the
-    NetworkPolicies selecting the pod (listed) leave it no egress at all."""
+    """The pod's network as the agent watched it, from its gate to its seal (the run event carries
+    it as it stood at the gate). `egress` is `none` only when, at every moment, the NetworkPolicies
+    selecting the pod (every state of them is listed) left it no egress at all; `unknown` when the
+    agent could not tell (a policy kind it cannot evaluate could select the pod, or it could not
+    watch the whole run: `unknown` says why); `allowed` when some moment left it egress."""
 
-    egress: Literal["none", "allowed"]
-    policies: list[NetworkPolicyRecord]
+    egress: Literal["none", "allowed", "unknown"]
+    policies: Annotated[list[NetworkPolicyRecord], Meta(max_length=256)]
+    unknown: Annotated[list[Annotated[str, Meta(max_length=512)]], Meta(max_length=16)] | None = None
 
 
 class RunIdentity(Model, frozen=True, kw_only=True):

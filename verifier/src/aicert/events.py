@@ -88,6 +88,7 @@ class OutputEvent(_Event, frozen=True, kw_only=True):
     files: Count
     bytes: Count
     finishedOn: Timestamp
+    network: NetworkRecord | None = None  # the pod's network from gate to seal (Kubernetes runs)
 
 
 class SealEvent(_Event, frozen=True, kw_only=True):
@@ -160,7 +161,7 @@ def statement_from_events(
             uid=run.uid,
             attempt=run.attempt,
             spec=run.spec,
-            network=run.network,
+            network=output.network or run.network,  # the whole run's record when there is one
         ),
         image=ImageRecord(ref=image[0].ref, digest=image[0].digest) if image else None,
         inputs=[InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes) for i in inputs],

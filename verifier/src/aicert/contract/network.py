@@ -68,6 +68,12 @@ def _types(spec: Mapping[str, Any]) -> set[str]:
     return {"Ingress", "Egress"} if spec.get("egress") else {"Ingress"}
 
 
+def allows_egress(policy: Mapping[str, Any]) -> bool:
+    """Does this policy, on its own, allow the pods it selects some egress?"""
+    spec = policy.get("spec") or {}
+    return "Egress" in _types(spec) and bool(spec.get("egress"))
+
+
 def egress_denied(policies: Iterable[Mapping[str, Any]]) -> bool:
     """True when the policies that select a pod leave it no egress at all: at least one isolates
     egress, and none allows any (policies are additive)."""

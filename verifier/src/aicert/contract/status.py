@@ -64,6 +64,7 @@ class Reason(enum.StrEnum):
     OUTPUT_NOT_EMPTY = "OutputNotEmpty"
     INPUT_NOT_EXCLUSIVE = "InputNotExclusive"
     NETWORK_NOT_ISOLATED = "NetworkNotIsolated"
+    POD_RELABELLED = "PodRelabelled"  # its labels or annotations changed after the gate
     INPUTS_CHANGED = "InputsChanged"
     RESERVED_FILE = "ReservedFile"
     MEASUREMENT_LOG_LOST = "MeasurementLogLost"
@@ -89,6 +90,7 @@ REFUSALS: Final = frozenset(
         Reason.OUTPUT_NOT_EMPTY,
         Reason.INPUT_NOT_EXCLUSIVE,
         Reason.NETWORK_NOT_ISOLATED,
+        Reason.POD_RELABELLED,
         Reason.INPUTS_CHANGED,
         Reason.RESERVED_FILE,
         Reason.MEASUREMENT_LOG_LOST,
