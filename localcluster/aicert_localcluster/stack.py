@@ -481,16 +481,22 @@ class Stack:
         return self.provisioner.path(namespace, claim)
 
     def local_volume(
-        self, name: str, size: str = "1Gi", namespace: str = "default", access_mode: str = "ReadWriteOncePod"
+        self,
+        name: str,
+        size: str = "1Gi",
+        namespace: str = "default",
+        access_mode: str = "ReadWriteOncePod",
+        path: Path | None = None,
     ) -> Path:
-        """A local PV (a host directory, on the TPM nodes) and a PVC bound to it; returns the directory.
+        """A local PV (a host directory, on the TPM nodes) and a PVC bound to it; returns the directory
+        (`path` when given: a second PV on the storage of another).
 
         `local` rather than `hostPath`: kubelet bind-mounts local PVs under the pod's volume
         directory, which is where the agent measures them in production too. The default access
         mode is what a run's output needs; inputs use ReadOnlyMany.
         """
         nodes = ", ".join(self.tpm_nodes)
-        path = self.workdir / "volumes" / namespace / name
+        path = path or self.workdir / "volumes" / namespace / name
         path.mkdir(parents=True, exist_ok=True)
         manifest = f"""
 apiVersion: v1

@@ -163,6 +163,25 @@ def test_a_second_writer_of_an_input_is_refused(stack: Stack, run: Any, image: s
         stack.cluster.kubectl("delete", "pod", f"{r.name}-writer", "--wait=false")
 
 
+def test_a_second_pv_on_the_inputs_directory_is_refused(stack: Stack, run: Any) -> None:
+    """Two static PVs on one directory: the second, writable, is held by a claim in another
+    namespace. Claim names differ, so only the backing storage shows it."""
+    r = run()
+    stack.cluster.kubectl("create", "namespace", "storage-b")
+    try:
+        stack.local_volume("prep", namespace="storage-b", access_mode="ReadWriteOnce", path=r.data)
+        status = r.apply().wait("Succeeded", "Failed")["status"]
+    finally:
+        stack.cluster.kubectl("delete", "namespace", "storage-b", "--wait=false")
+        stack.cluster.kubectl("delete", "pv", "pv-storage-b-prep", "--wait=false")
+    assert (status["phase"], status["reason"]) == ("Failed", "InputNotExclusive"), status
+    assert (
+        "PV pv-storage-b-prep (claim storage-b/prep) is backed by the storage of input claim"
+        in status["message"]
+    )
+    assert "certificate" not in status
+
+
 def test_egress_opened_by_a_tenant_policy_is_refused(stack: Stack, run: Any) -> None:
     """NetworkPolicies add up: a tenant's allow-all for the training pods defeats the deny-all."""
     r = run()

@@ -637,6 +637,7 @@ AGENT_MAY = [
     ("list", "pods", ""),
     ("watch", "pods", ""),
     ("get", "persistentvolumeclaims", "default"),
+    ("list", "persistentvolumes", ""),
     ("list", "networkpolicies.networking.k8s.io", ""),
     ("watch", "networkpolicies.networking.k8s.io", ""),
     ("watch", "ciliumnetworkpolicies.cilium.io", ""),

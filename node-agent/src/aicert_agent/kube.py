@@ -72,6 +72,10 @@ class AgentKube(TrainingClient):
             raise
         return pvc
 
+    def volumes(self) -> list[dict[str, Any]]:
+        """Every PersistentVolume: which other PVs share the storage of a run's claims."""
+        return list(raw_json(self.core.list_persistent_volume)["items"])
+
     def label_node(self, level: str | None) -> None:
         """Set (or, with None, remove) this node's aicert.dev/assurance label."""
         self.core.patch_node(self.node, {"metadata": {"labels": {LABEL_ASSURANCE: level}}})

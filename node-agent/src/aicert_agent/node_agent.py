@@ -74,6 +74,7 @@ from aicert_agent.pod_plan import (
 )
 from aicert_agent.pod_state import container_status, image_digest, pod_facts, run_progress
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.storage import shared_storage_problem
 from aicert_agent.timestamping import add_timestamp
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
@@ -321,7 +322,14 @@ class NodeAgent:
         names = [i.persistentVolumeClaim.claimName for i in ctx.spec.inputs] + ([output] if output else [])
         claims = {n: self._claim(ctx, n) for n in names}
         pods = self.kube.pods_in_namespace(ctx.namespace)
-        problem = volume_problem(ctx.spec, claims, pods, ctx.uid, output_claim=output)
+        problem = volume_problem(
+            ctx.spec, claims, pods, ctx.uid, output_claim=output
+        ) or shared_storage_problem(
+            claims,
+            self.kube.volumes() if claims else [],
+            inputs=[i.persistentVolumeClaim.claimName for i in ctx.spec.inputs],
+            output_claim=output,
+        )
         if problem is not None:
             raise Refusal.of(problem)
 
