@@ -6,7 +6,9 @@ leaves extra local files out of the comparison, never a certified one: when the 
 names are known (the certified manifest.json beside the outputs, an old proof's outputs) the files
 they name are checked whatever the patterns say; when they are not (an input), a pattern that
 matches a certified file leaves it out of the local root, which then cannot match, and the failure
-names the files the patterns left out.
+names the files the patterns left out. A top-level manifest.json or aicert-certificate.json that
+is a directory fails the check: those names are left out of an output's root, and a directory
+would hide files.
 """
 
 from __future__ import annotations
@@ -116,6 +118,23 @@ def _explain(listing: Manifest | None, local: LocalTree) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _no_excluded_directory(directory: Path, check: Check, exclude: frozenset[str]) -> None:
+    """The names left out of a root (the manifest.json and aicert-certificate.json aicert writes
+    beside the outputs) must not be directories: aicert writes files there, and a directory of that
+    name would take its whole subtree out of the comparison unseen."""
+    for name in sorted(exclude):
+        try:
+            is_directory = stat.S_ISDIR(os.lstat(directory / name).st_mode)
+        except OSError:  # absent (or DIR is a file): nothing left out
+            continue
+        if is_directory:
+            raise VerificationError(
+                check,
+                f"{directory / name} is a directory: aicert writes {name} beside the outputs as a file, "
+                "and a directory there would leave the files in it out of the comparison",
+            )
+
+
 def check_local_dir(
     directory: Path,
     root: str,
@@ -131,6 +150,8 @@ def check_local_dir(
     """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root.
     `listing`: the certified manifest, when known (`certified_listing`)."""
     certified = frozenset(f.path for f in listing.files) if listing is not None else frozenset()
+    if directory.is_dir():
+        _no_excluded_directory(directory, check, exclude)
     local = _hash_local(directory, check, option, exclude=exclude, ignore=ignore, certified=certified)
     if local.manifest.root != root:
         raise VerificationError(
