@@ -6,9 +6,9 @@ leaves extra local files out of the comparison, never a certified one: when the 
 names are known (the certified manifest.json beside the outputs, an old proof's outputs) the files
 they name are checked whatever the patterns say; when they are not (an input), a pattern that
 matches a certified file leaves it out of the local root, which then cannot match, and the failure
-names the files the patterns left out. A top-level manifest.json or aicert-certificate.json that
-is a directory fails the check: those names are left out of an output's root, and a directory
-would hide files.
+names the files the patterns left out. When the files compare, the check records itself as passed
+in the verification's CheckLog. A top-level manifest.json or aicert-certificate.json that is a directory
+fails the check: those names are left out of an output's root, and a directory would hide files.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from typing import Any
 
 import msgspec
 
+from aicert.certificate import InputRecord, OutputRecord
 from aicert.digest import (
+    INPUT_EXCLUDED,
     MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
     DigestError,
     Manifest,
     ManifestError,
@@ -31,6 +34,7 @@ from aicert.digest import (
     check_relative_path,
     hash_tree,
 )
+from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import Check, MalformedError, VerificationError
 
 NO_PATTERNS = PathPatterns()
@@ -161,6 +165,52 @@ def check_local_dir(
         )
 
 
+def check_model_dir(
+    directory: Path, outputs: OutputRecord, log: CheckLog[Check], ignore: PathPatterns | None = None
+) -> None:
+    """`model-files`: `--model DIR` hashes to the certified output root (less the manifest.json and
+    certificate aicert writes beside it, and the extra files `ignore` matches)."""
+    check_local_dir(
+        directory,
+        outputs.root,
+        outputs.files,
+        Check.MODEL_FILES,
+        "--model",
+        "output",
+        exclude=OUTPUT_EXCLUDED,
+        listing=certified_listing(directory, outputs.root),
+        ignore=ignore,
+    )
+    log.passed(Check.MODEL_FILES)  # (9)
+
+
+def check_data_dirs(
+    directories: Mapping[str, Path],
+    inputs: Iterable[InputRecord],
+    log: CheckLog[Check],
+    ignore: PathPatterns | None = None,
+) -> None:
+    """`data-files`: each `--data NAME=DIR` hashes to the certified root of input NAME (measured
+    whole). MalformedError for a NAME the certificate has no input of."""
+    certified = {i.name: i for i in inputs}
+    for name in directories:
+        if name not in certified:
+            known = ", ".join(sorted(certified)) or "none"
+            raise MalformedError("--data", f"the certificate has no input named {name!r} (inputs: {known})")
+    for name, directory in directories.items():
+        check_local_dir(
+            directory,
+            certified[name].root,
+            certified[name].files,
+            Check.DATA_FILES,
+            "--data",
+            f"input {name!r}",
+            exclude=INPUT_EXCLUDED,
+            ignore=ignore,
+        )
+    log.passed(Check.DATA_FILES)  # (9) every input given
+
+
 # --- old AICert proofs -----------------------------------------------------------------------
 
 
@@ -213,10 +263,15 @@ def _legacy_local(directory: Path, local: Manifest, certified: Mapping[str, str]
 
 
 def check_legacy_model(
-    directory: Path, events: list[dict[str, Any]], ignore: PathPatterns | None = None
+    directory: Path,
+    events: list[dict[str, Any]],
+    ignore: PathPatterns | None = None,
+    *,
+    log: CheckLog[Check] | None = None,
 ) -> None:
-    """DIR must hold exactly the regular files the proof names (less the extras `ignore` matches),
-    each with the certified sha256; a symlink or special file among them is refused."""
+    """`model-files` for an old proof: DIR must hold exactly the regular files the proof names (less
+    the extras `ignore` matches), each with the certified sha256; a symlink or special file among
+    them is refused. Records the pass in `log` (the verification's; None: a record of its own)."""
     certified = legacy_outputs(events)
     if not certified:
         raise VerificationError(Check.MODEL_FILES, "the proof records no outputs to compare with")
@@ -241,3 +296,4 @@ def check_legacy_model(
         raise VerificationError(
             Check.MODEL_FILES, f"{directory} does not hold the files the proof certifies: {'; '.join(parts)}"
         )
+    (log or CheckLog(Check)).passed(Check.MODEL_FILES)  # (9)

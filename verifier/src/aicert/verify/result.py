@@ -8,7 +8,7 @@ import msgspec
 
 from aicert.certificate import Statement, VerifiedAssurance
 from aicert.tpm.attest import ClockInfo
-from aicert.verify.errors import Check
+from aicert.verify.errors import BindingCheck, Check
 
 
 class VerifiedTraining(msgspec.Struct, frozen=True):
@@ -20,10 +20,12 @@ class VerifiedTraining(msgspec.Struct, frozen=True):
     trust_root: str
     trust_source: str
     clock: ClockInfo
-    passed: tuple[Check, ...]  # the checks that ran, in order; each one passed
+    # the checks that ran and passed, in the plan's order, as each recorded itself where it ran
+    # (aicert.verify.checklog); `kubectl aicert verify` adds its resource checks after them
+    passed: tuple[Check | BindingCheck, ...]
     notes: tuple[str, ...] = ()
-    # the checks that did not run, and why (no policy, no --model, not in an old proof's format):
-    # a verified certificate proves nothing about them
+    # the checks that did not run, and why (no policy, no --model, not in an old proof's format),
+    # as recorded where that was decided: a verified certificate proves nothing about them
     skipped: tuple[tuple[Check, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
