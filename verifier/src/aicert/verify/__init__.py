@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from aicert.verify.policy import Policy
-    from aicert.verify.result import VerifiedTraining
+    from aicert.verify.result import IgnoredFiles, VerifiedTraining
     from aicert.verify.verifier import Verifier
 
 _WHERE = {
@@ -38,6 +38,7 @@ _WHERE = {
     "MalformedError": "errors",
     "VerificationError": "errors",
     "Policy": "policy",
+    "IgnoredFiles": "result",
     "VerifiedTraining": "result",
     "Verifier": "verifier",
 }
@@ -48,6 +49,7 @@ __all__ = [
     "Check",
     "CheckLog",
     "Document",
+    "IgnoredFiles",
     "IncompleteVerification",
     "MalformedError",
     "Policy",

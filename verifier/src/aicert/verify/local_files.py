@@ -6,8 +6,9 @@ leaves extra local files out of the comparison, never a certified one: when the 
 names are known (the certified manifest.json beside the outputs, an old proof's outputs) the files
 they name are checked whatever the patterns say; when they are not (an input), a pattern that
 matches a certified file leaves it out of the local root, which then cannot match, and the failure
-names the files the patterns left out. When the files compare, the check records itself as passed
-in the verification's CheckLog. A top-level manifest.json or aicert-certificate.json that is a directory
+names the files the patterns left out. When the files compare, the ones the patterns left out are
+returned for the result to list (`IgnoredFiles`), and the check records itself as passed in the
+verification's CheckLog. A top-level manifest.json or aicert-certificate.json that is a directory
 fails the check: those names are left out of an output's root, and a directory would hide files.
 """
 
@@ -36,6 +37,7 @@ from aicert.digest import (
 )
 from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.result import IgnoredFiles
 
 NO_PATTERNS = PathPatterns()
 _LISTING_MAX_BYTES = 256 << 20  # a certified manifest.json larger than this is not read
@@ -150,9 +152,10 @@ def check_local_dir(
     exclude: frozenset[str],
     listing: Manifest | None = None,
     ignore: PathPatterns | None = None,
-) -> None:
-    """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root.
-    `listing`: the certified manifest, when known (`certified_listing`)."""
+) -> tuple[str, ...]:
+    """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root;
+    the files `ignore` left out, sorted. `listing`: the certified manifest, when known
+    (`certified_listing`)."""
     certified = frozenset(f.path for f in listing.files) if listing is not None else frozenset()
     if directory.is_dir():
         _no_excluded_directory(directory, check, exclude)
@@ -163,14 +166,15 @@ def check_local_dir(
             f"{directory} hashes to {local.manifest.root} ({local.manifest.file_count} files), but the "
             f"certified {what} is {root} ({files} files){_explain(listing, local)}",
         )
+    return local.ignored
 
 
 def check_model_dir(
     directory: Path, outputs: OutputRecord, log: CheckLog[Check], ignore: PathPatterns | None = None
-) -> None:
+) -> tuple[IgnoredFiles, ...]:
     """`model-files`: `--model DIR` hashes to the certified output root (less the manifest.json and
-    certificate aicert writes beside it, and the extra files `ignore` matches)."""
-    check_local_dir(
+    certificate aicert writes beside it, and the extra files `ignore` matches); what `ignore` left out."""
+    left_out = check_local_dir(
         directory,
         outputs.root,
         outputs.files,
@@ -182,6 +186,7 @@ def check_model_dir(
         ignore=ignore,
     )
     log.passed(Check.MODEL_FILES)  # (9)
+    return IgnoredFiles.of(Check.MODEL_FILES, directory, left_out)
 
 
 def check_data_dirs(
@@ -189,16 +194,17 @@ def check_data_dirs(
     inputs: Iterable[InputRecord],
     log: CheckLog[Check],
     ignore: PathPatterns | None = None,
-) -> None:
+) -> tuple[IgnoredFiles, ...]:
     """`data-files`: each `--data NAME=DIR` hashes to the certified root of input NAME (measured
-    whole). MalformedError for a NAME the certificate has no input of."""
+    whole); what `ignore` left out. MalformedError for a NAME the certificate has no input of."""
     certified = {i.name: i for i in inputs}
     for name in directories:
         if name not in certified:
             known = ", ".join(sorted(certified)) or "none"
             raise MalformedError("--data", f"the certificate has no input named {name!r} (inputs: {known})")
+    ignored: list[IgnoredFiles] = []
     for name, directory in directories.items():
-        check_local_dir(
+        left_out = check_local_dir(
             directory,
             certified[name].root,
             certified[name].files,
@@ -208,7 +214,9 @@ def check_data_dirs(
             exclude=INPUT_EXCLUDED,
             ignore=ignore,
         )
+        ignored += IgnoredFiles.of(Check.DATA_FILES, directory, left_out)
     log.passed(Check.DATA_FILES)  # (9) every input given
+    return tuple(ignored)
 
 
 # --- old AICert proofs -----------------------------------------------------------------------
@@ -268,10 +276,11 @@ def check_legacy_model(
     ignore: PathPatterns | None = None,
     *,
     log: CheckLog[Check] | None = None,
-) -> None:
+) -> tuple[IgnoredFiles, ...]:
     """`model-files` for an old proof: DIR must hold exactly the regular files the proof names (less
     the extras `ignore` matches), each with the certified sha256; a symlink or special file among
-    them is refused. Records the pass in `log` (the verification's; None: a record of its own)."""
+    them is refused. Records the pass in `log` (the verification's; None: a record of its own) and
+    returns what `ignore` left out."""
     certified = legacy_outputs(events)
     if not certified:
         raise VerificationError(Check.MODEL_FILES, "the proof records no outputs to compare with")
@@ -297,3 +306,4 @@ def check_legacy_model(
             Check.MODEL_FILES, f"{directory} does not hold the files the proof certifies: {'; '.join(parts)}"
         )
     (log or CheckLog(Check)).passed(Check.MODEL_FILES)  # (9)
+    return IgnoredFiles.of(Check.MODEL_FILES, directory, local.ignored)

@@ -47,7 +47,7 @@ from aicert.verify.evidence import QuoteEvidence
 from aicert.verify.keys import load_public_key, readable_certificates
 from aicert.verify.platform import check_platform, not_claimed
 from aicert.verify.policy import Policy, check_policy, skip_policy
-from aicert.verify.result import VerifiedTraining
+from aicert.verify.result import IgnoredFiles, VerifiedTraining
 
 if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest for --model/--data,
     # aicert.legacy for an old AICert proof, aicert.verify.timestamp for a timestamped certificate
@@ -103,6 +103,7 @@ class QuoteFacts(msgspec.Struct, frozen=True):
         log: CheckLog[Check],
         notes: tuple[str, ...] = (),
         assurance: VerifiedAssurance | None = None,
+        ignored: tuple[IgnoredFiles, ...] = (),
     ) -> VerifiedTraining:
         """The result, from what `log` recorded: raises IncompleteVerification if a planned check
         neither ran nor was skipped."""
@@ -119,6 +120,7 @@ class QuoteFacts(msgspec.Struct, frozen=True):
             passed=passed,
             notes=notes,
             skipped=skipped,
+            ignored=ignored,
         )
 
 
@@ -438,10 +440,11 @@ class Verifier:
                 facts.platform,
                 log,
             )
+        ignored: tuple[IgnoredFiles, ...] = ()
         if data_dirs:
             from aicert.verify.local_files import check_data_dirs  # the hashing code: only with files
 
-            check_data_dirs(data_dirs, predicate.inputs, log, ignore)
+            ignored = check_data_dirs(data_dirs, predicate.inputs, log, ignore)
         else:
             log.skipped(Check.DATA_FILES, NO_DATA_DIRS)
         notes: tuple[str, ...] = ()
@@ -462,8 +465,8 @@ class Verifier:
         else:
             from aicert.verify.local_files import check_model_dir
 
-            check_model_dir(model_dir, predicate.outputs, log, ignore)
-        return facts.result("aicert.dev/v1alpha1", statement, own, log, notes=notes)
+            ignored = (*check_model_dir(model_dir, predicate.outputs, log, ignore), *ignored)
+        return facts.result("aicert.dev/v1alpha1", statement, own, log, notes=notes, ignored=ignored)
 
     def _verify_legacy(
         self,
@@ -493,15 +496,18 @@ class Verifier:
             check_policy(
                 self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None, None, log
             )
+        ignored: tuple[IgnoredFiles, ...] = ()
         if model_dir is None:
             log.skipped(Check.MODEL_FILES, NO_MODEL_DIR)
         else:
             from aicert.verify.local_files import check_legacy_model
 
-            check_legacy_model(model_dir, events, ignore, log=log)
+            ignored = check_legacy_model(model_dir, events, ignore, log=log)
         note = (
             "old AICert proof, assurance legacy: the quote carries no statement digest, so it is bound to "
             "these events only through the PCR 16 event log, which anyone with root on the VM can extend, "
             "and nothing proves it is fresh"
         )
-        return facts.result("aicert-legacy", None, events, log, notes=(note,), assurance=LEGACY_ASSURANCE)
+        return facts.result(
+            "aicert-legacy", None, events, log, notes=(note,), assurance=LEGACY_ASSURANCE, ignored=ignored
+        )
