@@ -1,7 +1,7 @@
 """A software TPM and a run it certified, for tests that need genuine certificates without swtpm.
 
-`SoftTpm` keeps PCRs in memory and signs quotes (TPMS_ATTEST, ECDSA-SHA256 TPMT_SIGNATURE) with an
-ECC AK that a test CA certified; the agent's own recorder measures a run into it and seals it, so
+`SoftTpm` keeps PCRs in memory and signs quotes (TPMS_ATTEST; an ECDSA-SHA256 or, for an RSA AK as
+Azure's, an RSASSA-SHA256 TPMT_SIGNATURE) with an AK that a test CA certified; the agent's own recorder measures a run into it and seals it, so
 the certificate is exactly what `aicert-agent` would write. `Run.signed_legacy_proof` quotes any
 events as an old AICert proof (PCR 16, empty extraData), as any Azure VM's vTPM could.
 """
@@ -18,12 +18,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
+from aicert.certificate import Assurance
 from aicert.digest import hash_tree
 from aicert.tpm.pcrs import format_tpm2_tools_pcrs
 from aicert_agent.measurement_log import MeasurementLog
@@ -50,9 +51,9 @@ class SoftQuote:
 
 @dataclass
 class SoftTpm:
-    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA-SHA256 TPMT_SIGNATURE) signed by `key`."""
+    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA- or RSASSA-SHA256 TPMT_SIGNATURE) signed by `key`."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     pcrs: dict[int, bytes] = field(default_factory=lambda: {i: bytes(32) for i in range(24)})
 
     def pcr_read(self, indices: Any) -> dict[int, bytes]:
@@ -79,6 +80,9 @@ class SoftTpm:
             + bytes(bitmap)
             + _tpm2b(hashlib.sha256(b"".join(values[i] for i in selected)).digest())
         )
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            rsassa = self.key.sign(attest, padding.PKCS1v15(), hashes.SHA256())
+            return SoftQuote(attest, struct.pack(">HH", 0x0014, 0x000B) + _tpm2b(rsassa), values)
         r, s = decode_dss_signature(self.key.sign(attest, ec.ECDSA(hashes.SHA256())))
         signature = (
             struct.pack(">HH", 0x0018, 0x000B) + _tpm2b(r.to_bytes(32, "big")) + _tpm2b(s.to_bytes(32, "big"))
@@ -90,7 +94,7 @@ class SoftTpm:
 class Run:
     ca: Issued
     ca_pem: Path
-    ak_key: ec.EllipticCurvePrivateKey
+    ak_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     ak_certificate: x509.Certificate
     certificate: Json
     model: Path
@@ -158,12 +162,24 @@ OUTPUTS_EVENT = json.dumps(
 )
 
 
-def certified_run(root: Path, azure_dir: Path, ca: Issued | None = None) -> Run:
+def certified_run(
+    root: Path,
+    azure_dir: Path,
+    ca: Issued | None = None,
+    *,
+    ak_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+    assurance: Assurance = "dev",
+    platform: Json | None = None,
+    network: Json | None = None,
+) -> Run:
     """A run measured into a `SoftTpm` and sealed by the agent's recorder, its model and data
     directories, and the real old AICert proof in tests/assets/azure. `ca` issues the AK
-    certificate, valid as long as `ca` is (default: a test CA valid around tests.pki.NOW)."""
+    certificate, valid as long as `ca` is (default: a test CA valid around tests.pki.NOW);
+    `ak_key` is the AK (default: a new P-256 key); `assurance` the level claimed, with
+    `platform` as `evidence.platform` (level cvm: tests.cvm_vectors' `evidence_platform()`);
+    `network`: what the agent found of the pod's network (`predicate.run.network`)."""
     ca = ca or issue("hostile-input test CA")
-    ak_key = ec.generate_private_key(ec.SECP256R1())
+    ak_key = ak_key or ec.generate_private_key(ec.SECP256R1())
     ak_certificate = certificate_with_key(ca, ak_key.public_key())
     ak_pem = ak_certificate.public_bytes(Encoding.PEM).decode()
     (root / "ca.pem").write_bytes(ca.pem)
@@ -176,21 +192,32 @@ def certified_run(root: Path, azure_dir: Path, ca: Issued | None = None) -> Run:
     log = MeasurementLog(root / "measurements.log", 23)
     log.recover(tpm)
     recorder = RunRecorder(log, tpm, run_id="run-1", salt="ab" * 16)
-    recorder.begin(node="gpu-1", name="digits", attempt=0, spec={"gpus": 1}, namespace="default", uid=UID)
+    recorder.begin(
+        node="gpu-1",
+        name="digits",
+        attempt=0,
+        spec={"gpus": 1},
+        namespace="default",
+        uid=UID,
+        network=network,
+    )
     recorder.image("registry.local/train@sha256:" + "cd" * 32, "sha256:" + "cd" * 32)
     recorder.input("data", hash_tree(data))
     (root / "labels").mkdir()
     (root / "labels" / "labels.txt").write_text("cat\ndog\n")
     recorder.input("labels", hash_tree(root / "labels"))  # a second input, for partial --data
     recorder.output("model", hash_tree(model))
-    certificate = recorder.seal(assurance="dev", ak=AkIdentity(pem_key(ak_key.public_key()), (ak_pem,)))
+    identity = AkIdentity(pem_key(ak_key.public_key()), (ak_pem,), platform)
+    certificate = recorder.seal(assurance=assurance, ak=identity)
     proof = json.loads((azure_dir / "aicert-proof-sample.json").read_text())
     azure_root = azure_dir / "azure-virtual-tpm-root-ca-2023.crt"
     return Run(ca, root / "ca.pem", ak_key, ak_certificate, certificate, model, data, proof, azure_root)
 
 
 def legacy_proof_over(
-    events: list[str], ak_key: ec.EllipticCurvePrivateKey, ak_certificate: x509.Certificate
+    events: list[str],
+    ak_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    ak_certificate: x509.Certificate,
 ) -> Json:
     """An old AICert proof over `events`, quoted by `ak_key` on a SoftTpm (PCR 16, empty extraData)."""
     tpm = SoftTpm(ak_key)

@@ -35,10 +35,15 @@ def read_regular_file(path: Path, *, limit: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise FileRefused(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as stream:
+    try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(mode):  # before fdopen, which raises IsADirectoryError for a directory
             raise FileRefused(f"{path} is not a regular file ({_file_kind(mode)})")
+        stream = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with stream:
         try:
             return read_bounded(stream, limit=limit, name=str(path))
         except OSError as exc:

@@ -4,7 +4,7 @@ Shape: `event_log` is a list of JSON strings; `remote_attestation.quote` has `me
 marshaled TPMS_ATTEST), `signature` (TPMT_SIGNATURE) and `pcr` (tpm2-tools' `--pcr` file), each
 as `{"base64": …}`; `remote_attestation.cert_chain` holds the AK certificate and its CAs, each
 base64 of DER or of PEM. AICert extended PCR 16 with sha256 of each entry's string, from zero.
-The verifier loads this module only for a document that `looks_legacy` (aicert.verify.verifier).
+The verifier loads this module only for a document that `looks_legacy` (aicert.verify.document).
 """
 
 import base64

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
@@ -26,7 +26,7 @@ from aicert.cli.pipes import quiet_on_closed_pipe
 from aicert.trust import TrustError, load_tsa_store
 from aicert.verify import (
     BindingCheck,
-    Check,
+    CheckLog,
     MalformedError,
     Policy,
     TrainingResource,
@@ -144,20 +144,23 @@ def verify_resource(args: argparse.Namespace) -> int:
         return unusable(args, f"status.certificate.{exc.field}".rstrip("."), exc.reason)
     except VerificationError as exc:
         return failed(args, [(str(exc.check), exc.reason)])
-    failures = check_binding(resource, result)
+    binding: CheckLog[BindingCheck] = CheckLog(BindingCheck)
+    failures = check_binding(resource, result, binding)
     if failures:
         return failed(args, [(str(f.check), f.reason) for f in failures])
-    bound = with_binding_checks(result)
+    try:
+        bound = with_binding_checks(result, binding)
+    except VerificationError as exc:  # a binding check that neither passed nor failed
+        return failed(args, [(str(exc.check), exc.reason)])
     print(json.dumps(bound.to_json(), indent=2) if args.json else verify_cmd.summary(bound))
     return verify_cmd.EXIT_OK
 
 
-def with_binding_checks(result: VerifiedTraining) -> VerifiedTraining:
-    """The result with the resource checks listed after the verifier's, for printing."""
-    # `passed` is typed with the verifier's Check enum; both enums are str, which is all that
-    # summary() and to_json() use.
-    extra = cast(tuple[Check, ...], tuple(BindingCheck))
-    return msgspec.structs.replace(result, passed=(*result.passed, *extra))
+def with_binding_checks(result: VerifiedTraining, binding: CheckLog[BindingCheck]) -> VerifiedTraining:
+    """The result with the resource checks that passed, as `binding` recorded them, listed after the
+    verifier's. Raises IncompleteVerification when one of them neither passed nor failed."""
+    passed, _ = binding.finish()
+    return msgspec.structs.replace(result, passed=(*result.passed, *passed))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

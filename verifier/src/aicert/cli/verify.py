@@ -146,6 +146,22 @@ def skipped_line(result: VerifiedTraining) -> str | None:
     return "; ".join(f"{', '.join(checks)}: {reason}" for reason, checks in reasons.items()) or None
 
 
+IGNORED_SHOWN_IN_TEXT = 5  # file names per directory on the `ignored` line (--json lists more)
+
+
+def ignored_lines(result: VerifiedTraining) -> list[str]:
+    """`check DIR: a, b, … (N files left out by --ignore)`, one line per directory."""
+    lines = []
+    for entry in result.ignored:
+        shown = ", ".join(entry.files[:IGNORED_SHOWN_IN_TEXT])
+        more = " …" if entry.count > IGNORED_SHOWN_IN_TEXT else ""
+        files = "file" if entry.count == 1 else "files"
+        lines.append(
+            f"{entry.check} {entry.directory}: {shown}{more} ({entry.count} {files} left out by --ignore)"
+        )
+    return lines
+
+
 def summary(result: VerifiedTraining) -> str:
     lines = [f"VERIFIED  assurance: {result.assurance}  ({result.format})"]
     if result.statement is not None:
@@ -178,6 +194,7 @@ def summary(result: VerifiedTraining) -> str:
     skipped = skipped_line(result)
     if skipped:
         lines.append(f"  skipped  {skipped}")
+    lines += [f"  ignored  {line}" for line in ignored_lines(result)]
     lines += [f"  note     {note}" for note in result.notes]
     return "\n".join(printable(line) for line in lines)
 

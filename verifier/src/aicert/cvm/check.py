@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -142,18 +142,26 @@ def check_debug(report: SnpReport) -> None:
         )
 
 
+def _unrecorded(check: Check) -> None:
+    """What `verify_platform` tells of each check that passed, by default: nothing."""
+
+
 def verify_platform(
     hcl_report: bytes,
     certificates: Sequence[x509.Certificate],
     ak_spki_der: bytes,
     at: dt.datetime,
     ark_fingerprints: Collection[str] = frozenset(PINNED_ARK_SHA256.values()),
+    *,
+    passed: Callable[[Check], None] = _unrecorded,
 ) -> PlatformFacts:
     """Check an HCL report (the bytes of NV index 0x01400001) against the VCEK chain, the quote's AK
     (DER SubjectPublicKeyInfo) and the time `at` (timezone-aware); the facts of the VM if it holds.
 
     Raises MalformedError when the report or the AK cannot be read, VerificationError(check) when a
-    check fails, in the order of this module's docstring."""
+    check fails, in the order of this module's docstring. `passed(check)` is called as each check
+    passes, where it passes: the verifier's record of its checks (aicert.verify.checklog), in which
+    a cvm check that does not report itself fails the verification."""
     hcl = parse_hcl_report(hcl_report)
     report = parse_snp_report(hcl.snp_report, offset=SNP_REPORT_OFFSET)
     runtime_ak = runtime_ak_public(hcl.runtime_data)
@@ -161,11 +169,17 @@ def verify_platform(
 
     vcek = check_vcek_chain(certificates, at, ark_fingerprints)
     extensions = check_vcek_matches_report(vcek, report)
+    passed(Check.CVM_CHAIN)
     check_report_signature(report, vcek)
+    passed(Check.CVM_REPORT_SIGNATURE)
     check_vmpl(report)
+    passed(Check.CVM_VMPL)
     check_report_data(hcl, report)
+    passed(Check.CVM_REPORT_DATA)
     check_ak(runtime_ak, quote_ak)
+    passed(Check.CVM_AK)
     check_debug(report)
+    passed(Check.CVM_DEBUG)
     return PlatformFacts(
         product=extensions.product_name,
         chip_id=report.chip_id.hex(),

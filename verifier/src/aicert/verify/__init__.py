@@ -11,32 +11,46 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aicert.verify.binding import BindingCheck, BindingFailure, TrainingResource, check_binding
-    from aicert.verify.errors import Check, MalformedError, VerificationError
+    from aicert.verify.binding import BindingFailure, TrainingResource, check_binding
+    from aicert.verify.checklog import CheckLog
+    from aicert.verify.document import Document, load_document
+    from aicert.verify.errors import (
+        BindingCheck,
+        Check,
+        IncompleteVerification,
+        MalformedError,
+        VerificationError,
+    )
     from aicert.verify.policy import Policy
-    from aicert.verify.result import VerifiedTraining
-    from aicert.verify.verifier import Document, Verifier, load_document
+    from aicert.verify.result import IgnoredFiles, VerifiedTraining
+    from aicert.verify.verifier import Verifier
 
 _WHERE = {
-    "BindingCheck": "binding",
     "BindingFailure": "binding",
     "TrainingResource": "binding",
     "check_binding": "binding",
+    "CheckLog": "checklog",
+    "Document": "document",
+    "load_document": "document",
+    "BindingCheck": "errors",
     "Check": "errors",
+    "IncompleteVerification": "errors",
     "MalformedError": "errors",
     "VerificationError": "errors",
     "Policy": "policy",
+    "IgnoredFiles": "result",
     "VerifiedTraining": "result",
-    "Document": "verifier",
     "Verifier": "verifier",
-    "load_document": "verifier",
 }
 
 __all__ = [
     "BindingCheck",
     "BindingFailure",
     "Check",
+    "CheckLog",
     "Document",
+    "IgnoredFiles",
+    "IncompleteVerification",
     "MalformedError",
     "Policy",
     "TrainingResource",

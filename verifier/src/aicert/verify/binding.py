@@ -8,29 +8,24 @@ paste in a genuine certificate of another run; these checks tie the certificate 
 - `resource-phase`: the resource says it succeeded.
 
 Pure functions over the resource as JSON (`kubectl get ... -o json`) and a `VerifiedTraining`:
-nothing here talks to a cluster, and nothing here re-checks cryptography.
+nothing here talks to a cluster, and nothing here re-checks cryptography. All three always run;
+each records itself, passed or failed, in a `CheckLog` of `BindingCheck` (aicert.verify.checklog).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from aicert.verify.errors import MalformedError
+from aicert.verify.checklog import CheckLog
+from aicert.verify.errors import BindingCheck, MalformedError
 from aicert.verify.result import VerifiedTraining
 
+__all__ = ["BindingCheck", "BindingFailure", "TrainingResource", "check_binding"]
+
 SUCCEEDED = "Succeeded"
-
-
-class BindingCheck(StrEnum):
-    """The resource checks, in the order they run (after every `Check` of the verifier)."""
-
-    RESOURCE_IDENTITY = "resource-identity"
-    RESOURCE_MODEL_DIGEST = "resource-model-digest"
-    RESOURCE_PHASE = "resource-phase"
 
 
 class BindingFailure(msgspec.Struct, frozen=True):
@@ -96,56 +91,57 @@ def _who(namespace: str | None, name: str, uid: str | None) -> str:
     return f"{namespace or '(no namespace)'}/{name} (uid {uid or 'none'})"
 
 
+def _identity_problems(res: TrainingResource, result: VerifiedTraining) -> tuple[str | None, str | None]:
+    """Why the certified run is not this resource, and why its output is not status.modelDigest
+    (None: it is)."""
+    statement = result.statement
+    if statement is None:
+        return (
+            f"the certificate is an old AICert proof: it names no run, so it cannot be shown to be "
+            f"{_who(res.namespace, res.name, res.uid)}'s",
+            "the certificate is an old AICert proof: it certifies no output root to compare with "
+            f"status.modelDigest {res.model_digest or '(not set)'}",
+        )
+    identity = digest = None
+    run = statement.predicate.run
+    if (run.namespace, run.name, run.uid) != (res.namespace, res.name, res.uid):
+        identity = (
+            f"the certificate is for {_who(run.namespace, run.name, run.uid)}, "
+            f"not {_who(res.namespace, res.name, res.uid)}"
+        )
+    certified = f"sha256:{statement.predicate.outputs.root}"
+    if res.model_digest != certified:
+        digest = (
+            f"status.modelDigest is {res.model_digest or '(not set)'}, "
+            f"but the certificate's output is {certified}"
+        )
+    return identity, digest
+
+
 def check_binding(
-    resource: TrainingResource | Mapping[str, Any], result: VerifiedTraining
+    resource: TrainingResource | Mapping[str, Any],
+    result: VerifiedTraining,
+    log: CheckLog[BindingCheck] | None = None,
 ) -> list[BindingFailure]:
     """Every binding check that fails, in order; empty when the certificate belongs to the resource.
 
-    `result` must come from `Verifier.verify` on the resource's own `status.certificate`.
-    Raises MalformedError (exit 2) when `resource` is not a usable CertifiedTraining.
+    `result` must come from `Verifier.verify` on the resource's own `status.certificate`. Each check
+    records itself in `log` (passed or failed) as it runs; `log.finish()` then lists those that
+    passed. Raises MalformedError (exit 2) when `resource` is not a usable CertifiedTraining.
     """
     res = resource if isinstance(resource, TrainingResource) else TrainingResource.from_json(resource)
-    statement = result.statement
+    log = log if log is not None else CheckLog(BindingCheck)
+    identity, digest = _identity_problems(res, result)
+    phase = None if res.phase == SUCCEEDED else f"status.phase is {res.phase or '(not set)'}, not {SUCCEEDED}"
     failures: list[BindingFailure] = []
-    if statement is None:
-        failures.append(
-            BindingFailure(
-                BindingCheck.RESOURCE_IDENTITY,
-                f"the certificate is an old AICert proof: it names no run, so it cannot be shown to be "
-                f"{_who(res.namespace, res.name, res.uid)}'s",
-            )
-        )
-        failures.append(
-            BindingFailure(
-                BindingCheck.RESOURCE_MODEL_DIGEST,
-                "the certificate is an old AICert proof: it certifies no output root to compare with "
-                f"status.modelDigest {res.model_digest or '(not set)'}",
-            )
-        )
-    else:
-        run = statement.predicate.run
-        if (run.namespace, run.name, run.uid) != (res.namespace, res.name, res.uid):
-            failures.append(
-                BindingFailure(
-                    BindingCheck.RESOURCE_IDENTITY,
-                    f"the certificate is for {_who(run.namespace, run.name, run.uid)}, "
-                    f"not {_who(res.namespace, res.name, res.uid)}",
-                )
-            )
-        certified = f"sha256:{statement.predicate.outputs.root}"
-        if res.model_digest != certified:
-            failures.append(
-                BindingFailure(
-                    BindingCheck.RESOURCE_MODEL_DIGEST,
-                    f"status.modelDigest is {res.model_digest or '(not set)'}, "
-                    f"but the certificate's output is {certified}",
-                )
-            )
-    if res.phase != SUCCEEDED:
-        failures.append(
-            BindingFailure(
-                BindingCheck.RESOURCE_PHASE,
-                f"status.phase is {res.phase or '(not set)'}, not {SUCCEEDED}",
-            )
-        )
+    for check, problem in (
+        (BindingCheck.RESOURCE_IDENTITY, identity),
+        (BindingCheck.RESOURCE_MODEL_DIGEST, digest),
+        (BindingCheck.RESOURCE_PHASE, phase),
+    ):
+        if problem is None:
+            log.passed(check)
+        else:
+            log.failed(check, problem)
+            failures.append(BindingFailure(check, problem))
     return failures

@@ -37,6 +37,16 @@ class Check(StrEnum):
     DATA_FILES = "data-files"  # 9. --data
 
 
+class BindingCheck(StrEnum):
+    """`kubectl aicert verify`'s resource checks, in the order they run (after every `Check`):
+    does the verified certificate belong to the CertifiedTraining it was read from
+    (aicert.verify.binding)."""
+
+    RESOURCE_IDENTITY = "resource-identity"
+    RESOURCE_MODEL_DIGEST = "resource-model-digest"
+    RESOURCE_PHASE = "resource-phase"
+
+
 CVM_CHECKS = (
     Check.CVM_CHAIN,
     Check.CVM_REPORT_SIGNATURE,
@@ -50,10 +60,16 @@ CVM_CHECKS = (
 class VerificationError(Exception):
     """The certificate is well-formed but a check failed: it proves nothing (exit 1)."""
 
-    def __init__(self, check: Check, reason: str) -> None:
+    def __init__(self, check: Check | BindingCheck, reason: str) -> None:
         super().__init__(f"{check}: {reason}")
         self.check = check
         self.reason = reason
+
+
+class IncompleteVerification(VerificationError):
+    """The record of the checks does not add up (aicert.verify.checklog): a planned check neither
+    ran nor was skipped, or one was recorded twice, outside the plan, or skipped without a reason.
+    A bug in the verifier, never a verified result: it fails like a check (exit 1), naming `check`."""
 
 
 class MalformedError(Exception):

@@ -6,7 +6,10 @@ leaves extra local files out of the comparison, never a certified one: when the 
 names are known (the certified manifest.json beside the outputs, an old proof's outputs) the files
 they name are checked whatever the patterns say; when they are not (an input), a pattern that
 matches a certified file leaves it out of the local root, which then cannot match, and the failure
-names the files the patterns left out.
+names the files the patterns left out. When the files compare, the ones the patterns left out are
+returned for the result to list (`IgnoredFiles`), and the check records itself as passed in the
+verification's CheckLog. A top-level manifest.json or aicert-certificate.json that is a directory
+fails the check: those names are left out of an output's root, and a directory would hide files.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from typing import Any
 
 import msgspec
 
+from aicert.certificate import InputRecord, OutputRecord
 from aicert.digest import (
+    INPUT_EXCLUDED,
     MANIFEST_FILE,
+    OUTPUT_EXCLUDED,
     DigestError,
     Manifest,
     ManifestError,
@@ -29,7 +35,9 @@ from aicert.digest import (
     check_relative_path,
     hash_tree,
 )
+from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.result import IgnoredFiles
 
 NO_PATTERNS = PathPatterns()
 _LISTING_MAX_BYTES = 256 << 20  # a certified manifest.json larger than this is not read
@@ -116,6 +124,23 @@ def _explain(listing: Manifest | None, local: LocalTree) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _no_excluded_directory(directory: Path, check: Check, exclude: frozenset[str]) -> None:
+    """The names left out of a root (the manifest.json and aicert-certificate.json aicert writes
+    beside the outputs) must not be directories: aicert writes files there, and a directory of that
+    name would take its whole subtree out of the comparison unseen."""
+    for name in sorted(exclude):
+        try:
+            is_directory = stat.S_ISDIR(os.lstat(directory / name).st_mode)
+        except OSError:  # absent (or DIR is a file): nothing left out
+            continue
+        if is_directory:
+            raise VerificationError(
+                check,
+                f"{directory / name} is a directory: aicert writes {name} beside the outputs as a file, "
+                "and a directory there would leave the files in it out of the comparison",
+            )
+
+
 def check_local_dir(
     directory: Path,
     root: str,
@@ -127,10 +152,13 @@ def check_local_dir(
     exclude: frozenset[str],
     listing: Manifest | None = None,
     ignore: PathPatterns | None = None,
-) -> None:
-    """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root.
-    `listing`: the certified manifest, when known (`certified_listing`)."""
+) -> tuple[str, ...]:
+    """DIR, less `exclude` and the extra files `ignore` matches, must hash to the certified root;
+    the files `ignore` left out, sorted. `listing`: the certified manifest, when known
+    (`certified_listing`)."""
     certified = frozenset(f.path for f in listing.files) if listing is not None else frozenset()
+    if directory.is_dir():
+        _no_excluded_directory(directory, check, exclude)
     local = _hash_local(directory, check, option, exclude=exclude, ignore=ignore, certified=certified)
     if local.manifest.root != root:
         raise VerificationError(
@@ -138,6 +166,57 @@ def check_local_dir(
             f"{directory} hashes to {local.manifest.root} ({local.manifest.file_count} files), but the "
             f"certified {what} is {root} ({files} files){_explain(listing, local)}",
         )
+    return local.ignored
+
+
+def check_model_dir(
+    directory: Path, outputs: OutputRecord, log: CheckLog[Check], ignore: PathPatterns | None = None
+) -> tuple[IgnoredFiles, ...]:
+    """`model-files`: `--model DIR` hashes to the certified output root (less the manifest.json and
+    certificate aicert writes beside it, and the extra files `ignore` matches); what `ignore` left out."""
+    left_out = check_local_dir(
+        directory,
+        outputs.root,
+        outputs.files,
+        Check.MODEL_FILES,
+        "--model",
+        "output",
+        exclude=OUTPUT_EXCLUDED,
+        listing=certified_listing(directory, outputs.root),
+        ignore=ignore,
+    )
+    log.passed(Check.MODEL_FILES)  # (9)
+    return IgnoredFiles.of(Check.MODEL_FILES, directory, left_out)
+
+
+def check_data_dirs(
+    directories: Mapping[str, Path],
+    inputs: Iterable[InputRecord],
+    log: CheckLog[Check],
+    ignore: PathPatterns | None = None,
+) -> tuple[IgnoredFiles, ...]:
+    """`data-files`: each `--data NAME=DIR` hashes to the certified root of input NAME (measured
+    whole); what `ignore` left out. MalformedError for a NAME the certificate has no input of."""
+    certified = {i.name: i for i in inputs}
+    for name in directories:
+        if name not in certified:
+            known = ", ".join(sorted(certified)) or "none"
+            raise MalformedError("--data", f"the certificate has no input named {name!r} (inputs: {known})")
+    ignored: list[IgnoredFiles] = []
+    for name, directory in directories.items():
+        left_out = check_local_dir(
+            directory,
+            certified[name].root,
+            certified[name].files,
+            Check.DATA_FILES,
+            "--data",
+            f"input {name!r}",
+            exclude=INPUT_EXCLUDED,
+            ignore=ignore,
+        )
+        ignored += IgnoredFiles.of(Check.DATA_FILES, directory, left_out)
+    log.passed(Check.DATA_FILES)  # (9) every input given
+    return tuple(ignored)
 
 
 # --- old AICert proofs -----------------------------------------------------------------------
@@ -192,10 +271,16 @@ def _legacy_local(directory: Path, local: Manifest, certified: Mapping[str, str]
 
 
 def check_legacy_model(
-    directory: Path, events: list[dict[str, Any]], ignore: PathPatterns | None = None
-) -> None:
-    """DIR must hold exactly the regular files the proof names (less the extras `ignore` matches),
-    each with the certified sha256; a symlink or special file among them is refused."""
+    directory: Path,
+    events: list[dict[str, Any]],
+    ignore: PathPatterns | None = None,
+    *,
+    log: CheckLog[Check] | None = None,
+) -> tuple[IgnoredFiles, ...]:
+    """`model-files` for an old proof: DIR must hold exactly the regular files the proof names (less
+    the extras `ignore` matches), each with the certified sha256; a symlink or special file among
+    them is refused. Records the pass in `log` (the verification's; None: a record of its own) and
+    returns what `ignore` left out."""
     certified = legacy_outputs(events)
     if not certified:
         raise VerificationError(Check.MODEL_FILES, "the proof records no outputs to compare with")
@@ -220,3 +305,5 @@ def check_legacy_model(
         raise VerificationError(
             Check.MODEL_FILES, f"{directory} does not hold the files the proof certifies: {'; '.join(parts)}"
         )
+    (log or CheckLog(Check)).passed(Check.MODEL_FILES)  # (9)
+    return IgnoredFiles.of(Check.MODEL_FILES, directory, local.ignored)

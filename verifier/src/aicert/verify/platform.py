@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from aicert.certificate import Assurance, PlatformRecord
+from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.keys import with_usable_key
 
@@ -58,10 +59,14 @@ def check_platform(
     *,
     ak_spki_der: bytes,
     at: dt.datetime,
+    log: CheckLog[Check] | None = None,
     ark_fingerprints: Collection[str] | None = None,
 ) -> PlatformFacts:
     """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
     that claims `cvm` and whose AK chains to a root vouching for `vtpm` (check_chain, root_level).
+    Each `cvm-*` check records itself in `log` as it passes (aicert.cvm.verify_platform), then
+    `assurance`: the claimed cvm is vouched for (None: a record of its own, for a caller that needs
+    only the answer, as the node agent does before labelling a node).
     `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
     from aicert.cvm import PINNED_ARK_SHA256, verify_platform
 
@@ -72,4 +77,9 @@ def check_platform(
             "certificates)",
         )
     arks = frozenset(PINNED_ARK_SHA256.values()) if ark_fingerprints is None else ark_fingerprints
-    return verify_platform(base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks)
+    log = log if log is not None else CheckLog(Check)
+    facts = verify_platform(
+        base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks, passed=log.passed
+    )
+    log.passed(Check.ASSURANCE)  # (3) the AK's root vouches for vtpm and the platform for the rest
+    return facts

@@ -1,5 +1,6 @@
 """What a verifier requires beyond a valid quote (step 8), loaded from `--policy FILE` (JSON), and
-the checks that hold a verified run to it."""
+the checks that hold a verified run to it, each recorded in the verification's CheckLog as it
+passes, or as skipped with why (aicert.verify.checklog)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aicert.certificate import (
     VerifiedAssurance,
     convert,
 )
+from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.jsonload import POLICY_MAX_BYTES, loads_strict, read_bounded_file
 
@@ -78,25 +80,13 @@ class Policy(Model, frozen=True, kw_only=True):
             raise MalformedError(exc.field, exc.reason) from None
 
 
-def unchecked(policy: Policy | None) -> tuple[tuple[Check, str], ...]:
-    """The policy checks that do not run, and why: all of them without a policy, and each one
-    the policy asks nothing of (its field absent, or `minAssurance` at the lowest level)."""
-    if policy is None:
-        return tuple((check, "no policy given") for check in POLICY_CHECKS)
-    skipped: list[tuple[Check, str]] = []
-    if policy.minAssurance == "legacy":
-        skipped.append((Check.POLICY_ASSURANCE, "the policy accepts any assurance"))
-    if not policy.bootPcrs:
-        skipped.append((Check.POLICY_BOOT_PCRS, "the policy pins no boot PCRs"))
-    if policy.allowedImages is None:
-        skipped.append((Check.POLICY_IMAGE, "the policy lists no allowedImages"))
-    if policy.egress is None:
-        skipped.append((Check.POLICY_EGRESS, "the policy sets no egress"))
-    if policy.minimumTcb is None:
-        skipped.append((Check.POLICY_TCB, "the policy sets no minimumTcb"))
-    if policy.allowedMeasurements is None:
-        skipped.append((Check.POLICY_MEASUREMENT, "the policy lists no allowedMeasurements"))
-    return tuple(skipped)
+NO_POLICY = "no policy given"
+
+
+def skip_policy(log: CheckLog[Check]) -> None:
+    """Without a policy no policy check runs: each is recorded as skipped."""
+    for check in POLICY_CHECKS:
+        log.skipped(check, NO_POLICY)
 
 
 def check_policy(
@@ -106,22 +96,35 @@ def check_policy(
     pcr_values: Mapping[int, bytes],
     egress: str | None,
     platform: PlatformFacts | None,
+    log: CheckLog[Check],
 ) -> None:
-    """`egress`: what the agent recorded of the pod's network (None: nothing recorded);
+    """Step 8: each check the policy asks for runs and records itself as it passes; each one it asks
+    nothing of (its field absent, or `minAssurance` at the lowest level) is recorded as skipped.
+    `egress`: what the agent recorded of the pod's network (None: nothing recorded);
     `platform`: the confidential VM's facts, for a run verified at level cvm (else None)."""
-    if ASSURANCE_ORDER[assurance] < ASSURANCE_ORDER[policy.minAssurance]:
-        raise VerificationError(
-            Check.POLICY_ASSURANCE,
-            f"the run has assurance {assurance}; the policy requires {policy.minAssurance}",
-        )
-    for index, wanted in sorted((policy.bootPcrs or {}).items(), key=lambda kv: int(kv[0])):
-        quoted = pcr_values.get(int(index))
-        if quoted is None or quoted.hex() != wanted:
-            shown = quoted.hex() if quoted else "not quoted"
+    if policy.minAssurance == "legacy":
+        log.skipped(Check.POLICY_ASSURANCE, "the policy accepts any assurance")
+    else:
+        if ASSURANCE_ORDER[assurance] < ASSURANCE_ORDER[policy.minAssurance]:
             raise VerificationError(
-                Check.POLICY_BOOT_PCRS, f"PCR {index} is {shown}; the policy pins {wanted}"
+                Check.POLICY_ASSURANCE,
+                f"the run has assurance {assurance}; the policy requires {policy.minAssurance}",
             )
-    if policy.allowedImages is not None:
+        log.passed(Check.POLICY_ASSURANCE)  # (8)
+    if not policy.bootPcrs:
+        log.skipped(Check.POLICY_BOOT_PCRS, "the policy pins no boot PCRs")
+    else:
+        for index, wanted in sorted(policy.bootPcrs.items(), key=lambda kv: int(kv[0])):
+            quoted = pcr_values.get(int(index))
+            if quoted is None or quoted.hex() != wanted:
+                shown = quoted.hex() if quoted else "not quoted"
+                raise VerificationError(
+                    Check.POLICY_BOOT_PCRS, f"PCR {index} is {shown}; the policy pins {wanted}"
+                )
+        log.passed(Check.POLICY_BOOT_PCRS)  # (8)
+    if policy.allowedImages is None:
+        log.skipped(Check.POLICY_IMAGE, "the policy lists no allowedImages")
+    else:
         if not images:
             raise VerificationError(
                 Check.POLICY_IMAGE, "the run records no container image; the policy lists allowed images"
@@ -131,18 +134,27 @@ def check_policy(
                 raise VerificationError(
                     Check.POLICY_IMAGE, f"image {image} is not among the policy's allowed images"
                 )
-    if policy.egress == "none" and egress != "none":
-        found = "records no network isolation" if egress is None else f"had network egress {egress!r}"
-        raise VerificationError(Check.POLICY_EGRESS, f"the run {found}; the policy requires egress none")
-    _check_platform_policy(policy, assurance, platform)
+        log.passed(Check.POLICY_IMAGE)  # (8)
+    if policy.egress is None:
+        log.skipped(Check.POLICY_EGRESS, "the policy sets no egress")
+    else:
+        if egress != policy.egress:
+            found = "records no network isolation" if egress is None else f"had network egress {egress!r}"
+            raise VerificationError(
+                Check.POLICY_EGRESS, f"the run {found}; the policy requires egress {policy.egress}"
+            )
+        log.passed(Check.POLICY_EGRESS)  # (8)
+    _check_platform_policy(policy, assurance, platform, log)
 
 
 def _check_platform_policy(
-    policy: Policy, assurance: VerifiedAssurance, platform: PlatformFacts | None
+    policy: Policy, assurance: VerifiedAssurance, platform: PlatformFacts | None, log: CheckLog[Check]
 ) -> None:
-    from aicert.cvm import TcbVersion, measurement_allowed, tcb_at_least
+    if policy.minimumTcb is None:
+        log.skipped(Check.POLICY_TCB, "the policy sets no minimumTcb")
+    else:
+        from aicert.cvm import TcbVersion, tcb_at_least
 
-    if policy.minimumTcb is not None:
         if platform is None:
             raise VerificationError(
                 Check.POLICY_TCB,
@@ -156,7 +168,12 @@ def _check_platform_policy(
                 f"the chip reports TCB {platform.reported_tcb}: {', '.join(below)} below the policy's "
                 f"minimumTcb {minimum}",
             )
-    if policy.allowedMeasurements is not None:
+        log.passed(Check.POLICY_TCB)  # (8)
+    if policy.allowedMeasurements is None:
+        log.skipped(Check.POLICY_MEASUREMENT, "the policy lists no allowedMeasurements")
+    else:
+        from aicert.cvm import measurement_allowed
+
         if platform is None:
             raise VerificationError(
                 Check.POLICY_MEASUREMENT,
@@ -168,3 +185,4 @@ def _check_platform_policy(
                 Check.POLICY_MEASUREMENT,
                 f"the launch measurement {platform.measurement} is not among the policy's allowedMeasurements",
             )
+        log.passed(Check.POLICY_MEASUREMENT)  # (8)

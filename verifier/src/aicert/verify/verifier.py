@@ -1,15 +1,17 @@
 """`Verifier`: the checks of docs/verification.md, in order, failing closed.
 
-Every check either passes or raises `VerificationError(check, reason)`; nothing is logged and
-let through. A check that does not run (no policy, no --model or --data, or one an old proof's
-format cannot take) is reported in `VerifiedTraining.skipped` with the reason, never as passed.
+The plan is every `Check`, in order. Each check either raises `VerificationError(check, reason)`
+or records itself in the verification's `CheckLog` where it has just passed (`log.passed`, marked
+`# (n)` below with its step); where a check does not run (no timestamp, no policy, no --model or
+--data, a level below cvm, or one an old proof's format cannot take) the code that decides so
+records why (`log.skipped`). The result lists that record (aicert.verify.checklog): a planned check
+that neither ran nor was skipped fails the verification. Nothing is logged and let through.
 Old AICert proofs are reduced to the same `QuoteEvidence` as ours and go through the same chain,
 signature, quote and replay code.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import hashlib
@@ -20,36 +22,32 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from aicert.certificate import (
     ASSURANCE_ORDER,
     BOOT_PCRS,
     REDACTED,
     Assurance,
-    FormatError,
     Statement,
     TrainingCertificate,
     VerifiedAssurance,
-    convert,
     root_level,
 )
 from aicert.events import SEAL, EventError, statement_from_events
-from aicert.jcs import canonical, sha256_jcs
 from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
 from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
 from aicert.trust.store import TrustStore
+from aicert.verify.checklog import CheckLog
+from aicert.verify.document import Document, certificate_evidence, load_document
 from aicert.verify.errors import Check, MalformedError, VerificationError
-from aicert.verify.evidence import LoggedEvent, QuoteEvidence
-from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
-from aicert.verify.keys import load_public_key, readable_certificates, with_usable_key
-from aicert.verify.platform import check_platform, not_claimed, platform_certificates
-from aicert.verify.policy import Policy, check_policy, unchecked
-from aicert.verify.result import VerifiedTraining
+from aicert.verify.evidence import QuoteEvidence
+from aicert.verify.keys import load_public_key, readable_certificates
+from aicert.verify.platform import check_platform, not_claimed
+from aicert.verify.policy import Policy, check_policy, skip_policy
+from aicert.verify.result import IgnoredFiles, VerifiedTraining
 
 if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest for --model/--data,
     # aicert.legacy for an old AICert proof, aicert.verify.timestamp for a timestamped certificate
@@ -58,15 +56,10 @@ if TYPE_CHECKING:  # loaded when needed: aicert.cvm for level cvm, aicert.digest
     from aicert.legacy import LegacyProof
     from aicert.verify.timestamp import Timestamped
 
-
-class Document(msgspec.Struct, frozen=True):
-    """A parsed input: our certificate (with the statement as it was signed) or an old proof."""
-
-    certificate: TrainingCertificate | None
-    raw_statement: dict[str, Any] | None
-    legacy: LegacyProof | None
+__all__ = ["Document", "Verifier", "certificate_evidence", "load_document"]
 
 
+PLAN = tuple(Check)  # every check, in the order of docs/verification.md: each runs or says why not
 NO_MODEL_DIR = "no model directory given (--model)"
 NO_DATA_DIRS = "no input directory given (--data)"
 # Why `timestamp` did not run (aicert.verify.timestamp, the check, loads only when it runs).
@@ -74,79 +67,6 @@ NO_TSA_ROOT = (
     "no trusted TSA root (--tsa-bundle, or the tsa store): the AK certificate is checked at --at or now"
 )
 NO_TOKEN = "the certificate carries no timestamp: the AK certificate is checked at --at or now"
-
-
-def looks_legacy(document: Any) -> bool:
-    """Whether `document` is an old AICert proof (aicert.legacy) rather than a certificate."""
-    return isinstance(document, dict) and "remote_attestation" in document and "apiVersion" not in document
-
-
-def load_document(data: bytes | str) -> Document:
-    """Step 1: parse and schema-check. Raises MalformedError naming the field.
-
-    At most 16 MiB of strict JSON (jsonload): no duplicate keys, no number JCS cannot encode, no
-    lone surrogate, no nesting deeper than 64 levels."""
-    raw = loads_strict(data, what="the certificate", max_bytes=CERTIFICATE_MAX_BYTES)
-    if not isinstance(raw, dict):
-        raise MalformedError("", "a certificate is a JSON object")
-    try:
-        if looks_legacy(raw):
-            from aicert.legacy import LegacyProof
-
-            return Document(None, None, convert(raw, LegacyProof))
-        certificate = convert(raw, TrainingCertificate)
-    except FormatError as exc:
-        raise MalformedError(exc.field, exc.reason) from None
-    return Document(certificate, raw["statement"], None)
-
-
-def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[str, Any]) -> QuoteEvidence:
-    ev = certificate.evidence
-    certificates = []
-    for index, pem in enumerate(ev.ak.certificateChain):
-        try:
-            certificates.append(with_usable_key(x509.load_pem_x509_certificate(pem.encode())))
-        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:  # a version not 1 or 3
-            raise MalformedError(
-                f"evidence.ak.certificateChain[{index}]", f"unreadable certificate: {exc}"
-            ) from None
-    readable_certificates(certificates, "evidence.ak.certificateChain")
-    platform_certs = platform_certificates(ev.platform) if ev.platform else ()
-    readable_certificates(platform_certs, "evidence.platform.certificateChain")
-    try:
-        ak_public = load_public_key(ev.ak.public.encode(), certificates)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedError("evidence.ak.public", f"unreadable public key: {exc}") from None
-    if not isinstance(ak_public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise MalformedError(
-            "evidence.ak.public",
-            f"key type {type(ak_public).__name__.removesuffix('PublicKey')}: a TPM attestation key is RSA or ECC",
-        )
-    events = tuple(
-        LoggedEvent(
-            seq=entry.seq,
-            type=entry.type,
-            digest=bytes.fromhex(entry.digest),
-            preimage=None if entry.content is None else canonical(entry.content),
-            content=entry.content,
-            declared_type=None if entry.content is None else str(entry.content.get("type")),
-        )
-        for entry in ev.eventLog
-    )
-    return QuoteEvidence(
-        attest=base64.b64decode(ev.quote.attest),
-        signature=base64.b64decode(ev.quote.signature),
-        pcr_values={int(k): bytes.fromhex(v) for k, v in ev.quote.pcrs.items()},
-        measurement_pcr=ev.pcr,
-        ak_public_pem=ev.ak.public.encode(),
-        certificates=tuple(certificates),
-        events=events,
-        expected_extra_data=sha256_jcs(raw_statement),
-        claimed_assurance=ev.assurance,
-        required_pcrs=BOOT_PCRS,
-        platform=ev.platform,
-        platform_certificates=platform_certs,
-    )
 
 
 def _spki(key_owner: x509.Certificate) -> bytes:
@@ -174,20 +94,20 @@ class QuoteFacts(msgspec.Struct, frozen=True):
     attest: Attest
     assurance: Assurance  # what the chain (and, for cvm, the platform) vouches for; old proofs: `legacy`
     platform: PlatformFacts | None  # the confidential VM, at level cvm
-    platform_skipped: list[tuple[Check, str]]  # the cvm checks, when the evidence claims less
 
     def result(
         self,
         format: Literal["aicert.dev/v1alpha1", "aicert-legacy"],
         statement: Statement | None,
         events: list[dict[str, Any]],
-        skipped: list[tuple[Check, str]],
+        log: CheckLog[Check],
         notes: tuple[str, ...] = (),
         assurance: VerifiedAssurance | None = None,
+        ignored: tuple[IgnoredFiles, ...] = (),
     ) -> VerifiedTraining:
-        """Called once every check that ran has passed: those are all the checks but `skipped`."""
-        skipped = [*self.platform_skipped, *skipped]
-        not_run = {check for check, _ in skipped}
+        """The result, from what `log` recorded: raises IncompleteVerification if a planned check
+        neither ran nor was skipped."""
+        passed, skipped = log.finish()
         return VerifiedTraining(
             format=format,
             assurance=assurance or self.assurance,
@@ -197,14 +117,15 @@ class QuoteFacts(msgspec.Struct, frozen=True):
             trust_root=self.path.anchor.certificate.subject.rfc4514_string(),
             trust_source=self.path.anchor.source,
             clock=self.attest.clock_info,
-            passed=tuple(c for c in Check if c not in not_run),
+            passed=passed,
             notes=notes,
-            skipped=tuple(sorted(skipped, key=lambda item: list(Check).index(item[0]))),
+            skipped=skipped,
+            ignored=ignored,
         )
 
 
 def check_chain(
-    ev: QuoteEvidence, trust: TrustStore, at: dt.datetime, *, timestamped: bool = False
+    ev: QuoteEvidence, trust: TrustStore, at: dt.datetime, log: CheckLog[Check], *, timestamped: bool = False
 ) -> tuple[CertPath, Assurance]:
     leaf = _leaf(ev.certificates)
     try:
@@ -217,6 +138,7 @@ def check_chain(
                 "timestamp (the agent's --tsa-url) and trust the TSA with --tsa-bundle"
             )
         raise VerificationError(Check.AK_CHAIN, reason) from None
+    log.passed(Check.AK_CHAIN)  # (2)
     ceiling = path.anchor.max_assurance
     claimed = ev.claimed_assurance or ceiling
     if ASSURANCE_ORDER[root_level(claimed)] > ASSURANCE_ORDER[ceiling]:
@@ -224,11 +146,13 @@ def check_chain(
         if claimed == "cvm":
             reason += "; cvm needs an AK certified by the Azure vTPM root and a verified SEV-SNP report"
         raise VerificationError(Check.ASSURANCE, reason)
-    return path, claimed  # for cvm, the platform checks (after ak-key) decide the rest
+    if claimed != "cvm":  # for cvm, the platform checks (after ak-key) decide the rest: check_platform
+        log.passed(Check.ASSURANCE)  # (2)
+    return path, claimed
 
 
-def check_ak_key(ev: QuoteEvidence, path: CertPath) -> None:
-    if ev.ak_public_pem is None:
+def check_ak_key(ev: QuoteEvidence, path: CertPath, log: CheckLog[Check]) -> None:
+    if ev.ak_public_pem is None:  # an old proof: its format said why ak-key does not apply
         return
     # Keys are equal when their numbers are (RSA n and e; EC curve and point), which is when the
     # DER SubjectPublicKeyInfo `cryptography` writes for them is (it has one encoding per key).
@@ -236,9 +160,10 @@ def check_ak_key(ev: QuoteEvidence, path: CertPath) -> None:
         raise VerificationError(
             Check.AK_KEY, "evidence.ak.public is not the key the AK certificate certifies"
         )
+    log.passed(Check.AK_KEY)  # (3)
 
 
-def check_signature(ev: QuoteEvidence, path: CertPath) -> int:
+def check_signature(ev: QuoteEvidence, path: CertPath, log: CheckLog[Check]) -> int:
     try:
         signature = parse_signature(ev.signature)
     except StructureError as exc:
@@ -246,10 +171,11 @@ def check_signature(ev: QuoteEvidence, path: CertPath) -> int:
     problem = signature_problem(signature, path.certificates[0].public_key(), ev.attest)
     if problem:
         raise VerificationError(Check.QUOTE_SIGNATURE, problem)
+    log.passed(Check.QUOTE_SIGNATURE)  # (4)
     return signature.hash_alg
 
 
-def check_attest(ev: QuoteEvidence, digest_alg: int) -> Attest:
+def check_attest(ev: QuoteEvidence, digest_alg: int, log: CheckLog[Check]) -> Attest:
     try:
         attest = parse_attest(ev.attest)
     except StructureError as exc:
@@ -259,12 +185,15 @@ def check_attest(ev: QuoteEvidence, digest_alg: int) -> Attest:
             Check.QUOTE_STRUCTURE,
             f"magic is {attest.magic:#010x}, not TPM_GENERATED_VALUE: a TPM did not make it",
         )
-    if ev.expected_extra_data is not None and attest.extra_data != ev.expected_extra_data:
-        raise VerificationError(
-            Check.QUOTE_BINDING,
-            f"the quote's extraData is {attest.extra_data.hex() or '(empty)'}, "
-            f"but sha256(JCS(statement)) is {ev.expected_extra_data.hex()}: the quote certifies another statement",
-        )
+    log.passed(Check.QUOTE_STRUCTURE)  # (5)
+    if ev.expected_extra_data is not None:  # None: an old proof, whose format said why
+        if attest.extra_data != ev.expected_extra_data:
+            raise VerificationError(
+                Check.QUOTE_BINDING,
+                f"the quote's extraData is {attest.extra_data.hex() or '(empty)'}, but "
+                f"sha256(JCS(statement)) is {ev.expected_extra_data.hex()}: the quote certifies another statement",
+            )
+        log.passed(Check.QUOTE_BINDING)  # (5)
     other_banks = sorted(
         {
             HASH_NAMES.get(s.hash_alg, hex(s.hash_alg))
@@ -287,22 +216,25 @@ def check_attest(ev: QuoteEvidence, digest_alg: int) -> Attest:
     missing = [i for i in (*ev.required_pcrs, ev.measurement_pcr) if i not in selected]
     if missing:
         raise VerificationError(Check.PCR_SELECTION, f"the quote does not cover PCR(s) {missing}")
+    log.passed(Check.PCR_SELECTION)  # (5)
     algorithm = HASH_NAMES.get(digest_alg, "sha256")
     computed = hashlib.new(algorithm, b"".join(ev.pcr_values[i] for i in listed)).digest()
     if computed != attest.pcr_digest:
         raise VerificationError(
             Check.PCR_DIGEST, "the listed PCR values do not hash to the quote's pcrDigest"
         )
+    log.passed(Check.PCR_DIGEST)  # (5)
     return attest
 
 
-def check_event_log(ev: QuoteEvidence) -> None:
+def check_event_log(ev: QuoteEvidence, log: CheckLog[Check]) -> None:
     for position, event in enumerate(ev.events):
         if event.seq != position:
             raise VerificationError(
                 Check.EVENT_SEQUENCE,
                 f"entry {position} has seq {event.seq}, expected {position}: an entry is missing or out of order",
             )
+    log.passed(Check.EVENT_SEQUENCE)  # (6)
     for event in ev.events:
         label = f"entry seq {event.seq} ({event.type})"
         if event.type == REDACTED:
@@ -317,6 +249,7 @@ def check_event_log(ev: QuoteEvidence) -> None:
             raise VerificationError(
                 Check.EVENT_DIGEST, f"{label}: the content says type {event.declared_type!r}"
             )
+    log.passed(Check.EVENT_DIGEST)  # (6)
     value = replay(e.digest for e in ev.events)
     quoted = ev.pcr_values[ev.measurement_pcr]
     if value != quoted:
@@ -325,34 +258,39 @@ def check_event_log(ev: QuoteEvidence) -> None:
             f"replaying {len(ev.events)} entries gives PCR {ev.measurement_pcr} = {value.hex()}, "
             f"the quote says {quoted.hex()}",
         )
+    log.passed(Check.EVENT_REPLAY)  # (6)
 
 
 def verify_quote_evidence(
     ev: QuoteEvidence,
     trust: TrustStore,
     at: dt.datetime,
+    log: CheckLog[Check],
     *,
     timestamped: bool = False,
     ark_fingerprints: Collection[str] | None = None,
 ) -> QuoteFacts:
     """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
     `ark_fingerprints`: the AMD roots trusted for level cvm."""
-    path, assurance = check_chain(ev, trust, at, timestamped=timestamped)
-    check_ak_key(ev, path)
+    path, assurance = check_chain(ev, trust, at, log, timestamped=timestamped)
+    check_ak_key(ev, path, log)
     platform = None
-    if assurance == "cvm":
+    if assurance == "cvm":  # (3) cvm-*, then assurance
         platform = check_platform(
             ev.platform,
             ev.platform_certificates,
             ak_spki_der=_spki(path.certificates[0]),
             at=at,
+            log=log,
             ark_fingerprints=ark_fingerprints,
         )
-    digest_alg = check_signature(ev, path)
-    attest = check_attest(ev, digest_alg)
-    check_event_log(ev)
-    skipped = [] if platform else not_claimed(ev.claimed_assurance)  # None: an old proof
-    return QuoteFacts(path, attest, assurance, platform, skipped)
+    else:
+        for check, reason in not_claimed(ev.claimed_assurance):  # None: an old proof
+            log.skipped(check, reason)
+    digest_alg = check_signature(ev, path, log)
+    attest = check_attest(ev, digest_alg, log)
+    check_event_log(ev, log)
+    return QuoteFacts(path, attest, assurance, platform)
 
 
 def _first_difference(given: Any, expected: Any, where: str = "statement") -> tuple[str, Any, Any] | None:
@@ -371,7 +309,9 @@ def _first_difference(given: Any, expected: Any, where: str = "statement") -> tu
     return None if given == expected else (where, given, expected)
 
 
-def check_statement(ev: QuoteEvidence, statement: Statement, assurance: Assurance) -> list[dict[str, Any]]:
+def check_statement(
+    ev: QuoteEvidence, statement: Statement, assurance: Assurance, log: CheckLog[Check]
+) -> list[dict[str, Any]]:
     own = [e.content for e in ev.events if e.type != REDACTED and isinstance(e.content, dict)]
     if not own or own[-1].get("type") != SEAL:
         raise VerificationError(Check.STATEMENT, "the run's last event is not its aicert.seal event")
@@ -391,6 +331,7 @@ def check_statement(ev: QuoteEvidence, statement: Statement, assurance: Assuranc
             Check.STATEMENT,
             f"{where} is {json.dumps(given)} but the measured events say {json.dumps(wanted)}",
         )
+    log.passed(Check.STATEMENT)  # (7)
     return own
 
 
@@ -440,25 +381,30 @@ class Verifier:
         if patterns and model_dir is None and not data_dirs:
             raise MalformedError("--ignore", "leaves local files out of --model and --data; neither is given")
         parsed = document if isinstance(document, Document) else load_document(document)
+        log = CheckLog(PLAN)
         if parsed.legacy is not None:
             when = at or dt.datetime.now(dt.UTC)
-            return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when, patterns)
+            return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when, patterns, log)
         assert parsed.certificate is not None and parsed.raw_statement is not None
         return self._verify_certificate(
-            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, at, patterns
+            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, at, patterns, log
         )
 
     def _timestamp(
-        self, token: str | None, quote_signature: bytes
-    ) -> tuple[Timestamped | None, list[tuple[Check, str]]]:
-        """The trusted time of the quote's signature, or why the `timestamp` check is skipped."""
+        self, token: str | None, quote_signature: bytes, log: CheckLog[Check]
+    ) -> Timestamped | None:
+        """The trusted time of the quote's signature, or None (and why the `timestamp` check is skipped)."""
         if token is None:
-            return None, [(Check.TIMESTAMP, NO_TOKEN)]
+            log.skipped(Check.TIMESTAMP, NO_TOKEN)
+            return None
         if self.tsa is None or not self.tsa.anchors:
-            return None, [(Check.TIMESTAMP, NO_TSA_ROOT)]
+            log.skipped(Check.TIMESTAMP, NO_TSA_ROOT)
+            return None
         from aicert.verify.timestamp import check_timestamp
 
-        return check_timestamp(token, quote_signature, self.tsa), []
+        stamped = check_timestamp(token, quote_signature, self.tsa)
+        log.passed(Check.TIMESTAMP)  # (2)
+        return stamped
 
     def _verify_certificate(
         self,
@@ -468,20 +414,23 @@ class Verifier:
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime | None,
         ignore: PathPatterns | None,
+        log: CheckLog[Check],
     ) -> VerifiedTraining:
         try:
             ev = certificate_evidence(certificate, raw_statement)
         except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
             raise MalformedError("evidence", str(exc)) from None
-        stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature)
+        stamped = self._timestamp(certificate.evidence.timestamp, ev.signature, log)
         when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
         facts = verify_quote_evidence(
-            ev, self.trust, when, timestamped=stamped is not None, ark_fingerprints=self.ark_fingerprints
+            ev, self.trust, when, log, timestamped=stamped is not None, ark_fingerprints=self.ark_fingerprints
         )
         statement = certificate.statement
-        own = check_statement(ev, statement, facts.assurance)
+        own = check_statement(ev, statement, facts.assurance, log)
         predicate = statement.predicate
-        if self.policy is not None:
+        if self.policy is None:
+            skip_policy(log)
+        else:
             check_policy(
                 self.policy,
                 facts.assurance,
@@ -489,29 +438,15 @@ class Verifier:
                 ev.pcr_values,
                 predicate.run.network.egress if predicate.run.network else None,
                 facts.platform,
+                log,
             )
-        skipped = [*skipped_timestamp, *unchecked(self.policy)]
-        inputs = {i.name: i for i in predicate.inputs}
-        if data_dirs or model_dir is not None:
-            from aicert.digest import INPUT_EXCLUDED, OUTPUT_EXCLUDED
-            from aicert.verify.local_files import certified_listing, check_local_dir
+        ignored: tuple[IgnoredFiles, ...] = ()
+        if data_dirs:
+            from aicert.verify.local_files import check_data_dirs  # the hashing code: only with files
 
-        for name, directory in (data_dirs or {}).items():
-            if name not in inputs:
-                known = ", ".join(sorted(inputs)) or "none"
-                raise MalformedError(
-                    "--data", f"the certificate has no input named {name!r} (inputs: {known})"
-                )
-            check_local_dir(
-                directory,
-                inputs[name].root,
-                inputs[name].files,
-                Check.DATA_FILES,
-                "--data",
-                f"input {name!r}",
-                exclude=INPUT_EXCLUDED,
-                ignore=ignore,
-            )
+            ignored = check_data_dirs(data_dirs, predicate.inputs, log, ignore)
+        else:
+            log.skipped(Check.DATA_FILES, NO_DATA_DIRS)
         notes: tuple[str, ...] = ()
         if stamped is not None:
             checked_at = "--at" if at else "that time"
@@ -519,29 +454,19 @@ class Verifier:
                 f"timestamp: {stamped.time:%Y-%m-%dT%H:%M:%SZ} by {stamped.tsa}; "
                 f"the AK certificate was checked at {checked_at}",
             )
-        if not data_dirs:
-            skipped.append((Check.DATA_FILES, NO_DATA_DIRS))
-        elif unchecked_inputs := sorted(set(inputs) - set(data_dirs)):
+        if data_dirs and (unchecked_inputs := sorted({i.name for i in predicate.inputs} - set(data_dirs))):
             # data-files passed for the inputs given; say which were not re-hashed at all
             notes += (
-                f"data-files covered only the inputs given with --data; not re-hashed: {', '.join(unchecked_inputs)}",
+                "data-files covered only the inputs given with --data; not re-hashed: "
+                + ", ".join(unchecked_inputs),
             )
         if model_dir is None:
-            skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
+            log.skipped(Check.MODEL_FILES, NO_MODEL_DIR)
         else:
-            outputs = predicate.outputs
-            check_local_dir(
-                model_dir,
-                outputs.root,
-                outputs.files,
-                Check.MODEL_FILES,
-                "--model",
-                "output",
-                exclude=OUTPUT_EXCLUDED,
-                listing=certified_listing(model_dir, outputs.root),
-                ignore=ignore,
-            )
-        return facts.result("aicert.dev/v1alpha1", statement, own, skipped, notes=notes)
+            from aicert.verify.local_files import check_model_dir
+
+            ignored = (*check_model_dir(model_dir, predicate.outputs, log, ignore), *ignored)
+        return facts.result("aicert.dev/v1alpha1", statement, own, log, notes=notes, ignored=ignored)
 
     def _verify_legacy(
         self,
@@ -550,6 +475,7 @@ class Verifier:
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime,
         ignore: PathPatterns | None,
+        log: CheckLog[Check],
     ) -> VerifiedTraining:
         if data_dirs:
             raise MalformedError(
@@ -557,26 +483,31 @@ class Verifier:
             )
         from aicert.legacy import LEGACY_ASSURANCE, LEGACY_NOT_APPLICABLE, legacy_events, legacy_evidence
 
+        for check, reason in LEGACY_NOT_APPLICABLE:  # the checks its format cannot take
+            log.skipped(check, reason)
+        log.skipped(Check.TIMESTAMP, "an old AICert proof carries no timestamp")
         ev = legacy_evidence(proof)
         readable_certificates(ev.certificates, "remote_attestation.cert_chain")
-        facts = verify_quote_evidence(ev, self.trust, at, ark_fingerprints=self.ark_fingerprints)
+        facts = verify_quote_evidence(ev, self.trust, at, log, ark_fingerprints=self.ark_fingerprints)
         events = legacy_events(proof)
-        if self.policy is not None:
-            check_policy(self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None, None)
-        skipped = [
-            *LEGACY_NOT_APPLICABLE,
-            (Check.TIMESTAMP, "an old AICert proof carries no timestamp"),
-            *unchecked(self.policy),
-        ]
+        if self.policy is None:
+            skip_policy(log)
+        else:
+            check_policy(
+                self.policy, LEGACY_ASSURANCE, _legacy_images(events), ev.pcr_values, None, None, log
+            )
+        ignored: tuple[IgnoredFiles, ...] = ()
         if model_dir is None:
-            skipped.append((Check.MODEL_FILES, NO_MODEL_DIR))
+            log.skipped(Check.MODEL_FILES, NO_MODEL_DIR)
         else:
             from aicert.verify.local_files import check_legacy_model
 
-            check_legacy_model(model_dir, events, ignore)
+            ignored = check_legacy_model(model_dir, events, ignore, log=log)
         note = (
             "old AICert proof, assurance legacy: the quote carries no statement digest, so it is bound to "
             "these events only through the PCR 16 event log, which anyone with root on the VM can extend, "
             "and nothing proves it is fresh"
         )
-        return facts.result("aicert-legacy", None, events, skipped, notes=(note,), assurance=LEGACY_ASSURANCE)
+        return facts.result(
+            "aicert-legacy", None, events, log, notes=(note,), assurance=LEGACY_ASSURANCE, ignored=ignored
+        )
