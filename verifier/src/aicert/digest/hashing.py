@@ -21,6 +21,13 @@ How it goes fast:
 How it stays careful: symlinks are never followed (refused, or recorded as links by policy), special
 files are refused, every file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and its identity, size and
 times are compared before and after it is read; the bytes read must equal the size.
+
+How it stays bounded (the node agent hashes what tenants wrote): with ``max_files`` the walk stops at
+that many entries; with ``max_bytes`` the apparent sizes (``st_size``: a sparse file of terabytes
+that uses no disk counts fully, since every apparent byte would be read) are summed before any byte
+is read, and each file's size is reserved against the budget when it is opened, so a file that grows
+after the walk is refused too; no file is read past its size plus one byte (which detects growth).
+With ``cancel``, the walk and the hashing stop at the next directory, file or chunk once it is set.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from queue import SimpleQueue
 
 from aicert.digest.manifest import FileEntry, Manifest
 
-__all__ = ["DigestError", "SymlinkPolicy", "hash_file", "hash_tree"]
+__all__ = ["BudgetExceeded", "DigestError", "HashingCancelled", "SymlinkPolicy", "hash_file", "hash_tree"]
 
 # Buffer sizing. One buffer is the unit of a read and of a hand-off between reader and hasher.
 _CHUNK_MAX = 4 << 20
@@ -75,6 +82,31 @@ class DigestError(Exception):
         return f"{self.path}: {self.reason}"
 
 
+class BudgetExceeded(DigestError):
+    """The tree (or a file in it, grown since the walk) is over a budget of ``hash_tree``.
+
+    ``what`` is ``"bytes"`` (apparent sizes) or ``"files"`` (entries of the walk); ``found`` is how
+    much was counted when it stopped, ``limit`` the budget. A `DigestError`: a caller that refuses
+    on any hashing failure still refuses.
+    """
+
+    def __init__(self, path: str, what: str, found: int, limit: int, reason: str) -> None:
+        super().__init__(path, reason)
+        self.what, self.found, self.limit = what, found, limit
+
+
+class HashingCancelled(Exception):
+    """``hash_tree``'s ``cancel`` event was set: it stopped without a result. Not a `DigestError`:
+    nothing is wrong with the tree, the caller no longer wants it hashed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path}: hashing cancelled"
+
+
 def _reason(e: OSError) -> str:
     return e.strerror.lower() if e.strerror else str(e)
 
@@ -102,18 +134,31 @@ def _changed(path: str, what: str) -> DigestError:
 class _Hasher:
     """Per-thread hashing state: reusable page-aligned buffers and a lazily started reader thread."""
 
-    def __init__(self, chunk: int, report: Progress | None, cancelled: threading.Event) -> None:
+    def __init__(
+        self,
+        chunk: int,
+        report: Progress | None,
+        cancelled: threading.Event,
+        *,
+        cancel: threading.Event | None = None,
+        reserve: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.chunk = chunk
         self._maps = [mmap.mmap(-1, chunk) for _ in range(_DEPTH)]
         self._views = [memoryview(m) for m in self._maps]
         self._report = report
-        self._cancelled = cancelled
+        self._cancelled = cancelled  # the pool's: another thread failed
+        self._cancel = cancel  # the caller's
+        self._reserve = reserve
         self._reader: threading.Thread | None = None
         self._jobs: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
         self._free: SimpleQueue[int] = SimpleQueue()
         self._full: SimpleQueue[tuple[int, int | OSError | None]] = SimpleQueue()
         for i in range(_DEPTH):
             self._free.put(i)
+
+    def stopped(self) -> bool:
+        return self._cancelled.is_set() or (self._cancel is not None and self._cancel.is_set())
 
     def close(self) -> None:
         if self._reader is not None:
@@ -142,6 +187,8 @@ class _Hasher:
             if not stat.S_ISREG(before.st_mode):
                 raise DigestError(path, _special_kind(before.st_mode))
             size = before.st_size
+            if self._reserve is not None:
+                self._reserve(path, size)
             if size < self.chunk:
                 # Ask for one byte more than the size: getting it means the file grew. A short
                 # read of a regular file means end of file; the fstat below confirms the size.
@@ -209,6 +256,8 @@ class _Hasher:
                     free.put(idx)
         if error is not None:
             raise error
+        if self._cancel is not None and self._cancel.is_set() and total != size:
+            raise HashingCancelled(path)
         if self._cancelled.is_set() and total != size:
             raise DigestError(path, "cancelled")
         if total != size:
@@ -221,7 +270,7 @@ class _Hasher:
         Reads until end of file, or one byte past the expected size (the file grew), or
         cancellation; then posts ``(-1, None | OSError)``.
         """
-        views, free, full, cancelled = self._views, self._free, self._full, self._cancelled
+        views, free, full, stopped = self._views, self._free, self._full, self.stopped
         while True:
             job = self._jobs.get()
             if job is None:
@@ -229,8 +278,11 @@ class _Hasher:
             fd, size = job
             total = 0
             end: OSError | None = None
-            while not cancelled.is_set():
+            while not stopped():
                 idx = free.get()
+                if stopped():  # cancelled while every buffer was full: read no more
+                    free.put(idx)
+                    break
                 want = min(self.chunk, size + 1 - total)
                 try:
                     n = os.readv(fd, [views[idx] if want == self.chunk else views[idx][:want]])
@@ -292,13 +344,25 @@ def _symlink_entry(path: str, rel: str, root_real: str) -> FileEntry:
     return FileEntry(rel, len(raw), hashlib.sha256(raw).hexdigest(), symlink=True)
 
 
+def _never() -> bool:
+    return False
+
+
 def _scan(
-    root: str, symlinks: SymlinkPolicy, exclude: frozenset[str], skip: Callable[[str], bool] | None
+    root: str,
+    symlinks: SymlinkPolicy,
+    exclude: frozenset[str],
+    skip: Callable[[str], bool] | None,
+    *,
+    max_entries: int | None = None,
+    stop: Callable[[], bool] = _never,
 ) -> tuple[list[tuple[str, str]], list[FileEntry]]:
     """Walk the tree without following links: ``([(relpath, path)] of files, [symlink entries])``.
 
     Uses only the directory entries' types (no stat per file: it is a syscall per file that the
     hashing does anyway). Directories are listed in sorted order so that errors are deterministic.
+    Every entry listed counts against ``max_entries`` as it is read, so that neither a huge
+    directory nor a huge tree can fill the memory; ``stop()`` is asked before each directory.
     """
     left_out = skip or (lambda _rel: False)
     try:
@@ -321,13 +385,29 @@ def _scan(
     links: list[FileEntry] = []
     stack: list[tuple[str, str]] = [(root, "")]
     refuse = symlinks is SymlinkPolicy.REFUSE
+    listed = 0
     while stack:
+        if stop():
+            raise HashingCancelled(root)
         directory, prefix = stack.pop()
+        entries: list[os.DirEntry[str]] = []
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                for entry in it:
+                    listed += 1
+                    if max_entries is not None and listed > max_entries:
+                        raise BudgetExceeded(
+                            root,
+                            "files",
+                            listed,
+                            max_entries,
+                            f"holds more than {max_entries} entries (files, directories and links), "
+                            "more than may be measured; nothing was read",
+                        )
+                    entries.append(entry)
         except OSError as e:
             raise DigestError(directory, f"cannot list directory: {_reason(e)}") from None
+        entries.sort(key=lambda e: e.name)
         subdirs = []
         for entry in entries:
             path = entry.path
@@ -379,6 +459,43 @@ def _default_workers() -> int:
     return max(1, min(n, _MAX_WORKERS))
 
 
+class _Reservations:
+    """The bytes the files opened so far may read, against ``max_bytes`` (threads share it)."""
+
+    def __init__(self, root: str, reserved: int, limit: int) -> None:
+        self._root, self._reserved, self._limit = root, reserved, limit
+        self._lock = threading.Lock()
+
+    def reserve(self, path: str, size: int) -> None:
+        with self._lock:
+            total = self._reserved + size
+            if total > self._limit:
+                raise BudgetExceeded(
+                    path,
+                    "bytes",
+                    total,
+                    self._limit,
+                    f"is {size} bytes now (it grew after the tree was walked), which takes the tree "
+                    f"past its budget of {self._limit} bytes; it was not read",
+                )
+            self._reserved = total
+
+
+def _apparent_size(
+    files: list[tuple[str, str]], links: list[FileEntry], root: str, stop: Callable[[], bool]
+) -> int:
+    """The sum of the files' ``st_size`` (a sparse file counts fully: it would be read fully)."""
+    total = sum(e.size for e in links)
+    for i, (_, path) in enumerate(files):
+        if not i % 1024 and stop():
+            raise HashingCancelled(root)
+        try:
+            total += os.lstat(path).st_size
+        except OSError as e:
+            raise DigestError(path, _reason(e)) from None
+    return total
+
+
 def hash_tree(
     root: Path,
     *,
@@ -388,6 +505,9 @@ def hash_tree(
     exclude: Collection[str] = (),
     skip: Callable[[str], bool] | None = None,
     on_total: Callable[[int, int], None] | None = None,
+    max_bytes: int | None = None,
+    max_files: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> Manifest:
     """Hash every file under ``root`` (a directory, or a single regular file) into a `Manifest`.
 
@@ -399,20 +519,36 @@ def hash_tree(
     never concurrently. ``on_total(files, bytes)``, if given, is called once after the scan, before
     hashing starts (it costs one extra ``lstat`` per file). ``workers`` defaults to the usable cores.
 
-    Raises `DigestError` for: a root that does not exist or is a symlink; a special file; a symlink
+    Bounds, for trees someone else wrote: ``max_files`` caps the entries the walk lists (files,
+    directories, links). ``max_bytes`` caps the apparent size (the sum of ``st_size``, so sparse
+    files count fully): checked after the walk, before any byte is read (one extra ``lstat`` per
+    file), and again as each file is opened (a file grown since counts at its new size).
+    ``cancel``: once set, the walk and the hashing stop at the next directory, file or chunk.
+
+    Raises `BudgetExceeded` (a `DigestError`) past a bound; `HashingCancelled` once ``cancel`` is set;
+    `DigestError` for: a root that does not exist or is a symlink; a special file; a symlink
     under `SymlinkPolicy.REFUSE`, or one that is absolute or escapes the root under `RECORD`; a
     file that changes while it is hashed; any read error.
     """
     root_s = os.fspath(root)
-    files, links = _scan(root_s, symlinks, frozenset(exclude), skip)
-    if on_total is not None:
-        sizes = []
-        for _, path in files:
-            try:
-                sizes.append(os.lstat(path).st_size)
-            except OSError as e:
-                raise DigestError(path, _reason(e)) from None
-        on_total(len(files) + len(links), sum(sizes) + sum(e.size for e in links))
+    stop = cancel.is_set if cancel is not None else _never
+    files, links = _scan(root_s, symlinks, frozenset(exclude), skip, max_entries=max_files, stop=stop)
+    reservations: _Reservations | None = None
+    if on_total is not None or max_bytes is not None:
+        total = _apparent_size(files, links, root_s, stop)
+        if max_bytes is not None:
+            if total > max_bytes:
+                raise BudgetExceeded(
+                    root_s,
+                    "bytes",
+                    total,
+                    max_bytes,
+                    f"holds {total} bytes (apparent sizes: a sparse file counts fully), more than its "
+                    f"budget of {max_bytes} bytes; nothing was read",
+                )
+            reservations = _Reservations(root_s, sum(e.size for e in links), max_bytes)
+        if on_total is not None:
+            on_total(len(files) + len(links), total)
 
     n_threads = max(1, min(workers if workers is not None else _default_workers(), _MAX_WORKERS))
     n_threads = min(n_threads, max(1, len(files)))
@@ -433,11 +569,17 @@ def hash_tree(
     counter = itertools.count()  # next() on it is atomic: the threads share out the files
 
     def work() -> None:
-        hasher = _Hasher(chunk, report, cancelled)
+        hasher = _Hasher(
+            chunk,
+            report,
+            cancelled,
+            cancel=cancel,
+            reserve=reservations.reserve if reservations is not None else None,
+        )
         try:
             n_files = len(files)
             hash_path = hasher.hash_path
-            is_cancelled = cancelled.is_set
+            is_cancelled = hasher.stopped
             for i in counter:
                 if i >= n_files or is_cancelled():
                     break
@@ -465,6 +607,8 @@ def hash_tree(
                     t.join()
             finally:
                 cancelled.set()
+    if stop():
+        raise HashingCancelled(root_s)  # whatever the threads then failed with was its consequence
     if errors:
         raise errors[0]  # the first failure; any later one is only its cancellation
 
