@@ -151,9 +151,11 @@ def test_files_growing_while_others_are_hashed_never_take_the_total_past_the_bud
     names = [_write(tmp_path / f"f{i:02d}", _rand(100 * KiB, i)) for i in range(16)]
     budget = 16 * 100 * KiB + 50 * KiB
 
+    grown: list[bool] = []
+
     def grow_them_all(done: int) -> None:  # after the first bytes: every file gets 1 MiB bigger
-        if done and not getattr(grow_them_all, "grown", False):
-            grow_them_all.grown = True  # type: ignore[attr-defined]
+        if done and not grown:
+            grown.append(True)
             for name in names:
                 with open(name, "ab") as fh:
                     fh.write(_rand(MiB, 99))
