@@ -120,8 +120,12 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
             "output needs exactly one of volumeClaimTemplate, persistentVolumeClaim or emptyDir",
         ),
         (lambda b: b["metadata"].update(name="x" * 51), "metadata.name must be at most 50 characters"),
+        (
+            lambda b: b["spec"]["output"].update(maxBytes=0),
+            "spec.output.maxBytes in body should be greater than or equal to 1",
+        ),
     ],
-    ids=["unpinned-image", "duplicate-input", "two-outputs", "long-name"],
+    ids=["unpinned-image", "duplicate-input", "two-outputs", "long-name", "zero-max-bytes"],
 )
 def test_bad_specs_are_refused_at_admission(stack: Stack, run: Any, change: Any, message: str) -> None:
     r = run()

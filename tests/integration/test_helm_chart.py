@@ -293,6 +293,30 @@ def test_agent_daemonset_reaches_tpm_kubelet_and_its_bound_token(helm_home: Path
         assert not [k for k in labels if k.startswith("aicert.dev/")]
 
 
+def test_the_agents_measurement_budgets_reach_it_as_settings_it_reads(helm_home: Path) -> None:
+    from aicert_agent.measuring import MeasureLimits
+
+    defaults = env(container(one(render(helm_home), "DaemonSet", AGENT_SA)))
+    assert MeasureLimits.from_env(defaults) == MeasureLimits(1 << 40, 1 << 40, 100_000)
+    # a number of bytes stays digits: YAML numbers reach the templates as floats (1.099511627776e+12)
+    values = {"agent.maxOutputBytes": 3 * 10**12, "agent.maxInputBytes": "2Ti", "agent.maxFiles": 2_000_000}
+    changed = env(container(one(render(helm_home, values), "DaemonSet", AGENT_SA)))
+    assert [changed[f"AICERT_MAX_{n}"] for n in ("OUTPUT_BYTES", "INPUT_BYTES", "FILES")] == [
+        "3000000000000",
+        "2Ti",
+        "2000000",
+    ]
+    assert MeasureLimits.from_env(changed) == MeasureLimits(3 * 10**12, 2 << 40, 2_000_000)
+    refused = helm.run_helm(
+        "template",
+        str(CHART),
+        *helm.set_args({**VALUES, "agent.maxOutputBytes": "lots"}),
+        home=helm_home,
+        check=False,
+    )
+    assert refused.returncode != 0 and "agent/maxOutputBytes" in refused.stderr
+
+
 def test_agent_without_privilege_takes_the_tpm_from_a_device_plugin(helm_home: Path) -> None:
     agent = one(render(helm_home, {"agent.tpm.access": "devicePlugin"}), "DaemonSet")
     c = container(agent)

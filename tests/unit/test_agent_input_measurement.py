@@ -53,6 +53,9 @@ class MeasuringAgent(NodeAgent):
     def _claim_path(self, ctx: PodContext, claim: str) -> Path:
         return self.claims[claim]
 
+    def _claim(self, ctx: PodContext, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "status": {"phase": "Bound"}}
+
     def _check_volumes(self, ctx: PodContext) -> None:
         pass
 

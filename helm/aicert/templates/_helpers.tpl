@@ -127,3 +127,9 @@ NetworkPolicy egress shared by the operator and the agent: the API server and DN
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* A byte quantity as an environment value: "1Ti" as it is; a number as digits (YAML numbers
+reach templates as floats, which would print as 1.099511627776e+12). */}}
+{{- define "aicert.byteQuantity" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 | quote }}{{ end }}
+{{- end }}

@@ -8,6 +8,20 @@ BYTES_HASHED = Counter("aicert_agent_hashed_bytes_total", "Bytes hashed while me
 HASH_SECONDS = Histogram(
     "aicert_agent_hash_seconds", "Time to hash one volume", buckets=(0.01, 0.1, 1, 10, 60, 600, 3600)
 )
+VOLUMES_TOO_LARGE = Counter(
+    "aicert_agent_volumes_too_large",
+    "Volumes refused unhashed over their budget (OutputTooLarge, InputTooLarge), by the limit that refused",
+    ["volume", "limit"],
+)
+MEASURE_LIMIT = Gauge(
+    "aicert_agent_measure_limit_bytes",
+    "The agent's budget of apparent bytes per run: output, or all inputs together",
+    ["volume"],
+)
+MEASUREMENTS_CANCELLED = Counter(
+    "aicert_agent_measurements_cancelled",
+    "Hashing stopped early: the run's pod went away or the agent stopped",
+)
 QUOTE_SECONDS = Histogram(
     "aicert_agent_seal_seconds", "Time to seal a run: statement, seal event, quote, certificate"
 )

@@ -31,8 +31,8 @@ from aicert.digest import (
     MANIFEST_FILE,
     OUTPUT_EXCLUDED,
     DigestError,
+    HashingCancelled,
     Manifest,
-    hash_tree,
 )
 from aicert.events import IMAGE, INPUT, OUTPUT
 from aicert.training import (
@@ -44,6 +44,7 @@ from aicert.training import (
     MARKER_GATE,
     MARKER_REFUSED,
     MARKER_SEALED,
+    Input,
     TrainingSpec,
     output_claim,
     short_digest,
@@ -53,6 +54,7 @@ from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
+from aicert_agent.measuring import MeasureLimits, TooLarge, input_budget, measure, output_budget
 from aicert_agent.network_ledger import NetworkLedger, NotWatching
 from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import (
@@ -68,9 +70,11 @@ from aicert_agent.pod_plan import (
     PodFacts,
     PodRun,
     Step,
+    lanes,
     may_act,
     plan,
     run_in_flight,
+    work_lane,
 )
 from aicert_agent.pod_state import container_status, image_digest, pod_facts, run_progress
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
@@ -111,7 +115,8 @@ class AgentConfig:
     resync_seconds: float = 2.0
     tsa_url: str | None = None  # an RFC 3161 TSA that dates each quote's signature (None: no timestamp)
     ark_fingerprints: frozenset[str] | None = None  # level cvm: the AMD roots (None: AMD's own, pinned)
-    workers: int = 4  # pods worked on at once
+    workers: int = 2  # pods worked on at once in each lane: gates, and seals (aicert_agent.work_queue)
+    limits: MeasureLimits = field(default_factory=MeasureLimits)  # what one run may have hashed (measuring)
 
 
 @dataclass
@@ -121,6 +126,7 @@ class PodContext:
     spec: TrainingSpec
     # claims read in this pass (a claim a pod uses cannot be replaced while the pod lives)
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when the pod goes away
 
     @property
     def uid(self) -> str:
@@ -253,7 +259,7 @@ class NodeAgent:
         except (ValueError, KeyError, TypeError):
             return False
 
-    def reconcile_pod(self, pod: dict[str, Any]) -> None:
+    def reconcile_pod(self, pod: dict[str, Any], cancel: threading.Event | None = None) -> None:
         meta = pod["metadata"]
         now = self._now(pod)
         if now is None:
@@ -265,6 +271,7 @@ class NodeAgent:
         if training is None:
             return
         ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
+        ctx.cancel = cancel or ctx.cancel
         verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
         if verdict.action is Action.WAIT:
             return
@@ -287,8 +294,10 @@ class NodeAgent:
             except NotWatching as exc:  # the policy watches are not listed yet: the next sweep
                 log.info("%s/%s: %s", ctx.namespace, meta["name"], exc)
                 return
-            except Refusal as refusal:
+            except (Refusal, TooLarge) as refusal:
                 self._refuse(ctx, refusal.reason, refusal.message)
+                return
+            except HashingCancelled:  # the pod is going away: nothing to refuse, nothing to certify
                 return
             except (SealError, LogError, DigestError, VolumeNotFound) as exc:
                 reason = next(r for kind, r in _FAILURE_REASONS if isinstance(exc, kind))
@@ -345,20 +354,16 @@ class NodeAgent:
             raise Refusal.of(problem)
         return dict(record)
 
-    def _hash(self, path: Path, what: str, *, exclude: frozenset[str]) -> Manifest:
-        """`exclude`: INPUT_EXCLUDED (an input is measured whole) or OUTPUT_EXCLUDED."""
-        started = time.perf_counter()
-        manifest = hash_tree(path, exclude=exclude)
-        metrics.HASH_SECONDS.observe(time.perf_counter() - started)
-        metrics.BYTES_HASHED.inc(manifest.total_bytes)
-        log.info(
-            "measured %s: %d files, %d bytes, root %s",
-            what,
-            manifest.file_count,
-            manifest.total_bytes,
-            manifest.root,
-        )
-        return manifest
+    def _measure_input(self, ctx: PodContext, item: Input, what: str, *, spent: int) -> Manifest:
+        claim = item.persistentVolumeClaim.claimName
+        path = self._claim_path(ctx, claim)
+        budget = input_budget(self.config.limits, path, self._claim(ctx, claim), spent=spent)
+        return measure(path, what, budget, exclude=INPUT_EXCLUDED, cancel=ctx.cancel)
+
+    def _measure_output(self, ctx: PodContext, path: Path) -> Manifest:
+        claim = self._claim(ctx, ctx.output_claim) if ctx.output_claim else None
+        budget = output_budget(self.config.limits, ctx.spec, path, claim)
+        return measure(path, "the output", budget, exclude=OUTPUT_EXCLUDED, cancel=ctx.cancel)
 
     def _do(self, step: Step, ctx: PodContext, entries: list[Entry]) -> None:
         recorder = self._recorder(ctx, entries)
@@ -374,20 +379,16 @@ class NodeAgent:
                 network=self._network(ctx),
             )
         elif step is Step.MEASURE_INPUTS:
-            done = {e.content.get("name") for e in entries if e.run == ctx.uid and e.type == INPUT}
+            measured = [e.content for e in entries if e.run == ctx.uid and e.type == INPUT]
+            spent = sum(int(c.get("bytes") or 0) for c in measured)
             for item in ctx.spec.inputs:
-                if item.name not in done:
-                    recorder.input(
-                        item.name,
-                        self._hash(
-                            self._claim_path(ctx, item.persistentVolumeClaim.claimName),
-                            f"input {item.name}",
-                            exclude=INPUT_EXCLUDED,
-                        ),
-                    )
+                if item.name not in {c.get("name") for c in measured}:
+                    manifest = self._measure_input(ctx, item, f"input {item.name}", spent=spent)
+                    recorder.input(item.name, manifest)
+                    spent += manifest.total_bytes
         elif step is Step.OPEN_GATE:
             self._check_volumes(ctx)
-            present = sorted(p.name for p in self._output_path(ctx).iterdir())
+            present = sorted(p.name for _, p in zip(range(5), self._output_path(ctx).iterdir(), strict=False))
             if present:
                 raise Refusal(
                     Reason.OUTPUT_NOT_EMPTY,
@@ -430,12 +431,10 @@ class NodeAgent:
             if problem is not None:
                 raise Refusal.of(problem)
             measured = {str(e.content["name"]): str(e.content["root"]) for e in own if e.type == INPUT}
+            spent = 0
             for item in ctx.spec.inputs:
-                now = self._hash(
-                    self._claim_path(ctx, item.persistentVolumeClaim.claimName),
-                    f"input {item.name} again",
-                    exclude=INPUT_EXCLUDED,
-                )
+                now = self._measure_input(ctx, item, f"input {item.name} again", spent=spent)
+                spent += now.total_bytes
                 if now.root != measured[item.name]:
                     raise Refusal(
                         Reason.INPUTS_CHANGED,
@@ -463,7 +462,7 @@ class NodeAgent:
                         Reason.RESERVED_FILE,
                         f"the training wrote {reserved} into its output, a name aicert reserves",
                     )
-            output = self._hash(out_dir, "the output", exclude=OUTPUT_EXCLUDED)
+            output = self._measure_output(ctx, out_dir)
             recorder.output(ctx.spec.output.name, output, network=network)
             output.write(out_dir / MANIFEST_FILE)
         self._publish(ctx, recorder)
@@ -553,7 +552,13 @@ class NodeAgent:
 
     def run(self, stop: threading.Event) -> None:
         """Work on the node's pods as the watch shows them change, until `stop`."""
-        work = PodQueue(self.reconcile_pod, wanted=self.wants_work, workers=self.config.workers)
+        work = PodQueue(
+            self.reconcile_pod,
+            wanted=self.wants_work,
+            workers=lanes(self.config.workers),
+            lane=lambda pod: work_lane(pod_facts(pod)),
+            stop=lambda pod: pod_facts(pod).terminal,  # being deleted, or ended: its hashing stops
+        )
 
         def watcher(resource_version: str) -> None:
             while not stop.is_set():

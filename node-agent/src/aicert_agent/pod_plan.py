@@ -50,6 +50,21 @@ class Markers:
     refused: bool
 
 
+GATE_LANE = "gate"
+SEAL_LANE = "seal"
+
+
+def work_lane(pod: PodFacts) -> str:
+    """Gates and seals are worked on by workers of their own: a seal hashing a big output never
+    holds up another run's gate (its inputs' measurement, which its training waits for)."""
+    return GATE_LANE if pod.gate_running else SEAL_LANE
+
+
+def lanes(workers: int) -> dict[str, int]:
+    """The agent's lanes, `workers` each."""
+    return {GATE_LANE: workers, SEAL_LANE: workers}
+
+
 def may_act(pod: PodFacts, markers: Markers) -> bool:
     """Can the agent do anything for this pod now? Only while its gate runs and is not yet open,
     or while its seal runs (then kubelet has its volumes mounted), and not once it is sealed or

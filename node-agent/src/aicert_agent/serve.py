@@ -17,6 +17,7 @@ from aicert.trust import TrustError, load_trust_store
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.measuring import LimitsError, MeasureLimits
 from aicert_agent.network_ledger import NetworkLedger
 from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.platform import PlatformError
@@ -41,13 +42,15 @@ def serve(args: argparse.Namespace) -> int:
     try:
         trust = load_trust_store(args.trust, args.trust_bundle)
         pod_settings = PodSettings.from_env()
-    except (TrustError, ContractError) as exc:
+        limits = MeasureLimits.from_env()
+    except (TrustError, ContractError, LimitsError) as exc:
         log.error("%s", exc)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     start_http_server(args.metrics_port)
+    limits.publish()
     api = client.ApiClient()
     kube = AgentKube(api, args.node)
     # Liveness: the lease says this node's agent and TPM work; the operator unlabels a node whose
@@ -69,6 +72,7 @@ def serve(args: argparse.Namespace) -> int:
                     assurance=args.assurance,
                     pod=pod_settings,
                     tsa_url=args.tsa_url,
+                    limits=limits,
                 ),
                 kube,
                 tpm,

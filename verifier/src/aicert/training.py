@@ -87,12 +87,18 @@ class ClaimTemplate(_Spec):
     size: int | str
 
 
+# A certificate records the spec in JCS (RFC 8785), whose numbers are IEEE doubles: exact to 2**53 - 1.
+MAX_EXACT_INTEGER: Final = 2**53 - 1
+
+
 class Output(_Spec):
     name: str = "model"
     persistentVolumeClaim: ClaimRef | None = None
     volumeClaimTemplate: ClaimTemplate | None = None
     emptyDir: EmptyDir | None = None
     mountPath: str
+    # At most this many bytes (apparent sizes) are measured; more is refused (OutputTooLarge).
+    maxBytes: Annotated[int, Field(ge=1, le=MAX_EXACT_INTEGER)] | None = None
 
 
 class EnvVar(_Spec):

@@ -303,6 +303,14 @@ def _quantity(value: Any) -> Any:
     return base * _SUFFIX.get(suffix or "", Decimal(1))
 
 
+def quantity_bytes(value: Any) -> int | None:
+    """A resource quantity of bytes ("10Gi", "500M", 1024) as an integer; None when it is not one."""
+    number = _quantity(value)
+    if not isinstance(number, Decimal) or not number.is_finite() or number < 0 or number != int(number):
+        return None
+    return int(number)
+
+
 def _clean(value: Any, key: str = "") -> Any:
     """Drop what the API server omits when stored: nulls, empty strings (`value: ""`) and empty lists
     (`env: []`); compare quantities by value. `false` and `{}` stay: `automountServiceAccountToken:

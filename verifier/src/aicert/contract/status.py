@@ -69,6 +69,8 @@ class Reason(enum.StrEnum):
     RESERVED_FILE = "ReservedFile"
     MEASUREMENT_LOG_LOST = "MeasurementLogLost"
     MEASUREMENT_FAILED = "MeasurementFailed"  # a volume could not be hashed
+    OUTPUT_TOO_LARGE = "OutputTooLarge"  # over its budget of apparent bytes or entries: not hashed
+    INPUT_TOO_LARGE = "InputTooLarge"
     VOLUME_NOT_FOUND = "VolumeNotFound"
     SEAL_FAILED = "SealFailed"
     LOG_FAILED = "LogFailed"
@@ -95,6 +97,8 @@ REFUSALS: Final = frozenset(
         Reason.RESERVED_FILE,
         Reason.MEASUREMENT_LOG_LOST,
         Reason.MEASUREMENT_FAILED,
+        Reason.OUTPUT_TOO_LARGE,
+        Reason.INPUT_TOO_LARGE,
         Reason.VOLUME_NOT_FOUND,
         Reason.SEAL_FAILED,
         Reason.LOG_FAILED,

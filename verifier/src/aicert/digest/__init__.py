@@ -1,6 +1,13 @@
 """Hashing of model and data trees into a manifest with a root digest (docs/certificate-format.md)."""
 
-from aicert.digest.hashing import DigestError, SymlinkPolicy, hash_file, hash_tree
+from aicert.digest.hashing import (
+    BudgetExceeded,
+    DigestError,
+    HashingCancelled,
+    SymlinkPolicy,
+    hash_file,
+    hash_tree,
+)
 from aicert.digest.manifest import (
     CERTIFICATE_FILE,
     INPUT_EXCLUDED,
@@ -19,8 +26,10 @@ __all__ = [
     "INPUT_EXCLUDED",
     "MANIFEST_FILE",
     "OUTPUT_EXCLUDED",
+    "BudgetExceeded",
     "DigestError",
     "FileEntry",
+    "HashingCancelled",
     "Manifest",
     "ManifestError",
     "PathPatterns",

@@ -21,11 +21,17 @@ How it goes fast:
 How it stays careful: symlinks are never followed (refused, or recorded as links by policy), special
 files are refused, every file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and its identity, size and
 times are compared before and after it is read; the bytes read must equal the size.
+
+How it stays bounded (the node agent hashes what tenants wrote): with ``max_files`` the walk stops at
+that many entries; with ``max_bytes`` the apparent sizes (``st_size``: a sparse file of terabytes
+that uses no disk counts fully, since every apparent byte would be read) are summed before any byte
+is read, and each file's size is reserved against the budget when it is opened, so a file that grows
+after the walk is refused too; no file is read past its size plus one byte (which detects growth).
+With ``cancel``, the walk and the hashing stop at the next directory, file or chunk once it is set.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import hashlib
 import itertools
@@ -38,8 +44,19 @@ from pathlib import Path
 from queue import SimpleQueue
 
 from aicert.digest.manifest import FileEntry, Manifest
+from aicert.digest.walk import (
+    BudgetExceeded,
+    DigestError,
+    HashingCancelled,
+    SymlinkPolicy,
+    apparent_size,
+    never,
+    os_reason,
+    scan,
+    special_kind,
+)
 
-__all__ = ["DigestError", "SymlinkPolicy", "hash_file", "hash_tree"]
+__all__ = ["BudgetExceeded", "DigestError", "HashingCancelled", "SymlinkPolicy", "hash_file", "hash_tree"]
 
 # Buffer sizing. One buffer is the unit of a read and of a hand-off between reader and hasher.
 _CHUNK_MAX = 4 << 20
@@ -53,44 +70,6 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 Progress = Callable[[int], None]
 
 
-class SymlinkPolicy(enum.Enum):
-    """What to do with a symbolic link met in the tree. Links are never followed."""
-
-    REFUSE = "refuse"
-    """A symlink anywhere in the tree is an error."""
-    RECORD = "record"
-    """A symlink is an entry of its own: size and sha256 of its target string, ``symlink=True``.
-    Its target must be relative and resolve inside the root."""
-
-
-class DigestError(Exception):
-    """A file that cannot be hashed faithfully. ``str()`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-def _reason(e: OSError) -> str:
-    return e.strerror.lower() if e.strerror else str(e)
-
-
-def _special_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO (named pipe); only regular files and directories can be hashed"
-    if stat.S_ISSOCK(mode):
-        return "is a socket; only regular files and directories can be hashed"
-    if stat.S_ISBLK(mode):
-        return "is a block device; only regular files and directories can be hashed"
-    if stat.S_ISCHR(mode):
-        return "is a character device; only regular files and directories can be hashed"
-    return "is not a regular file or directory"
-
-
 def _changed(path: str, what: str) -> DigestError:
     return DigestError(path, f"changed while being hashed ({what}); hash it again once it is stable")
 
@@ -102,18 +81,31 @@ def _changed(path: str, what: str) -> DigestError:
 class _Hasher:
     """Per-thread hashing state: reusable page-aligned buffers and a lazily started reader thread."""
 
-    def __init__(self, chunk: int, report: Progress | None, cancelled: threading.Event) -> None:
+    def __init__(
+        self,
+        chunk: int,
+        report: Progress | None,
+        cancelled: threading.Event,
+        *,
+        cancel: threading.Event | None = None,
+        reserve: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.chunk = chunk
         self._maps = [mmap.mmap(-1, chunk) for _ in range(_DEPTH)]
         self._views = [memoryview(m) for m in self._maps]
         self._report = report
-        self._cancelled = cancelled
+        self._cancelled = cancelled  # the pool's: another thread failed
+        self._cancel = cancel  # the caller's
+        self._reserve = reserve
         self._reader: threading.Thread | None = None
         self._jobs: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
         self._free: SimpleQueue[int] = SimpleQueue()
         self._full: SimpleQueue[tuple[int, int | OSError | None]] = SimpleQueue()
         for i in range(_DEPTH):
             self._free.put(i)
+
+    def stopped(self) -> bool:
+        return self._cancelled.is_set() or (self._cancel is not None and self._cancel.is_set())
 
     def close(self) -> None:
         if self._reader is not None:
@@ -136,12 +128,14 @@ class _Hasher:
         except OSError as e:
             if e.errno == errno.ELOOP:  # the path became a symlink after the scan
                 raise DigestError(path, "is a symlink (replaced while hashing)") from None
-            raise DigestError(path, f"cannot open: {_reason(e)}") from None
+            raise DigestError(path, f"cannot open: {os_reason(e)}") from None
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
-                raise DigestError(path, _special_kind(before.st_mode))
+                raise DigestError(path, special_kind(before.st_mode))
             size = before.st_size
+            if self._reserve is not None:
+                self._reserve(path, size)
             if size < self.chunk:
                 # Ask for one byte more than the size: getting it means the file grew. A short
                 # read of a regular file means end of file; the fstat below confirms the size.
@@ -161,7 +155,7 @@ class _Hasher:
                 digest = self._hash_pipelined(path, fd, size)
             after = os.fstat(fd)
         except OSError as e:
-            raise DigestError(path, f"read failed: {_reason(e)}") from None
+            raise DigestError(path, f"read failed: {os_reason(e)}") from None
         finally:
             os.close(fd)
         if (
@@ -209,6 +203,8 @@ class _Hasher:
                     free.put(idx)
         if error is not None:
             raise error
+        if self._cancel is not None and self._cancel.is_set() and total != size:
+            raise HashingCancelled(path)
         if self._cancelled.is_set() and total != size:
             raise DigestError(path, "cancelled")
         if total != size:
@@ -221,7 +217,7 @@ class _Hasher:
         Reads until end of file, or one byte past the expected size (the file grew), or
         cancellation; then posts ``(-1, None | OSError)``.
         """
-        views, free, full, cancelled = self._views, self._free, self._full, self._cancelled
+        views, free, full, stopped = self._views, self._free, self._full, self.stopped
         while True:
             job = self._jobs.get()
             if job is None:
@@ -229,8 +225,11 @@ class _Hasher:
             fd, size = job
             total = 0
             end: OSError | None = None
-            while not cancelled.is_set():
+            while not stopped():
                 idx = free.get()
+                if stopped():  # cancelled while every buffer was full: read no more
+                    free.put(idx)
+                    break
                 want = min(self.chunk, size + 1 - total)
                 try:
                     n = os.readv(fd, [views[idx] if want == self.chunk else views[idx][:want]])
@@ -265,101 +264,6 @@ def hash_file(path: Path) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Scanning the tree
-
-
-def _check_name(path: str, name: str) -> None:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DigestError(path, "file name is not valid UTF-8") from None
-
-
-def _within(real: str, root_real: str) -> bool:
-    return real == root_real or real.startswith(root_real.rstrip("/") + "/")
-
-
-def _symlink_entry(path: str, rel: str, root_real: str) -> FileEntry:
-    try:
-        target = os.readlink(path)
-    except OSError as e:
-        raise DigestError(path, f"cannot read symlink: {_reason(e)}") from None
-    if os.path.isabs(target):
-        raise DigestError(path, f"symlink target {target!r} is absolute; only relative links are recorded")
-    if not _within(os.path.realpath(path), root_real):
-        raise DigestError(path, f"symlink target {target!r} resolves outside the root")
-    raw = os.fsencode(target)
-    return FileEntry(rel, len(raw), hashlib.sha256(raw).hexdigest(), symlink=True)
-
-
-def _scan(
-    root: str, symlinks: SymlinkPolicy, exclude: frozenset[str], skip: Callable[[str], bool] | None
-) -> tuple[list[tuple[str, str]], list[FileEntry]]:
-    """Walk the tree without following links: ``([(relpath, path)] of files, [symlink entries])``.
-
-    Uses only the directory entries' types (no stat per file: it is a syscall per file that the
-    hashing does anyway). Directories are listed in sorted order so that errors are deterministic.
-    """
-    left_out = skip or (lambda _rel: False)
-    try:
-        st = os.lstat(root)
-    except FileNotFoundError:
-        raise DigestError(root, "no such file or directory") from None
-    except OSError as e:
-        raise DigestError(root, _reason(e)) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise DigestError(root, "is a symlink; pass the path it points to")
-    if stat.S_ISREG(st.st_mode):
-        name = os.path.basename(os.path.abspath(root))
-        _check_name(root, name)
-        return ([] if name in exclude or left_out(name) else [(name, root)]), []
-    if not stat.S_ISDIR(st.st_mode):
-        raise DigestError(root, _special_kind(st.st_mode))
-
-    root_real = os.path.realpath(root)
-    files: list[tuple[str, str]] = []
-    links: list[FileEntry] = []
-    stack: list[tuple[str, str]] = [(root, "")]
-    refuse = symlinks is SymlinkPolicy.REFUSE
-    while stack:
-        directory, prefix = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            raise DigestError(directory, f"cannot list directory: {_reason(e)}") from None
-        subdirs = []
-        for entry in entries:
-            path = entry.path
-            rel = prefix + entry.name
-            if not rel.isascii():
-                _check_name(path, entry.name)
-            if rel in exclude:
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append((path, rel + "/"))
-                elif left_out(rel):
-                    continue
-                elif entry.is_file(follow_symlinks=False):
-                    files.append((rel, path))
-                elif entry.is_symlink():
-                    if refuse:
-                        raise DigestError(
-                            path, "is a symlink, refused by the symlink policy ('record' records links)"
-                        )
-                    links.append(_symlink_entry(path, rel, root_real))
-                else:
-                    raise DigestError(path, _special_kind(entry.stat(follow_symlinks=False).st_mode))
-            except FileNotFoundError:
-                raise DigestError(path, "vanished while the tree was scanned") from None
-            except OSError as e:
-                raise DigestError(path, _reason(e)) from None
-        stack.extend(reversed(subdirs))
-    return files, links
-
-
-# --------------------------------------------------------------------------------------------------
 # The pool
 
 
@@ -379,6 +283,28 @@ def _default_workers() -> int:
     return max(1, min(n, _MAX_WORKERS))
 
 
+class _Reservations:
+    """The bytes the files opened so far may read, against ``max_bytes`` (threads share it)."""
+
+    def __init__(self, reserved: int, limit: int) -> None:
+        self._reserved, self._limit = reserved, limit
+        self._lock = threading.Lock()
+
+    def reserve(self, path: str, size: int) -> None:
+        with self._lock:
+            total = self._reserved + size
+            if total > self._limit:
+                raise BudgetExceeded(
+                    path,
+                    "bytes",
+                    total,
+                    self._limit,
+                    f"is {size} bytes now (it grew after the tree was walked), which takes the tree "
+                    f"past its budget of {self._limit} bytes; it was not read",
+                )
+            self._reserved = total
+
+
 def hash_tree(
     root: Path,
     *,
@@ -388,6 +314,9 @@ def hash_tree(
     exclude: Collection[str] = (),
     skip: Callable[[str], bool] | None = None,
     on_total: Callable[[int, int], None] | None = None,
+    max_bytes: int | None = None,
+    max_files: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> Manifest:
     """Hash every file under ``root`` (a directory, or a single regular file) into a `Manifest`.
 
@@ -399,20 +328,36 @@ def hash_tree(
     never concurrently. ``on_total(files, bytes)``, if given, is called once after the scan, before
     hashing starts (it costs one extra ``lstat`` per file). ``workers`` defaults to the usable cores.
 
-    Raises `DigestError` for: a root that does not exist or is a symlink; a special file; a symlink
+    Bounds, for trees someone else wrote: ``max_files`` caps the entries the walk lists (files,
+    directories, links). ``max_bytes`` caps the apparent size (the sum of ``st_size``, so sparse
+    files count fully): checked after the walk, before any byte is read (one extra ``lstat`` per
+    file), and again as each file is opened (a file grown since counts at its new size).
+    ``cancel``: once set, the walk and the hashing stop at the next directory, file or chunk.
+
+    Raises `BudgetExceeded` (a `DigestError`) past a bound; `HashingCancelled` once ``cancel`` is set;
+    `DigestError` for: a root that does not exist or is a symlink; a special file; a symlink
     under `SymlinkPolicy.REFUSE`, or one that is absolute or escapes the root under `RECORD`; a
     file that changes while it is hashed; any read error.
     """
     root_s = os.fspath(root)
-    files, links = _scan(root_s, symlinks, frozenset(exclude), skip)
-    if on_total is not None:
-        sizes = []
-        for _, path in files:
-            try:
-                sizes.append(os.lstat(path).st_size)
-            except OSError as e:
-                raise DigestError(path, _reason(e)) from None
-        on_total(len(files) + len(links), sum(sizes) + sum(e.size for e in links))
+    stop = cancel.is_set if cancel is not None else never
+    files, links = scan(root_s, symlinks, frozenset(exclude), skip, max_entries=max_files, stop=stop)
+    reservations: _Reservations | None = None
+    if on_total is not None or max_bytes is not None:
+        total = apparent_size(files, links, root_s, stop)
+        if max_bytes is not None:
+            if total > max_bytes:
+                raise BudgetExceeded(
+                    root_s,
+                    "bytes",
+                    total,
+                    max_bytes,
+                    f"holds {total} bytes (apparent sizes: a sparse file counts fully), more than its "
+                    f"budget of {max_bytes} bytes; nothing was read",
+                )
+            reservations = _Reservations(sum(e.size for e in links), max_bytes)
+        if on_total is not None:
+            on_total(len(files) + len(links), total)
 
     n_threads = max(1, min(workers if workers is not None else _default_workers(), _MAX_WORKERS))
     n_threads = min(n_threads, max(1, len(files)))
@@ -433,11 +378,17 @@ def hash_tree(
     counter = itertools.count()  # next() on it is atomic: the threads share out the files
 
     def work() -> None:
-        hasher = _Hasher(chunk, report, cancelled)
+        hasher = _Hasher(
+            chunk,
+            report,
+            cancelled,
+            cancel=cancel,
+            reserve=reservations.reserve if reservations is not None else None,
+        )
         try:
             n_files = len(files)
             hash_path = hasher.hash_path
-            is_cancelled = cancelled.is_set
+            is_cancelled = hasher.stopped
             for i in counter:
                 if i >= n_files or is_cancelled():
                     break
@@ -465,6 +416,8 @@ def hash_tree(
                     t.join()
             finally:
                 cancelled.set()
+    if stop():
+        raise HashingCancelled(root_s)  # whatever the threads then failed with was its consequence
     if errors:
         raise errors[0]  # the first failure; any later one is only its cancellation
 
