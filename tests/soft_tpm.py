@@ -171,13 +171,15 @@ def certified_run(
     assurance: Assurance = "dev",
     platform: Json | None = None,
     network: Json | None = None,
+    whole_run_network: Json | None = None,
 ) -> Run:
     """A run measured into a `SoftTpm` and sealed by the agent's recorder, its model and data
     directories, and the real old AICert proof in tests/assets/azure. `ca` issues the AK
     certificate, valid as long as `ca` is (default: a test CA valid around tests.pki.NOW);
     `ak_key` is the AK (default: a new P-256 key); `assurance` the level claimed, with
     `platform` as `evidence.platform` (level cvm: tests.cvm_vectors' `evidence_platform()`);
-    `network`: what the agent found of the pod's network (`predicate.run.network`)."""
+    `network`: what the agent found of the pod's network at the gate (the run event), and
+    `whole_run_network` from gate to seal (the output event; `predicate.run.network` when given)."""
     ca = ca or issue("hostile-input test CA")
     ak_key = ak_key or ec.generate_private_key(ec.SECP256R1())
     ak_certificate = certificate_with_key(ca, ak_key.public_key())
@@ -206,7 +208,7 @@ def certified_run(
     (root / "labels").mkdir()
     (root / "labels" / "labels.txt").write_text("cat\ndog\n")
     recorder.input("labels", hash_tree(root / "labels"))  # a second input, for partial --data
-    recorder.output("model", hash_tree(model))
+    recorder.output("model", hash_tree(model), network=whole_run_network)
     identity = AkIdentity(pem_key(ak_key.public_key()), (ak_pem,), platform)
     certificate = recorder.seal(assurance=assurance, ak=identity)
     proof = json.loads((azure_dir / "aicert-proof-sample.json").read_text())

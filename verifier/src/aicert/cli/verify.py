@@ -180,8 +180,9 @@ def summary(result: VerifiedTraining) -> str:
         ]
         lines.append(f"  node     {p.node.name}")
         if run.network is not None:
-            policies = ", ".join(n.name for n in run.network.policies) or "no NetworkPolicy"
+            policies = ", ".join(dict.fromkeys(n.name for n in run.network.policies)) or "no NetworkPolicy"
             lines.append(f"  network  egress {run.network.egress}  ({policies})")
+            lines.extend(f"           unknown: {why}" for why in run.network.unknown or [])
         lines.append(f"  trained  {p.startedOn} → {p.finishedOn}")
     else:
         for event in result.events:
