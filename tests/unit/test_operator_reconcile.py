@@ -557,3 +557,32 @@ def test_nodes_whose_agent_lease_lapsed_or_is_missing_are_stale() -> None:
     leases = {"alive": NOW + dt.timedelta(seconds=5), "dead": NOW - dt.timedelta(seconds=1), "odd": None}
     assert stale_nodes(["alive", "dead", "odd", "never"], leases, NOW) == ["dead", "never", "odd"]
     assert stale_nodes(["alive"], leases, NOW) == []
+
+
+# --- messages the API server accepts --------------------------------------------------------------------
+
+
+def test_a_long_refusal_message_is_cut_to_what_status_message_holds() -> None:
+    """status.message holds 4096 characters; a condition's message up to 32768 (an older agent's)."""
+    refused = pod(
+        phase="Failed", aicert_gate=DONE, train=DONE, aicert_seal=ContainerState("terminated", exit_code=3)
+    )
+    certified = {
+        "type": "Certified",
+        "status": "False",
+        "reason": "MeasurementFailed",
+        "message": "é" * 16000,
+    }
+    decision = reconcile(
+        training({"attempt": 1, "conditions": [certified]}), [refused], NOW, default_deadline=DEADLINE
+    )
+    assert decision.status["reason"] == "MeasurementFailed"
+    assert len(decision.status["message"].encode()) <= 4096 and decision.status["message"].endswith("…")
+
+
+def test_an_api_servers_long_refusal_is_cut_too() -> None:
+    first = reconcile(training(), [], NOW, default_deadline=DEADLINE)
+    message = "admission webhook denied the request: " + "x" * 10_000
+    decision = pod_not_created(training(), first, message, name_taken=False, transient=False, now=NOW)
+    assert len(decision.status["message"]) <= 4096
+    assert all(len(c["message"]) <= 4096 for c in decision.status["conditions"])

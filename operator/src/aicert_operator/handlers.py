@@ -73,9 +73,13 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
     if decision.status and not status_unchanged(training.status, decision.status):
         before = training.status.get("phase")
         written = kube.apply_status(
-            training.namespace, training.name, decision.status, read_version=meta.get("resourceVersion")
+            training.namespace,
+            training.name,
+            training.uid,
+            decision.status,
+            read_version=meta.get("resourceVersion"),
         )
-        if written is None:  # changed since read (or deleted): decide again from a fresh read
+        if written is None:  # changed since read, deleted, or replaced: decide again from a fresh read
             logger.info("the training changed while it was reconciled; looking again")
             _view.mark_stale(f"{training.namespace}/{training.name}")
             if decision.create_attempt is not None:  # the pod was created all the same: say so

@@ -21,6 +21,7 @@ from aicert.contract.status import (
     Reason,
     find_condition,
     set_condition,
+    status_message,
     timestamp,
 )
 from aicert.training import (
@@ -261,7 +262,7 @@ def reconcile(
     new_status: dict[str, Any] = {
         "phase": outcome.phase,
         "reason": str(outcome.reason),
-        "message": outcome.message,
+        "message": status_message(outcome.message),
         "observedGeneration": training.generation,
         "attempt": attempt,
         "podName": pod_name(training.name, attempt),
@@ -314,7 +315,7 @@ def pod_not_created(
         **keep,
         "attempt": int(training.status.get("attempt") or 0),
         "reason": str(reason),
-        "message": message,
+        "message": status_message(message),
         "conditions": _conditions(training, {ConditionType.SCHEDULED: ("False", reason, message)}, now),
     }
     if not status["attempt"]:
