@@ -65,6 +65,7 @@ def serve(args: argparse.Namespace) -> int:
                     assurance=args.assurance,
                     pod=pod_settings,
                     tsa_url=args.tsa_url,
+                    seal_attempts=args.seal_attempts,
                 ),
                 kube,
                 tpm,
