@@ -64,7 +64,13 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         _view.merge_pods(training.uid, kube.list_pods(training.namespace, training.uid))
         pods = _owned(settings, training, _view.pods(training.uid))
     now = dt.datetime.now(dt.UTC)
-    decision = reconcile(training, pods, now, default_deadline=settings.default_deadline_seconds)
+    decision = reconcile(
+        training,
+        pods,
+        now,
+        default_deadline=settings.default_deadline_seconds,
+        max_deadline=settings.max_deadline_seconds,
+    )
     if decision.create_attempt is not None:
         decision = _create_attempt(kube, settings, training, decision, now, logger)
     for name in decision.delete_pods:
