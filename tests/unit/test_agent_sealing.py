@@ -77,6 +77,17 @@ def test_the_record_survives_in_the_control_volume(tmp_path: Path) -> None:
     assert SealFailures.read(tmp_path / "absent") is None
 
 
+def test_a_pod_waits_out_its_back_off_and_no_longer(tmp_path: Path) -> None:
+    waiting = sealer(Answering(None))
+    waiting.clock = lambda: 1000.0
+    (tmp_path / "seal-failures").write_bytes(SealFailures(1, 1005.0, "x").to_bytes())
+    assert waiting.waiting(tmp_path)
+    waiting.clock = lambda: 1005.0
+    assert not waiting.waiting(tmp_path)
+    waiting.clock = lambda: 1.0  # the wall clock went back: the wait is not stretched
+    assert not waiting.waiting(tmp_path)
+
+
 def test_an_api_error_is_described_without_its_headers() -> None:
     assert describe(ApiException(status=503, reason="Service Unavailable")) == (
         "the API server answered 503 Service Unavailable"

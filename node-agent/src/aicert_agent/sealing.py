@@ -99,7 +99,9 @@ class SealFailures:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:  # only the agent writes it, whole
-            log.warning("%s: unreadable (%s); counting from its last known state: none", control, exc)
+            log.warning(
+                "%s/%s is unreadable (%s); counting seal failures afresh", control, SEAL_FAILURES, exc
+            )
             return None
 
 
@@ -129,9 +131,11 @@ class Sealer:
     # --- bounded tries ------------------------------------------------------------------------
 
     def waiting(self, control: Path) -> bool:
-        """Is this pod's seal backing off after a failure?"""
+        """Is this pod's seal backing off after a failure? (Never longer than the longest back-off,
+        should the wall clock have gone back.)"""
         failures = SealFailures.read(control)
-        return failures is not None and self.clock() < failures.not_before
+        now = self.clock()
+        return failures is not None and now < failures.not_before <= now + self.policy.max_seconds
 
     def failed(self, ctx: PodContext, control: Path, exc: Exception) -> None:
         """Sealing raised `exc`: try again after a back-off, or refuse the run once the tries are used."""
