@@ -7,6 +7,7 @@ in aicert-system (the `chart_policies` fixture renders it once per session).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ TRAINING_ADMISSION = {
     "aicert-training-pod-no-debug",
     "aicert-exclusive-volumes",
     "aicert-status-writers",
+    "aicert-training-deadline",
 }
 AGENT_NODE_POLICY = {
     "aicert-agent-own-node",
@@ -101,6 +103,21 @@ def test_policies_match_what_they_guard(chart_policies: list[dict[str, Any]]) ->
     assert of("aicert-training-pod-no-debug") == [("pods/ephemeralcontainers", "UPDATE")]
     assert of("aicert-exclusive-volumes") == [("pods", "CREATE")]
     assert ("certifiedtrainings/status", "UPDATE") in of("aicert-status-writers")
+    assert set(of("aicert-training-deadline")) == {
+        ("certifiedtrainings", "CREATE"),
+        ("certifiedtrainings", "UPDATE"),
+    }
+
+
+def test_the_default_deadline_cap_is_the_crds_own_limit(chart_policies: list[dict[str, Any]]) -> None:
+    """By default the policy refuses nothing the CRD's schema admits; a cluster lowers it."""
+    crd = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "crds" / "certifiedtrainings.aicert.dev.yaml").read_text()
+    )
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    limit = schema["properties"]["spec"]["properties"]["activeDeadlineSeconds"]["maximum"]
+    (validation,) = by_name("aicert-training-deadline", chart_policies)["spec"]["validations"]
+    assert f"object.spec.activeDeadlineSeconds <= {limit}" in validation["expression"]
 
 
 def test_break_glass_bypasses_only_the_no_entry_policies(chart_policies: list[dict[str, Any]]) -> None:

@@ -100,7 +100,15 @@ def test_lint_strict_passes_with_the_required_values(helm_home: Path) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
 
 
-def test_lint_strict_fails_on_a_value_the_schema_refuses(helm_home: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ("agent.tpm.access=hostPath", "agent/tpm/access"),
+        ("operator.maxDeadlineSeconds=0", "operator/maxDeadlineSeconds"),
+        ("operator.maxDeadlineSeconds=2592001", "operator/maxDeadlineSeconds"),  # beyond the CRD's
+    ],
+)
+def test_lint_strict_fails_on_a_value_the_schema_refuses(helm_home: Path, value: str, path: str) -> None:
     done = helm.run_helm(
         "lint",
         "--strict",
@@ -108,12 +116,22 @@ def test_lint_strict_fails_on_a_value_the_schema_refuses(helm_home: Path) -> Non
         "-f",
         str(CHART / "ci" / "lint-values.yaml"),
         "--set",
-        "agent.tpm.access=hostPath",
+        value,
         home=helm_home,
         check=False,
     )
     assert done.returncode != 0
-    assert "agent/tpm/access" in done.stdout + done.stderr
+    assert path in done.stdout + done.stderr
+
+
+def test_the_maximum_deadline_reaches_the_operator_and_the_admission_policy(helm_home: Path) -> None:
+    docs = render(helm_home, {"operator.maxDeadlineSeconds": 86400})
+    assert env(container(one(docs, "Deployment", OPERATOR_SA)))["AICERT_MAX_DEADLINE_SECONDS"] == "86400"
+    (validation,) = one(docs, "ValidatingAdmissionPolicy", f"{RELEASE}-training-deadline")["spec"][
+        "validations"
+    ]
+    assert "object.spec.activeDeadlineSeconds <= 86400" in validation["expression"]
+    assert "at most 86400 seconds" in validation["messageExpression"]
 
 
 OPERATOR = image(OPERATOR_IMAGE)
@@ -604,7 +622,7 @@ def test_the_release_policies_type_check_and_trust_its_operator(
         return policies if done else None
 
     policies = eventually(checked, "the release's policies to be type-checked")
-    assert len(policies) == 10
+    assert len(policies) == 11
     warnings = [
         w
         for p in policies

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_serve_without_kubeconfig_or_service_account_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")} | {
@@ -23,3 +25,22 @@ def test_serve_without_kubeconfig_or_service_account_is_one_line(tmp_path: Path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "cannot reach the API server" in done.stderr
+
+
+def test_seal_attempts_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aicert_agent.cli import build_parser
+
+    monkeypatch.delenv("AICERT_SEAL_ATTEMPTS", raising=False)
+    assert build_parser().parse_args(["serve"]).seal_attempts == 8
+    assert build_parser().parse_args(["serve", "--seal-attempts", "3"]).seal_attempts == 3
+    monkeypatch.setenv("AICERT_SEAL_ATTEMPTS", "5")
+    assert build_parser().parse_args(["serve"]).seal_attempts == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_seal_attempts_below_one_are_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from aicert_agent.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--seal-attempts", value])
+    assert exited.value.code == 2 and "--seal-attempts" in capsys.readouterr().err

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 
 from aicert.contract.status import (
+    CONDITION_MESSAGE_MAX,
+    MESSAGE_MAX_BYTES,
     REFUSALS,
     ConditionType,
     Reason,
     event_body,
     set_condition,
     status_apply_body,
+    status_message,
     timestamp,
 )
 
@@ -120,7 +124,7 @@ def test_event_body_is_about_the_training() -> None:
     }
 
 
-def test_event_note_is_truncated_to_1024_characters() -> None:
+def test_event_note_is_cut_to_1024_bytes() -> None:
     body = event_body(
         namespace="ml",
         name="run",
@@ -133,16 +137,22 @@ def test_event_note_is_truncated_to_1024_characters() -> None:
         action="Certify",
         now=NOW,
     )
-    assert body["note"] == "x" * 1000 + "y" * 24 and len(body["note"]) == 1024
+    assert body["note"].startswith("x" * 1000 + "y" * 20) and body["note"].endswith("…")
+    assert len(body["note"].encode("utf-8")) <= 1024
 
 
-def test_status_apply_body_carries_only_the_given_fields() -> None:
-    assert status_apply_body("run", {"phase": "Pending"}) == {
+def test_status_apply_body_carries_only_the_given_fields_and_a_precondition() -> None:
+    assert status_apply_body("run", {"phase": "Pending"}, resource_version="42") == {
         "apiVersion": "aicert.dev/v1alpha1",
         "kind": "CertifiedTraining",
-        "metadata": {"name": "run"},
+        "metadata": {"name": "run", "resourceVersion": "42"},
         "status": {"phase": "Pending"},
     }
+
+
+def test_a_status_body_is_always_conditional() -> None:
+    with pytest.raises(ValueError, match="resourceVersion"):
+        status_apply_body("run", {"phase": "Pending"}, resource_version="")
 
 
 @pytest.mark.parametrize("reason", [Reason.CERTIFICATION_REFUSED, Reason.FOREIGN_POD, Reason.TRAINING_FAILED])
@@ -160,3 +170,59 @@ def test_every_reason_is_documented() -> None:
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "crd-reference.md").read_text()
     assert [r.value for r in Reason if f"`{r.value}`" not in doc] == []
+
+
+# --- messages the API server accepts ------------------------------------------------------------------
+
+# What os.fsdecode gives for a file name whose bytes are not UTF-8 (b"w\xffe\xfe.bin"): lone surrogates,
+# which no UTF-8 encoder writes; the API server refuses a status or Event that carries them.
+UNDECODABLE = os.fsdecode(b"w\xffe\xfe.bin")
+
+
+def test_a_name_that_is_not_utf8_shows_its_bytes_as_escapes() -> None:
+    message = status_message(f"/out/{UNDECODABLE}: file name is not valid UTF-8")
+    assert message == "/out/w\\xffe\\xfe.bin: file name is not valid UTF-8"
+    message.encode("utf-8")  # strict: raises on a surrogate
+
+
+def test_any_lone_surrogate_is_escaped_and_text_of_the_bmp_is_kept() -> None:
+    assert status_message("a\ud800b") == "a\\ud800b"
+    assert status_message("poids é 模型 \n\t\x00") == "poids é 模型 \n\t\x00"
+
+
+def test_a_character_beyond_the_bmp_is_escaped() -> None:
+    """JSON writes it as a surrogate pair, which the API server's YAML decoder refuses."""
+    assert status_message("model 😀.bin") == "model \\U0001f600.bin"
+
+
+def test_a_long_message_is_cut_to_the_bound_in_utf8_bytes() -> None:
+    message = status_message("é" * MESSAGE_MAX_BYTES)
+    assert len(message.encode("utf-8")) <= MESSAGE_MAX_BYTES and message.endswith("…")
+    assert status_message("x" * MESSAGE_MAX_BYTES) == "x" * MESSAGE_MAX_BYTES  # at the bound: whole
+    assert MESSAGE_MAX_BYTES <= 4096  # status.message (the operator copies a refusal's) holds 4096
+
+
+def test_a_long_undecodable_name_is_escaped_before_it_is_cut() -> None:
+    message = status_message(UNDECODABLE * 2000, max_bytes=100)
+    assert len(message.encode("utf-8")) <= 100 and "\\xff" in message and "\udcff" not in message
+
+
+@pytest.mark.parametrize("reason", sorted(REFUSALS))
+def test_every_refusal_condition_is_valid_utf8_and_bounded(reason: Reason) -> None:
+    hostile = f"{UNDECODABLE} " * 10_000
+    condition = set_condition(None, ConditionType.CERTIFIED, "False", reason, hostile, generation=1, now=NOW)
+    encoded = condition["message"].encode("utf-8")
+    assert 0 < len(encoded) <= MESSAGE_MAX_BYTES <= CONDITION_MESSAGE_MAX
+    body = event_body(
+        namespace="ml",
+        name="run",
+        uid="u1",
+        type_="Warning",
+        reason=reason,
+        message=hostile,
+        controller="aicert.dev/agent",
+        instance="node-1",
+        action="Certify",
+        now=NOW,
+    )
+    assert 0 < len(body["note"].encode("utf-8")) <= 1024

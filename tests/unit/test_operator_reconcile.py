@@ -557,3 +557,75 @@ def test_nodes_whose_agent_lease_lapsed_or_is_missing_are_stale() -> None:
     leases = {"alive": NOW + dt.timedelta(seconds=5), "dead": NOW - dt.timedelta(seconds=1), "odd": None}
     assert stale_nodes(["alive", "dead", "odd", "never"], leases, NOW) == ["dead", "never", "odd"]
     assert stale_nodes(["alive"], leases, NOW) == []
+
+
+# --- the operator's maximum deadline (AICERT_MAX_DEADLINE_SECONDS) ------------------------------------
+
+STARTED_AN_HOUR_AGO = {"attempt": 1, "startTime": "2026-11-23T11:00:00Z"}
+
+
+def test_the_operators_maximum_caps_a_longer_deadline_in_the_spec() -> None:
+    """Admission refuses a spec above the maximum; a training created before (or with admission
+    off) still ends by it."""
+    running = [pod(phase="Running", aicert_gate=DONE, train=RUNNING)]
+    spec = training(STARTED_AN_HOUR_AGO, activeDeadlineSeconds=7 * 86400)
+    decision = reconcile(spec, running, NOW, default_deadline=DEADLINE, max_deadline=1800)
+    assert (decision.status["phase"], decision.status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert decision.status["message"] == (
+        "the run did not finish within 1800 s, the operator's maximum (activeDeadlineSeconds is 604800)"
+    )
+    assert decision.delete_pods == ("run-1",)
+
+
+def test_the_operators_maximum_caps_the_default_deadline() -> None:
+    decision = reconcile(training(), [], NOW, default_deadline=7 * 86400, max_deadline=5400)
+    assert decision.requeue_after == 5400
+    expired = reconcile(
+        training(STARTED_AN_HOUR_AGO),
+        [pod(phase="Running", aicert_gate=DONE, train=RUNNING)],
+        NOW,
+        default_deadline=7 * 86400,
+        max_deadline=1800,
+    )
+    assert expired.status["reason"] == "DeadlineExceeded" and "1800 s" in expired.status["message"]
+
+
+def test_a_deadline_within_the_maximum_is_the_specs() -> None:
+    running = [pod(phase="Running", aicert_gate=DONE, train=RUNNING)]
+    decision = reconcile(
+        training(STARTED_AN_HOUR_AGO, activeDeadlineSeconds=7200),
+        running,
+        NOW,
+        default_deadline=DEADLINE,
+        max_deadline=86400,
+    )
+    assert decision.status["phase"] == "Training" and decision.requeue_after == 3600
+
+
+# --- messages the API server accepts --------------------------------------------------------------------
+
+
+def test_a_long_refusal_message_is_cut_to_what_status_message_holds() -> None:
+    """status.message holds 4096 characters; a condition's message up to 32768 (an older agent's)."""
+    refused = pod(
+        phase="Failed", aicert_gate=DONE, train=DONE, aicert_seal=ContainerState("terminated", exit_code=3)
+    )
+    certified = {
+        "type": "Certified",
+        "status": "False",
+        "reason": "MeasurementFailed",
+        "message": "é" * 16000,
+    }
+    decision = reconcile(
+        training({"attempt": 1, "conditions": [certified]}), [refused], NOW, default_deadline=DEADLINE
+    )
+    assert decision.status["reason"] == "MeasurementFailed"
+    assert len(decision.status["message"].encode()) <= 4096 and decision.status["message"].endswith("…")
+
+
+def test_an_api_servers_long_refusal_is_cut_too() -> None:
+    first = reconcile(training(), [], NOW, default_deadline=DEADLINE)
+    message = "admission webhook denied the request: " + "x" * 10_000
+    decision = pod_not_created(training(), first, message, name_taken=False, transient=False, now=NOW)
+    assert len(decision.status["message"]) <= 4096
+    assert all(len(c["message"]) <= 4096 for c in decision.status["conditions"])

@@ -14,6 +14,11 @@ from aicert.contract.status import Reason, event_body, status_apply_body
 from aicert.training import GROUP, PLURAL, VERSION
 
 APPLY = "application/apply-patch+yaml"
+STATUS_WRITE_TRIES = 5
+
+
+class StatusConflict(Exception):
+    """Other writers kept changing the training between our read and our write."""
 
 
 def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -51,31 +56,46 @@ class TrainingClient:
         return dict(body)
 
     def apply_status(
-        self, namespace: str, name: str, status: dict[str, Any], *, read_version: str | None = None
+        self, namespace: str, name: str, uid: str, status: dict[str, Any], *, read_version: str | None = None
     ) -> dict[str, Any] | None:
-        """Server-side apply of this manager's status fields; the training as written. None when the
-        training is gone, or, with `read_version`, when it changed since that version was read
-        (nothing is written: decide again from a fresh read)."""
-        body = status_apply_body(name, status)
-        if read_version is not None:
-            body["metadata"]["resourceVersion"] = read_version  # a precondition for the apply
-        try:
-            written: Any = self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body,
-                field_manager=self.field_manager,
-                force=True,
-                _content_type=APPLY,
-            )
-        except ApiException as exc:
-            if exc.status == 404 or (exc.status == 409 and read_version is not None):
-                return None
-            raise
-        return dict(written)
+        """Server-side apply of this manager's status fields to the training `name` whose uid is
+        `uid`; the training as written. The one way the operator and the agent write status.
+
+        Every write is conditional on a resourceVersion of the training with that uid: the caller's
+        `read_version` (it read the training and decides from that version), else the version of a
+        fresh read whose uid is checked first (tried again when another writer came in between).
+        None, with nothing written, when that training is gone: deleted, or deleted and created
+        again under the same name (another uid: the old run's status must never reach it); or,
+        with `read_version`, when it changed since (decide again from a fresh read)."""
+        for _ in range(STATUS_WRITE_TRIES):
+            version = read_version
+            if version is None:
+                current = self.get_training(namespace, name)
+                if current is None or current["metadata"].get("uid") != uid:
+                    return None
+                version = str(current["metadata"]["resourceVersion"])
+            try:
+                written: Any = self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    status_apply_body(name, status, resource_version=version),
+                    field_manager=self.field_manager,
+                    force=True,
+                    _content_type=APPLY,
+                )
+            except ApiException as exc:
+                if exc.status == 404 or (exc.status == 409 and read_version is not None):
+                    return None
+                if exc.status == 409:
+                    continue  # written by someone else since our read: read (and check the uid) again
+                raise
+            return dict(written)
+        raise StatusConflict(
+            f"the status of {namespace}/{name} changed under each of {STATUS_WRITE_TRIES} writes"
+        )
 
     def emit(
         self, namespace: str, name: str, uid: str, type_: str, reason: Reason, message: str, action: str

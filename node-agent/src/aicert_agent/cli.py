@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("AICERT_AGENT_LEASE_SECONDS", "30")),
         help="the Lease's duration: a node whose agent (or TPM) is silent this long takes no new runs",
     )
+    serve.add_argument(
+        "--seal-attempts",
+        type=_at_least_one,
+        default=os.environ.get("AICERT_SEAL_ATTEMPTS", "8"),
+        metavar="N",
+        help="a run whose seal failed N times (a TSA or the API server not answering, a write failing) "
+        "is refused as SealFailed; tries are spaced 5 s, 10 s, 20 s … up to 5 min apart (env "
+        "AICERT_SEAL_ATTEMPTS, default 8)",
+    )
     serve.set_defaults(func=_serve)
     return parser
 
@@ -193,6 +202,16 @@ def _rebase(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     print(f"new epoch {epoch}; PCR {args.pcr} reset")
     return 0
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _wait(args: argparse.Namespace) -> int:

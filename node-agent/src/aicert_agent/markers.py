@@ -9,7 +9,10 @@ SEAL_REFUSED_EXIT with the agent's reason when it refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -32,19 +35,92 @@ def write_marker(control: Path, name: str, text: str = "") -> None:
 
 
 def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write `path` whole or not at all (a hidden temporary file beside it, then a rename). The
-    agent runs as root on the host and writes into volumes a training could have written: links
-    are never followed (a stale temporary file is removed, not opened; the rename replaces a link
-    at `path` itself, not what it points to)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    """Write `path` whole or not at all, never through a name a training could have prepared.
+
+    The agent runs as root on the host and writes into volumes a training wrote (the output's
+    manifest and certificate). The data goes into a file without a name (O_TMPFILE), which is linked
+    under a random hidden name and renamed onto `path`; on a filesystem without O_TMPFILE the file
+    is created under a random name (O_EXCL | O_NOFOLLOW). There is no fixed temporary name, so
+    nothing planted (a directory, a FIFO, a link) can stop the write or be written through; what is
+    at `path` is never opened: the rename replaces a link there, not what it points to, and fails
+    on a directory (leaving nothing behind)."""
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        temporary = (_UNNAMED and _write_unnamed(directory, path.name, data, sync)) or _write_named(
+            directory, path.name, data, sync
+        )
+        try:
+            os.rename(temporary, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=directory)
+            raise
         if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    tmp.replace(path)
+            os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+_UNNAMED = True  # use O_TMPFILE where the filesystem has it (tests turn it off to try the other way)
+_NAME_TRIES = 16
+
+
+def _temporary_name(name: str) -> str:
+    return f".{name}.{secrets.token_hex(16)}.tmp"
+
+
+def _write_all(fd: int, data: bytes, sync: bool) -> None:
+    os.fchmod(fd, 0o644)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if sync:
+        os.fsync(fd)
+
+
+def _write_unnamed(directory: int, name: str, data: bytes, sync: bool) -> str | None:
+    """The data in an O_TMPFILE file, linked under a random name; None where that cannot be done."""
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None  # this filesystem (or kernel) has no O_TMPFILE
+        raise
+    try:
+        _write_all(fd, data, sync)
+        for _ in range(_NAME_TRIES):
+            temporary = _temporary_name(name)
+            try:  # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: the open file itself
+                os.link(f"/proc/self/fd/{fd}", temporary, dst_dir_fd=directory, follow_symlinks=True)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                return None  # no /proc: the other way
+            return temporary
+        raise FileExistsError(errno.EEXIST, "no free temporary name", name)
+    finally:
+        os.close(fd)
+
+
+def _write_named(directory: int, name: str, data: bytes, sync: bool) -> str:
+    """The data in a new file under a random name, created exclusively and never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(_NAME_TRIES):
+        temporary = _temporary_name(name)
+        try:
+            fd = os.open(temporary, flags, 0o600, dir_fd=directory)
+        except FileExistsError:
+            continue
+        try:
+            _write_all(fd, data, sync)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=directory)
+            raise
+        finally:
+            os.close(fd)
+        return temporary
+    raise FileExistsError(errno.EEXIST, "no free temporary name", name)
 
 
 def _refused(control: Path, who: str) -> int | None:

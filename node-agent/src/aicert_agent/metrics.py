@@ -25,6 +25,9 @@ MEASUREMENTS_CANCELLED = Counter(
 QUOTE_SECONDS = Histogram(
     "aicert_agent_seal_seconds", "Time to seal a run: statement, seal event, quote, certificate"
 )
+SEAL_FAILURES = Counter(
+    "aicert_agent_seal_failures", "Seals that failed and were tried again later (or refused as SealFailed)"
+)
 CERTIFICATES = Counter("aicert_agent_certificates_total", "Certificates issued or refused", ["result"])
 LOG_REBASES = Counter("aicert_agent_log_rebases_total", "New measurement epochs", ["why"])
 AK_CERTIFICATE_EXPIRY = Gauge(

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ from pydantic import JsonValue
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, root_level
 from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
-from aicert.contract.status import REFUSALS, ConditionType, Reason, set_condition
+from aicert.contract.status import Reason
 from aicert.digest import (
-    CERTIFICATE_FILE,
     INPUT_EXCLUDED,
     MANIFEST_FILE,
     OUTPUT_EXCLUDED,
@@ -36,7 +34,6 @@ from aicert.digest import (
 )
 from aicert.events import IMAGE, INPUT, OUTPUT
 from aicert.training import (
-    CERTIFICATE_MAX_BYTES,
     CONTAINER_TRAIN,
     CONTROL_VOLUME,
     LABEL_ATTEMPT,
@@ -47,7 +44,6 @@ from aicert.training import (
     Input,
     TrainingSpec,
     output_claim,
-    short_digest,
 )
 from aicert.trust import ChainError, TrustStore, build_path
 from aicert_agent import metrics
@@ -59,7 +55,6 @@ from aicert_agent.network_ledger import NetworkLedger, NotWatching
 from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import (
     Action,
-    Problem,
     check_pod,
     network_problem,
     relabel_problem,
@@ -78,23 +73,12 @@ from aicert_agent.pod_plan import (
 )
 from aicert_agent.pod_state import container_status, image_digest, pod_facts, run_progress
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
+from aicert_agent.sealing import Refusal, RetryPolicy, Sealer
 from aicert_agent.storage import shared_storage_problem
-from aicert_agent.timestamping import add_timestamp
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
 
 log = logging.getLogger("aicert_agent")
-
-
-class Refusal(Exception):
-    def __init__(self, reason: Reason, message: str) -> None:
-        assert reason in REFUSALS, reason
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-    @classmethod
-    def of(cls, problem: Problem) -> Refusal:
-        return cls(problem.reason, problem.message)
 
 
 # Failures below the agent, by documented reason (never by exception class name).
@@ -104,6 +88,8 @@ _FAILURE_REASONS: tuple[tuple[type[Exception], Reason], ...] = (
     (DigestError, Reason.MEASUREMENT_FAILED),
     (VolumeNotFound, Reason.VOLUME_NOT_FOUND),
 )
+# Steps after training: an error in them is counted, tried again after a back-off, then refused.
+_SEAL_STEPS = frozenset({Step.FINISH, Step.PUBLISH, Step.MARK_SEALED})
 
 
 @dataclass(frozen=True)
@@ -117,6 +103,7 @@ class AgentConfig:
     ark_fingerprints: frozenset[str] | None = None  # level cvm: the AMD roots (None: AMD's own, pinned)
     workers: int = 2  # pods worked on at once in each lane: gates, and seals (aicert_agent.work_queue)
     limits: MeasureLimits = field(default_factory=MeasureLimits)  # what one run may have hashed (measuring)
+    seal_attempts: int = RetryPolicy.attempts  # a run whose seal failed this often is refused (SealFailed)
 
 
 @dataclass
@@ -141,6 +128,10 @@ class PodContext:
         return str(self.training["metadata"]["name"])
 
     @property
+    def training_uid(self) -> str:  # every status write names it (aicert_kube.TrainingClient.apply_status)
+        return str(self.training["metadata"]["uid"])
+
+    @property
     def attempt(self) -> int:
         return int((self.pod["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0"))
 
@@ -159,6 +150,17 @@ class NodeAgent:
     trust: TrustStore
     network: NetworkLedger  # the policies that selected each run's pod, gate to seal (policy_watch)
     _salts: dict[str, str] = field(default_factory=dict)
+    sealer: Sealer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sealer = Sealer(
+            self.kube,
+            self.config.node,
+            self.config.assurance,
+            self.ak,
+            self.config.tsa_url,
+            RetryPolicy(attempts=self.config.seal_attempts),
+        )
 
     # --- start -----------------------------------------------------------------------------
 
@@ -239,6 +241,8 @@ class NodeAgent:
             return None  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
         facts = pod_facts(pod)
+        if facts.seal_running and self.sealer.waiting(control):
+            return None  # its seal failed a moment ago: tried again after the back-off
         return (facts, markers) if may_act(facts, markers) else None
 
     def _pod_run(self, pod: dict[str, Any]) -> PodRun:
@@ -279,6 +283,8 @@ class NodeAgent:
             assert verdict.reason is not None
             self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
             return
+        if self.sealer.finish_refusal(ctx, self._control(ctx.uid)):
+            return  # refused earlier, but a write did not land: finished now, no step runs again
         entries = self.log.entries()
         steps = plan(
             facts,
@@ -302,6 +308,11 @@ class NodeAgent:
             except (SealError, LogError, DigestError, VolumeNotFound) as exc:
                 reason = next(r for kind, r in _FAILURE_REASONS if isinstance(exc, kind))
                 self._refuse(ctx, reason, str(exc))
+                return
+            except Exception as exc:
+                if step not in _SEAL_STEPS:
+                    raise  # before training: tried again, bounded by the gate's timeout
+                self.sealer.failed(ctx, self._control(ctx.uid), exc)  # bounded: then SealFailed
                 return
             entries = self.log.entries()
 
@@ -397,7 +408,9 @@ class NodeAgent:
                 )
             write_marker(self._control(ctx.uid), MARKER_GATE)
             try:  # shown in `kubectl get ct` while training; the certificate's own record comes at the seal
-                self.kube.apply_status(ctx.namespace, ctx.training_name, {"assurance": self.config.assurance})
+                self.kube.apply_status(
+                    ctx.namespace, ctx.training_name, ctx.training_uid, {"assurance": self.config.assurance}
+                )
             except ApiException as exc:
                 log.warning("%s: could not show the assurance level yet: %s", ctx.training_name, exc.reason)
         elif step is Step.FINISH:
@@ -464,89 +477,15 @@ class NodeAgent:
                     )
             output = self._measure_output(ctx, out_dir)
             recorder.output(ctx.spec.output.name, output, network=network)
-            output.write(out_dir / MANIFEST_FILE)
+            write_atomic(out_dir / MANIFEST_FILE, output.to_bytes())
         self._publish(ctx, recorder)
 
     def _publish(self, ctx: PodContext, recorder: RunRecorder) -> None:
-        started = time.perf_counter()
-        certificate = recorder.seal(assurance=self.config.assurance, ak=self.ak)
-        metrics.QUOTE_SECONDS.observe(time.perf_counter() - started)
-        if self.config.tsa_url:  # a TSA outage raises: the step is retried, the certificate waits for it
-            add_timestamp(certificate, self.config.tsa_url)
-        root = certificate["statement"]["predicate"]["outputs"]["root"]
-        text = json.dumps(certificate, separators=(",", ":"))
-        if len(text.encode()) > CERTIFICATE_MAX_BYTES:
-            raise Refusal(
-                Reason.CERTIFICATE_TOO_LARGE,
-                f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
-            )
-        # Beside the weights and their manifest first, so that a certificate in the status is also
-        # in the output volume (it travels with the weights and outlives the resource).
-        write_atomic(self._output_path(ctx) / CERTIFICATE_FILE, text.encode() + b"\n")
-        self.kube.apply_status(
-            ctx.namespace,
-            ctx.training_name,
-            {
-                "assurance": self.config.assurance,
-                "certificate": text,
-                "modelDigest": f"sha256:{root}",
-                "modelShortDigest": short_digest(root),
-                "conditions": [
-                    self._condition(
-                        ctx,
-                        "True",
-                        Reason.CERTIFIED,
-                        f"model sha256:{root} certified by a TPM quote on {self.config.node}",
-                    )
-                ],
-            },
-        )
-        write_marker(self._control(ctx.uid), MARKER_SEALED)
-        metrics.CERTIFICATES.labels("issued").inc()
-        self.kube.emit(
-            ctx.namespace,
-            ctx.training_name,
-            ctx.training["metadata"]["uid"],
-            "Normal",
-            Reason.CERTIFIED,
-            f"model sha256:{root}",
-            "Certify",
-        )
-
-    def _condition(self, ctx: PodContext, status: str, reason: Reason, message: str) -> dict[str, Any]:
-        return set_condition(
-            (ctx.training.get("status") or {}).get("conditions"),
-            ConditionType.CERTIFIED,
-            status,
-            reason,
-            message,
-            generation=int(ctx.training["metadata"].get("generation") or 0),
-            now=dt.datetime.now(dt.UTC),
-        )
+        self.sealer.publish(ctx, recorder, self._output_path(ctx), self._control(ctx.uid))
 
     def _refuse(self, ctx: PodContext, reason: Reason, message: str, *, own: bool = True) -> None:
-        """No certificate for this pod. `own`: it is the training's current pod, so the refusal goes
-        into the training's status; otherwise (a pod posing as the training's) only the pod is
-        stopped and an Event says why: the honest run's status stays as it is."""
-        log.warning("%s/%s: refused (%s): %s", ctx.namespace, ctx.pod["metadata"]["name"], reason, message)
-        if own:
-            self.kube.apply_status(
-                ctx.namespace,
-                ctx.training_name,
-                {"conditions": [self._condition(ctx, "False", reason, message)]},
-            )
-        write_marker(self._control(ctx.uid), MARKER_REFUSED, f"{reason}: {message}")
+        self.sealer.refuse(ctx, reason, message, self._control(ctx.uid), own=own)
         self.network.forget(ctx.uid)
-        metrics.CERTIFICATES.labels("refused").inc()
-        self.kube.emit(
-            ctx.namespace,
-            ctx.training_name,
-            ctx.training["metadata"]["uid"],
-            "Warning",
-            reason,
-            message,
-            "Certify",
-        )
 
     # --- loop --------------------------------------------------------------------------------
 

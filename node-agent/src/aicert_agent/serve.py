@@ -73,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
                     pod=pod_settings,
                     tsa_url=args.tsa_url,
                     limits=limits,
+                    seal_attempts=args.seal_attempts,
                 ),
                 kube,
                 tpm,

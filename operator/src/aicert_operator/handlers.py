@@ -64,7 +64,13 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         _view.merge_pods(training.uid, kube.list_pods(training.namespace, training.uid))
         pods = _owned(settings, training, _view.pods(training.uid))
     now = dt.datetime.now(dt.UTC)
-    decision = reconcile(training, pods, now, default_deadline=settings.default_deadline_seconds)
+    decision = reconcile(
+        training,
+        pods,
+        now,
+        default_deadline=settings.default_deadline_seconds,
+        max_deadline=settings.max_deadline_seconds,
+    )
     if decision.create_attempt is not None:
         decision = _create_attempt(kube, settings, training, decision, now, logger)
     for name in decision.delete_pods:
@@ -73,9 +79,13 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
     if decision.status and not status_unchanged(training.status, decision.status):
         before = training.status.get("phase")
         written = kube.apply_status(
-            training.namespace, training.name, decision.status, read_version=meta.get("resourceVersion")
+            training.namespace,
+            training.name,
+            training.uid,
+            decision.status,
+            read_version=meta.get("resourceVersion"),
         )
-        if written is None:  # changed since read (or deleted): decide again from a fresh read
+        if written is None:  # changed since read, deleted, or replaced: decide again from a fresh read
             logger.info("the training changed while it was reconciled; looking again")
             _view.mark_stale(f"{training.namespace}/{training.name}")
             if decision.create_attempt is not None:  # the pod was created all the same: say so

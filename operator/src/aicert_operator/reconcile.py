@@ -21,6 +21,7 @@ from aicert.contract.status import (
     Reason,
     find_condition,
     set_condition,
+    status_message,
     timestamp,
 )
 from aicert.training import (
@@ -202,15 +203,27 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
     )
 
 
-def _deadline(training: Training, default_deadline: int) -> int:
-    return training.spec.activeDeadlineSeconds or default_deadline
+def _deadline(training: Training, default_deadline: int, max_deadline: int | None) -> tuple[int, str]:
+    """The run's deadline in seconds, and how a DeadlineExceeded message names it."""
+    own = training.spec.activeDeadlineSeconds
+    deadline = own or default_deadline
+    if max_deadline is not None and deadline > max_deadline:
+        if own:
+            return max_deadline, f"{max_deadline} s, the operator's maximum (activeDeadlineSeconds is {own})"
+        return max_deadline, f"{max_deadline} s, the operator's maximum"
+    return deadline, f"activeDeadlineSeconds={deadline}"
 
 
 def reconcile(
-    training: Training, pods: list[PodView], now: dt.datetime, *, default_deadline: int
+    training: Training,
+    pods: list[PodView],
+    now: dt.datetime,
+    *,
+    default_deadline: int,
+    max_deadline: int | None = None,
 ) -> Decision:
     """`pods`: the training's own pods (observe.owned_pods). `default_deadline`: seconds, for a spec
-    without activeDeadlineSeconds."""
+    without activeDeadlineSeconds; `max_deadline`: the operator's cap on either (None: none)."""
     status = training.status
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
@@ -220,9 +233,9 @@ def reconcile(
     attempt = max([int(status.get("attempt") or 0), *(p.attempt for p in pods)])
     current = next((p for p in pods if p.attempt == attempt), None) if attempt else None
     started = _parse_time(status.get("startTime")) or now
-    deadline = _deadline(training, default_deadline)
+    deadline, named = _deadline(training, default_deadline, max_deadline)
     if attempt and now >= started + dt.timedelta(seconds=deadline):
-        message = f"the run did not finish within activeDeadlineSeconds={deadline}"
+        message = f"the run did not finish within {named}"
         outcome = _Outcome(
             "Failed",
             Reason.DEADLINE_EXCEEDED,
@@ -261,7 +274,7 @@ def reconcile(
     new_status: dict[str, Any] = {
         "phase": outcome.phase,
         "reason": str(outcome.reason),
-        "message": outcome.message,
+        "message": status_message(outcome.message),
         "observedGeneration": training.generation,
         "attempt": attempt,
         "podName": pod_name(training.name, attempt),
@@ -314,7 +327,7 @@ def pod_not_created(
         **keep,
         "attempt": int(training.status.get("attempt") or 0),
         "reason": str(reason),
-        "message": message,
+        "message": status_message(message),
         "conditions": _conditions(training, {ConditionType.SCHEDULED: ("False", reason, message)}, now),
     }
     if not status["attempt"]:

@@ -16,6 +16,8 @@ DEFAULT_DEADLINE_SECONDS = 7 * 24 * 3600  # a run that sets no activeDeadlineSec
 class Settings:
     pod: PodSettings  # shared with the node agent: it checks pods against the same contract
     default_deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+    # the longest a run may take, whatever its spec says (admission refuses more; None: no cap)
+    max_deadline_seconds: int | None = None
     namespace: str | None = None  # None: all namespaces
     metrics_port: int = 8080
     health_port: int = 8081
@@ -35,6 +37,7 @@ class Settings:
             default_deadline_seconds=int(
                 e.get("AICERT_DEFAULT_DEADLINE_SECONDS", base.default_deadline_seconds)
             ),
+            max_deadline_seconds=_positive(e, "AICERT_MAX_DEADLINE_SECONDS"),
             namespace=e.get("AICERT_WATCH_NAMESPACE") or None,
             metrics_port=int(e.get("AICERT_METRICS_PORT", base.metrics_port)),
             health_port=int(e.get("AICERT_HEALTH_PORT", base.health_port)),
@@ -45,3 +48,14 @@ class Settings:
             coalesce_seconds=float(e.get("AICERT_COALESCE_SECONDS", base.coalesce_seconds)),
             identity=e.get("POD_NAME") or base.identity,
         )
+
+
+def _positive(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number of seconds, at least 1; unset or empty: None."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1 second, not {raw}")
+    return value

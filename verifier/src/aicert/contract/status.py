@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -110,6 +111,42 @@ REPORTER_OPERATOR: Final = "aicert.dev/operator"
 REPORTER_AGENT: Final = "aicert.dev/agent"
 
 
+# Kubernetes caps a condition's message at 32768 characters and events.k8s.io's note at 1024 bytes;
+# this CRD's status.message holds 4096 characters, and the operator copies a refusal's message there.
+CONDITION_MESSAGE_MAX: Final = 32768
+MESSAGE_MAX_BYTES: Final = 4096
+NOTE_MAX_BYTES: Final = 1024
+_CUT: Final = "…"
+
+
+_UNSENDABLE: Final = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def status_message(text: str, *, max_bytes: int = MESSAGE_MAX_BYTES) -> str:
+    """`text` as a status or Event may carry it: text the API server decodes, at most `max_bytes`
+    bytes of UTF-8 (so at most as many characters), cut with "…" when longer. Every message the
+    operator and the agent write passes here.
+
+    - A file name that is not UTF-8 reaches a message as lone surrogates (os.fsdecode), which no
+      UTF-8 encoder writes: shown as the name's bytes, `\\xff`.
+    - A character beyond the BMP (an emoji in a file name) is sent as a JSON surrogate pair, which
+      the YAML decoder of server-side apply refuses: shown as `\\U0001f600`.
+    Either would make the API server refuse the whole status write."""
+    valid = _UNSENDABLE.sub(_escaped, text)
+    encoded = valid.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return valid
+    room = max_bytes - len(_CUT.encode("utf-8"))
+    return encoded[:room].decode("utf-8", "ignore") + _CUT
+
+
 def timestamp(moment: dt.datetime) -> str:
     """RFC 3339 in UTC, to the second, as Kubernetes writes metav1.Time."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -136,15 +173,26 @@ def set_condition(
         "type": str(kind),
         "status": status,
         "reason": str(reason),
-        "message": message,
+        "message": status_message(message),
         "observedGeneration": generation,
         "lastTransitionTime": since or timestamp(now),
     }
 
 
-def status_apply_body(name: str, status: dict[str, Any]) -> dict[str, Any]:
-    """A server-side apply body for the status subresource: only the fields the caller owns."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "status": status}
+def status_apply_body(name: str, status: dict[str, Any], *, resource_version: str) -> dict[str, Any]:
+    """A server-side apply body for the status subresource: only the fields the caller owns, and a
+    precondition: the API server refuses the write (409 Conflict) unless the training is still at
+    `resource_version`. The caller read that version and checked the training's uid in it, so a
+    training deleted and created again under the same name never receives the old run's status.
+    (A `metadata.uid` in the body would not do: the status subresource ignores metadata.)"""
+    if not resource_version:
+        raise ValueError("a status write names the resourceVersion it was decided on")
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "resourceVersion": resource_version},
+        "status": status,
+    }
 
 
 def event_body(
@@ -171,7 +219,7 @@ def event_body(
         "action": action,
         "type": type_,
         "reason": str(reason),
-        "note": message[:1024],
+        "note": status_message(message, max_bytes=NOTE_MAX_BYTES),
         "regarding": {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,

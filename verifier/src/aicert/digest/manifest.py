@@ -213,11 +213,15 @@ class Manifest:
             raise ManifestError(f"root: does not match the files (files give {manifest.root})")
         return manifest
 
+    def to_bytes(self) -> bytes:
+        """The manifest file's content (what `write` writes)."""
+        return (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the JSON atomically: a temporary file beside it, fsync, rename, fsync the dir."""
         target = Path(path)
         directory = target.parent
-        data = (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        data = self.to_bytes()
         import tempfile  # writers only: `aicert hash` and `aicert verify` never load it
 
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
