@@ -2,7 +2,8 @@
 
 With WAIT_FOR_RELEASE=1 it first waits until a file `release` appears in its output directory
 (the test creates it from the host), then removes it, so a test can act while training runs
-without depending on timing. EXIT_CODE makes it fail on purpose.
+without depending on timing. EXIT_CODE makes it fail on purpose; HOSTILE makes it attack the agent
+through its output (sparse, tmpdir, badname).
 """
 
 import os
@@ -21,3 +22,14 @@ code = int(os.environ.get("EXIT_CODE", "0"))
 if code:
     sys.exit(code)
 (out / "weights.bin").write_bytes((data / "train.csv").read_bytes()[::-1])
+# HOSTILE: a training that attacks the agent through what it writes (red team, round two)
+hostile = os.environ.get("HOSTILE", "")
+if hostile == "sparse":  # 8 TiB of apparent size, no disk blocks
+    with open(out / "huge.bin", "wb") as f:
+        f.truncate(8 << 40)
+elif hostile == "tmpdir":  # a directory where the agent once wrote its temporary certificate file
+    (out / ".aicert-certificate.json.tmp").mkdir()
+    (out / ".manifest.json.tmp").mkdir()
+elif hostile == "badname":  # a file name that is not UTF-8
+    with open(os.path.join(os.fsencode(out), b"bad-\xff\xfe.bin"), "wb") as f:
+        f.write(b"x")

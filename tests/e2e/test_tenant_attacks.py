@@ -500,3 +500,37 @@ def test_tenant_manages_its_certifiedtrainings(stack: Stack, tenant: Path, image
     deleted = as_user(stack, tenant, "delete", "ct", "tenant-made", "--timeout=60s")
     assert deleted.returncode == 0, deleted.stderr
     assert as_user(stack, tenant, "get", "ct", "tenant-made").returncode != 0
+
+
+# --- a hostile training image (second red-team round, attacks 3 to 5) ------------------------------
+
+
+def test_a_sparse_8_tib_output_is_refused_unread(stack: Stack, run: Any) -> None:
+    """Attack 3: a file of 8 TiB apparent size and no blocks used to keep a seal worker busy for
+    hours. It is refused before a byte is read, and the run ends."""
+    r = run(namespace=NS, env={"HOSTILE": "sparse"}).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OutputTooLarge"), status
+    assert "8796093022208 bytes" in status["message"] and "it was not hashed" in status["message"]
+    assert "certificate" not in status
+
+
+def test_a_planted_temporary_name_does_not_hold_the_seal(stack: Stack, run: Any) -> None:
+    """Attack 4: directories named like the agent's old temporary files made it quote again and
+    again until the run's deadline. The agent writes through names no training can prepare."""
+    r = run(namespace=NS, env={"HOSTILE": "tmpdir"}).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert (r.output_dir() / "aicert-certificate.json").is_file()
+    assert (r.output_dir() / ".aicert-certificate.json.tmp").is_dir()  # left as the training made it
+    trust = TrustStore.from_pem_file(stack.ca_pem)
+    assert Verifier(trust).verify(status["certificate"]).assurance == "dev"
+
+
+def test_a_file_name_that_is_not_utf8_ends_the_run_with_a_readable_reason(stack: Stack, run: Any) -> None:
+    """Attack 5: the refusal's status write was rejected (400) and the agent re-hashed twice a
+    second until the deadline. The name is escaped, the refusal lands, the run ends."""
+    r = run(namespace=NS, env={"HOSTILE": "badname"}).apply()
+    status = r.wait("Succeeded", "Failed")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "MeasurementFailed"), status
+    assert "bad-\\xff\\xfe.bin" in status["message"], status["message"]
