@@ -54,6 +54,7 @@ from aicert.training import (
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import ak_identity
 from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.network_ledger import NETWORK_POLICIES, NetworkLedger
 from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.tpm.client import Quote, Tpm
 from aicert_agent.volumes import empty_dir_path
@@ -159,10 +160,25 @@ class Node:
             MeasurementLog(self.root / "state" / "log.jsonl", 23),
             ak_identity(self.tpm.tpm, ()),
             None,  # type: ignore[arg-type]  # the trust store: only `start` checks the AK with it
+            self.network(),
         )
         agent.log.recover(self.tpm)  # what `start` does first
         agent.sealer.clock = self.clock
         return agent
+
+    def network(self) -> NetworkLedger:
+        """The agent's network ledger, from its state file, with the policies listed."""
+        ledger = NetworkLedger(self.root / "state" / "network.json")
+        self.list_policies(ledger)
+        return ledger
+
+    def list_policies(self, ledger: NetworkLedger) -> None:
+        """The NetworkPolicies as the API server lists them now (what policy_watch keeps current)."""
+        listed = client.NetworkingV1Api(self.api).list_network_policy_for_all_namespaces(
+            _preload_content=False
+        )
+        body = json.loads(listed.data)
+        ledger.listed(NETWORK_POLICIES, body["items"], body["metadata"]["resourceVersion"])
 
     @property
     def name(self) -> str:
@@ -188,6 +204,7 @@ class Node:
         )
         made = json.loads(json.dumps(made))
         made["metadata"]["uid"] = self.pod_uid
+        made["spec"]["nodeName"] = NODE
         done = {"terminated": {"exitCode": 0}}
         if sealing:
             made["status"] = {
@@ -209,6 +226,7 @@ class Node:
         """kubelet set up the volumes, the gate runs: the agent measures and opens it."""
         self.output.mkdir(parents=True)
         self.control.mkdir(parents=True)
+        self.list_policies(self.agent.network)  # the operator's policy came after the agent started
         self.agent.reconcile_pod(self.pod(sealing=False))
         assert (self.control / MARKER_GATE).exists()
 
@@ -253,7 +271,7 @@ def name_pod(api: client.ApiClient, training: dict[str, Any], pod_uid: str) -> d
         NAMESPACE,
         meta["name"],
         meta["uid"],
-        {"phase": "Measuring", "attempt": 1, "podName": f"{meta['name']}-1", "podUID": pod_uid},
+        {"phase": "Measuring", "attempt": 1, "podName": f"{meta['name']}-1", "podUID": pod_uid, "node": NODE},
     )
     assert written is not None
     policy: Any = network_policy(

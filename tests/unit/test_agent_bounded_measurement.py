@@ -215,7 +215,7 @@ class Node:
         self.training = {
             "metadata": {"name": "run", "namespace": "ml", "uid": "u1", "generation": 1},
             "spec": spec_,
-            "status": {"attempt": 1, "podUID": POD_UID, "phase": "Measuring"},
+            "status": {"attempt": 1, "podUID": POD_UID, "node": "node-1", "phase": "Measuring"},
         }
         self.cluster = Cluster(self.training, claims)
         self.limits = limits
@@ -261,6 +261,7 @@ class Node:
             )
         )
         pod["metadata"]["uid"] = POD_UID
+        pod["spec"]["nodeName"] = "node-1"
         if at == "gate":
             pod["status"] = {
                 "phase": "Pending",

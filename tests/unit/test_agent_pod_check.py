@@ -39,7 +39,7 @@ def training(spec: dict[str, Any] | None = None, **status: Any) -> dict[str, Any
     return {
         "metadata": {"name": "run", "namespace": "ml", "uid": "u1", "generation": 1},
         "spec": spec or SPEC,
-        "status": {"attempt": 2, "podUID": POD_UID, "phase": "Measuring", **status},
+        "status": {"attempt": 2, "podUID": POD_UID, "node": "gpu-1", "phase": "Measuring", **status},
     }
 
 
@@ -54,6 +54,7 @@ def live_pod(attempt: int = 2, uid: str = POD_UID, spec: dict[str, Any] | None =
     )
     p = copy.deepcopy(p)
     p["metadata"]["uid"] = uid
+    p["spec"]["nodeName"] = "gpu-1"  # the scheduler bound it
     return p
 
 
@@ -73,6 +74,22 @@ def test_wait_until_the_status_names_a_pod() -> None:
     status = training()
     del status["status"]["podUID"]
     assert check(live_pod(), status) == Verdict(Action.WAIT)
+
+
+def test_wait_until_the_status_names_the_node() -> None:
+    """Admission lets the agent write only the status of trainings whose status names its node:
+    a refusal written before the operator recorded the node was lost (422) in e2e."""
+    status = training()
+    del status["status"]["node"]
+    assert check(live_pod(), status) == Verdict(Action.WAIT)
+
+
+def test_a_status_naming_another_node_is_foreign() -> None:
+    assert check(live_pod(), training(node="gpu-2")) == Verdict(
+        Action.REFUSE_FOREIGN,
+        Reason.FOREIGN_POD,
+        "pod run-2 runs on gpu-1, but CertifiedTraining run says its pod runs on gpu-2",
+    )
 
 
 def test_wait_while_the_status_is_still_on_an_earlier_attempt() -> None:

@@ -168,6 +168,7 @@ class NetworkLedger:
             "resourceVersions": self._versions if self._runs else {},
             "runs": {uid: asdict(run) for uid, run in self._runs.items()},
         }
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.tmp")
         tmp.write_text(json.dumps(state, separators=(",", ":")))
         os.replace(tmp, self._path)

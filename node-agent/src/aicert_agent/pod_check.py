@@ -69,6 +69,18 @@ def check_pod(
             Reason.FOREIGN_POD,
             f"pod {pod_name} is not the pod of attempt {attempt} of CertifiedTraining {name}",
         )
+    # The agent writes a training's status only once that status names the node (admission lets it
+    # write for trainings on its own node only): until the operator has recorded where the pod
+    # was bound, wait, as for the pod's uid.
+    pod_node = (pod.get("spec") or {}).get("nodeName")
+    if not status.get("node"):
+        return Verdict(Action.WAIT)
+    if status["node"] != pod_node:
+        return Verdict(
+            Action.REFUSE_FOREIGN,
+            Reason.FOREIGN_POD,
+            f"pod {pod_name} runs on {pod_node}, but CertifiedTraining {name} says its pod runs on {status['node']}",
+        )
     spec = TrainingSpec.model_validate(training.get("spec") or {})
     expected = training_pod(
         name=name,
