@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from aicert.contract.pod import ContractError, PodSettings
 from aicert.training import agent_lease_name
 from aicert.trust import TrustError, load_trust_store
+from aicert.trust.measurements import load_paravisor_measurements, read_paravisor_measurements
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -36,6 +37,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         trust = load_trust_store(args.trust, args.trust_bundle)
+        paravisor = (
+            read_paravisor_measurements(args.paravisor_measurements)
+            if args.paravisor_measurements
+            else load_paravisor_measurements()
+        )
         pod_settings = PodSettings.from_env()
     except (TrustError, ContractError) as exc:
         log.error("%s", exc)
@@ -65,6 +71,7 @@ def serve(args: argparse.Namespace) -> int:
                     assurance=args.assurance,
                     pod=pod_settings,
                     tsa_url=args.tsa_url,
+                    paravisor_measurements=paravisor,
                 ),
                 kube,
                 tpm,

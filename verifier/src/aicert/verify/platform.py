@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from aicert.certificate import Assurance, PlatformRecord
+from aicert.trust.measurements import KnownMeasurements
 from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.keys import with_usable_key
 
@@ -26,6 +27,10 @@ if TYPE_CHECKING:  # aicert.cvm loads only for a certificate that claims cvm
     from aicert.cvm import PlatformFacts
 
 FIELD = "evidence.platform"
+NONE_GIVEN = (
+    "none was given: `aicert verify` uses the list `aicert trust install paravisor --from FILE` "
+    "installs, a library caller passes one"
+)
 
 
 def platform_certificates(record: PlatformRecord) -> tuple[x509.Certificate, ...]:
@@ -59,10 +64,13 @@ def check_platform(
     ak_spki_der: bytes,
     at: dt.datetime,
     ark_fingerprints: Collection[str] | None = None,
+    known_measurements: KnownMeasurements | None = None,
 ) -> PlatformFacts:
     """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
     that claims `cvm` and whose AK chains to a root vouching for `vtpm` (check_chain, root_level).
-    `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
+    `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd);
+    `known_measurements`: the known-good paravisor launch measurements (None: none, and then
+    `cvm-measurement` fails: nothing else tells Azure's paravisor from any VMPL 0 firmware)."""
     from aicert.cvm import PINNED_ARK_SHA256, verify_platform
 
     if record is None:
@@ -72,4 +80,7 @@ def check_platform(
             "certificates)",
         )
     arks = frozenset(PINNED_ARK_SHA256.values()) if ark_fingerprints is None else ark_fingerprints
-    return verify_platform(base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks)
+    known = KnownMeasurements((), NONE_GIVEN) if known_measurements is None else known_measurements
+    return verify_platform(
+        base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks, known_measurements=known
+    )

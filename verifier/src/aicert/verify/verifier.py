@@ -42,6 +42,7 @@ from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
+from aicert.trust.measurements import KnownMeasurements
 from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
@@ -334,9 +335,11 @@ def verify_quote_evidence(
     *,
     timestamped: bool = False,
     ark_fingerprints: Collection[str] | None = None,
+    paravisor_measurements: KnownMeasurements | None = None,
 ) -> QuoteFacts:
     """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
-    `ark_fingerprints`: the AMD roots trusted for level cvm."""
+    `ark_fingerprints` and `paravisor_measurements`: the AMD roots and the known-good paravisor
+    launch measurements trusted for level cvm."""
     path, assurance = check_chain(ev, trust, at, timestamped=timestamped)
     check_ak_key(ev, path)
     platform = None
@@ -347,6 +350,7 @@ def verify_quote_evidence(
             ak_spki_der=_spki(path.certificates[0]),
             at=at,
             ark_fingerprints=ark_fingerprints,
+            known_measurements=paravisor_measurements,
         )
     digest_alg = check_signature(ev, path)
     attest = check_attest(ev, digest_alg)
@@ -415,11 +419,14 @@ class Verifier:
         policy: Policy | None = None,
         tsa: TrustStore | None = None,
         ark_fingerprints: Collection[str] | None = None,
+        paravisor_measurements: KnownMeasurements | None = None,
     ) -> None:
         self.trust = trust
         self.policy = policy  # None: the policy checks are skipped (reported as such)
         self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
         self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm (None: AMD's own, pinned)
+        # known-good paravisor launch measurements for level cvm (None: none, cvm-measurement fails)
+        self.paravisor_measurements = paravisor_measurements
 
     def verify(
         self,
@@ -476,7 +483,12 @@ class Verifier:
         stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature)
         when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
         facts = verify_quote_evidence(
-            ev, self.trust, when, timestamped=stamped is not None, ark_fingerprints=self.ark_fingerprints
+            ev,
+            self.trust,
+            when,
+            timestamped=stamped is not None,
+            ark_fingerprints=self.ark_fingerprints,
+            paravisor_measurements=self.paravisor_measurements,
         )
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance)
