@@ -144,3 +144,18 @@ def test_aicert_verify_refuses_to_run_on_a_damaged_installed_list(
     root.write_bytes(issue("some root").pem)
     assert main(["verify", str(certificate), "--trust-bundle", str(root)]) == 2
     assert "paravisor" in capsys.readouterr().err
+
+
+def test_kubectl_aicert_verify_reads_the_same_installed_list(
+    own_trust_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubectl aicert verify NAME` builds its Verifier as `aicert verify` does: a damaged
+    installed list is unusable input before any trip to the cluster."""
+    from aicert.cli import kubectl_plugin
+
+    path = install_paravisor_measurements(LIST, "list.txt", own_trust_dir)
+    path.write_text("cafe  # cut\n")
+    root = tmp_path / "root.pem"
+    root.write_bytes(issue("some root").pem)
+    assert kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(root)]) == 2
+    assert "paravisor" in capsys.readouterr().err
