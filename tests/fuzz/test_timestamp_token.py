@@ -29,6 +29,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets" / "tsa"
 TOKEN = (ASSETS / "token.der").read_bytes()
 SIGNATURE = b"aicert fuzz seed: the quote signature"
 SIGNED_AT = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+VERIFIED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,12 @@ def tsa() -> TrustStore:
 
 
 def test_the_genuine_token_verifies(tsa: TrustStore) -> None:
-    assert check_timestamp(base64.b64encode(TOKEN).decode(), SIGNATURE, tsa).time == SIGNED_AT
+    assert check_timestamp(base64.b64encode(TOKEN).decode(), SIGNATURE, tsa, at=VERIFIED_AT).time == SIGNED_AT
 
 
 def test_the_genuine_token_over_other_bytes_fails(tsa: TrustStore) -> None:
     with pytest.raises(VerificationError) as caught:
-        check_timestamp(base64.b64encode(TOKEN).decode(), SIGNATURE + b"!", tsa)
+        check_timestamp(base64.b64encode(TOKEN).decode(), SIGNATURE + b"!", tsa, at=VERIFIED_AT)
     assert caught.value.check == Check.TIMESTAMP
 
 
@@ -50,9 +51,9 @@ def test_the_genuine_token_over_other_bytes_fails(tsa: TrustStore) -> None:
 @given(token=edited_bytes(TOKEN) | st.binary(max_size=2048))
 def test_an_edited_token_is_refused_or_keeps_the_signed_time(tsa: TrustStore, token: bytes) -> None:
     try:
-        stamped = check_timestamp(base64.b64encode(token).decode(), SIGNATURE, tsa)
+        stamped = check_timestamp(base64.b64encode(token).decode(), SIGNATURE, tsa, at=VERIFIED_AT)
     except MalformedError as exc:
-        assert exc.field == "evidence.timestamp"
+        assert exc.field.startswith("evidence.timestamp")
         return
     except VerificationError as exc:
         assert exc.check == Check.TIMESTAMP
@@ -64,7 +65,7 @@ def test_an_edited_token_is_refused_or_keeps_the_signed_time(tsa: TrustStore, to
 @given(text=st.text(max_size=200))
 def test_text_that_is_not_base64_is_malformed(tsa: TrustStore, text: str) -> None:
     try:
-        check_timestamp(text, SIGNATURE, tsa)
+        check_timestamp(text, SIGNATURE, tsa, at=VERIFIED_AT)
     except (MalformedError, VerificationError):
         return
     pytest.fail("a token of arbitrary text verified")

@@ -456,16 +456,17 @@ class Verifier:
         )
 
     def _timestamp(
-        self, token: str | None, quote_signature: bytes
+        self, token: str | None, quote_signature: bytes, at: dt.datetime
     ) -> tuple[Timestamped | None, list[tuple[Check, str]]]:
-        """The trusted time of the quote's signature, or why the `timestamp` check is skipped."""
+        """The trusted time of the quote's signature (not after `at`, the verification time), or
+        why the `timestamp` check is skipped."""
         if token is None:
             return None, [(Check.TIMESTAMP, NO_TOKEN)]
         if self.tsa is None or not self.tsa.anchors:
             return None, [(Check.TIMESTAMP, NO_TSA_ROOT)]
         from aicert.verify.timestamp import check_timestamp
 
-        return check_timestamp(token, quote_signature, self.tsa), []
+        return check_timestamp(token, quote_signature, self.tsa, at=at), []
 
     def _verify_certificate(
         self,
@@ -480,8 +481,12 @@ class Verifier:
             ev = certificate_evidence(certificate, raw_statement)
         except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
             raise MalformedError("evidence", str(exc)) from None
-        stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature)
-        when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        stamped, skipped_timestamp = self._timestamp(certificate.evidence.timestamp, ev.signature, at or now)
+        # a token's time is a window, genTime ± accuracy: the AK chain must hold at both ends of it
+        when = at or (stamped.latest if stamped else now)
+        if stamped and not at and stamped.accuracy:
+            check_chain(ev, self.trust, stamped.earliest, timestamped=True)
         facts = verify_quote_evidence(
             ev,
             self.trust,
@@ -526,11 +531,7 @@ class Verifier:
             )
         notes: tuple[str, ...] = ()
         if stamped is not None:
-            checked_at = "--at" if at else "that time"
-            notes = (
-                f"timestamp: {stamped.time:%Y-%m-%dT%H:%M:%SZ} by {stamped.tsa}; "
-                f"the AK certificate was checked at {checked_at}",
-            )
+            notes = (stamped.note(at_given=at is not None),)
         if not data_dirs:
             skipped.append((Check.DATA_FILES, NO_DATA_DIRS))
         elif unchecked_inputs := sorted(set(inputs) - set(data_dirs)):
