@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -50,9 +50,10 @@ class SoftQuote:
 
 @dataclass
 class SoftTpm:
-    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA-SHA256 TPMT_SIGNATURE) signed by `key`."""
+    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA-SHA256 TPMT_SIGNATURE) signed by `key`; an RSA
+    `key` signs RSASSA-SHA256 (PKCS#1 v1.5), as Azure's vTPM AK does."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     pcrs: dict[int, bytes] = field(default_factory=lambda: {i: bytes(32) for i in range(24)})
 
     def pcr_read(self, indices: Any) -> dict[int, bytes]:
@@ -79,6 +80,9 @@ class SoftTpm:
             + bytes(bitmap)
             + _tpm2b(hashlib.sha256(b"".join(values[i] for i in selected)).digest())
         )
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            rsassa = self.key.sign(attest, padding.PKCS1v15(), hashes.SHA256())
+            return SoftQuote(attest, struct.pack(">HH", 0x0014, 0x000B) + _tpm2b(rsassa), values)
         r, s = decode_dss_signature(self.key.sign(attest, ec.ECDSA(hashes.SHA256())))
         signature = (
             struct.pack(">HH", 0x0018, 0x000B) + _tpm2b(r.to_bytes(32, "big")) + _tpm2b(s.to_bytes(32, "big"))

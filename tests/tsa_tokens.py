@@ -134,14 +134,19 @@ def name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def tsa_root(common_name: str = "python TSA root") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def tsa_root(
+    common_name: str = "python TSA root",
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    serial: int | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(name(common_name))
         .issuer_name(name(common_name))
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
         .not_valid_after(dt.datetime(2036, 1, 1, tzinfo=dt.UTC))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
