@@ -282,3 +282,12 @@ def test_the_same_root_trusted_twice_is_not_a_crash(minted: Minted) -> None:
     assert check(make_response(minted.spec(SIGNATURE)), tsa).tsa == "CN=python TSA unit"
     doubled = TrustStore.from_pem_file(ASSETS / "tsa-root.pem")
     check(GENUINE, doubled + doubled, signature=GENUINE_SIGNATURE)
+
+
+def test_a_window_at_the_ends_of_the_calendar_is_not_a_crash() -> None:
+    """genTime is read from the token; at year 1 or 9999 its window must not overflow."""
+    second = dt.timedelta(seconds=1)
+    first = Timestamped(dt.datetime.min.replace(tzinfo=dt.UTC), "CN=TSA", second)
+    last = Timestamped(dt.datetime.max.replace(tzinfo=dt.UTC), "CN=TSA", second)
+    assert first.earliest == first.time and first.latest == first.time + second
+    assert last.latest == last.time and last.earliest == last.time - second

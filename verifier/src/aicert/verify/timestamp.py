@@ -108,11 +108,17 @@ class Timestamped:
 
     @property
     def earliest(self) -> dt.datetime:
-        return self.time - self.accuracy
+        try:
+            return self.time - self.accuracy
+        except OverflowError:  # a token dated in year 1: its window starts when time does
+            return dt.datetime.min.replace(tzinfo=dt.UTC)
 
     @property
     def latest(self) -> dt.datetime:
-        return self.time + self.accuracy
+        try:
+            return self.time + self.accuracy
+        except OverflowError:  # a token dated at the end of year 9999
+            return dt.datetime.max.replace(tzinfo=dt.UTC)
 
     def stated(self) -> str:
         """The time as the token states it: `2025-03-01T00:00:00Z ± 1 s`."""
