@@ -37,11 +37,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         trust = load_trust_store(args.trust, args.trust_bundle)
-        paravisor = (
-            read_paravisor_measurements(args.paravisor_measurements)
-            if args.paravisor_measurements
-            else load_paravisor_measurements()
-        )
+        paravisor = None  # only level cvm needs the known-good paravisor measurements
+        if args.paravisor_measurements:
+            paravisor = read_paravisor_measurements(args.paravisor_measurements)
+        elif args.assurance == "cvm":
+            paravisor = load_paravisor_measurements()
         pod_settings = PodSettings.from_env()
     except (TrustError, ContractError) as exc:
         log.error("%s", exc)
