@@ -21,7 +21,12 @@ tests/unit/test_cvm_parsing.py checks that the same parser reads the real Azure 
 real SEV-SNP report in tests/assets/cvm, so the two formats are one.
 
 `make_vector()` is the genuine vector; each keyword changes exactly one input (debug bit,
-report_data, chip id, TCB, measurement, AK, signature, chain order, validity, ARK fingerprints).
+report_data, chip id, TCB, measurement, AK, signature, chain order, validity, ARK fingerprints,
+the known-good measurements).
+
+The known-good paravisor measurements a vector is verified against are explicit: `KNOWN_GOOD`
+lists the synthetic `MEASUREMENT` only, never a real Azure value, and is given to the verifier as
+an operator's `aicert trust install paravisor` list would be.
 """
 
 from __future__ import annotations
@@ -44,11 +49,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from aicert.cvm import PlatformFacts, TcbVersion, verify_platform
+from aicert.trust.measurements import KnownMeasurement, KnownMeasurements
 
 AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # tests.pki.NOW
 CHIP_ID = bytes(range(0x40, 0x80))
 TCB = TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)  # the levels of the real Azure report
 MEASUREMENT = hashlib.sha384(b"aicert synthetic launch measurement").digest()
+KNOWN_GOOD = KnownMeasurements(
+    (KnownMeasurement(MEASUREMENT.hex(), "tests/cvm_vectors.py: the synthetic paravisor"),),
+    "the test vectors' known-good list",
+)
 GUEST_POLICY = 0x3001F  # the real Azure report's: ABI 0.31, SMT allowed, reserved bit 17 set
 DEBUG_BIT = 1 << 19
 AZURE_NV_SIZE = 2048
@@ -305,12 +315,18 @@ class CvmVector:
     certificates: tuple[x509.Certificate, ...]
     ak_spki_der: bytes
     ark_fingerprints: frozenset[str]
+    known_measurements: KnownMeasurements = KNOWN_GOOD
     at: dt.datetime = AT
     roots: AmdTestRoots = field(default_factory=amd_test_roots)
 
     def verify(self) -> PlatformFacts:
         return verify_platform(
-            self.hcl_report, self.certificates, self.ak_spki_der, self.at, self.ark_fingerprints
+            self.hcl_report,
+            self.certificates,
+            self.ak_spki_der,
+            self.at,
+            self.ark_fingerprints,
+            known_measurements=self.known_measurements,
         )
 
     def certificate_chain_pem(self) -> list[str]:
@@ -355,6 +371,7 @@ def make_vector(
     version: int = 2,
     hash_type: int = 1,
     snp_fields: dict[str, Any] | None = None,
+    known_measurements: KnownMeasurements = KNOWN_GOOD,
 ) -> CvmVector:
     """The genuine vector; each keyword changes one input from what the VM and AMD would give.
 
@@ -365,7 +382,9 @@ def make_vector(
     flip_signature_byte: an index into the 144 signature bytes to flip after signing;
     chain_order: names among vcek, ask, ark in the order given ("ark" may be left out);
     ask: another ASK certificate (e.g. `amd_test_roots().ask_signed_by_another_key()`);
-    ark_fingerprints: the pinned ARK fingerprints the verifier gets (default: the test ARK's)."""
+    ark_fingerprints: the pinned ARK fingerprints the verifier gets (default: the test ARK's);
+    known_measurements: the known-good paravisor measurements it gets (default: `KNOWN_GOOD`).
+    `measurement` changes what the report says, `known_measurements` what the verifier trusts."""
     roots = amd_test_roots()
     quote_key = quote_ak or rsa_key(0).public_key()
     runtime = runtime_data(runtime_ak or quote_key)
@@ -399,5 +418,6 @@ def make_vector(
         ark_fingerprints=ark_fingerprints
         if ark_fingerprints is not None
         else frozenset({roots.ark_fingerprint}),
+        known_measurements=known_measurements,
         roots=roots,
     )

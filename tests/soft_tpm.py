@@ -51,7 +51,8 @@ class SoftQuote:
 
 @dataclass
 class SoftTpm:
-    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA- or RSASSA-SHA256 TPMT_SIGNATURE) signed by `key`."""
+    """PCRs in memory and quotes (TPMS_ATTEST, ECDSA-SHA256 TPMT_SIGNATURE) signed by `key`; an RSA
+    `key` signs RSASSA-SHA256 (PKCS#1 v1.5), as Azure's vTPM AK does."""
 
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     pcrs: dict[int, bytes] = field(default_factory=lambda: {i: bytes(32) for i in range(24)})

@@ -19,11 +19,12 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -51,6 +52,9 @@ from aicert.verify.evidence import QuoteEvidence
 from aicert.verify.jsonload import loads_strict
 from aicert.verify.verifier import _leaf, certificate_evidence
 
+if TYPE_CHECKING:
+    from tests.tsa_tokens import Tsa
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "azure"
 # Inside the Azure AK certificate's validity (2024-04-20 to 2025-10-30) and the test CA's.
 AT = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
@@ -59,6 +63,8 @@ NOT_AFTER = dt.datetime(2028, 1, 1, tzinfo=dt.UTC)
 # Fixed keys: a fuzzer's crash file verifies against a trust root rebuilt anywhere from them.
 CA_KEY = ec.derive_private_key(0x41_49_43_45_52_54_2D_66_75_7A_7A_2D_63_61, ec.SECP256R1())
 AK_KEY = ec.derive_private_key(0x41_49_43_45_52_54_2D_66_75_7A_7A_2D_61_6B, ec.SECP256R1())
+TSA_ROOT_KEY = ec.derive_private_key(0x41_49_43_45_52_54_2D_74_73_61_2D_72_6F_6F_74, ec.SECP256R1())
+TSA_KEY = ec.derive_private_key(0x41_49_43_45_52_54_2D_74_73_61, ec.SECP256R1())
 Json = dict[str, Any]
 
 
@@ -78,6 +84,34 @@ def ca_certificate() -> x509.Certificate:
         )
         .sign(CA_KEY, hashes.SHA256())
     )
+
+
+def tsa_identity() -> Tsa:
+    """The seeds' TSA (fixed keys, as the AK's): a root and the unit certificate it issued."""
+    from tests.tsa_tokens import Tsa, tsa_certificate, tsa_root
+
+    root, _ = tsa_root("aicert fuzz seed TSA root", key=TSA_ROOT_KEY, serial=1)
+    unit, _ = tsa_certificate(
+        root, TSA_ROOT_KEY, common_name="aicert fuzz seed TSA", key=TSA_KEY, serial=2, not_before=NOT_BEFORE
+    )
+    return Tsa(unit, TSA_KEY, root, TSA_ROOT_KEY)
+
+
+def tsa_store() -> TrustStore:
+    """The time-stamping authority the oracle trusts: the seeds' TSA root."""
+    return TrustStore.from_certificates([tsa_identity().root], "fuzz test TSA", dev_level=False)
+
+
+def timestamped(seed: Seed) -> Seed:
+    """`seed` (a sealed certificate) with an RFC 3161 token over its quote signature, dated `AT`,
+    added as the agent adds one after sealing (aicert_agent.timestamping.add_timestamp)."""
+    from tests.tsa_tokens import TokenSpec, make_response
+
+    document = json.loads(seed.data)
+    signature = base64.b64decode(document["evidence"]["quote"]["signature"])
+    token = make_response(TokenSpec(tsa_identity(), hashlib.sha256(signature).digest(), gen_time=AT))
+    document["evidence"]["timestamp"] = base64.b64encode(token).decode()
+    return Seed("certificate-timestamped.json", json.dumps(document, indent=1).encode())
 
 
 def trust_store() -> TrustStore:
@@ -148,6 +182,7 @@ def genuine_seeds() -> list[Seed]:
 
     with tempfile.TemporaryDirectory(prefix="aicert-fuzz-") as tmp:
         seeds = _recorded_certificates(Path(tmp))
+    seeds.append(timestamped(seeds[0]))
     seeds.append(Seed("legacy-azure.json", (ASSETS / "aicert-proof-sample.json").read_bytes()))
     seeds.append(
         Seed("legacy-soft.json", json.dumps(signed_legacy_proof([IMAGE_EVENT, OUTPUTS_EVENT])).encode())
@@ -212,7 +247,46 @@ def meaning(document: Document) -> tuple[Any, ...]:
     whole["evidence"]["ak"] = {}
     whole["evidence"]["quote"] = {}
     whole["evidence"]["eventLog"] = []
+    whole["evidence"]["timestamp"] = token_meaning(
+        document.certificate.evidence.timestamp, evidence.signature
+    )
+    whole["evidence"]["platform"] = platform_meaning(whole["evidence"].get("platform"))
     return ("certificate", canonical(document.raw_statement), canonical(whole), _evidence_meaning(evidence))
+
+
+def token_meaning(token: str | None, quote_signature: bytes) -> Any:
+    """What a token says once checked: its time, accuracy and signing TSA (its certificate list and
+    other unsigned parts aside); the token itself when it does not verify."""
+    from aicert.verify.timestamp import check_timestamp
+
+    if token is None:
+        return None
+    try:
+        stamped = check_timestamp(token, quote_signature, tsa_store(), at=AT)
+    except (MalformedError, VerificationError):
+        return token
+    return ["timestamp", stamped.time.isoformat(), stamped.accuracy.total_seconds(), stamped.tsa]
+
+
+def platform_meaning(platform: Any) -> Any:
+    """What the confidential-VM evidence says: the SEV-SNP report's signed bytes, the runtime data
+    and its hash type, and the AMD certificates (in any order, however their PEM is spelled); the
+    HCL header, the request data around them and the padding say nothing. As given when it does
+    not read."""
+    from aicert.cvm import parse_hcl_report
+    from aicert.cvm.snp import SIGNED_LENGTH
+
+    if not isinstance(platform, dict):
+        return platform
+    try:
+        hcl = parse_hcl_report(base64.b64decode(platform["hclReport"]))
+        chain = sorted(
+            x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER).hex()
+            for pem in platform["certificateChain"]
+        )
+    except (MalformedError, ValueError, KeyError, TypeError):
+        return platform
+    return ["platform", hcl.snp_report[:SIGNED_LENGTH].hex(), hcl.runtime_data.hex(), hcl.hash_type, chain]
 
 
 class Finding(AssertionError):
@@ -222,7 +296,7 @@ class Finding(AssertionError):
 
 class Oracle:
     def __init__(self, seeds: list[Seed]) -> None:
-        self.verifier = Verifier(trust_store())
+        self.verifier = Verifier(trust_store(), tsa=tsa_store())
         self.genuine: dict[tuple[Any, ...], str] = {}
         for seed in seeds:
             if seed.name.startswith("manifest"):

@@ -35,7 +35,13 @@ from tests.soft_tpm import IMAGE_EVENT, OUTPUTS_EVENT, SoftTpm, certificate_with
 
 pytestmark = pytest.mark.fuzz
 
-DOCUMENTS = ["certificate-full.json", "certificate-redacted.json", "legacy-azure.json", "legacy-soft.json"]
+DOCUMENTS = [
+    "certificate-full.json",
+    "certificate-redacted.json",
+    "certificate-timestamped.json",
+    "legacy-azure.json",
+    "legacy-soft.json",
+]
 AT_TEXT = AT.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -79,6 +85,7 @@ def test_the_command_line_ends_in_the_oracles_exit_code_and_one_line(
     seeds: list[Seed],
     oracle: Oracle,
     bundle: Path,
+    tsa_bundle: Path,
     tmp_path_factory: pytest.TempPathFactory,
     capsys: pytest.CaptureFixture[str],
     data: st.DataObject,
@@ -86,7 +93,17 @@ def test_the_command_line_ends_in_the_oracles_exit_code_and_one_line(
     document = data.draw(st.sampled_from(DOCUMENTS).flatmap(lambda n: mutated_document(seed(seeds, n))))
     path = tmp_path_factory.mktemp("cli") / "certificate.json"
     path.write_bytes(document)
-    code, lines = run_cli(["verify", str(path), "--trust-bundle", str(bundle), "--at", AT_TEXT], capsys)
+    argv = [
+        "verify",
+        str(path),
+        "--trust-bundle",
+        str(bundle),
+        "--tsa-bundle",
+        str(tsa_bundle),
+        "--at",
+        AT_TEXT,
+    ]
+    code, lines = run_cli(argv, capsys)
     assert code == oracle.check_document(document)
     if code:
         assert len(lines) == 1, lines

@@ -29,6 +29,7 @@ from tests.local_http import serving
 
 from aicert.certificate import convert
 from aicert.trust import TrustAnchor, TrustStore
+from aicert.trust.measurements import KnownMeasurement, KnownMeasurements
 from aicert.verify import Check, Policy, VerificationError, Verifier
 from aicert_agent.platform import HCL_REPORT_NV_INDEX
 from aicert_agent.tpm.client import Tpm
@@ -51,8 +52,18 @@ class CvmRun:
         root = x509.load_pem_x509_certificate((self.run.ca_dir / "dev-ca.pem").read_bytes())
         return TrustStore((TrustAnchor(root, "vtpm", "test vTPM root"),))
 
-    def verifier(self, policy: Policy | None = None, trust: TrustStore | None = None) -> Verifier:
-        return Verifier(trust or self.vtpm_root(), policy, ark_fingerprints=self.vector.ark_fingerprints)
+    def verifier(
+        self,
+        policy: Policy | None = None,
+        trust: TrustStore | None = None,
+        known: KnownMeasurements | None = None,
+    ) -> Verifier:
+        return Verifier(
+            trust or self.vtpm_root(),
+            policy,
+            ark_fingerprints=self.vector.ark_fingerprints,
+            paravisor_measurements=known or self.vector.known_measurements,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +124,22 @@ def test_a_cvm_certificate_verifies_at_cvm_after_every_cvm_check(cvm: CvmRun) ->
         Check.CVM_REPORT_DATA,
         Check.CVM_AK,
         Check.CVM_DEBUG,
+        Check.CVM_MEASUREMENT,
     ]
+
+
+def test_a_verifier_given_no_known_good_paravisor_grants_no_cvm(cvm: CvmRun) -> None:
+    """Fail closed: a Verifier built without the `paravisor` list cannot tell Azure's paravisor
+    from any other VMPL 0 firmware, so it refuses cvm and says what is missing."""
+    verifier = Verifier(cvm.vtpm_root(), ark_fingerprints=cvm.vector.ark_fingerprints)
+    error = refused(verifier, cvm.certificate)
+    assert error.check == Check.CVM_MEASUREMENT and "aicert trust install paravisor" in error.reason
+
+
+def test_a_cvm_certificate_from_firmware_not_on_the_list_fails_cvm_measurement(cvm: CvmRun) -> None:
+    other = KnownMeasurements((KnownMeasurement("00" * 48, "another paravisor release"),), "list.txt")
+    error = refused(cvm.verifier(known=other), cvm.certificate)
+    assert error.check == Check.CVM_MEASUREMENT and MEASUREMENT.hex() in error.reason
 
 
 def test_claiming_cvm_without_platform_evidence_fails_assurance(cvm: CvmRun) -> None:
@@ -140,7 +166,7 @@ def test_another_vms_report_fails_cvm_ak(cvm: CvmRun) -> None:
 
 def test_amds_real_roots_did_not_sign_this_chip(cvm: CvmRun) -> None:
     """The pinned AMD ARKs (the default) refuse the test ARK: cvm-chain, not a pass."""
-    verifier = Verifier(cvm.vtpm_root())
+    verifier = Verifier(cvm.vtpm_root(), paravisor_measurements=cvm.vector.known_measurements)
     assert refused(verifier, cvm.certificate).check == Check.CVM_CHAIN
 
 

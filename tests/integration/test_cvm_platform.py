@@ -59,7 +59,14 @@ def test_the_hcl_report_is_read_back_from_nv_and_verifies(tpm: Tpm) -> None:
     assert tpm.read_nv(HCL_REPORT_NV_INDEX) == vector.hcl_report
     report = read_hcl_report(tpm)
     assert report == vector.hcl_report
-    facts = verify_platform(report, vector.certificates, vector.ak_spki_der, AT, vector.ark_fingerprints)
+    facts = verify_platform(
+        report,
+        vector.certificates,
+        vector.ak_spki_der,
+        AT,
+        vector.ark_fingerprints,
+        known_measurements=vector.known_measurements,
+    )
     assert facts.product == "Milan-B0"
 
 
@@ -86,7 +93,14 @@ def test_platform_evidence_holds_the_nv_report_and_the_imds_chain(tpm: Tpm, imds
     assert evidence == vector.evidence_platform()
     certificates = [x509.load_pem_x509_certificate(pem.encode()) for pem in evidence["certificateChain"]]
     report = base64.b64decode(evidence["hclReport"])
-    verify_platform(report, certificates, vector.ak_spki_der, AT, vector.ark_fingerprints)
+    verify_platform(
+        report,
+        certificates,
+        vector.ak_spki_der,
+        AT,
+        vector.ark_fingerprints,
+        known_measurements=vector.known_measurements,
+    )
 
 
 def test_a_vcek_for_another_chip_is_caught_by_the_agent(tpm: Tpm, imds: Answer) -> None:

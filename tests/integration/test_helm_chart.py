@@ -440,6 +440,27 @@ def test_a_cvm_agent_may_reach_azure_imds_for_its_vcek_chain_and_nothing_else(he
     assert args[args.index("--thim-url") + 1] == "http://thim.example/amd"
 
 
+def test_a_cvm_agent_reads_its_known_good_paravisor_list_from_a_config_map(helm_home: Path) -> None:
+    """Without the list the agent never labels a node cvm (cvm-measurement); the chart mounts the
+    operator's ConfigMap read-only and names the file with --paravisor-measurements."""
+    bare = container(one(render(helm_home, {"agent.assurance": "cvm"}), "DaemonSet"))
+    assert "--paravisor-measurements" not in bare["args"]
+    values = {
+        "agent.assurance": "cvm",
+        "agent.paravisorMeasurements": {"configMap": "azure-hcl", "key": "list.txt"},
+    }
+    daemonset = one(render(helm_home, values), "DaemonSet")
+    agent = container(daemonset)
+    path = agent["args"][agent["args"].index("--paravisor-measurements") + 1]
+    (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "paravisor"]
+    assert mount["readOnly"] is True and path == f"{mount['mountPath']}/measurements.txt"
+    (volume,) = [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if v["name"] == "paravisor"]
+    assert volume["configMap"] == {
+        "name": "azure-hcl",
+        "items": [{"key": "list.txt", "path": "measurements.txt"}],
+    }
+
+
 def test_monitoring_objects_need_the_prometheus_operator_api(helm_home: Path) -> None:
     enabled: dict[str, object] = {
         "monitoring.serviceMonitor.enabled": True,

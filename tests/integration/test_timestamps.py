@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from tests.integration.certified_run import make_run
 from tests.pki import issue
 from tests.soft_tpm import Json, Run, certified_run
+from tests.tsa_tokens import as_version_2, der, tsa_certificate, tsa_root, with_certificates
 
 from aicert.cli import main as aicert_main
 from aicert.trust import TrustError, install_named, load_trust_store
@@ -137,7 +138,11 @@ def test_a_token_dated_while_the_ak_certificate_was_valid_verifies_after_it_expi
     assert code == 0, out
     doc = json.loads(out)
     assert "timestamp" in doc["checks"] and "ak-chain" in doc["checks"]
-    assert any("timestamp: 2025-03-01T00:00:00Z by CN=test TSA unit" in note for note in doc["notes"])
+    assert any(
+        "timestamp: 2025-03-01T00:00:00Z ± 1 s by CN=test TSA unit; the AK certificate was checked at both ends"
+        in note
+        for note in doc["notes"]
+    )
 
 
 def test_without_a_token_the_expiry_is_named_with_what_to_do(
@@ -222,7 +227,7 @@ def test_a_token_dated_after_the_ak_certificate_expired_fails_the_chain(
     code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(root))
     assert code == 1
     doc = failure(out)
-    assert doc["check"] == "ak-chain" and "checked at 2025-08-01T00:00:00Z" in doc["reason"]
+    assert doc["check"] == "ak-chain" and "expired on 2025-06-01T00:00:00Z" in doc["reason"]
 
 
 def test_a_mangled_token_is_unusable_input(
@@ -264,3 +269,137 @@ def test_the_agent_run_seals_with_a_timestamp(
     assert json.loads(out.read_text())["evidence"]["timestamp"]
     argv = ["verify", str(out), "--trust-bundle", str(made.ca_dir / "dev-ca.pem"), "--tsa-bundle", str(root)]
     assert aicert_main(argv) == 0
+
+
+# --- the token's accuracy and its time against the verification time ------------------------------
+
+
+def stamped_at(run: Run, tsa_files: tuple[Path, Path, Path], at: str) -> Json:
+    _root, cert, key = tsa_files
+    with LocalTsa(cert, key, at=at) as tsa:
+        return stamped(run, tsa.url)
+
+
+@pytest.mark.parametrize(
+    ("gen_time", "reason"),
+    [
+        ("2025-06-01T00:00:00Z", "expired on 2025-06-01T00:00:00Z (checked at 2025-06-01T00:00:01Z)"),
+        ("2025-01-01T00:00:00Z", "not valid before 2025-01-01T00:00:00Z (checked at 2024-12-31T23:59:59Z)"),
+    ],
+)
+def test_the_ak_certificate_must_be_valid_over_the_tokens_whole_accuracy(
+    run: Run,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    gen_time: str,
+    reason: str,
+) -> None:
+    """The Go TSA states an accuracy of 1 s: a token dated at the edge of the AK certificate's
+    validity does not show that the quote was signed inside it."""
+    certificate = stamped_at(run, tsa_files, gen_time)
+    code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(tsa_files[0]))
+    assert code == 1
+    doc = failure(out)
+    assert doc["check"] == "ak-chain" and reason in doc["reason"]
+
+
+def test_a_token_dated_after_the_verification_time_fails_the_timestamp_check(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = verify(
+        run,
+        tmp_path,
+        stamped(run, tsa_url),
+        capsys,
+        "--tsa-bundle",
+        str(tsa_files[0]),
+        "--at",
+        "2025-02-01T00:00:00Z",
+    )
+    assert code == 1
+    doc = failure(out)
+    assert doc["check"] == "timestamp"
+    assert "dated 2025-03-01T00:00:00Z ± 1 s, after 2025-02-01T00:00:00Z" in doc["reason"]
+
+
+def test_a_token_dated_in_the_future_fails_the_timestamp_check(
+    run: Run, tsa_files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TSA whose clock (or key) went wrong dates a signature years ahead: never trusted."""
+    certificate = stamped_at(run, tsa_files, "2034-06-01T00:00:00Z")  # the TSA certificate is still valid
+    code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(tsa_files[0]))
+    assert code == 1
+    doc = failure(out)
+    assert doc["check"] == "timestamp" and "dated 2034-06-01T00:00:00Z" in doc["reason"]
+
+
+# --- what the token carries besides its signature --------------------------------------------------
+
+
+def test_the_tsa_named_is_the_one_that_signed_not_a_certificate_appended_to_the_token(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Attack: the token's certificate list is not signed. A certificate with the TSA's issuer and
+    serial number but another subject, appended to a genuine token, must not be shown as the TSA."""
+    root, cert, _key = tsa_files
+    real = x509.load_pem_x509_certificate(cert.read_bytes())
+    impostor_root, impostor_root_key = tsa_root("test TSA root")  # the real root's name, another key
+    impostor, _ = tsa_certificate(
+        impostor_root, impostor_root_key, common_name="Trusted Big TSA", serial=real.serial_number
+    )
+    certificate = stamped(run, tsa_url)
+    response = base64.b64decode(certificate["evidence"]["timestamp"])
+    certificate["evidence"]["timestamp"] = base64.b64encode(
+        with_certificates(response, [der(impostor)])
+    ).decode()
+    code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(root))
+    assert code == 0, out
+    notes = json.loads(out)["notes"]
+    assert any("by CN=test TSA unit;" in note for note in notes) and "Trusted Big TSA" not in out
+
+
+def test_an_appended_x509_v2_certificate_is_unusable_input_not_a_traceback(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tsa_files[0]
+    v2 = as_version_2(x509.load_pem_x509_certificate(root.read_bytes()).public_bytes(Encoding.DER))
+    certificate = stamped(run, tsa_url)
+    response = base64.b64decode(certificate["evidence"]["timestamp"])
+    certificate["evidence"]["timestamp"] = base64.b64encode(with_certificates(response, [v2])).decode()
+    code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(root))
+    assert code == 2
+    doc = failure(out)
+    assert doc["error"] == "unusable-input" and doc["field"].startswith("evidence.timestamp.certificates[")
+    assert "X509 version" in doc["reason"]
+
+
+def test_the_same_tsa_root_given_twice_is_not_a_traceback(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tsa_files[0]
+    twice = tmp_path / "twice.pem"
+    twice.write_bytes(root.read_bytes() * 2)
+    certificate = stamped(run, tsa_url)
+    code, out = verify(
+        run, tmp_path, certificate, capsys, "--tsa-bundle", str(root), "--tsa-bundle", str(root)
+    )
+    assert code == 0, out
+    code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(twice))
+    assert code == 0, out

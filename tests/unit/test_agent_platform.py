@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.cvm_vectors import AT, make_vector, rsa_key
+from tests.cvm_vectors import AT, MEASUREMENT, make_vector, rsa_key
 from tests.local_http import Answer, serving
 from tests.pki import issue
 from tests.soft_tpm import certificate_with_key
 
 from aicert.cvm import check_vcek_chain
+from aicert.trust.measurements import KnownMeasurement, KnownMeasurements
 from aicert_agent.platform import PlatformError, cvm_problem, fetch_vcek_chain
 
 
@@ -86,12 +87,27 @@ def test_an_unreachable_endpoint_is_a_clear_error() -> None:
 def test_a_cvm_node_is_labelled_only_when_a_verifier_would_grant_cvm() -> None:
     """`cvm_problem` runs the verifier's platform checks on the agent's own AK and evidence."""
     vector = make_vector()
+    known = vector.known_measurements
     ak = certificate_with_key(issue("vTPM CA"), rsa_key(0).public_key())  # the vector's quote AK
-    assert cvm_problem(vector.evidence_platform(), ak, vector.ark_fingerprints) is None
-    assert "this node read no confidential-VM evidence" in str(cvm_problem(None, ak, vector.ark_fingerprints))
+    assert cvm_problem(vector.evidence_platform(), ak, vector.ark_fingerprints, known) is None
+    assert "this node read no confidential-VM evidence" in str(
+        cvm_problem(None, ak, vector.ark_fingerprints, known)
+    )
     other_ak = certificate_with_key(issue("vTPM CA"), rsa_key(7).public_key())
-    assert str(cvm_problem(vector.evidence_platform(), other_ak, vector.ark_fingerprints)).startswith(
+    assert str(cvm_problem(vector.evidence_platform(), other_ak, vector.ark_fingerprints, known)).startswith(
         "cvm-ak:"
     )
     # AMD's own roots (the default) did not sign the test chip
-    assert str(cvm_problem(vector.evidence_platform(), ak)).startswith("cvm-chain:")
+    assert str(cvm_problem(vector.evidence_platform(), ak, None, known)).startswith("cvm-chain:")
+
+
+def test_a_cvm_node_whose_paravisor_is_not_known_good_is_not_labelled() -> None:
+    """The agent holds its own VM to the verifier's `cvm-measurement` rule, by the same function:
+    no list, or a list without this VM's launch measurement, and it does not claim cvm."""
+    vector = make_vector()
+    ak = certificate_with_key(issue("vTPM CA"), rsa_key(0).public_key())
+    no_list = cvm_problem(vector.evidence_platform(), ak, vector.ark_fingerprints)
+    assert str(no_list).startswith("cvm-measurement:") and "no known-good" in str(no_list)
+    other = KnownMeasurements((KnownMeasurement("ab" * 48, "another paravisor"),), "list.txt")
+    unknown = cvm_problem(vector.evidence_platform(), ak, vector.ark_fingerprints, other)
+    assert str(unknown).startswith("cvm-measurement:") and MEASUREMENT.hex() in str(unknown)

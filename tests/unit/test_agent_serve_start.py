@@ -44,3 +44,45 @@ def test_seal_attempts_below_one_are_a_usage_error(value: str, capsys: pytest.Ca
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["serve", "--seal-attempts", value])
     assert exited.value.code == 2 and "--seal-attempts" in capsys.readouterr().err
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_serve_refuses_a_paravisor_list_that_does_not_read_in_one_line(tmp_path: Path) -> None:
+    """`--paravisor-measurements FILE` is read as `aicert trust install paravisor` reads it: a bad
+    line stops the agent before it touches the TPM or labels the node (exit 2, no traceback)."""
+    from tests.pki import issue
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    (tmp_path / "root.pem").write_bytes(issue("agent root").pem)
+    (tmp_path / "paravisor.txt").write_text("cafe  # not 48 bytes\n")
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"} | {
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(tmp_path / "kubeconfig"),
+        "AICERT_TPM": "swtpm:host=127.0.0.1,port=1",
+    }
+    argv = ["serve", "--node", "gpu-1", "--assurance", "cvm", "--trust-bundle", str(tmp_path / "root.pem")]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aicert_agent",
+            *argv,
+            "--paravisor-measurements",
+            str(tmp_path / "paravisor.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path / 'paravisor.txt'} line 1 is not 96 hex digits" in done.stderr

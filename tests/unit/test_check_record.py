@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from cryptography import x509
-from tests.cvm_vectors import MEASUREMENT, CvmVector, make_vector, rsa_key
+from tests.cvm_vectors import KNOWN_GOOD, MEASUREMENT, CvmVector, make_vector, rsa_key
 from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, UID, Json, Run, certified_run
 
 from aicert.cli import kubectl_plugin
@@ -92,7 +92,11 @@ def scenario(name: str, run: Run, cvm: CvmRun) -> Scenario:
     vtpm = TrustStore((TrustAnchor(root, "vtpm", "test vTPM root"),))
     cvm_certificate = json.dumps(cvm.run.certificate)
     if name == "cvm":
-        return Scenario(Verifier(vtpm, ark_fingerprints=cvm.vector.ark_fingerprints), cvm_certificate, {})
+        return Scenario(
+            Verifier(vtpm, ark_fingerprints=cvm.vector.ark_fingerprints, paravisor_measurements=KNOWN_GOOD),
+            cvm_certificate,
+            {},
+        )
     assert name == "cvm-policy-model-data"
     policy = Policy(
         minAssurance="cvm",
@@ -104,7 +108,11 @@ def scenario(name: str, run: Run, cvm: CvmRun) -> Scenario:
     )
     options = {"model_dir": cvm.run.model, "data_dirs": {"data": cvm.run.data}}
     return Scenario(
-        Verifier(vtpm, policy, ark_fingerprints=cvm.vector.ark_fingerprints), cvm_certificate, options
+        Verifier(
+            vtpm, policy, ark_fingerprints=cvm.vector.ark_fingerprints, paravisor_measurements=KNOWN_GOOD
+        ),
+        cvm_certificate,
+        options,
     )
 
 

@@ -42,8 +42,10 @@ from aicert.cvm import (
 )
 from aicert.cvm.ark_roots import built_in_arks
 from aicert.cvm.check import check_debug, check_report_data, check_report_signature, check_vcek_matches_report
+from aicert.trust.measurements import KnownMeasurement, KnownMeasurements
 from aicert.verify.errors import Check, MalformedError, VerificationError
 
+NONE_KNOWN = KnownMeasurements((), "no list: this test fails before cvm-measurement")
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "cvm"
 AZURE_REPORT_TIME = dt.datetime.fromtimestamp(1678652405, dt.UTC)  # the report's "current-time"
 GO_SEV_GUEST_TIME = dt.datetime(2022, 9, 24, 1, tzinfo=dt.UTC)  # when go-sev-guest checks its VCEK
@@ -108,6 +110,7 @@ def test_the_quote_ak_may_be_any_der_encoding_of_the_key() -> None:
         runtime_ak_public(vector.runtime_data),
         AT,
         vector.ark_fingerprints,
+        known_measurements=vector.known_measurements,
     )
     assert facts.chip_id == CHIP_ID.hex()
 
@@ -171,6 +174,30 @@ def test_a_debuggable_guest_fails_cvm_debug() -> None:
     assert error.check == Check.CVM_DEBUG and "allows debugging (bit 19)" in error.reason
 
 
+def test_a_genuine_report_of_unknown_firmware_fails_cvm_measurement() -> None:
+    """Attack: code at VMPL 0 of any SEV-SNP guest (another cloud, bare metal, a paravisor of its
+    own) asks the chip for a report whose runtime data names an Azure-certified AK. The chip
+    signs it genuinely; only the launch measurement shows it is not Azure's paravisor."""
+    own_firmware = hashlib.sha384(b"a VMPL 0 firmware of the attacker's own").digest()
+    error = failed_check(make_vector(measurement=own_firmware))
+    assert error.check == Check.CVM_MEASUREMENT
+    assert own_firmware.hex() in error.reason and "known-good paravisor" in error.reason
+
+
+def test_without_a_known_good_list_cvm_measurement_fails() -> None:
+    error = failed_check(make_vector(known_measurements=KnownMeasurements((), "no list given")))
+    assert error.check == Check.CVM_MEASUREMENT
+    assert "no known-good paravisor launch measurement" in error.reason and "no list given" in error.reason
+
+
+def test_the_known_good_list_names_where_the_measurement_comes_from() -> None:
+    known = KnownMeasurements(
+        (KnownMeasurement(MEASUREMENT.hex(), "tests: the synthetic paravisor"),), "tests/cvm_vectors.py"
+    )
+    facts = make_vector(known_measurements=known).verify()
+    assert facts.measurement_source == "tests: the synthetic paravisor"
+
+
 # --- tampering after the chip signed --------------------------------------------------------------
 
 
@@ -180,7 +207,14 @@ def test_setting_the_debug_bit_after_signing_fails_cvm_report_signature() -> Non
     report[0x008 + 2] |= 0x08  # policy bit 19
     tampered = hcl_report_bytes(bytes(report), vector.runtime_data)
     with pytest.raises(VerificationError) as caught:
-        verify_platform(tampered, vector.certificates, vector.ak_spki_der, AT, vector.ark_fingerprints)
+        verify_platform(
+            tampered,
+            vector.certificates,
+            vector.ak_spki_der,
+            AT,
+            vector.ark_fingerprints,
+            known_measurements=vector.known_measurements,
+        )
     assert caught.value.check == Check.CVM_REPORT_SIGNATURE
 
 
@@ -190,7 +224,14 @@ def test_runtime_data_edited_after_signing_fails_cvm_report_data() -> None:
     assert edited != vector.runtime_data
     tampered = hcl_report_bytes(vector.snp_report, edited)
     with pytest.raises(VerificationError) as caught:
-        verify_platform(tampered, vector.certificates, vector.ak_spki_der, AT, vector.ark_fingerprints)
+        verify_platform(
+            tampered,
+            vector.certificates,
+            vector.ak_spki_der,
+            AT,
+            vector.ark_fingerprints,
+            known_measurements=vector.known_measurements,
+        )
     assert caught.value.check == Check.CVM_REPORT_DATA
 
 
@@ -202,14 +243,27 @@ def test_a_report_claiming_another_signing_key_fails_cvm_report_signature() -> N
 def test_a_quote_ak_that_is_not_der_is_malformed() -> None:
     vector = make_vector()
     with pytest.raises(MalformedError) as caught:
-        verify_platform(vector.hcl_report, vector.certificates, b"not der", AT, vector.ark_fingerprints)
+        verify_platform(
+            vector.hcl_report,
+            vector.certificates,
+            b"not der",
+            AT,
+            vector.ark_fingerprints,
+            known_measurements=vector.known_measurements,
+        )
     assert caught.value.field == "evidence.ak.public"
 
 
 def test_the_time_must_be_timezone_aware() -> None:
     vector = make_vector()
     with pytest.raises(ValueError, match="timezone-aware"):
-        verify_platform(vector.hcl_report, vector.certificates, vector.ak_spki_der, AT.replace(tzinfo=None))
+        verify_platform(
+            vector.hcl_report,
+            vector.certificates,
+            vector.ak_spki_der,
+            AT.replace(tzinfo=None),
+            known_measurements=vector.known_measurements,
+        )
 
 
 # --- the shape of the chain -----------------------------------------------------------------------
@@ -334,7 +388,9 @@ def test_the_real_azure_report_binds_its_runtime_data_but_its_vcek_is_another_ch
     check_report_data(hcl, parse_snp_report(hcl.snp_report))
     ak = runtime_ak_public(hcl.runtime_data)
     with pytest.raises(VerificationError, match="the VCEK is for chip da8a5695") as caught:
-        verify_platform(blob, load_pem("azure-vcek-chain.pem"), ak, AZURE_REPORT_TIME)
+        verify_platform(
+            blob, load_pem("azure-vcek-chain.pem"), ak, AZURE_REPORT_TIME, known_measurements=NONE_KNOWN
+        )
     assert caught.value.check == Check.CVM_CHAIN
 
 

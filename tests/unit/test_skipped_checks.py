@@ -65,7 +65,15 @@ NO_POLICY = [
     {"check": "policy-tcb", "reason": "no policy given"},
     {"check": "policy-measurement", "reason": "no policy given"},
 ]
-CVM = ("cvm-chain", "cvm-report-signature", "cvm-vmpl", "cvm-report-data", "cvm-ak", "cvm-debug")
+CVM = (
+    "cvm-chain",
+    "cvm-report-signature",
+    "cvm-vmpl",
+    "cvm-report-data",
+    "cvm-ak",
+    "cvm-debug",
+    "cvm-measurement",
+)
 NOT_CVM = [{"check": check, "reason": "the certificate claims dev, not cvm"} for check in CVM]
 NO_MODEL = {"check": "model-files", "reason": "no model directory given (--model)"}
 NO_TIMESTAMP = {
@@ -146,8 +154,8 @@ def test_the_summary_prints_a_skipped_line(
     assert code == 0
     assert (
         "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
-        "or now; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug: the certificate "
-        "claims dev, not cvm; policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
+        "or now; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
+        "cvm-measurement: the certificate claims dev, not cvm; policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
         "policy-measurement: no policy given; "
         "data-files: no input directory given (--data)\n" in output
     )

@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
     serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
+    serve.add_argument(
+        "--paravisor-measurements",
+        type=Path,
+        metavar="FILE",
+        help="level cvm: the known-good launch measurements of Azure's paravisor, one per line "
+        "(96 hex digits, then `# source`); default: the `paravisor` store `aicert trust install` "
+        "installed. Without one the node is not labelled cvm",
+    )
     _tsa_url_argument(serve)
     _thim_url_argument(serve)
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("AICERT_METRICS_PORT", "9484")))

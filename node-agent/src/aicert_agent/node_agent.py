@@ -46,6 +46,7 @@ from aicert.training import (
     output_claim,
 )
 from aicert.trust import ChainError, TrustStore, build_path
+from aicert.trust.measurements import KnownMeasurements
 from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
@@ -101,6 +102,8 @@ class AgentConfig:
     resync_seconds: float = 2.0
     tsa_url: str | None = None  # an RFC 3161 TSA that dates each quote's signature (None: no timestamp)
     ark_fingerprints: frozenset[str] | None = None  # level cvm: the AMD roots (None: AMD's own, pinned)
+    # level cvm: the known-good paravisor launch measurements (None: none, so no cvm label)
+    paravisor_measurements: KnownMeasurements | None = None
     workers: int = 2  # pods worked on at once in each lane: gates, and seals (aicert_agent.work_queue)
     limits: MeasureLimits = field(default_factory=MeasureLimits)  # what one run may have hashed (measuring)
     seal_attempts: int = RetryPolicy.attempts  # a run whose seal failed this often is refused (SealFailed)
@@ -183,7 +186,9 @@ class NodeAgent:
         # at cvm: would a verifier grant cvm to this AK, with this VM's evidence?
         problem = None
         if self.config.assurance == "cvm":
-            problem = cvm_problem(self.ak.platform, chain[0], self.config.ark_fingerprints)
+            problem = cvm_problem(
+                self.ak.platform, chain[0], self.config.ark_fingerprints, self.config.paravisor_measurements
+            )
         if problem:
             log.error("cannot certify on %s at cvm: %s", self.config.node, problem)
         return problem is None

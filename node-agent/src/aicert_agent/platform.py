@@ -28,6 +28,7 @@ from aicert.cvm.amd import MAX_CHAIN_CERTIFICATES
 from aicert.cvm.check import check_vcek_matches_report
 from aicert.cvm.hcl import SNP_REPORT_OFFSET, parse_hcl_report
 from aicert.cvm.snp import SnpReport, parse_snp_report
+from aicert.trust.measurements import KnownMeasurements
 from aicert.verify.errors import MalformedError, VerificationError
 from aicert.verify.jsonload import loads_strict
 from aicert.verify.platform import check_platform, platform_certificates
@@ -126,9 +127,11 @@ def cvm_problem(
     platform: dict[str, Any] | None,
     ak_certificate: x509.Certificate,
     ark_fingerprints: Collection[str] | None = None,
+    known_measurements: KnownMeasurements | None = None,
 ) -> str | None:
     """Why a verifier would not grant level cvm to this AK (whose certificate chains to a root that
-    vouches for `vtpm`) with this `evidence.platform`, checked as the verifier checks it; None: it
+    vouches for `vtpm`) with this `evidence.platform`, checked as the verifier checks it, against
+    the same known-good paravisor measurements (None: none, which grants cvm to nothing); None: it
     would."""
     try:
         if platform is None:
@@ -142,6 +145,7 @@ def cvm_problem(
             ),
             at=dt.datetime.now(dt.UTC),
             ark_fingerprints=ark_fingerprints,
+            known_measurements=known_measurements,
         )
     except (FormatError, MalformedError, VerificationError) as exc:
         return str(exc)

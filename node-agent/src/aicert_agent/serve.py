@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from aicert.contract.pod import ContractError, PodSettings
 from aicert.training import agent_lease_name
 from aicert.trust import TrustError, load_trust_store
+from aicert.trust.measurements import load_paravisor_measurements, read_paravisor_measurements
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -41,6 +42,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         trust = load_trust_store(args.trust, args.trust_bundle)
+        paravisor = None  # only level cvm needs the known-good paravisor measurements
+        if args.paravisor_measurements:
+            paravisor = read_paravisor_measurements(args.paravisor_measurements)
+        elif args.assurance == "cvm":
+            paravisor = load_paravisor_measurements()
         pod_settings = PodSettings.from_env()
         limits = MeasureLimits.from_env()
     except (TrustError, ContractError, LimitsError) as exc:
@@ -74,6 +80,7 @@ def serve(args: argparse.Namespace) -> int:
                     tsa_url=args.tsa_url,
                     limits=limits,
                     seal_attempts=args.seal_attempts,
+                    paravisor_measurements=paravisor,
                 ),
                 kube,
                 tpm,

@@ -24,6 +24,7 @@ from aicert.cli import kubectl_get
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
 from aicert.trust import TrustError, load_tsa_store
+from aicert.trust.measurements import load_paravisor_measurements
 from aicert.verify import (
     BindingCheck,
     CheckLog,
@@ -112,6 +113,7 @@ def verify_resource(args: argparse.Namespace) -> int:
             trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
             tsa=load_tsa_store(args.tsa_bundle),
+            paravisor_measurements=load_paravisor_measurements(),
         )
         data_dirs = verify_cmd.parse_data(args.data)
         if args.ignore:  # a bad pattern needs no trip to the cluster either

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aicert.trust import TrustError, TrustStore, load_trust_store, load_tsa_store
+from aicert.trust.measurements import load_paravisor_measurements
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
 
@@ -207,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             trust=trust_store(args.trust, args.trust_bundle),
             policy=Policy.from_file(args.policy) if args.policy else None,
             tsa=load_tsa_store(args.tsa_bundle),
+            paravisor_measurements=load_paravisor_measurements(),
         )
         result = verifier.verify(
             data,

@@ -10,7 +10,14 @@ order, each failure a VerificationError with its own check:
 3. CVM_VMPL: the report was asked for at VMPL 0, by the paravisor (the guest OS cannot);
 4. CVM_REPORT_DATA: report_data begins with the hash of the HCL runtime data;
 5. CVM_AK: the runtime data's HCLAkPub is the AK that signed the quote;
-6. CVM_DEBUG: the guest policy does not allow debugging.
+6. CVM_DEBUG: the guest policy does not allow debugging;
+7. CVM_MEASUREMENT: the launch measurement is one of the known-good paravisor measurements
+   (aicert.trust.measurements, the `paravisor` trust store).
+
+Checks 1 to 6 show that an AMD chip signed a report, asked for at VMPL 0, naming the quote's AK.
+They do not show whose firmware ran at VMPL 0: any SEV-SNP guest's, on any cloud or on bare metal,
+can ask its chip for such a report and put any key in the runtime data. Check 7 is what ties the
+report to Azure's paravisor, which puts only its own vTPM's AK there.
 
 The policy's own checks (minimum TCB, allowed measurements) use `PlatformFacts` with
 `aicert.cvm.tcb.tcb_at_least` and `measurement_allowed`.
@@ -33,6 +40,7 @@ from aicert.cvm.amd import PINNED_ARK_SHA256, VcekExtensions, check_vcek_chain, 
 from aicert.cvm.hcl import SNP_REPORT_OFFSET, HclReport, parse_hcl_report, runtime_ak_public
 from aicert.cvm.snp import SIGNING_KEY_NAMES, SIGNING_KEY_VCEK, GuestPolicy, SnpReport, parse_snp_report
 from aicert.cvm.tcb import TcbVersion
+from aicert.trust.measurements import KnownMeasurements
 from aicert.verify.errors import Check, MalformedError, VerificationError
 
 AK_FIELD = "evidence.ak.public"
@@ -50,6 +58,7 @@ class PlatformFacts:
     guest_policy: GuestPolicy
     vmpl: int
     report_version: int
+    measurement_source: str  # what the known-good list says of the measurement
 
 
 def check_vcek_matches_report(vcek: x509.Certificate, report: SnpReport) -> VcekExtensions:
@@ -146,6 +155,28 @@ def _unrecorded(check: Check) -> None:
     """What `verify_platform` tells of each check that passed, by default: nothing."""
 
 
+def check_measurement_known(report: SnpReport, known: KnownMeasurements) -> str:
+    """The launch measurement is a known-good paravisor's (CVM_MEASUREMENT); the list's source
+    for it. The one rule for `cvm`, used by the verifier and by the agent before it claims cvm."""
+    measurement = report.measurement.hex()
+    if not known.entries:
+        raise VerificationError(
+            Check.CVM_MEASUREMENT,
+            f"no known-good paravisor launch measurement to compare the report's {measurement} with "
+            f"({known.origin}); without one, any SEV-SNP guest's VMPL 0 firmware could have made this "
+            "report",
+        )
+    source = known.source_of(measurement)
+    if source is None:
+        raise VerificationError(
+            Check.CVM_MEASUREMENT,
+            f"the launch measurement {measurement} is not among the {len(known.entries)} known-good "
+            f"paravisor measurements of {known.origin}: the VM did not boot a paravisor you trust, so "
+            "whatever ran at VMPL 0 chose the AK in the report",
+        )
+    return source
+
+
 def verify_platform(
     hcl_report: bytes,
     certificates: Sequence[x509.Certificate],
@@ -153,10 +184,12 @@ def verify_platform(
     at: dt.datetime,
     ark_fingerprints: Collection[str] = frozenset(PINNED_ARK_SHA256.values()),
     *,
+    known_measurements: KnownMeasurements,
     passed: Callable[[Check], None] = _unrecorded,
 ) -> PlatformFacts:
     """Check an HCL report (the bytes of NV index 0x01400001) against the VCEK chain, the quote's AK
-    (DER SubjectPublicKeyInfo) and the time `at` (timezone-aware); the facts of the VM if it holds.
+    (DER SubjectPublicKeyInfo), the time `at` (timezone-aware) and the known-good paravisor
+    measurements; the facts of the VM if it holds.
 
     Raises MalformedError when the report or the AK cannot be read, VerificationError(check) when a
     check fails, in the order of this module's docstring. `passed(check)` is called as each check
@@ -180,6 +213,8 @@ def verify_platform(
     passed(Check.CVM_AK)
     check_debug(report)
     passed(Check.CVM_DEBUG)
+    source = check_measurement_known(report, known_measurements)
+    passed(Check.CVM_MEASUREMENT)
     return PlatformFacts(
         product=extensions.product_name,
         chip_id=report.chip_id.hex(),
@@ -188,6 +223,7 @@ def verify_platform(
         guest_policy=report.policy,
         vmpl=report.vmpl,
         report_version=report.version,
+        measurement_source=source,
     )
 
 

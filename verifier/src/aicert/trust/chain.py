@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 from cryptography import x509
@@ -63,7 +63,7 @@ def _when(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _validity_problem(cert: x509.Certificate, role: str, at: dt.datetime) -> str | None:
+def validity_problem(cert: x509.Certificate, role: str, at: dt.datetime) -> str | None:
     if at < cert.not_valid_before_utc:
         return f"the {role} is not valid before {_when(cert.not_valid_before_utc)} (checked at {_when(at)})"
     if at > cert.not_valid_after_utc:
@@ -81,7 +81,7 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
 def issuer_problem(cert: x509.Certificate, at: dt.datetime) -> str | None:
     """Why `cert` may not issue certificates on a path checked at `at`, or None."""
     name = _subject(cert)
-    expired = _validity_problem(cert, f"CA certificate {name}", at)
+    expired = validity_problem(cert, f"CA certificate {name}", at)
     if expired:
         return expired
     bc = _extension(cert, x509.BasicConstraints)
@@ -99,7 +99,7 @@ def ak_certificate_problem(cert: x509.Certificate, at: dt.datetime) -> str | Non
     The AIK extended key usage is required on every path, whatever level its root vouches for:
     Azure's AK certificates carry it, and everything AICert's dev CA ever issued carries it.
     """
-    expired = _validity_problem(cert, "AK certificate", at)
+    expired = validity_problem(cert, "AK certificate", at)
     if expired:
         return expired
     bc = _extension(cert, x509.BasicConstraints)
@@ -180,10 +180,22 @@ class _Search(msgspec.Struct):
         return [leaf, *reversed(chain)]
 
 
+LeafProblem = Callable[[x509.Certificate, dt.datetime], str | None]
+
+
 def build_path(
-    leaf: x509.Certificate, carried: Sequence[x509.Certificate], store: TrustStore, at: dt.datetime
+    leaf: x509.Certificate,
+    carried: Sequence[x509.Certificate],
+    store: TrustStore,
+    at: dt.datetime,
+    *,
+    leaf_problem: LeafProblem = ak_certificate_problem,
+    role: str = "AK certificate",
 ) -> CertPath:
-    """The checked path from `leaf` to an anchor of `store`, or ChainError saying why not."""
+    """The checked path from `leaf` to an anchor of `store`, or ChainError saying why not.
+
+    `leaf_problem` says why `leaf` itself is not acceptable (default: as an AK certificate);
+    `role` names it in messages. The issuers are held to the same rules whatever the leaf is."""
     if not store.anchors:
         raise ChainError("no trusted root is configured")
     anchor_certs = [a.certificate for a in store.anchors]
@@ -195,14 +207,14 @@ def build_path(
     path = search.run(leaf)
     if path is None:
         if search.problems:  # the leaf does chain to a root, through an issuer refused here
-            raise ChainError(ak_certificate_problem(leaf, at) or search.problems[0])
+            raise ChainError(leaf_problem(leaf, at) or search.problems[0])
         roots = "; ".join(_subject(a.certificate) for a in store.anchors)
         limit = f" within {MAX_PATH_CERTIFICATES} certificates" if search.cut_by_length else ""
         raise ChainError(
-            f"no path{limit} from the AK certificate ({_subject(leaf)}, issued by "
+            f"no path{limit} from the {role} ({_subject(leaf)}, issued by "
             f"{leaf.issuer.rfc4514_string()}) to a trusted root (trusted: {roots})"
         )
-    problem = ak_certificate_problem(leaf, at) or _path_length_problem(path)
+    problem = leaf_problem(leaf, at) or _path_length_problem(path)
     if problem:
         raise ChainError(problem)
     return path

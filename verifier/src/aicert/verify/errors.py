@@ -18,6 +18,7 @@ class Check(StrEnum):
     CVM_REPORT_DATA = "cvm-report-data"  # 3. report_data[0:32] == sha256(HCL runtime data)
     CVM_AK = "cvm-ak"  # 3. the runtime data's HCLAkPub is the quote's AK
     CVM_DEBUG = "cvm-debug"  # 3. the guest policy forbids debugging
+    CVM_MEASUREMENT = "cvm-measurement"  # 3. the launch measurement is a known-good paravisor's
     QUOTE_SIGNATURE = "quote-signature"  # 4. the AK signed the attestation
     QUOTE_STRUCTURE = "quote-structure"  # 5. magic and type
     QUOTE_BINDING = "quote-binding"  # 5. extraData == sha256(JCS(statement))
@@ -54,6 +55,7 @@ CVM_CHECKS = (
     Check.CVM_REPORT_DATA,
     Check.CVM_AK,
     Check.CVM_DEBUG,
+    Check.CVM_MEASUREMENT,
 )
 
 

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from aicert.certificate import Assurance, PlatformRecord
+from aicert.trust.measurements import KnownMeasurements
 from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import CVM_CHECKS, Check, MalformedError, VerificationError
 from aicert.verify.keys import with_usable_key
@@ -27,6 +28,10 @@ if TYPE_CHECKING:  # aicert.cvm loads only for a certificate that claims cvm
     from aicert.cvm import PlatformFacts
 
 FIELD = "evidence.platform"
+NONE_GIVEN = (
+    "none was given: `aicert verify` uses the list `aicert trust install paravisor --from FILE` "
+    "installs, a library caller passes one"
+)
 
 
 def platform_certificates(record: PlatformRecord) -> tuple[x509.Certificate, ...]:
@@ -61,13 +66,16 @@ def check_platform(
     at: dt.datetime,
     log: CheckLog[Check] | None = None,
     ark_fingerprints: Collection[str] | None = None,
+    known_measurements: KnownMeasurements | None = None,
 ) -> PlatformFacts:
     """The facts of the confidential VM whose vTPM holds the AK (`ak_spki_der`), for a certificate
     that claims `cvm` and whose AK chains to a root vouching for `vtpm` (check_chain, root_level).
     Each `cvm-*` check records itself in `log` as it passes (aicert.cvm.verify_platform), then
     `assurance`: the claimed cvm is vouched for (None: a record of its own, for a caller that needs
     only the answer, as the node agent does before labelling a node).
-    `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd)."""
+    `ark_fingerprints`: the AMD roots trusted (None: AMD's own, pinned in aicert.cvm.amd);
+    `known_measurements`: the known-good paravisor launch measurements (None: none, and then
+    `cvm-measurement` fails: nothing else tells Azure's paravisor from any VMPL 0 firmware)."""
     from aicert.cvm import PINNED_ARK_SHA256, verify_platform
 
     if record is None:
@@ -78,8 +86,15 @@ def check_platform(
         )
     arks = frozenset(PINNED_ARK_SHA256.values()) if ark_fingerprints is None else ark_fingerprints
     log = log if log is not None else CheckLog(Check)
+    known = KnownMeasurements((), NONE_GIVEN) if known_measurements is None else known_measurements
     facts = verify_platform(
-        base64.b64decode(record.hclReport), certificates, ak_spki_der, at, arks, passed=log.passed
+        base64.b64decode(record.hclReport),
+        certificates,
+        ak_spki_der,
+        at,
+        arks,
+        known_measurements=known,
+        passed=log.passed,
     )
     log.passed(Check.ASSURANCE)  # (3) the AK's root vouches for vtpm and the platform for the rest
     return facts

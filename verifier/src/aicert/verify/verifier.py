@@ -39,6 +39,7 @@ from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
+from aicert.trust.measurements import KnownMeasurements
 from aicert.trust.store import TrustStore
 from aicert.verify.checklog import CheckLog
 from aicert.verify.document import Document, certificate_evidence, load_document
@@ -269,9 +270,11 @@ def verify_quote_evidence(
     *,
     timestamped: bool = False,
     ark_fingerprints: Collection[str] | None = None,
+    paravisor_measurements: KnownMeasurements | None = None,
 ) -> QuoteFacts:
     """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
-    `ark_fingerprints`: the AMD roots trusted for level cvm."""
+    `ark_fingerprints` and `paravisor_measurements`: the AMD roots and the known-good paravisor
+    launch measurements trusted for level cvm."""
     path, assurance = check_chain(ev, trust, at, log, timestamped=timestamped)
     check_ak_key(ev, path, log)
     platform = None
@@ -283,6 +286,7 @@ def verify_quote_evidence(
             at=at,
             log=log,
             ark_fingerprints=ark_fingerprints,
+            known_measurements=paravisor_measurements,
         )
     else:
         for check, reason in not_claimed(ev.claimed_assurance):  # None: an old proof
@@ -356,11 +360,14 @@ class Verifier:
         policy: Policy | None = None,
         tsa: TrustStore | None = None,
         ark_fingerprints: Collection[str] | None = None,
+        paravisor_measurements: KnownMeasurements | None = None,
     ) -> None:
         self.trust = trust
         self.policy = policy  # None: the policy checks are skipped (reported as such)
         self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
         self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm (None: AMD's own, pinned)
+        # known-good paravisor launch measurements for level cvm (None: none, cvm-measurement fails)
+        self.paravisor_measurements = paravisor_measurements
 
     def verify(
         self,
@@ -391,9 +398,10 @@ class Verifier:
         )
 
     def _timestamp(
-        self, token: str | None, quote_signature: bytes, log: CheckLog[Check]
+        self, token: str | None, quote_signature: bytes, at: dt.datetime, log: CheckLog[Check]
     ) -> Timestamped | None:
-        """The trusted time of the quote's signature, or None (and why the `timestamp` check is skipped)."""
+        """The trusted time of the quote's signature (not after `at`, the verification time), or
+        None (and why the `timestamp` check is skipped)."""
         if token is None:
             log.skipped(Check.TIMESTAMP, NO_TOKEN)
             return None
@@ -402,7 +410,7 @@ class Verifier:
             return None
         from aicert.verify.timestamp import check_timestamp
 
-        stamped = check_timestamp(token, quote_signature, self.tsa)
+        stamped = check_timestamp(token, quote_signature, self.tsa, at=at)
         log.passed(Check.TIMESTAMP)  # (2)
         return stamped
 
@@ -420,10 +428,21 @@ class Verifier:
             ev = certificate_evidence(certificate, raw_statement)
         except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
             raise MalformedError("evidence", str(exc)) from None
-        stamped = self._timestamp(certificate.evidence.timestamp, ev.signature, log)
-        when = at or (stamped.time if stamped else dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        stamped = self._timestamp(certificate.evidence.timestamp, ev.signature, at or now, log)
+        # a token's time is a window, genTime ± accuracy: the AK chain must hold at both ends of it
+        # (the earlier end here, into a record of its own; ak-chain is recorded at the later end)
+        when = at or (stamped.latest if stamped else now)
+        if stamped and not at and stamped.accuracy:
+            check_chain(ev, self.trust, stamped.earliest, CheckLog(PLAN), timestamped=True)
         facts = verify_quote_evidence(
-            ev, self.trust, when, log, timestamped=stamped is not None, ark_fingerprints=self.ark_fingerprints
+            ev,
+            self.trust,
+            when,
+            log,
+            timestamped=stamped is not None,
+            ark_fingerprints=self.ark_fingerprints,
+            paravisor_measurements=self.paravisor_measurements,
         )
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance, log)
@@ -449,11 +468,7 @@ class Verifier:
             log.skipped(Check.DATA_FILES, NO_DATA_DIRS)
         notes: tuple[str, ...] = ()
         if stamped is not None:
-            checked_at = "--at" if at else "that time"
-            notes = (
-                f"timestamp: {stamped.time:%Y-%m-%dT%H:%M:%SZ} by {stamped.tsa}; "
-                f"the AK certificate was checked at {checked_at}",
-            )
+            notes = (stamped.note(at_given=at is not None),)
         if data_dirs and (unchecked_inputs := sorted({i.name for i in predicate.inputs} - set(data_dirs))):
             # data-files passed for the inputs given; say which were not re-hashed at all
             notes += (
