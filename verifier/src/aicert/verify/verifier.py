@@ -38,12 +38,12 @@ from aicert.certificate import (
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.jcs import canonical, sha256_jcs
 from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
-from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
 from aicert.trust.store import TrustStore
 from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.event_log import check_event_log
 from aicert.verify.evidence import LoggedEvent, QuoteEvidence
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, loads_strict
 from aicert.verify.keys import load_public_key, readable_certificates, with_usable_key
@@ -130,6 +130,9 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
             preimage=None if entry.content is None else canonical(entry.content),
             content=entry.content,
             declared_type=None if entry.content is None else str(entry.content.get("type")),
+            pcr_before=None if entry.pcrBefore is None else bytes.fromhex(entry.pcrBefore),
+            quote_attest=None if entry.quote is None else base64.b64decode(entry.quote.attest),
+            quote_signature=None if entry.quote is None else base64.b64decode(entry.quote.signature),
         )
         for entry in ev.eventLog
     )
@@ -146,6 +149,7 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
         required_pcrs=BOOT_PCRS,
         platform=ev.platform,
         platform_certificates=platform_certs,
+        log_format=ev.eventLogFormat,
     )
 
 
@@ -174,7 +178,8 @@ class QuoteFacts(msgspec.Struct, frozen=True):
     attest: Attest
     assurance: Assurance  # what the chain (and, for cvm, the platform) vouches for; old proofs: `legacy`
     platform: PlatformFacts | None  # the confidential VM, at level cvm
-    platform_skipped: list[tuple[Check, str]]  # the cvm checks, when the evidence claims less
+    # the checks the evidence's form leaves out: the other log format's, the cvm checks when it claims less
+    platform_skipped: list[tuple[Check, str]]
 
     def result(
         self,
@@ -296,37 +301,6 @@ def check_attest(ev: QuoteEvidence, digest_alg: int) -> Attest:
     return attest
 
 
-def check_event_log(ev: QuoteEvidence) -> None:
-    for position, event in enumerate(ev.events):
-        if event.seq != position:
-            raise VerificationError(
-                Check.EVENT_SEQUENCE,
-                f"entry {position} has seq {event.seq}, expected {position}: an entry is missing or out of order",
-            )
-    for event in ev.events:
-        label = f"entry seq {event.seq} ({event.type})"
-        if event.type == REDACTED:
-            if event.content is not None:
-                raise VerificationError(Check.EVENT_DIGEST, f"{label} is redacted but carries content")
-            continue
-        if event.preimage is None:
-            raise VerificationError(Check.EVENT_DIGEST, f"{label} has no content and is not marked redacted")
-        if hashlib.sha256(event.preimage).digest() != event.digest:
-            raise VerificationError(Check.EVENT_DIGEST, f"{label}: the digest does not match the content")
-        if event.declared_type != event.type:
-            raise VerificationError(
-                Check.EVENT_DIGEST, f"{label}: the content says type {event.declared_type!r}"
-            )
-    value = replay(e.digest for e in ev.events)
-    quoted = ev.pcr_values[ev.measurement_pcr]
-    if value != quoted:
-        raise VerificationError(
-            Check.EVENT_REPLAY,
-            f"replaying {len(ev.events)} entries gives PCR {ev.measurement_pcr} = {value.hex()}, "
-            f"the quote says {quoted.hex()}",
-        )
-
-
 def verify_quote_evidence(
     ev: QuoteEvidence,
     trust: TrustStore,
@@ -350,8 +324,8 @@ def verify_quote_evidence(
         )
     digest_alg = check_signature(ev, path)
     attest = check_attest(ev, digest_alg)
-    check_event_log(ev)
-    skipped = [] if platform else not_claimed(ev.claimed_assurance)  # None: an old proof
+    skipped = check_event_log(ev, path.certificates[0].public_key(), attest)  # the other format's
+    skipped += [] if platform else not_claimed(ev.claimed_assurance)  # None: an old proof
     return QuoteFacts(path, attest, assurance, platform, skipped)
 
 
