@@ -1,8 +1,8 @@
 """A run's measurement log as its certificate carries it (`evidence.eventLog`), in one of two formats.
 
 `checkpointed`, for every run the agent measured with checkpoints (aicert_agent.checkpoints): the
-run's own entries only, each with `pcrBefore` and, but for the seal, its checkpoint quote; the seal's
-checkpoint is the certificate's final quote. Its size does not depend on what else the node
+run's own entries only, numbered 0, 1, 2, …, each with `pcrBefore` and, but for the seal, its
+checkpoint quote; the seal's checkpoint is the certificate's final quote. Its size does not depend on what else the node
 measured meanwhile.
 
 `epoch` (`eventLogFormat` absent), only for a run that has an entry logged by an agent before
@@ -42,15 +42,17 @@ def evidence_log(entries: Sequence[Entry], run: str) -> dict[str, Any]:
         own = [e for e in entries if e.run == run]
         return {
             "eventLogFormat": CHECKPOINTED,
-            "eventLog": [_checkpointed_entry(e, last=e is own[-1]) for e in own],
+            "eventLog": [_checkpointed_entry(e, i, last=e is own[-1]) for i, e in enumerate(own)],
         }
     return {"eventLog": epoch_log(entries, run)}
 
 
-def _checkpointed_entry(entry: Entry, *, last: bool) -> dict[str, Any]:
+def _checkpointed_entry(entry: Entry, position: int, *, last: bool) -> dict[str, Any]:
+    """`seq` is the entry's place among the run's: the node's numbering is covered by no quote, and
+    would tell how much other runs measured in between."""
     assert entry.pcr_before is not None and entry.checkpoint is not None
     shown: dict[str, Any] = {
-        "seq": entry.seq,
+        "seq": position,
         "digest": entry.digest.hex(),
         "type": entry.type,
         "content": entry.content,

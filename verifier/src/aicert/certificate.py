@@ -331,7 +331,7 @@ def log_shape_problem(log_format: str, log: list[LogEntry]) -> str | None:
                 )
             continue
         if entry.type == REDACTED or entry.content is None:
-            return f"{where} has no content: a checkpointed log carries the run's own entries only, in full"
+            return f"{where} is redacted or has no content: a checkpointed log carries the run's own entries only, in full"
         if entry.pcrBefore is None:
             return f"{where} has no pcrBefore: every entry of a checkpointed log has one"
         if index < last and entry.quote is None:

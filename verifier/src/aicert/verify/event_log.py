@@ -78,14 +78,19 @@ def _check_digests(events: Sequence[LoggedEvent], *, redacted_allowed: bool) -> 
             )
 
 
-def check_epoch_log(ev: QuoteEvidence) -> None:
-    """`event-sequence` (seq 0, 1, 2, …), `event-digest`, `event-replay` (from zero to the quote)."""
-    for position, event in enumerate(ev.events):
+def _check_sequence(events: Sequence[LoggedEvent]) -> None:
+    """`seq` is each entry's place in the log the certificate carries: 0, 1, 2, …"""
+    for position, event in enumerate(events):
         if event.seq != position:
             raise VerificationError(
                 Check.EVENT_SEQUENCE,
                 f"entry {position} has seq {event.seq}, expected {position}: an entry is missing or out of order",
             )
+
+
+def check_epoch_log(ev: QuoteEvidence) -> None:
+    """`event-sequence`, `event-digest`, `event-replay` (from zero to the quoted PCR)."""
+    _check_sequence(ev.events)
     _check_digests(ev.events, redacted_allowed=True)
     value = replay(e.digest for e in ev.events)
     quoted = ev.pcr_values[ev.measurement_pcr]
@@ -98,14 +103,13 @@ def check_epoch_log(ev: QuoteEvidence) -> None:
 
 
 def check_checkpointed_log(ev: QuoteEvidence, ak: PublicKeyTypes, final: Attest) -> None:
-    """`event-sequence` (seq strictly increasing), `event-digest`, `log-checkpoints`, `log-clock`."""
+    """`event-sequence`, `event-digest`, `log-checkpoints`, `log-clock`.
+
+    `seq` numbers the run's entries 0, 1, 2, … as in an epoch, not by their place in the node's log:
+    no quote covers it, so any other numbering would be a second spelling of the same certificate,
+    and the node's numbers would tell how much other runs measured in between."""
     events = ev.events
-    for previous, event in itertools.pairwise(events):
-        if event.seq <= previous.seq:
-            raise VerificationError(
-                Check.EVENT_SEQUENCE,
-                f"entry seq {event.seq} follows entry seq {previous.seq}: the entries are out of order",
-            )
+    _check_sequence(events)
     _check_digests(events, redacted_allowed=False)
     clocks = [_checkpoint_clock(ev, event, ak) for event in events[:-1]]
     _check_seal_checkpoint(ev, events[-1])
