@@ -102,6 +102,22 @@ def test_a_failed_checkpoint_is_taken_before_the_next_measurement(tmp_path: Path
     node.verify(rec.seal(assurance="dev", ak=node.ak))
 
 
+def test_a_seal_whose_quote_failed_is_sealed_again_with_its_checkpoint(tmp_path: Path) -> None:
+    """The seal's checkpoint is the final quote: a TPM error there leaves the seal logged and
+    extended; sealing again (the agent retries the step) takes it, and certifies as checkpointed."""
+    node = soft_node(tmp_path, QuoteFails)
+    rec = node.recorder("run-1")
+    rec.begin(node="node-1", name="a", attempt=0, spec={})
+    rec.output("model", manifest("model"))
+    assert isinstance(node.tpm, QuoteFails)
+    node.tpm.failing = True
+    with pytest.raises(KeyboardInterrupt):
+        rec.seal(assurance="dev", ak=node.ak)
+    certificate = rec.seal(assurance="dev", ak=node.ak)
+    assert certificate["evidence"]["eventLogFormat"] == "checkpointed"
+    assert Check.LOG_CLOCK in node.verify(certificate).passed
+
+
 def test_a_crash_before_the_extend_is_extended_and_checkpointed(tmp_path: Path) -> None:
     node = soft_node(tmp_path)
     rec = node.recorder("run-1")

@@ -313,6 +313,14 @@ class MeasurementLog:
             self._write_line(snapshot.valid, checkpoint.to_json(entries[-1].seq))
         return action
 
+    def catch_up(self, tpm: QuotingDevice) -> None:
+        """Complete an extend or a checkpoint that a TPM error left undone (as `append` does first)."""
+        with self.locked():
+            snapshot = self._read()
+            if snapshot.header is None:
+                raise LogError(f"{self.path} has no epoch; call recover() first")
+            self._bring_in_step(tpm, snapshot)
+
     def _checkpoint(self, tpm: QuotingDevice, entry: Entry, earlier: Sequence[Entry]) -> Checkpoint:
         assert entry.pcr_before is not None
         try:

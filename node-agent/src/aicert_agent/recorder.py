@@ -133,14 +133,16 @@ class RunRecorder:
                 raise SealError(
                     f"run {self.run_id} was sealed over another statement; the node's boot PCRs changed"
                 )
-            if not sealed:
+            if sealed:  # its checkpoint, if a TPM error left it untaken
+                self.log.catch_up(self.tpm)
+            else:
                 self._record(SEAL, {"statement": digest.hex()})  # its checkpoint is the final quote
             entries = self.log.entries()
             seal = next(e for e in reversed(entries) if e.run == self.run_id)
             if seal.checkpoint is not None:
                 quote = seal.checkpoint
                 entries = entries[: seal.seq + 1]
-            else:  # logged by an agent before checkpoints: quoted now, over the whole epoch so far
+            else:  # sealed by an agent before checkpoints: quoted now, over the whole epoch so far
                 taken = self.tpm.quote([*BOOT_PCRS, self.log.pcr], digest)
                 quote = Checkpoint(taken.attest, taken.signature, dict(taken.pcr_values))
         if any(quote.pcr_values[i] != boot[i] for i in BOOT_PCRS):
