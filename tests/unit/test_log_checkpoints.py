@@ -194,16 +194,26 @@ def test_a_checkpoint_of_more_pcrs(node: SoftNode, crowded: Json) -> None:
     expect(node, cert, Check.LOG_CHECKPOINTS, "not sha256 PCR 23 alone")
 
 
-def test_a_checkpoint_a_tpm_did_not_make(node: SoftNode, crowded: Json) -> None:
-    """The AK's key signing an attestation without TPM_GENERATED (what TPM2_Sign of outside data is)."""
+@pytest.mark.parametrize(
+    ("offset", "value", "reason"),
+    [
+        (3, 0x46, "a TPM did not make it"),  # magic: TPM2_Sign of outside data, not a TPM's attestation
+        (5, 0x14, "not TPM_ST_ATTEST_QUOTE"),  # type: TPM_ST_ATTEST_CERTIFY, not a quote
+    ],
+    ids=["magic", "type"],
+)
+def test_a_checkpoint_that_is_no_tpm_quote(
+    node: SoftNode, crowded: Json, offset: int, value: int, reason: str
+) -> None:
+    """Signed by the AK's key, but not a quote the TPM made."""
     cert = copy.deepcopy(crowded)
     attest = bytearray(base64.b64decode(log(cert)[2]["quote"]["attest"]))
-    attest[3] ^= 0x01
+    attest[offset] = value
     log(cert)[2]["quote"] = {
         "attest": base64.b64encode(bytes(attest)).decode(),
         "signature": base64.b64encode(SoftTpm(node.ak_key).sign(bytes(attest))).decode(),
     }
-    expect(node, cert, Check.LOG_CHECKPOINTS, "a TPM did not make it")
+    expect(node, cert, Check.LOG_CHECKPOINTS, reason)
 
 
 @pytest.mark.parametrize(

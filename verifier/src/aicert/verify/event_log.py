@@ -121,14 +121,14 @@ def _checkpoint_clock(ev: QuoteEvidence, event: LoggedEvent, ak: PublicKeyTypes)
     label, pcr = _label(event), ev.measurement_pcr
     if event.pcr_before is None or event.quote_attest is None or event.quote_signature is None:
         raise VerificationError(Check.LOG_CHECKPOINTS, f"{label} has no pcrBefore or no quote")
-    try:
+    try:  # as the final quote: the signature first, then what it signed
         signature = parse_signature(event.quote_signature)
+        problem = signature_problem(signature, ak, event.quote_attest)
+        if problem:
+            raise VerificationError(Check.LOG_CHECKPOINTS, f"{label}: its quote: {problem}")
         attest = parse_attest(event.quote_attest)
     except StructureError as exc:
         raise VerificationError(Check.LOG_CHECKPOINTS, f"{label}: its quote: {exc}") from None
-    problem = signature_problem(signature, ak, event.quote_attest)
-    if problem:
-        raise VerificationError(Check.LOG_CHECKPOINTS, f"{label}: its quote: {problem}")
     if attest.magic != TPM_GENERATED_VALUE:
         raise VerificationError(
             Check.LOG_CHECKPOINTS,
