@@ -56,6 +56,9 @@ class SoftTpm:
 
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     pcrs: dict[int, bytes] = field(default_factory=lambda: {i: bytes(32) for i in range(24)})
+    clock: int = 1000  # TPMS_CLOCK_INFO: milliseconds, one more at each quote
+    reset_count: int = 1
+    restart_count: int = 0
 
     def pcr_read(self, indices: Any) -> dict[int, bytes]:
         return {i: self.pcrs[i] for i in indices}
@@ -72,23 +75,28 @@ class SoftTpm:
         for index in selected:
             bitmap[index // 8] |= 1 << (index % 8)
         values = {i: self.pcrs[i] for i in selected}
+        self.clock += 1
         attest = (
             struct.pack(">IH", 0xFF544347, 0x8018)
             + _tpm2b(b"soft-tpm")
             + _tpm2b(extra_data)
-            + struct.pack(">QIIBQ", 1000, 1, 0, 1, 0)
+            + struct.pack(">QIIBQ", self.clock, self.reset_count, self.restart_count, 1, 0)
             + struct.pack(">IHB", 1, 0x000B, 3)
             + bytes(bitmap)
             + _tpm2b(hashlib.sha256(b"".join(values[i] for i in selected)).digest())
         )
+        return SoftQuote(attest, self.sign(attest), values)
+
+    def sign(self, attest: bytes) -> bytes:
+        """A TPMT_SIGNATURE over `attest` with the AK, whatever `attest` is: RSASSA-SHA256 (PKCS#1
+        v1.5) for an RSA AK, as Azure's vTPM AK signs, else ECDSA-SHA256."""
         if isinstance(self.key, rsa.RSAPrivateKey):
             rsassa = self.key.sign(attest, padding.PKCS1v15(), hashes.SHA256())
-            return SoftQuote(attest, struct.pack(">HH", 0x0014, 0x000B) + _tpm2b(rsassa), values)
+            return struct.pack(">HH", 0x0014, 0x000B) + _tpm2b(rsassa)
         r, s = decode_dss_signature(self.key.sign(attest, ec.ECDSA(hashes.SHA256())))
-        signature = (
+        return (
             struct.pack(">HH", 0x0018, 0x000B) + _tpm2b(r.to_bytes(32, "big")) + _tpm2b(s.to_bytes(32, "big"))
         )
-        return SoftQuote(attest, signature, values)
 
 
 @dataclass

@@ -127,8 +127,10 @@ class Seed:
 
 
 def _recorded_certificates(root: Path) -> list[Seed]:
-    """Two runs on one node's log, interleaved: each certificate shows the other's entries redacted."""
+    """Two runs on one node's log, interleaved: the first's certificate with its checkpointed log, the
+    second's as a whole epoch, the first's entries redacted."""
     from aicert.digest import FileEntry
+    from aicert_agent.evidence_log import epoch_log
     from aicert_agent.measurement_log import MeasurementLog
     from aicert_agent.recorder import AkIdentity, RunRecorder
     from tests.pki import Issued
@@ -161,9 +163,14 @@ def _recorded_certificates(root: Path) -> list[Seed]:
     full.output("model", Manifest.from_files([FileEntry("weights.bin", 7, "56" * 32)]))
     bare.output("out", Manifest.from_files([]))
     certificates = [full.seal(assurance="dev", ak=ak), bare.seal(assurance="dev", ak=ak)]
+    # the bare run as a whole epoch (the format of the agent before checkpoints; the same final
+    # quote): every entry up to its seal, the full run's redacted
+    epoch = certificates[1]
+    del epoch["evidence"]["eventLogFormat"]
+    epoch["evidence"]["eventLog"] = epoch_log(log.entries(), "run-bare")
     return [
         Seed("certificate-full.json", json.dumps(certificates[0], indent=1).encode()),
-        Seed("certificate-redacted.json", json.dumps(certificates[1], separators=(",", ":")).encode()),
+        Seed("certificate-redacted.json", json.dumps(epoch, separators=(",", ":")).encode()),
     ]
 
 
@@ -220,7 +227,20 @@ def _evidence_meaning(ev: QuoteEvidence) -> tuple[Any, ...]:
         ev.measurement_pcr,
         _spki(ev.ak_public_pem),
         _leaf(ev.certificates).public_bytes(Encoding.DER) if ev.certificates else None,
-        tuple((e.seq, e.type, e.digest, e.preimage, e.declared_type) for e in ev.events),
+        tuple(
+            (
+                e.seq,
+                e.type,
+                e.digest,
+                e.preimage,
+                e.declared_type,
+                e.pcr_before,
+                e.quote_attest,
+                None if e.quote_signature is None else _signature_kind(e.quote_signature),
+            )
+            for e in ev.events
+        ),
+        ev.log_format,
         ev.expected_extra_data,
         ev.claimed_assurance,
         ev.required_pcrs,

@@ -1,4 +1,7 @@
-"""A real certificate from swtpm verifies; every mutation fails exactly the check it targets."""
+"""A real certificate from swtpm verifies; every mutation fails exactly the check it targets.
+
+The agent makes checkpointed certificates; the same run's log as a whole epoch (the format of the
+agent before checkpoints, with the same final quote) goes through the epoch's own mutations."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from tests.integration.certified_run import CertifiedRun, make_run
 from aicert.jcs import sha256_jcs
 from aicert.trust import TrustStore
 from aicert.verify import Check, MalformedError, VerificationError, Verifier
+from aicert_agent.evidence_log import epoch_log
+from aicert_agent.local_run import LOG_FILE
+from aicert_agent.measurement_log import MeasurementLog
 from aicert_agent.tpm.client import Tpm
 from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.swtpm import Swtpm
@@ -112,6 +118,50 @@ MUTATIONS: list[tuple[str, Callable[[Cert], None], Check, str]] = [
         "but the evidence lists",
     ),
     (
+        "subject digest",
+        lambda c: c["statement"]["subject"][0]["digest"].update(sha256="0" * 64),
+        Check.QUOTE_BINDING,
+        "the quote certifies another statement",
+    ),
+    (
+        "statement field",
+        lambda c: c["statement"]["predicate"]["run"].update(name="other"),
+        Check.QUOTE_BINDING,
+        "the quote certifies another statement",
+    ),
+    (
+        "foreign AK key",
+        lambda c: c["evidence"]["ak"].update(public=_other_key_pem()),
+        Check.AK_KEY,
+        "not the key the AK certificate certifies",
+    ),
+    (
+        "claims vtpm on a dev CA",
+        lambda c: c["evidence"].update(assurance="vtpm"),
+        Check.ASSURANCE,
+        "vouches for dev at most",
+    ),
+    (
+        "claims cvm",
+        lambda c: c["evidence"].update(assurance="cvm"),
+        Check.ASSURANCE,
+        "cvm needs an AK certified by the Azure vTPM root",
+    ),
+]
+
+
+def epoch_form(run: CertifiedRun) -> Cert:
+    """The run's certificate with its log as a whole epoch: what the agent before checkpoints gave
+    for it (`aicert-agent run` re-bases first, so the epoch is the run's entries; same final quote)."""
+    cert = copy.deepcopy(run.certificate)
+    entries = MeasurementLog(run.root / "state" / LOG_FILE, 23).entries()
+    del cert["evidence"]["eventLogFormat"]
+    cert["evidence"]["eventLog"] = epoch_log(entries, cert["statement"]["predicate"]["run"]["id"])
+    return cert
+
+
+EPOCH_MUTATIONS: list[tuple[str, Callable[[Cert], None], Check, str]] = [
+    (
         "event content",
         lambda c: _event(c, "aicert.input")["content"].update(files=3),
         Check.EVENT_DIGEST,
@@ -149,35 +199,55 @@ MUTATIONS: list[tuple[str, Callable[[Cert], None], Check, str]] = [
         Check.EVENT_DIGEST,
         "has no content and is not marked redacted",
     ),
+]
+
+
+def _swap_renumbered(cert: Cert, first: int) -> None:
+    log = cert["evidence"]["eventLog"]
+    log[first], log[first + 1] = log[first + 1], log[first]
+    log[first]["seq"], log[first + 1]["seq"] = log[first + 1]["seq"], log[first]["seq"]
+
+
+def _drop_image_renumbered(cert: Cert) -> None:
+    log = cert["evidence"]["eventLog"]
+    log.pop(1)
+    for position, logged in enumerate(log):
+        logged["seq"] = position
+
+
+CHECKPOINTED_MUTATIONS: list[tuple[str, Callable[[Cert], None], Check, str]] = [
     (
-        "subject digest",
-        lambda c: c["statement"]["subject"][0]["digest"].update(sha256="0" * 64),
-        Check.QUOTE_BINDING,
-        "the quote certifies another statement",
+        "event content",
+        lambda c: _event(c, "aicert.input")["content"].update(files=3),
+        Check.EVENT_DIGEST,
+        "does not match the content",
+    ),
+    ("image event dropped", lambda c: c["evidence"]["eventLog"].pop(1), Check.EVENT_SEQUENCE, "has seq 2"),
+    ("image event dropped, renumbered", _drop_image_renumbered, Check.STATEMENT, "predicate.image"),
+    ("events reordered", lambda c: _swap(c, renumber=False), Check.EVENT_SEQUENCE, "has seq 3, expected 2"),
+    (
+        "image and input reordered and renumbered",
+        lambda c: _swap_renumbered(c, 1),
+        Check.LOG_CLOCK,
+        "not after",
     ),
     (
-        "statement field",
-        lambda c: c["statement"]["predicate"]["run"].update(name="other"),
-        Check.QUOTE_BINDING,
-        "the quote certifies another statement",
+        "quote of another entry",
+        lambda c: _event(c, "aicert.input").update(quote=_event(c, "aicert.image")["quote"]),
+        Check.LOG_CHECKPOINTS,
+        "not the entry's digest",
     ),
     (
-        "foreign AK key",
-        lambda c: c["evidence"]["ak"].update(public=_other_key_pem()),
-        Check.AK_KEY,
-        "not the key the AK certificate certifies",
+        "pcrBefore",
+        lambda c: _event(c, "aicert.output").update(pcrBefore="11" * 32),
+        Check.LOG_CHECKPOINTS,
+        "does not attest PCR 23",
     ),
     (
-        "claims vtpm on a dev CA",
-        lambda c: c["evidence"].update(assurance="vtpm"),
-        Check.ASSURANCE,
-        "vouches for dev at most",
-    ),
-    (
-        "claims cvm",
-        lambda c: c["evidence"].update(assurance="cvm"),
-        Check.ASSURANCE,
-        "cvm needs an AK certified by the Azure vTPM root",
+        "seal's pcrBefore",
+        lambda c: _event(c, "aicert.seal").update(pcrBefore="11" * 32),
+        Check.LOG_CHECKPOINTS,
+        "the final quote says",
     ),
 ]
 
@@ -187,8 +257,36 @@ def _other_key_pem() -> str:
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+@pytest.mark.parametrize("form", ["checkpointed", "epoch"])
 @pytest.mark.parametrize(("what", "mutate", "check", "reason"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
 def test_mutation_fails_its_check(
+    certified: CertifiedRun, form: str, what: str, mutate: Callable[[Cert], None], check: Check, reason: str
+) -> None:
+    cert = copy.deepcopy(certified.certificate) if form == "checkpointed" else epoch_form(certified)
+    mutate(cert)
+    expect(certified, cert, check, reason)
+
+
+def test_the_epoch_form_verifies(certified: CertifiedRun) -> None:
+    assert certified.certificate["evidence"]["eventLogFormat"] == "checkpointed"
+    assert Check.EVENT_REPLAY in verify(certified, epoch_form(certified)).passed
+
+
+@pytest.mark.parametrize(
+    ("what", "mutate", "check", "reason"), EPOCH_MUTATIONS, ids=[m[0] for m in EPOCH_MUTATIONS]
+)
+def test_epoch_mutation_fails_its_check(
+    certified: CertifiedRun, what: str, mutate: Callable[[Cert], None], check: Check, reason: str
+) -> None:
+    cert = epoch_form(certified)
+    mutate(cert)
+    expect(certified, cert, check, reason)
+
+
+@pytest.mark.parametrize(
+    ("what", "mutate", "check", "reason"), CHECKPOINTED_MUTATIONS, ids=[m[0] for m in CHECKPOINTED_MUTATIONS]
+)
+def test_checkpointed_mutation_fails_its_check(
     certified: CertifiedRun, what: str, mutate: Callable[[Cert], None], check: Check, reason: str
 ) -> None:
     cert = copy.deepcopy(certified.certificate)
@@ -268,8 +366,11 @@ def test_changed_local_data(certified: CertifiedRun, tmp_path: Path) -> None:
         (lambda c: c["evidence"].update(pcr=14), "evidence.pcr"),
         (lambda c: c["evidence"]["quote"]["pcrs"].update({"24": "00" * 32}), "evidence.quote.pcrs"),
         (lambda c: c.update(extra=True), "extra"),
+        (lambda c: c["evidence"]["eventLog"].pop(), "evidence.eventLog"),
+        (lambda c: _event(c, "aicert.input").update(type="redacted"), "evidence.eventLog"),
+        (lambda c: _event(c, "aicert.input").pop("content"), "evidence.eventLog"),
     ],
-    ids=["base64", "missing", "pcr14", "pcr-index", "unknown-field"],
+    ids=["base64", "missing", "pcr14", "pcr-index", "unknown-field", "seal-dropped", "redacted", "hidden"],
 )
 def test_malformed_certificate_names_the_field(
     certified: CertifiedRun, mutate: Callable[[Cert], None], field: str

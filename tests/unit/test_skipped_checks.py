@@ -81,17 +81,23 @@ NO_TIMESTAMP = {
     "reason": "the certificate carries no timestamp: the AK certificate is checked at --at or now",
 }
 NO_DATA = {"check": "data-files", "reason": "no input directory given (--data)"}
+NOT_AN_EPOCH = {
+    "check": "event-replay",
+    "reason": "the log is checkpointed: each entry is checked against its own quote (log-checkpoints), "
+    "not replayed from zero",
+}
 
 
 def test_without_policy_model_or_data_those_checks_are_skipped(
     run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc = verify_json(run.verify_argv(run.write(tmp_path / "c.json", run.certificate)), capsys)
-    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, NOT_AN_EPOCH, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"] == [
         c
         for c in map(str, Check)
-        if not c.startswith(("policy-", "cvm-")) and c not in ("model-files", "data-files", "timestamp")
+        if not c.startswith(("policy-", "cvm-"))
+        and c not in ("model-files", "data-files", "timestamp", "event-replay")
     ]
 
 
@@ -119,11 +125,12 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     del policy["egress"]
     run.write(tmp_path / "policy.json", policy)
     doc = verify_json(argv, capsys)
-    not_run = {"timestamp", *CVM, "policy-egress", "policy-tcb", "policy-measurement"}
+    not_run = {"timestamp", *CVM, "event-replay", "policy-egress", "policy-tcb", "policy-measurement"}
     assert doc["checks"] == [str(c) for c in Check if c not in not_run]
     assert doc["skipped"] == [
         NO_TIMESTAMP,
         *NOT_CVM,
+        NOT_AN_EPOCH,
         {"check": "policy-egress", "reason": "the policy sets no egress"},
         {"check": "policy-tcb", "reason": "the policy sets no minimumTcb"},
         {"check": "policy-measurement", "reason": "the policy lists no allowedMeasurements"},
@@ -155,7 +162,9 @@ def test_the_summary_prints_a_skipped_line(
     assert (
         "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
         "or now; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
-        "cvm-measurement: the certificate claims dev, not cvm; policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
+        "cvm-measurement: the certificate claims dev, not cvm; event-replay: the log is checkpointed: each "
+        "entry is checked against its own quote (log-checkpoints), not replayed from zero; "
+        "policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
         "policy-measurement: no policy given; "
         "data-files: no input directory given (--data)\n" in output
     )
@@ -173,6 +182,8 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
         "ak-key",
         *CVM,
         "quote-binding",
+        "log-checkpoints",
+        "log-clock",
         "statement",
         "policy-assurance",
         "policy-boot-pcrs",
@@ -209,7 +220,7 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, NOT_AN_EPOCH, *NO_POLICY, NO_MODEL, NO_DATA]
     assert doc["checks"][-3:] == ["resource-identity", "resource-model-digest", "resource-phase"]
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
 

@@ -6,13 +6,23 @@ crash at any point the log is either in step with the PCR or exactly one entry a
 measurement. Anything else means something other than this agent touched the PCR, or the log
 was lost: the agent refuses to certify until the log is re-based.
 
-File format (JSON lines): a header `{"epoch", "pcr", "bank", "created"}`, then one entry a line
-`{"seq", "digest", "type", "run", "content"}` with `digest = sha256(JCS(content))`. Re-basing
-writes a new file with a new epoch (atomic rename) and then resets the PCR.
+Right after each extend, still under the lock, the agent quotes the PCR (a *checkpoint*,
+aicert_agent.checkpoints) and logs the quote on the line after the entry. A crash between the
+extend and that line leaves the last entry without its checkpoint: recovery, or the next append,
+takes it before anything else is extended, so the PCR still holds the entry's value.
+
+File format (JSON lines): a header `{"epoch", "pcr", "bank"}`, then one entry a line
+`{"seq", "digest", "type", "run", "content", "pcrBefore"}` with `digest = sha256(JCS(content))`
+and `pcrBefore` the PCR's value before the entry's extend, each followed by its checkpoint
+`{"checkpoint": seq, "attest", "signature", "pcrs"}`. Entries logged by an agent before
+checkpoints have neither `pcrBefore` nor a checkpoint; a run with such an entry gets a certificate
+with the whole epoch (aicert_agent.evidence_log). Re-basing writes a new file with a new epoch
+(atomic rename) and then resets the PCR.
 """
 
 from __future__ import annotations
 
+import binascii
 import enum
 import fcntl
 import json
@@ -21,23 +31,20 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aicert.certificate import REDACTED
 from aicert.events import event_digest
-from aicert.tpm.pcrs import SHA256_ZERO, replay
+from aicert.tpm.attest import ClockInfo
+from aicert.tpm.pcrs import SHA256_ZERO, extend, replay
+from aicert.tpm.reader import StructureError
+from aicert_agent.checkpoints import Checkpoint, CheckpointError, PcrDevice, QuotingDevice, take_checkpoint
 
 
 class LogError(Exception):
     """The log cannot be used to certify; the message says why and what to do."""
-
-
-class PcrDevice(Protocol):
-    def pcr_read(self, indices: Sequence[int]) -> dict[int, bytes]: ...
-    def pcr_extend(self, index: int, digest: bytes) -> None: ...
-    def pcr_reset(self, index: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,15 +54,20 @@ class Entry:
     type: str
     run: str
     content: dict[str, Any]
+    pcr_before: bytes | None = None  # None: logged by an agent before checkpoints
+    checkpoint: Checkpoint | None = None  # None: as pcr_before, or the agent stopped before taking it
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        line = {
             "seq": self.seq,
             "digest": self.digest.hex(),
             "type": self.type,
             "run": self.run,
             "content": self.content,
         }
+        if self.pcr_before is not None:
+            line["pcrBefore"] = self.pcr_before.hex()
+        return line
 
     def redacted(self) -> dict[str, Any]:
         return {"seq": self.seq, "digest": self.digest.hex(), "type": REDACTED}
@@ -69,13 +81,36 @@ class Recovery(enum.Enum):
 
 
 def recovery_action(digests: Sequence[bytes], pcr_value: bytes) -> Recovery:
-    if replay(digests) == pcr_value:
+    before_last = replay(digests[:-1]) if digests else None
+    return recovery_for(replay(digests), before_last, pcr_value)
+
+
+def recovery_for(replayed: bytes, before_last: bytes | None, pcr_value: bytes) -> Recovery:
+    """`replayed`: the log replayed; `before_last`: replayed without its last entry (None: empty)."""
+    if replayed == pcr_value:
         return Recovery.IN_STEP
-    if digests and replay(digests[:-1]) == pcr_value:
+    if before_last is not None and before_last == pcr_value:
         return Recovery.COMPLETE_LAST_EXTEND
-    if not digests:
+    if before_last is None:
         return Recovery.RESET_EMPTY_EPOCH
     return Recovery.MISMATCH
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The log as read: header, entries, the byte length of its valid prefix, and the PCR value its
+    entries replay to (and replayed to before the last one)."""
+
+    header: dict[str, Any] | None
+    entries: tuple[Entry, ...]
+    valid: int
+    replayed: bytes = SHA256_ZERO
+    before_last: bytes | None = None
+
+
+def _last_clock(entries: Sequence[Entry]) -> ClockInfo | None:
+    """The clock of the latest checkpoint in `entries`."""
+    return next((e.checkpoint.clock for e in reversed(entries) if e.checkpoint is not None), None)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,8 +130,7 @@ class MeasurementLog:
         self.path = path
         self.pcr = pcr
         self._lock = threading.RLock()
-        # (inode, size, header, entries, valid length) of the last read: see _read
-        self._cache: tuple[int, int, dict[str, Any] | None, tuple[Entry, ...], int] | None = None
+        self._cache: tuple[int, int, _Snapshot] | None = None  # (inode, size, what was read): see _read
         self._depth = 0  # re-entry by the thread holding _lock: flock is taken once
 
     @contextmanager
@@ -122,10 +156,10 @@ class MeasurementLog:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _read(self) -> tuple[dict[str, Any] | None, list[Entry], int]:
-        """Header, entries, and the byte length of the valid prefix (a torn last line is dropped).
+    def _read(self) -> _Snapshot:
+        """The log as it is (a torn last line is left out of the valid prefix).
 
-        Each entry is parsed and checked once: within an epoch the file only grows (a new epoch is a
+        Each line is parsed and checked once: within an epoch the file only grows (a new epoch is a
         new file, recovery only truncates), so what was read before is kept, keyed by inode and
         size, and only the bytes appended since are read."""
         try:
@@ -133,52 +167,86 @@ class MeasurementLog:
                 st = os.fstat(f.fileno())
                 cached = self._cache
                 if cached is not None and cached[0] == st.st_ino and cached[1] == st.st_size:
-                    return cached[2], list(cached[3]), cached[4]
-                if cached is not None and cached[0] == st.st_ino and st.st_size > cached[4] == cached[1]:
-                    f.seek(cached[4])
-                    header, entries, valid = self._parse(f.read(), cached[2], list(cached[3]), cached[4])
+                    return cached[2]
+                if (
+                    cached is not None
+                    and cached[0] == st.st_ino
+                    and st.st_size > cached[2].valid == cached[1]
+                ):
+                    f.seek(cached[2].valid)
+                    snapshot = self._parse(f.read(), cached[2])
                 else:
-                    header, entries, valid = self._parse(f.read(), None, [], 0)
+                    snapshot = self._parse(f.read(), _Snapshot(None, (), 0))
         except FileNotFoundError:
             self._cache = None
-            return None, [], 0
-        self._cache = (st.st_ino, st.st_size, header, tuple(entries), valid)
-        return header, entries, valid
+            return _Snapshot(None, (), 0)
+        self._cache = (st.st_ino, st.st_size, snapshot)
+        return snapshot
 
-    def _parse(
-        self, data: bytes, header: dict[str, Any] | None, entries: list[Entry], offset: int
-    ) -> tuple[dict[str, Any] | None, list[Entry], int]:
+    def _parse(self, data: bytes, start: _Snapshot) -> _Snapshot:
+        header, entries, valid = start.header, list(start.entries), start.valid
+        replayed, before_last = start.replayed, start.before_last
         lines = data.split(b"\n")
-        valid = offset
         for index, line in enumerate(lines):
             complete = index < len(lines) - 1  # the text after the last newline was never finished
             if not line or not complete:
                 break
+            where = (
+                f"{self.path}: the line after entry {len(entries) - 1}" if entries else f"{self.path}: line 1"
+            )
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
-                line_number = 1 if header is None else len(entries) + 2
-                raise LogError(f"{self.path}: line {line_number} is damaged; re-base the log") from None
-            if header is None:
-                header = obj
-            else:
-                entry = Entry(
-                    obj["seq"], bytes.fromhex(obj["digest"]), obj["type"], obj["run"], obj["content"]
-                )
-                if entry.seq != len(entries) or event_digest(entry.content) != entry.digest:
-                    raise LogError(f"{self.path}: entry {len(entries)} is inconsistent; re-base the log")
-                entries.append(entry)
+                if not isinstance(obj, dict):
+                    raise TypeError("not a JSON object")
+                if header is None:
+                    header = obj
+                elif "checkpoint" in obj:
+                    entries[-1] = self._with_checkpoint(entries, obj, where)
+                else:
+                    entry = self._entry(entries, obj, replayed, where)
+                    entries.append(entry)
+                    replayed, before_last = extend(replayed, entry.digest), replayed
+            except (ValueError, KeyError, TypeError, IndexError, binascii.Error, StructureError):
+                raise LogError(f"{where} is damaged; re-base the log") from None
             valid += len(line) + 1
-        return header, entries, valid
+        return _Snapshot(header, tuple(entries), valid, replayed, before_last)
+
+    def _entry(self, entries: list[Entry], obj: dict[str, Any], replayed: bytes, where: str) -> Entry:
+        before = obj.get("pcrBefore")
+        entry = Entry(
+            obj["seq"],
+            bytes.fromhex(obj["digest"]),
+            obj["type"],
+            obj["run"],
+            obj["content"],
+            None if before is None else bytes.fromhex(before),
+        )
+        if entry.seq != len(entries) or event_digest(entry.content) != entry.digest:
+            raise LogError(f"{self.path}: entry {len(entries)} is inconsistent; re-base the log")
+        if entry.pcr_before is not None and entry.pcr_before != replayed:
+            raise LogError(
+                f"{self.path}: entry {entry.seq}'s pcrBefore is not the log replayed; re-base the log"
+            )
+        if entries and entries[-1].pcr_before is not None and entries[-1].checkpoint is None:
+            raise LogError(f"{self.path}: entry {entry.seq - 1} has no checkpoint; re-base the log")
+        return entry
+
+    def _with_checkpoint(self, entries: list[Entry], obj: dict[str, Any], where: str) -> Entry:
+        last = entries[-1]
+        if obj["checkpoint"] != last.seq or last.pcr_before is None or last.checkpoint is not None:
+            raise LogError(f"{where} is a checkpoint of no entry awaiting one; re-base the log")
+        checkpoint = Checkpoint.from_json(obj)
+        checkpoint.clock  # noqa: B018 - a checkpoint whose quote cannot be read is damaged
+        return replace(last, checkpoint=checkpoint)
 
     def entries(self) -> list[Entry]:
         with self.locked():
-            return self._read()[1]
+            return list(self._read().entries)
 
     @property
     def epoch(self) -> str | None:
         with self.locked():  # _read keeps the parsed log: one reader at a time
-            header = self._read()[0]
+            header = self._read().header
         return None if header is None else str(header["epoch"])
 
     # --- writing -------------------------------------------------------------------------
@@ -195,38 +263,78 @@ class MeasurementLog:
         _fsync_dir(self.path.parent)
         return epoch
 
-    def recover(self, tpm: PcrDevice) -> Recovery:
+    def _write_line(self, offset: int, obj: Mapping[str, Any]) -> int:
+        """Write `obj` as the line at `offset` (dropping anything after it) and fsync; its length."""
+        line = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(line)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        return len(line)
+
+    def recover(self, tpm: QuotingDevice) -> Recovery:
         """Bring log and PCR in step after a restart; LogError when they cannot be."""
         with self.locked():
-            header, entries, valid = self._read()
-            if header is None:
+            snapshot = self._read()
+            if snapshot.header is None:
                 self._write_new_epoch()
-                header, entries, valid = self._read()
-            elif header.get("pcr") != self.pcr:
-                raise LogError(f"{self.path} is a log for PCR {header.get('pcr')}, not PCR {self.pcr}")
+                snapshot = self._read()
+            elif snapshot.header.get("pcr") != self.pcr:
+                raise LogError(
+                    f"{self.path} is a log for PCR {snapshot.header.get('pcr')}, not PCR {self.pcr}"
+                )
             with open(self.path, "r+b") as f:  # drop a torn last line: it was never extended
-                if os.fstat(f.fileno()).st_size != valid:
-                    f.truncate(valid)
+                if os.fstat(f.fileno()).st_size != snapshot.valid:
+                    f.truncate(snapshot.valid)
                     os.fsync(f.fileno())
-            return self._bring_in_step(tpm, entries)
+            return self._bring_in_step(tpm, snapshot)
 
-    def _bring_in_step(self, tpm: PcrDevice, entries: Sequence[Entry]) -> Recovery:
-        """Complete an extend that did not happen (a crash, or a TPM error, after the fsync);
-        LogError when the PCR and the log disagree otherwise. Call with the lock held."""
+    def _bring_in_step(self, tpm: QuotingDevice, snapshot: _Snapshot) -> Recovery:
+        """Complete an extend that did not happen (a crash, or a TPM error, after the fsync) and the
+        last entry's checkpoint if it was not taken; LogError when the PCR and the log disagree
+        otherwise. Call with the lock held."""
         value = tpm.pcr_read([self.pcr])[self.pcr]
-        digests = [e.digest for e in entries]
-        action = recovery_action(digests, value)
+        entries = snapshot.entries
+        action = recovery_for(snapshot.replayed, snapshot.before_last, value)
         if action is Recovery.COMPLETE_LAST_EXTEND:
-            tpm.pcr_extend(self.pcr, digests[-1])
+            tpm.pcr_extend(self.pcr, entries[-1].digest)
         elif action is Recovery.RESET_EMPTY_EPOCH:
             tpm.pcr_reset(self.pcr)
         elif action is Recovery.MISMATCH:
             raise LogError(
-                f"PCR {self.pcr} is {value.hex()} but the log {self.path} replays to {replay(digests).hex()}: "
+                f"PCR {self.pcr} is {value.hex()} but the log {self.path} replays to {snapshot.replayed.hex()}: "
                 "something other than the agent extended the PCR, or the log is not this boot's. "
                 "Certificates are refused until the log is re-based (`aicert-agent rebase`) with no run in flight."
             )
+        if entries and entries[-1].pcr_before is not None and entries[-1].checkpoint is None:
+            checkpoint = self._checkpoint(tpm, entries[-1], entries[:-1])
+            self._write_line(snapshot.valid, checkpoint.to_json(entries[-1].seq))
         return action
+
+    def catch_up(self, tpm: QuotingDevice) -> None:
+        """Complete an extend or a checkpoint that a TPM error left undone (as `append` does first)."""
+        with self.locked():
+            snapshot = self._read()
+            if snapshot.header is None:
+                raise LogError(f"{self.path} has no epoch; call recover() first")
+            self._bring_in_step(tpm, snapshot)
+
+    def _checkpoint(self, tpm: QuotingDevice, entry: Entry, earlier: Sequence[Entry]) -> Checkpoint:
+        assert entry.pcr_before is not None
+        try:
+            return take_checkpoint(
+                tpm,
+                self.pcr,
+                kind=entry.type,
+                content=entry.content,
+                digest=entry.digest,
+                pcr_before=entry.pcr_before,
+                after=_last_clock(earlier),
+            )
+        except CheckpointError as exc:
+            raise LogError(f"entry {entry.seq} of {self.path}: {exc}") from None
 
     def rebase(self, tpm: PcrDevice) -> str:
         """Start a new epoch: a fresh log, then a reset PCR. Only when no run is in flight."""
@@ -237,36 +345,23 @@ class MeasurementLog:
                 raise LogError(f"PCR {self.pcr} did not reset; it cannot serve as the measurement PCR")
             return epoch
 
-    def append(self, tpm: PcrDevice, run: str, content: Mapping[str, Any]) -> Entry:
-        """Log (fsync) then extend one measurement; returns the entry."""
+    def append(self, tpm: QuotingDevice, run: str, content: Mapping[str, Any]) -> Entry:
+        """Log (fsync) then extend one measurement, then checkpoint it; returns the entry."""
         body = dict(content)
         kind = body.get("type")
         if not isinstance(kind, str):
             raise ValueError("an event's content must carry its type")
         with self.locked():
-            header, entries, valid = self._read()
-            if header is None:
+            snapshot = self._read()
+            if snapshot.header is None:
                 raise LogError(f"{self.path} has no epoch; call recover() first")
-            # An extend that failed after its entry was logged (TPM error) is completed now, before
-            # the next measurement, not at the next restart.
-            self._bring_in_step(tpm, entries)
-            entry = Entry(len(entries), event_digest(body), kind, run, body)
-            line = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True).encode() + b"\n"
-            with open(self.path, "r+b") as f:
-                f.seek(valid)
-                f.write(line)
-                f.truncate()
-                f.flush()
-                os.fsync(f.fileno())
+            # An extend or checkpoint that failed after its entry was logged (TPM error) is
+            # completed now, before the next measurement, not at the next restart.
+            self._bring_in_step(tpm, snapshot)
+            snapshot = self._read()
+            entry = Entry(len(snapshot.entries), event_digest(body), kind, run, body, snapshot.replayed)
+            length = self._write_line(snapshot.valid, entry.to_json())
             tpm.pcr_extend(self.pcr, entry.digest)
-            return entry
-
-
-def certificate_log(entries: Sequence[Entry], run: str) -> list[dict[str, Any]]:
-    """The epoch's entries as a certificate carries them: this run's in full, others redacted."""
-    return [
-        {"seq": e.seq, "digest": e.digest.hex(), "type": e.type, "content": e.content}
-        if e.run == run
-        else e.redacted()
-        for e in entries
-    ]
+            checkpoint = self._checkpoint(tpm, entry, snapshot.entries)
+            self._write_line(snapshot.valid + length, checkpoint.to_json(entry.seq))
+            return replace(entry, checkpoint=checkpoint)

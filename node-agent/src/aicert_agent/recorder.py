@@ -1,8 +1,9 @@
 """Recording one run: its events into the log, then the seal, the quote and the certificate.
 
-Used by `aicert-agent run` and by the Kubernetes agent alike. Sealing is idempotent: a run whose
-seal is already logged (the agent restarted after logging it) is quoted again over the same
-statement, so a restart never yields a second, different certificate for one run.
+Used by `aicert-agent run` and by the Kubernetes agent alike. The seal entry's checkpoint is the
+certificate's final quote (aicert_agent.checkpoints), kept in the log with it. Sealing is
+idempotent: a run whose seal is already logged (the agent restarted after logging it) gets the
+same certificate again, from the log, whatever was measured on the node since.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aicert.certificate import (
     API_VERSION,
@@ -20,31 +21,18 @@ from aicert.certificate import (
     EVIDENCE_TYPE,
     KIND,
     Assurance,
-    TrainingCertificate,
-    convert,
 )
 from aicert.digest import Manifest
 from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL, statement_from_events
 from aicert.jcs import sha256_jcs
 from aicert.tpm.pcrs import replay
-from aicert_agent.measurement_log import MeasurementLog, PcrDevice, certificate_log
+from aicert_agent.checkpoints import Checkpoint, QuotingDevice
+from aicert_agent.evidence_log import evidence_log, is_checkpointed, log_problem
+from aicert_agent.measurement_log import MeasurementLog
 
 
 class SealError(Exception):
     """The run cannot be certified; the message says why."""
-
-
-class QuoteLike(Protocol):
-    @property
-    def attest(self) -> bytes: ...
-    @property
-    def signature(self) -> bytes: ...
-    @property
-    def pcr_values(self) -> dict[int, bytes]: ...
-
-
-class QuotingDevice(PcrDevice, Protocol):
-    def quote(self, pcrs: Sequence[int], extra_data: bytes) -> QuoteLike: ...
 
 
 def utc_now() -> str:
@@ -145,13 +133,24 @@ class RunRecorder:
                 raise SealError(
                     f"run {self.run_id} was sealed over another statement; the node's boot PCRs changed"
                 )
-            if not sealed:
-                self._record(SEAL, {"statement": digest.hex()})
-            quote = self.tpm.quote([*BOOT_PCRS, self.log.pcr], digest)
+            if sealed:  # its checkpoint, if a TPM error left it untaken
+                self.log.catch_up(self.tpm)
+            else:
+                self._record(SEAL, {"statement": digest.hex()})  # its checkpoint is the final quote
             entries = self.log.entries()
+            seal = next(e for e in reversed(entries) if e.run == self.run_id)
+            if seal.checkpoint is not None:
+                quote = seal.checkpoint
+                entries = entries[: seal.seq + 1]
+            else:  # sealed by an agent before checkpoints: quoted now, over the whole epoch so far
+                taken = self.tpm.quote([*BOOT_PCRS, self.log.pcr], digest)
+                quote = Checkpoint(taken.attest, taken.signature, dict(taken.pcr_values))
         if any(quote.pcr_values[i] != boot[i] for i in BOOT_PCRS):
             raise SealError("the boot PCRs changed while the run was sealed")
-        if replay(e.digest for e in entries) != quote.pcr_values[self.log.pcr]:
+        if (
+            not is_checkpointed(entries, self.run_id)
+            and replay(e.digest for e in entries) != quote.pcr_values[self.log.pcr]
+        ):
             raise SealError(
                 f"PCR {self.log.pcr} does not match the measurement log: something else extended it"
             )
@@ -165,11 +164,14 @@ class RunRecorder:
                 "signature": base64.b64encode(quote.signature).decode(),
                 "pcrs": {str(i): v.hex() for i, v in sorted(quote.pcr_values.items())},
             },
-            "eventLog": certificate_log(entries, self.run_id),
+            **evidence_log(entries, self.run_id),
             "ak": {"public": ak.public_pem, "certificateChain": list(ak.certificate_chain)},
         }
         if ak.platform is not None:
             evidence["platform"] = ak.platform
         certificate = {"apiVersion": API_VERSION, "kind": KIND, "statement": statement, "evidence": evidence}
-        convert(certificate, TrainingCertificate)  # never hand out a document we could not parse
+        # never hand out a document we could not parse, nor one whose log a verifier refuses
+        problem = log_problem(certificate)
+        if problem:
+            raise SealError(f"the run's measurement log does not verify: {problem}")
         return certificate

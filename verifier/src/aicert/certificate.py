@@ -257,13 +257,28 @@ class QuoteRecord(Model, frozen=True, kw_only=True):
     pcrs: PcrValues
 
 
+class EntryQuote(Model, frozen=True, kw_only=True):
+    """A checkpoint: the quote of the measurement PCR alone the agent took right after extending an
+    entry, with extraData = the entry's digest. Its PCR value is not listed: it is
+    `sha256(pcrBefore || digest)`, which the quote's pcrDigest must cover."""
+
+    attest: Base64
+    signature: Base64
+
+
 class LogEntry(Model, frozen=True, kw_only=True):
-    """One measurement. `digest = sha256(JCS(content))`; foreign runs' entries carry no content."""
+    """One measurement. `digest = sha256(JCS(content))`; foreign runs' entries carry no content.
+
+    In a checkpointed log (`evidence.eventLogFormat`) every entry also carries `pcrBefore`, the
+    measurement PCR just before it was extended, and every entry but the last (the seal, which
+    `evidence.quote` checkpoints) its `quote`."""
 
     seq: Count
     digest: Hex64
     type: Name
     content: JsonObject | None = None
+    pcrBefore: Hex64 | None = None
+    quote: EntryQuote | None = None
 
 
 class AkRecord(Model, frozen=True, kw_only=True):
@@ -286,6 +301,9 @@ class Evidence(Model, frozen=True, kw_only=True):
     pcr: Annotated[int, Meta(ge=0, le=23)]
     assurance: Assurance
     quote: QuoteRecord
+    # `epoch`: every entry since the PCR was last reset, foreign runs' redacted, replayed from zero.
+    # `checkpointed`: the run's own entries alone, each checked against its own quote.
+    eventLogFormat: Literal["epoch", "checkpointed"] = "epoch"
     eventLog: Annotated[list[LogEntry], Meta(min_length=1)]
     ak: AkRecord
     platform: PlatformRecord | None = None  # present for level cvm
@@ -296,6 +314,31 @@ class Evidence(Model, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.pcr in (8, 14):
             raise ValueError("pcr: PCR 8 and 14 are extended by firmware, shim and other tools; use PCR 23")
+        problem = log_shape_problem(self.eventLogFormat, self.eventLog)
+        if problem:
+            raise ValueError(f"eventLog: {problem}")
+
+
+def log_shape_problem(log_format: str, log: list[LogEntry]) -> str | None:
+    """Which entry lacks, or carries, what its log format says it must (None: the shape is right)."""
+    last = len(log) - 1
+    for index, entry in enumerate(log):
+        where = f"entry {index} (seq {entry.seq})"
+        if log_format != "checkpointed":
+            if entry.pcrBefore is not None or entry.quote is not None:
+                return (
+                    f"{where} carries pcrBefore or quote, which only a checkpointed log has (eventLogFormat)"
+                )
+            continue
+        if entry.type == REDACTED or entry.content is None:
+            return f"{where} is redacted or has no content: a checkpointed log carries the run's own entries only, in full"
+        if entry.pcrBefore is None:
+            return f"{where} has no pcrBefore: every entry of a checkpointed log has one"
+        if index < last and entry.quote is None:
+            return f"{where} has no quote: every entry of a checkpointed log but the last (the seal) has one"
+        if index == last and entry.quote is not None:
+            return f"{where} is the last (the seal) and carries a quote: evidence.quote is its checkpoint"
+    return None
 
 
 class TrainingCertificate(Model, frozen=True, kw_only=True):

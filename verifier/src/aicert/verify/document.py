@@ -86,6 +86,9 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
             preimage=None if entry.content is None else canonical(entry.content),
             content=entry.content,
             declared_type=None if entry.content is None else str(entry.content.get("type")),
+            pcr_before=None if entry.pcrBefore is None else bytes.fromhex(entry.pcrBefore),
+            quote_attest=None if entry.quote is None else base64.b64decode(entry.quote.attest),
+            quote_signature=None if entry.quote is None else base64.b64decode(entry.quote.signature),
         )
         for entry in ev.eventLog
     )
@@ -102,4 +105,5 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
         required_pcrs=BOOT_PCRS,
         platform=ev.platform,
         platform_certificates=platform_certs,
+        log_format=ev.eventLogFormat,
     )

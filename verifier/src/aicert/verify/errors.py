@@ -26,7 +26,9 @@ class Check(StrEnum):
     PCR_DIGEST = "pcr-digest"  # 5. pcrDigest == hash of the listed PCR values
     EVENT_SEQUENCE = "event-sequence"  # 6. the log is complete and in order
     EVENT_DIGEST = "event-digest"  # 6. every shown entry's digest matches its content
-    EVENT_REPLAY = "event-replay"  # 6. replaying the log gives the quoted PCR value
+    EVENT_REPLAY = "event-replay"  # 6. (epoch log) replaying the log from zero gives the quoted PCR value
+    LOG_CHECKPOINTS = "log-checkpoints"  # 6. (checkpointed log) each entry's own quote attests its extend
+    LOG_CLOCK = "log-clock"  # 6. (checkpointed log) those quotes are in order, all in the final quote's boot
     STATEMENT = "statement"  # 7. the statement is exactly what the run's events say
     POLICY_ASSURANCE = "policy-assurance"  # 8.
     POLICY_BOOT_PCRS = "policy-boot-pcrs"  # 8.

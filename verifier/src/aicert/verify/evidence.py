@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from cryptography import x509
@@ -17,6 +17,11 @@ class LoggedEvent(msgspec.Struct, frozen=True):
     preimage: bytes | None  # bytes whose sha256 `digest` must be; None for a redacted entry
     content: Any  # the decoded JSON content, None when redacted
     declared_type: str | None  # the type the content itself names (covered by the digest)
+    # a checkpointed log's (aicert.verify.event_log): the measurement PCR just before this entry was
+    # extended, and the quote taken right after it (None for the last entry: the final quote)
+    pcr_before: bytes | None = None
+    quote_attest: bytes | None = None
+    quote_signature: bytes | None = None
 
 
 class QuoteEvidence(msgspec.Struct, frozen=True):
@@ -32,3 +37,6 @@ class QuoteEvidence(msgspec.Struct, frozen=True):
     required_pcrs: tuple[int, ...]  # PCRs the quote must cover besides the measurement PCR
     platform: PlatformRecord | None = None  # confidential-VM evidence (level cvm); old proofs have none
     platform_certificates: tuple[x509.Certificate, ...] = ()  # its AMD certificates, read
+    # `epoch`: events are every entry since the PCR's reset; `checkpointed`: the run's own, each with
+    # its quote (old proofs are epochs)
+    log_format: Literal["epoch", "checkpointed"] = "epoch"

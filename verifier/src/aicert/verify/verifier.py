@@ -35,7 +35,6 @@ from aicert.certificate import (
 )
 from aicert.events import SEAL, EventError, statement_from_events
 from aicert.tpm.attest import ALG_SHA256, HASH_NAMES, TPM_GENERATED_VALUE, Attest, parse_attest
-from aicert.tpm.pcrs import replay
 from aicert.tpm.reader import StructureError
 from aicert.tpm.signature import parse_signature, signature_problem
 from aicert.trust.chain import CertPath, ChainError, build_path
@@ -44,6 +43,7 @@ from aicert.trust.store import TrustStore
 from aicert.verify.checklog import CheckLog
 from aicert.verify.document import Document, certificate_evidence, load_document
 from aicert.verify.errors import Check, MalformedError, VerificationError
+from aicert.verify.event_log import check_event_log
 from aicert.verify.evidence import QuoteEvidence
 from aicert.verify.keys import load_public_key, readable_certificates
 from aicert.verify.platform import check_platform, not_claimed
@@ -228,40 +228,6 @@ def check_attest(ev: QuoteEvidence, digest_alg: int, log: CheckLog[Check]) -> At
     return attest
 
 
-def check_event_log(ev: QuoteEvidence, log: CheckLog[Check]) -> None:
-    for position, event in enumerate(ev.events):
-        if event.seq != position:
-            raise VerificationError(
-                Check.EVENT_SEQUENCE,
-                f"entry {position} has seq {event.seq}, expected {position}: an entry is missing or out of order",
-            )
-    log.passed(Check.EVENT_SEQUENCE)  # (6)
-    for event in ev.events:
-        label = f"entry seq {event.seq} ({event.type})"
-        if event.type == REDACTED:
-            if event.content is not None:
-                raise VerificationError(Check.EVENT_DIGEST, f"{label} is redacted but carries content")
-            continue
-        if event.preimage is None:
-            raise VerificationError(Check.EVENT_DIGEST, f"{label} has no content and is not marked redacted")
-        if hashlib.sha256(event.preimage).digest() != event.digest:
-            raise VerificationError(Check.EVENT_DIGEST, f"{label}: the digest does not match the content")
-        if event.declared_type != event.type:
-            raise VerificationError(
-                Check.EVENT_DIGEST, f"{label}: the content says type {event.declared_type!r}"
-            )
-    log.passed(Check.EVENT_DIGEST)  # (6)
-    value = replay(e.digest for e in ev.events)
-    quoted = ev.pcr_values[ev.measurement_pcr]
-    if value != quoted:
-        raise VerificationError(
-            Check.EVENT_REPLAY,
-            f"replaying {len(ev.events)} entries gives PCR {ev.measurement_pcr} = {value.hex()}, "
-            f"the quote says {quoted.hex()}",
-        )
-    log.passed(Check.EVENT_REPLAY)  # (6)
-
-
 def verify_quote_evidence(
     ev: QuoteEvidence,
     trust: TrustStore,
@@ -293,7 +259,7 @@ def verify_quote_evidence(
             log.skipped(check, reason)
     digest_alg = check_signature(ev, path, log)
     attest = check_attest(ev, digest_alg, log)
-    check_event_log(ev, log)
+    check_event_log(ev, path.certificates[0].public_key(), attest, log)  # (6) in the log's format
     return QuoteFacts(path, attest, assurance, platform)
 
 
