@@ -111,6 +111,19 @@ class Run:
     legacy_proof: Json
     azure_root: Path
 
+    def resource(self) -> Json:
+        """The Succeeded CertifiedTraining whose status holds this run's certificate, as `kubectl
+        aicert verify digits` reads it."""
+        outputs = self.certificate["statement"]["predicate"]["outputs"]
+        return {
+            "metadata": {"name": "digits", "namespace": "default", "uid": UID},
+            "status": {
+                "phase": "Succeeded",
+                "modelDigest": "sha256:" + outputs["root"],
+                "certificate": json.dumps(self.certificate),
+            },
+        }
+
     def write(self, where: Path, document: Json | str | bytes) -> str:
         if isinstance(document, dict):
             document = json.dumps(document)

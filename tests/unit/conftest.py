@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.reads import Reads
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
+    """Every byte os.readv returns while the test runs (tests.reads)."""
+    counted = Reads()
+    real = os.readv
+
+    def readv(fd: int, buffers: list[memoryview]) -> int:
+        n = real(fd, buffers)
+        counted.add(n)
+        return n
+
+    monkeypatch.setattr(os, "readv", readv)
+    yield counted
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
+from tests.reads import Reads
 
 from aicert.contract.pod import PodSettings, training_pod
 from aicert.contract.status import REFUSALS, Reason
@@ -72,35 +72,6 @@ def spec(**output: Any) -> dict[str, Any]:
         ],
         "output": {"persistentVolumeClaim": {"claimName": "out-pvc"}, "mountPath": "/out", **output},
     }
-
-
-class Reads:
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.bytes += n
-
-    def reset(self) -> None:
-        """Count from here: what the test read to set the node up is not the agent's."""
-        with self._lock:
-            self.bytes = 0
-
-
-@pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
-    counted = Reads()
-    real = os.readv
-
-    def readv(fd: int, buffers: list[memoryview]) -> int:
-        n = real(fd, buffers)
-        counted.add(n)
-        return n
-
-    monkeypatch.setattr(os, "readv", readv)
-    yield counted
 
 
 class Cluster:

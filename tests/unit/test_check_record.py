@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +19,7 @@ from typing import Any, NamedTuple
 import pytest
 from cryptography import x509
 from tests.cvm_vectors import KNOWN_GOOD, MEASUREMENT, CvmVector, make_vector, rsa_key
-from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, UID, Json, Run, certified_run
+from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, Run, certified_run
 
 from aicert.cli import kubectl_plugin
 from aicert.cli import main as aicert_main
@@ -282,35 +281,19 @@ def test_a_platform_check_that_does_not_report_its_checks_fails_closed(
 # --- kubectl aicert verify: the binding checks ----------------------------------------------------
 
 
-def kubectl_verify(
-    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    outputs = run.certificate["statement"]["predicate"]["outputs"]
-    resource: Json = {
-        "metadata": {"name": "digits", "namespace": "default", "uid": UID},
-        "status": {
-            "phase": "Succeeded",
-            "modelDigest": "sha256:" + outputs["root"],
-            "certificate": json.dumps(run.certificate),
-        },
-    }
-    (tmp_path / "resource.json").write_text(json.dumps(resource))
-    kubectl = tmp_path / "kubectl"
-    kubectl.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.stdout.write(open({str(tmp_path / 'resource.json')!r}).read())\n"
-    )
-    kubectl.chmod(0o755)
-    monkeypatch.setenv("KUBECTL", str(kubectl))
+def kubectl_verify(run: Run, kubectl: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`kubectl aicert verify digits --json` against the run's resource (the `kubectl` stand-in)."""
+    kubectl.write_text(json.dumps(run.resource()))
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
 
 def test_kubectl_lists_the_binding_checks_that_ran(
-    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: Run, kubectl: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen = recording(monkeypatch)
-    code, output = kubectl_verify(run, tmp_path, monkeypatch, capsys)
+    code, output = kubectl_verify(run, kubectl, capsys)
     assert code == 0, output
     doc = json.loads(output)
     assert doc["checks"][-3:] == [str(c) for c in BindingCheck]
@@ -322,10 +305,10 @@ def test_kubectl_lists_the_binding_checks_that_ran(
 
 
 def test_kubectl_binding_checks_taken_out_are_not_reported_passed(
-    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: Run, kubectl: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(kubectl_plugin, "check_binding", lambda *_args, **_kwargs: [])
-    code, output = kubectl_verify(run, tmp_path, monkeypatch, capsys)
+    code, output = kubectl_verify(run, kubectl, capsys)
     assert code == 1, output
     assert "NOT VERIFIED  check resource-identity failed: " in output
 
@@ -333,13 +316,13 @@ def test_kubectl_binding_checks_taken_out_are_not_reported_passed(
 @pytest.mark.parametrize("forgotten", list(BindingCheck))
 def test_a_binding_check_that_does_not_record_itself_fails_closed(
     run: Run,
-    tmp_path: Path,
+    kubectl: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     forgotten: BindingCheck,
 ) -> None:
     forgetting(monkeypatch, forgotten)
-    code, output = kubectl_verify(run, tmp_path, monkeypatch, capsys)
+    code, output = kubectl_verify(run, kubectl, capsys)
     assert code == 1 and f"NOT VERIFIED  check {forgotten} failed: " in output
 
 

@@ -13,41 +13,16 @@ from __future__ import annotations
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.reads import Reads
 
 from aicert.digest import BudgetExceeded, DigestError, HashingCancelled, hash_tree
 from aicert.digest.hashing import _CHUNK_MAX
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
-
-
-class Reads:
-    """Counts the bytes every os.readv returns, from any thread."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.bytes += n
-
-
-@pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
-    counted = Reads()
-    real = os.readv
-
-    def readv(fd: int, buffers: list[memoryview]) -> int:
-        n = real(fd, buffers)
-        counted.add(n)
-        return n
-
-    monkeypatch.setattr(os, "readv", readv)
-    yield counted
 
 
 def _sparse(path: Path, size: int) -> Path:

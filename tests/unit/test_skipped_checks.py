@@ -9,11 +9,10 @@ quote-binding, statement or data-files. `aicert verify` and `kubectl aicert veri
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, UID, Json, Run, certified_run
+from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, Json, Run, certified_run
 
 from aicert.cli import kubectl_plugin
 from aicert.cli import main as aicert_main
@@ -199,24 +198,9 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
 
 
 def test_kubectl_aicert_reports_skipped_checks_too(
-    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: Run, kubectl: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    outputs = run.certificate["statement"]["predicate"]["outputs"]
-    resource = {
-        "metadata": {"name": "digits", "namespace": "default", "uid": UID},
-        "status": {
-            "phase": "Succeeded",
-            "modelDigest": "sha256:" + outputs["root"],
-            "certificate": json.dumps(run.certificate),
-        },
-    }
-    (tmp_path / "resource.json").write_text(json.dumps(resource))
-    kubectl = tmp_path / "kubectl"
-    kubectl.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.stdout.write(open({str(tmp_path / 'resource.json')!r}).read())\n"
-    )
-    kubectl.chmod(0o755)
-    monkeypatch.setenv("KUBECTL", str(kubectl))
+    kubectl.write_text(json.dumps(run.resource()))
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
