@@ -505,17 +505,19 @@ def test_tenant_manages_its_certifiedtrainings(stack: Stack, tenant: Path, image
 # --- a hostile training image (second red-team round, attacks 3 to 5) ------------------------------
 
 
-def test_a_sparse_8_tib_output_is_refused_unread(stack: Stack, run: Any) -> None:
+def test_a_sparse_8_tib_output_is_refused_unread(stack: Stack, tenant: Path, run: Any) -> None:
     """Attack 3: a file of 8 TiB apparent size and no blocks used to keep a seal worker busy for
     hours. It is refused before a byte is read, and the run ends."""
     r = run(namespace=NS, env={"HOSTILE": "sparse"}).apply()
     status = r.wait("Succeeded", "Failed")["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "OutputTooLarge"), status
-    assert "8796093022208 bytes" in status["message"] and "it was not hashed" in status["message"]
+    # 8 TiB and the 12-byte weights beside it; refused by the smallest budget, the claim's size here
+    assert "(8.0 TiB) counting each file at its apparent size" in status["message"], status["message"]
+    assert "it was not hashed" in status["message"]
     assert "certificate" not in status
 
 
-def test_a_planted_temporary_name_does_not_hold_the_seal(stack: Stack, run: Any) -> None:
+def test_a_planted_temporary_name_does_not_hold_the_seal(stack: Stack, tenant: Path, run: Any) -> None:
     """Attack 4: directories named like the agent's old temporary files made it quote again and
     again until the run's deadline. The agent writes through names no training can prepare."""
     r = run(namespace=NS, env={"HOSTILE": "tmpdir"}).apply()
@@ -527,7 +529,9 @@ def test_a_planted_temporary_name_does_not_hold_the_seal(stack: Stack, run: Any)
     assert Verifier(trust).verify(status["certificate"]).assurance == "dev"
 
 
-def test_a_file_name_that_is_not_utf8_ends_the_run_with_a_readable_reason(stack: Stack, run: Any) -> None:
+def test_a_file_name_that_is_not_utf8_ends_the_run_with_a_readable_reason(
+    stack: Stack, tenant: Path, run: Any
+) -> None:
     """Attack 5: the refusal's status write was rejected (400) and the agent re-hashed twice a
     second until the deadline. The name is escaped, the refusal lands, the run ends."""
     r = run(namespace=NS, env={"HOSTILE": "badname"}).apply()
