@@ -345,7 +345,8 @@ def build_one(binary: Binary, out_dir: Path, *, jobs: int, log: Log) -> float:
             cmd += ["-tags", binary.tags]
         cmd += ["-o", str(tmp), binary.package]
     started = time.monotonic()
-    log(f"[build] {binary.name}: {' '.join(cmd[:2])} {binary.package} (in {binary.module_dir.name}/) ...")
+    tool = "gcc" if binary.c_source else "go build"
+    log(f"[build] {binary.name}: {tool} {binary.package} (in {binary.module_dir.name}/) ...")
     proc = subprocess.run(
         cmd,
         cwd=binary.module_dir,
@@ -459,37 +460,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="localcluster/build.py",
         description="Build (once) the upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
-        "and kubectl, and a real node's kubelet, containerd (with its shim and ctr), runc, CNI plugins and "
-        "pause, at the versions pinned in localcluster/{,etcd/,containerd/,runc/}go.mod; print the "
-        "directories holding them. Honours KUBEBUILDER_ASSETS (control plane only).",
+        "and kubectl (the control plane), and a real node's kubelet, containerd (with its shim and ctr), "
+        "runc, CNI plugins and pause, at the versions pinned in localcluster/{,etcd/,containerd/,runc/}go.mod; "
+        "print the directories holding them. Honours KUBEBUILDER_ASSETS (control plane only).",
     )
-    parser.add_argument(
-        "--print-dir", action="store_true", help="print only the control-plane binary directory on stdout"
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--control-plane", action="store_true", help="only the control-plane binaries")
+    which.add_argument("--node", action="store_true", help="only the node binaries")
+    which.add_argument(
+        "--print-dir", action="store_true", help="only the control-plane binaries; print only their directory"
     )
-    parser.add_argument(
-        "--print-node-dir", action="store_true", help="print only the node binary directory on stdout"
+    which.add_argument(
+        "--print-node-dir", action="store_true", help="only the node binaries; print only their directory"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when cached binaries are current")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (go build -p), default 2")
     args = parser.parse_args(argv)
+    control_plane = not (args.node or args.print_node_dir)
+    node = not (args.control_plane or args.print_dir)
     started = time.monotonic()
+    built: list[tuple[Path, list[Binary]]] = []
     try:
-        if args.print_dir or args.print_node_dir:  # only what is asked for (and built if missing)
-            ensure = ensure_binaries if args.print_dir else ensure_node_binaries
-            print(ensure(jobs=args.jobs, force=args.force))
-            return 0
-        bin_dir = ensure_binaries(jobs=args.jobs, force=args.force)
-        node_dir = ensure_node_binaries(jobs=args.jobs, force=args.force)
+        if control_plane:
+            built.append((ensure_binaries(jobs=args.jobs, force=args.force), binaries()))
+        if node:
+            built.append((ensure_node_binaries(jobs=args.jobs, force=args.force), node_binaries()))
     except BuildError as exc:
         _stderr(f"[build] error: {exc}")
         return 1
-    for directory, built in ((bin_dir, binaries()), (node_dir, node_binaries())):
-        for binary in built:
+    if args.print_dir or args.print_node_dir:
+        print(built[0][0])
+        return 0
+    for directory, listed in built:
+        for binary in listed:
             first = reported_version(directory / binary.name, binary.version_args).strip().splitlines()
             print(f"{binary.name:<24} {first[0] if first else '?'}")
     print(f"total {time.monotonic() - started:.1f}s")
-    print(bin_dir)
-    print(node_dir)
+    for directory, _ in built:
+        print(directory)
     return 0
 
 
