@@ -268,6 +268,20 @@ def test_image_id_is_the_manifest_digest(
     assert not any(name.startswith(repository + ":") for name in listed)  # no tag: only the digest name
 
 
+def test_kubelet_status_updates_keep_the_gpus(cluster: LocalCluster, node: RealNode, busybox: str) -> None:
+    """Once kubelet has sent a status of its own after the GPU patch (it lists the busybox image, which
+    was imported after it), the Node still has the GPUs in capacity and allocatable."""
+
+    def updated() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.kubectl_json("get", "node", NODE)["status"]
+        names = [name for image in status.get("images") or [] for name in image.get("names") or []]
+        return status if busybox in names else None
+
+    status = eventually(updated, "kubelet's status update listing the imported image")
+    assert status["capacity"][GPU_RESOURCE] == str(GPUS)
+    assert status["allocatable"][GPU_RESOURCE] == str(GPUS)
+
+
 def test_stop_leaves_nothing(cluster: LocalCluster, node: RealNode, busybox: str, before: HostView) -> None:
     """With a pod running, note everything the node made (processes, its mount namespace and mounts,
     the pod's network namespace and veth, the cgroup tree, the bridge); stop; check each is gone and
