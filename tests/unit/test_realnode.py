@@ -108,6 +108,21 @@ def test_a_created_directory_someone_wrote_into_is_kept_and_reported(tmp_path: P
     assert (created / "someone.log").read_text() == "x"
 
 
+def test_a_join_that_fails_half_way_is_undone_by_leave(tmp_path: Path, proc_sys: Path) -> None:
+    ledger = HostLedger(tmp_path / "ledger", proc_sys)
+    made = tmp_path / "var" / "lib" / "cni"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError):
+        ledger.join("a", sysctls=KUBELET_SYSCTLS, directories=[made, blocker / "device-plugins"])
+    assert made.is_dir()
+    kubelet_sets(proc_sys)
+    assert ledger.leave("a") == []
+    assert not (tmp_path / "var").exists()
+    assert sysctls(proc_sys) == ORIGINAL
+    assert not (tmp_path / "ledger").exists()
+
+
 def test_a_holder_whose_process_died_does_not_keep_the_host_changed(tmp_path: Path, proc_sys: Path) -> None:
     """A node whose Python process was killed never leaves; the next node to leave restores the host."""
     joined = subprocess.run(

@@ -95,18 +95,23 @@ class HostLedger:
                     else LedgerState()
                 )
                 state.holders = {h: pid for h, pid in state.holders.items() if _alive(pid)}
-                yield state
-                if state.holders:
-                    tmp = self.file.with_name(self.file.name + ".tmp")
-                    tmp.write_text(json.dumps(state.dump(), indent=2, sort_keys=True))
-                    tmp.replace(self.file)
-                else:
-                    self.file.unlink(missing_ok=True)
-                    with contextlib.suppress(OSError):
-                        self.directory.rmdir()
+                try:
+                    yield state
+                finally:  # saved even when the caller failed half-way: what it did is noted
+                    self._save(state)
                 return
             finally:
                 os.close(fd)
+
+    def _save(self, state: LedgerState) -> None:
+        if state.holders or state.sysctls or state.created:
+            tmp = self.file.with_name(self.file.name + ".tmp")
+            tmp.write_text(json.dumps(state.dump(), indent=2, sort_keys=True))
+            tmp.replace(self.file)
+        else:
+            self.file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
     def read_sysctl(self, key: str) -> str:
         return (self.proc_sys / key).read_text().strip()
@@ -115,6 +120,7 @@ class HostLedger:
         """Register `holder`; note each sysctl's value now (unless a node already did) and what the
         node will set it to; create the missing `directories` (parents first)."""
         with self._locked() as state:
+            state.holders[holder] = os.getpid()  # first: a join that fails half-way can still leave
             for key, value in sysctls.items():
                 if key not in state.sysctls:
                     state.sysctls[key] = {"original": self.read_sysctl(key), "set_to": value}
@@ -123,7 +129,6 @@ class HostLedger:
                 for path in missing:
                     path.mkdir(mode=0o755)
                     state.created.append(str(path))
-            state.holders[holder] = os.getpid()
 
     def leave(self, holder: str) -> list[str]:
         """Unregister `holder`; if no live holder is left, restore the sysctls and remove the created

@@ -182,12 +182,13 @@ class RealNode:
             directory.mkdir(parents=True, exist_ok=True)
         for private in layout.private_dirs.values():
             private.mkdir(parents=True, exist_ok=True)
+        self._undo.append("ledger")  # before: a join that fails half-way is left all the same
         self.ledger.join(self._holder_id, sysctls=KUBELET_SYSCTLS, directories=list(layout.private_dirs))
-        self._undo.append("ledger")
+        # `ip link add` fails if the bridge exists, so it claims the index: what follows is this node's
         host.create_bridge(layout.bridge, layout.node_ip)
         self._undo.append("bridge")
+        self._undo.append("cgroup")  # before: a tree made in only some hierarchies is removed too
         host.create_cgroup(layout.cgroup_root)
-        self._undo.append("cgroup")
 
     def stop(self) -> None:
         """Stop kubelet, every container, containerd and the shims; then remove the cgroup tree, the
