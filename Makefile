@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewrap \
-  mmdebstrap python3-dev python3-venv skopeo
+  mmdebstrap python3-dev python3-venv skopeo \
+  libc6-dev libseccomp-dev iproute2 iptables busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries fuzz chart images
+.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries node-binaries fuzz chart images
 all: test
 
 deps:
@@ -34,7 +35,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv cluster-binaries
+integration: venv cluster-binaries node-binaries
 	$(BIN)/pytest tests/integration -q
 
 e2e: venv cluster-binaries
@@ -43,7 +44,12 @@ e2e: venv cluster-binaries
 # Upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at the pins in
 # localcluster/go.mod: built once (about 10 min on 2 cores), then cached under ~/.cache/aicert.
 cluster-binaries: venv
-	$(BIN)/python localcluster/build.py
+	$(BIN)/python localcluster/build.py --control-plane
+
+# A real node's kubelet, containerd, runc, CNI plugins and pause (localcluster/{,containerd/,runc/}go.mod;
+# runc and pause need gcc and libseccomp-dev from deps): about 3 min after the control plane, cached.
+node-binaries: venv deps
+	$(BIN)/python localcluster/build.py --node
 
 tools: cluster-binaries
 	@mkdir -p bin
@@ -64,7 +70,7 @@ images: deps
 	$(PYTHON) images/build.py
 
 # The README's test command: lint, types and every test tier (unit, integration, e2e).
-test: lint cluster-binaries
+test: lint cluster-binaries node-binaries
 	$(BIN)/pytest tests -q
 
 # The verifier's parsers, fuzzed longer than in `make test` (about 15 min): the property tests with

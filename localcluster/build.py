@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Build (once) the upstream Kubernetes control-plane binaries and print the directory holding them.
+"""Build (once) the upstream Kubernetes control-plane binaries and a real node's binaries (kubelet,
+containerd, runc, CNI plugins, pause), and print the directories holding them.
 
-    python localcluster/build.py               # progress on stderr; versions, total time and the dir on stdout
-    python localcluster/build.py --print-dir   # only the dir on stdout: BIN=$(python localcluster/build.py --print-dir)
+    python localcluster/build.py                  # progress on stderr; versions, total time, the dirs on stdout
+    python localcluster/build.py --control-plane  # only the control plane (--node: only the node binaries)
+    python localcluster/build.py --print-dir      # only the control plane's dir: BIN=$(python localcluster/build.py --print-dir)
+    python localcluster/build.py --print-node-dir # only the node binaries' dir
 
-Needs only the Python standard library and Go. The logic lives in aicert_localcluster/binaries.py (so
+Needs only the Python standard library and Go (runc and pause also gcc and libseccomp-dev). The logic lives in aicert_localcluster/binaries.py (so
 LocalCluster uses the same code); it is loaded by path, without the package's __init__, which needs
 `cryptography`. See localcluster/README.md.
 """

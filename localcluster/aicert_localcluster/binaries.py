@@ -1,12 +1,15 @@
-"""Build (once) and locate the upstream control-plane binaries: etcd, kube-apiserver, kube-scheduler,
-kube-controller-manager and kubectl.
+"""Build (once) and locate the upstream control-plane binaries (etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, kubectl) and the binaries of a real node (kubelet, containerd with its runc
+shim and ctr, runc, the CNI plugins bridge, host-local and loopback, and the pause program).
 
 The versions come from the wrapper modules next to this package (`localcluster/go.mod` requires
-k8s.io/kubernetes, `localcluster/etcd/go.mod` requires go.etcd.io/etcd/server/v3), so go.mod is the one
-place a version is pinned. Binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`; Go's
+k8s.io/kubernetes, `localcluster/etcd/go.mod` go.etcd.io/etcd/server/v3, `localcluster/containerd/go.mod`
+containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc), so go.mod is the one
+place a version is pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`,
+node binaries in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`; Go's
 build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version bump
-is incremental. When `KUBEBUILDER_ASSETS` is set, the binaries found there are used as they are and
-only the missing ones are built.
+is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
+they are and only the missing ones are built.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +31,17 @@ from pathlib import Path
 LOCALCLUSTER_DIR = Path(__file__).resolve().parents[1]
 K8S_MODULE_DIR = LOCALCLUSTER_DIR
 ETCD_MODULE_DIR = LOCALCLUSTER_DIR / "etcd"
+CONTAINERD_MODULE_DIR = LOCALCLUSTER_DIR / "containerd"
+RUNC_MODULE_DIR = LOCALCLUSTER_DIR / "runc"
+CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
+CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
+RUNC_MODULE = "github.com/opencontainers/runc"
+# containerd's release builds leave out the snapshotters whose C libraries or kernel modules a node
+# here does not have; runc's add seccomp (cgo, Debian's libseccomp-dev) and leave out libpathrs, a
+# Rust library no Debian release packages (runc then uses its Go path-safety code).
+CONTAINERD_BUILD_TAGS = "no_btrfs,no_devmapper,no_zfs"
+RUNC_BUILD_TAGS = "seccomp,urfave_cli_no_docs"
+CNI_PLUGINS = ("bridge", "host-local", "loopback")
 
 # Upstream release builds use these tags (hack/lib/golang.sh): `notest` drops test-only code paths,
 # `grpcnotrace` keeps golang.org/x/net/trace out of the binary.
@@ -48,6 +63,8 @@ class Binary:
     expected: str  # substring the version output must contain
     ldflags: tuple[str, ...] = ()
     tags: str = ""
+    cgo: bool = False  # runc needs cgo (its nsenter is C) and gcc; everything else is CGO_ENABLED=0
+    c_source: str = ""  # a C program in module_dir's module (pause): built with gcc, not go build
 
 
 def cache_root() -> Path:
@@ -73,8 +90,29 @@ def etcd_version() -> str:
     return _required_version(ETCD_MODULE_DIR / "go.mod", "go.etcd.io/etcd/server/v3")
 
 
+def containerd_version() -> str:
+    """The pinned containerd version, e.g. "v2.4.2" (from localcluster/containerd/go.mod)."""
+    return _required_version(CONTAINERD_MODULE_DIR / "go.mod", CONTAINERD_MODULE)
+
+
+def cni_plugins_version() -> str:
+    """The CNI plugins' version: the one containerd's own go.mod requires (and its CI installs)."""
+    return _required_version(CONTAINERD_MODULE_DIR / "go.mod", CNI_PLUGINS_MODULE)
+
+
+def runc_version() -> str:
+    """The pinned runc version, e.g. "v1.5.2" (from localcluster/runc/go.mod)."""
+    return _required_version(RUNC_MODULE_DIR / "go.mod", RUNC_MODULE)
+
+
 def pinned_bin_dir() -> Path:
     return cache_root() / f"k8s-{kubernetes_version()}-etcd-{etcd_version()}" / "bin"
+
+
+def node_bin_dir() -> Path:
+    """Where the node binaries of the pinned versions live (see `node_binaries`)."""
+    name = f"node-k8s-{kubernetes_version()}-containerd-{containerd_version()}-runc-{runc_version()}"
+    return cache_root() / name / "bin"
 
 
 def _k8s_ldflags(version: str) -> tuple[str, ...]:
@@ -132,6 +170,78 @@ def binaries() -> list[Binary]:
     ]
 
 
+def node_binaries() -> list[Binary]:
+    """What a real node runs: kubelet (same pin as the control plane), containerd, its runc shim and
+    ctr (its client), runc, the CNI plugins and pause, the sandbox's init (k8s.io/kubernetes's
+    build/pause/linux/pause.c, built with gcc -static as upstream's image build does)."""
+    k8s = kubernetes_version()
+    containerd = containerd_version()
+    cni = cni_plugins_version()
+    runc = runc_version()
+    containerd_ldflags = (
+        f"-X {CONTAINERD_MODULE}/version.Version={containerd}",
+        f"-X {CONTAINERD_MODULE}/version.Package={CONTAINERD_MODULE}",
+    )
+    containerd_tools = [
+        Binary(
+            name,
+            CONTAINERD_MODULE_DIR,
+            f"{CONTAINERD_MODULE}/cmd/{name}",
+            version_args,
+            expected,
+            containerd_ldflags,
+            CONTAINERD_BUILD_TAGS,
+        )
+        for name, version_args, expected in (
+            ("containerd", ("--version",), f"{CONTAINERD_MODULE} {containerd}"),
+            ("containerd-shim-runc-v2", ("-v",), f"Version:  {containerd}"),
+            ("ctr", ("--version",), f"ctr {CONTAINERD_MODULE} {containerd}"),
+        )
+    ]
+    cni_plugins = [
+        Binary(
+            name,
+            CONTAINERD_MODULE_DIR,
+            f"{CNI_PLUGINS_MODULE}/plugins/{'ipam' if name == 'host-local' else 'main'}/{name}",
+            (),  # run without CNI_COMMAND, a plugin prints its name and version
+            f"plugin {cni}",
+            (f"-X {CNI_PLUGINS_MODULE}/pkg/utils/buildversion.BuildVersion={cni}",),
+        )
+        for name in CNI_PLUGINS
+    ]
+    return [
+        Binary(
+            "kubelet",
+            K8S_MODULE_DIR,
+            "k8s.io/kubernetes/cmd/kubelet",
+            ("--version",),
+            f"Kubernetes {k8s}",
+            _k8s_ldflags(k8s),
+            K8S_BUILD_TAGS,
+        ),
+        *containerd_tools,
+        Binary(
+            "runc",
+            RUNC_MODULE_DIR,
+            RUNC_MODULE,
+            ("--version",),
+            f"runc version {runc.removeprefix('v')}",
+            (f"-X main.gitCommit={runc}",),
+            RUNC_BUILD_TAGS,
+            cgo=True,
+        ),
+        *cni_plugins,
+        Binary(
+            "pause",
+            K8S_MODULE_DIR,
+            "k8s.io/kubernetes",
+            ("-v",),
+            "pause.c v",
+            c_source="build/pause/linux/pause.c",
+        ),
+    ]
+
+
 def reported_version(path: Path, args: tuple[str, ...]) -> str:
     """The version text a binary prints, or "" when it cannot run."""
     try:
@@ -147,13 +257,13 @@ def is_current(binary: Binary, path: Path) -> bool:
     return path.is_file() and binary.expected in reported_version(path, binary.version_args)
 
 
-def go_env() -> dict[str, str]:
+def go_env(*, cgo: bool = False) -> dict[str, str]:
     root = cache_root() / "go"
     env = dict(os.environ)
     env.update(
         GOCACHE=str(root / "build"),
         GOMODCACHE=str(root / "mod"),
-        CGO_ENABLED="0",
+        CGO_ENABLED="1" if cgo else "0",
         # go.sum is complete: nothing is resolved or added at build time, so no checksum-database
         # look-up is needed either.
         GOFLAGS="-mod=readonly -buildvcs=false",
@@ -183,20 +293,64 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _module_source(binary: Binary) -> Path:
+    """The downloaded source of the module that holds a C program (`go mod download` its pin)."""
+    proc = subprocess.run(
+        [go_command(), "mod", "download", "-json", binary.package],
+        cwd=binary.module_dir,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"go mod download {binary.package} failed:\n{proc.stderr[-2000:]}")
+    return Path(json.loads(proc.stdout)["Dir"])
+
+
+def _pause_command(binary: Binary, tmp: Path) -> list[str]:
+    """gcc with the flags of k8s.io/kubernetes's build/pause/Makefile (its TAG is the version)."""
+    source = _module_source(binary) / binary.c_source
+    makefile = (source.parents[1] / "Makefile").read_text()
+    match = re.search(r"^TAG \?= (\S+)$", makefile, re.MULTILINE)
+    if match is None:
+        raise BuildError(f"no TAG in {source.parents[1] / 'Makefile'}")
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        raise BuildError("gcc is needed to build pause and runc (Debian: gcc, libc6-dev)")
+    return [
+        compiler,
+        "-Os",
+        "-Wall",
+        "-Werror",
+        "-static",
+        f"-DVERSION=v{match.group(1)}-0",
+        "-o",
+        str(tmp),
+        str(source),
+    ]
+
+
 def build_one(binary: Binary, out_dir: Path, *, jobs: int, log: Log) -> float:
-    """`go build` one binary into out_dir; returns the seconds it took."""
-    go = go_command()
+    """`go build` (or, for a C program, gcc) one binary into out_dir; returns the seconds it took."""
     tmp = out_dir / f".{binary.name}.tmp"
-    cmd = [go, "build", "-trimpath", "-p", str(jobs), "-ldflags", " ".join(("-s", "-w", *binary.ldflags))]
-    if binary.tags:
-        cmd += ["-tags", binary.tags]
-    cmd += ["-o", str(tmp), binary.package]
+    if binary.c_source:
+        cmd = _pause_command(binary, tmp)
+    else:
+        ldflags = " ".join(("-s", "-w", *binary.ldflags))
+        cmd = [go_command(), "build", "-trimpath", "-p", str(jobs), "-ldflags", ldflags]
+        if binary.cgo:
+            cmd.append("-buildmode=pie")  # as runc's Makefile builds it
+        if binary.tags:
+            cmd += ["-tags", binary.tags]
+        cmd += ["-o", str(tmp), binary.package]
     started = time.monotonic()
-    log(f"[build] {binary.name}: go build {binary.package} (in {binary.module_dir.name}/) ...")
+    tool = "gcc" if binary.c_source else "go build"
+    log(f"[build] {binary.name}: {tool} {binary.package} (in {binary.module_dir.name}/) ...")
     proc = subprocess.run(
         cmd,
         cwd=binary.module_dir,
-        env=go_env(),
+        env=go_env(cgo=binary.cgo),
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -233,6 +387,28 @@ def ensure_pinned(
         for binary in missing:
             build_one(binary, out_dir, jobs=jobs, log=log)
         log(f"[build] all built in {time.monotonic() - started:.0f}s")
+    return out_dir
+
+
+def ensure_node_binaries(*, jobs: int = 2, force: bool = False, log: Log = _stderr) -> Path:
+    """Build the node binaries (see `node_binaries`) at the pinned versions unless already cached;
+    returns their directory (it is also the CNI plugin directory)."""
+    out_dir = node_bin_dir()
+    wanted = node_binaries()
+    with _locked(out_dir.parent):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        missing = [b for b in wanted if force or not is_current(b, out_dir / b.name)]
+        if not missing:
+            return out_dir
+        log(
+            f"[build] node: kubelet {kubernetes_version()}, containerd {containerd_version()}, runc "
+            f"{runc_version()}, CNI plugins {cni_plugins_version()} -> {out_dir} "
+            f"(to build: {', '.join(b.name for b in missing)})"
+        )
+        started = time.monotonic()
+        for binary in missing:
+            build_one(binary, out_dir, jobs=jobs, log=log)
+        log(f"[build] node binaries built in {time.monotonic() - started:.0f}s")
     return out_dir
 
 
@@ -284,27 +460,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="localcluster/build.py",
         description="Build (once) the upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
-        "and kubectl at the versions pinned in localcluster/go.mod and localcluster/etcd/go.mod, and print "
-        "the directory holding them. Honours KUBEBUILDER_ASSETS.",
+        "and kubectl (the control plane), and a real node's kubelet, containerd (with its shim and ctr), "
+        "runc, CNI plugins and pause, at the versions pinned in localcluster/{,etcd/,containerd/,runc/}go.mod; "
+        "print the directories holding them. Honours KUBEBUILDER_ASSETS (control plane only).",
     )
-    parser.add_argument("--print-dir", action="store_true", help="print only the binary directory on stdout")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--control-plane", action="store_true", help="only the control-plane binaries")
+    which.add_argument("--node", action="store_true", help="only the node binaries")
+    which.add_argument(
+        "--print-dir", action="store_true", help="only the control-plane binaries; print only their directory"
+    )
+    which.add_argument(
+        "--print-node-dir", action="store_true", help="only the node binaries; print only their directory"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when cached binaries are current")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (go build -p), default 2")
     args = parser.parse_args(argv)
+    control_plane = not (args.node or args.print_node_dir)
+    node = not (args.control_plane or args.print_dir)
     started = time.monotonic()
+    built: list[tuple[Path, list[Binary]]] = []
     try:
-        bin_dir = ensure_binaries(jobs=args.jobs, force=args.force)
+        if control_plane:
+            built.append((ensure_binaries(jobs=args.jobs, force=args.force), binaries()))
+        if node:
+            built.append((ensure_node_binaries(jobs=args.jobs, force=args.force), node_binaries()))
     except BuildError as exc:
         _stderr(f"[build] error: {exc}")
         return 1
-    if args.print_dir:
-        print(bin_dir)
+    if args.print_dir or args.print_node_dir:
+        print(built[0][0])
         return 0
-    for binary in binaries():
-        first = reported_version(bin_dir / binary.name, binary.version_args).strip().splitlines()
-        print(f"{binary.name:<24} {first[0] if first else '?'}")
+    for directory, listed in built:
+        for binary in listed:
+            first = reported_version(directory / binary.name, binary.version_args).strip().splitlines()
+            print(f"{binary.name:<24} {first[0] if first else '?'}")
     print(f"total {time.monotonic() - started:.1f}s")
-    print(bin_dir)
+    for directory, _ in built:
+        print(directory)
     return 0
 
 

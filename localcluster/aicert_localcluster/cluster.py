@@ -2,8 +2,9 @@
 
 etcd, kube-apiserver (TLS, client-certificate auth, Node+RBAC authorization, NodeRestriction,
 service-account token issuing), kube-controller-manager (all controllers, per-controller service-account
-credentials) and kube-scheduler. There is no kubelet, kube-proxy or CNI: a node double registers Nodes
-and runs the pods bound to them.
+credentials) and kube-scheduler. There is no kubelet, kube-proxy or CNI here: a node double
+(aicert_localcluster.kubelet) or a real node (aicert_localcluster.realnode: upstream kubelet, containerd
+and runc) registers Nodes and runs the pods bound to them.
 
     with LocalCluster(tmp_path / "cluster") as cluster:
         cluster.kubectl("get", "namespaces")
@@ -39,6 +40,8 @@ from .pki import CertPair, ClusterPKI
 
 LOOPBACK = "127.0.0.1"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+KUBELET_CLIENT_STEM = "kube-apiserver-kubelet-client"
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service's ClusterIP: first address of the range
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -274,6 +277,11 @@ class LocalCluster:
             self._write_kubeconfig(path, f"system:node:{node_name}", pair)
         return path
 
+    def kubelet_serving_cert(self, node_name: str, node_ip: str) -> CertPair:
+        """A serving certificate for a real node's kubelet at `node_ip`, from the cluster CA (the API
+        server checks it when it calls the kubelet)."""
+        return self._require_pki().server(f"kubelet-{node_name}", f"system:node:{node_name}", (node_ip,))
+
     def kubeconfig_for_client(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig with a client certificate for any user name and groups."""
         stem = "user-" + "".join(c if c.isalnum() or c in "-." else "_" for c in user)
@@ -417,6 +425,9 @@ class LocalCluster:
         self._write_kubeconfig(self.kubeconfig_dir / "kube-controller-manager.kubeconfig", "kcm", kcm)
         scheduler = self._pki.client("kube-scheduler", "system:kube-scheduler", ("system:kube-scheduler",))
         self._write_kubeconfig(self.kubeconfig_dir / "kube-scheduler.kubeconfig", "scheduler", scheduler)
+        # kube-apiserver's identity towards kubelets (logs, exec, port-forward): a real node's kubelet
+        # authorizes it by a SubjectAccessReview (RealNode binds it to system:kubelet-api-admin).
+        self._pki.client(KUBELET_CLIENT_STEM, KUBELET_CLIENT_USER)
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = self.log_dir / f"{name}.log"
@@ -483,6 +494,11 @@ class LocalCluster:
                 f"--api-audiences={','.join(self.api_audiences)}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
+                f"--kubelet-client-certificate={pki.directory / 'clients' / (KUBELET_CLIENT_STEM + '.crt')}",
+                f"--kubelet-client-key={pki.directory / 'clients' / (KUBELET_CLIENT_STEM + '.key')}",
+                # a kubelet's serving certificate must be the cluster CA's, for the address it is reached at
+                f"--kubelet-certificate-authority={pki.ca_cert_file}",
+                "--kubelet-preferred-address-types=InternalIP",
                 # No real endpoint for the `kubernetes` Service: its address would be loopback, which
                 # the endpoint reconciler rejects, and nothing here routes Service IPs anyway.
                 "--endpoint-reconciler-type=none",

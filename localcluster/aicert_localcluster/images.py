@@ -182,7 +182,8 @@ def _layer_path(key: str) -> PurePosixPath:
 
 
 def _tar_layer(files: Mapping[str, bytes]) -> bytes:
-    """A deterministic tar: parents first, sorted, mtime 0, root-owned; '#!' files are executable."""
+    """A deterministic tar: parents first, sorted, mtime 0, root-owned; scripts ('#!') and ELF
+    programs are executable."""
     entries = {_layer_path(key): data for key, data in files.items()}
     directories = {PurePosixPath(APP_DIR)}
     for path in entries:
@@ -196,7 +197,7 @@ def _tar_layer(files: Mapping[str, bytes]) -> bytes:
         for path, data in sorted(entries.items(), key=lambda item: str(item[0])):
             info = tarfile.TarInfo(str(path))
             info.size, info.mtime = len(data), 0
-            info.mode = 0o755 if data.startswith(b"#!") else 0o644
+            info.mode = 0o755 if data.startswith((b"#!", b"\x7fELF")) else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 

@@ -54,7 +54,8 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
 
 
 class ClusterPKI:
-    """Files under `directory`: ca.crt/ca.key, apiserver.crt/.key, sa.key/sa.pub, clients/<name>.crt/.key."""
+    """Files under `directory`: ca.crt/ca.key, apiserver.crt/.key, sa.key/sa.pub, clients/<name>.crt/.key,
+    servers/<name>.crt/.key."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -125,6 +126,14 @@ class ClusterPKI:
     def client(self, file_stem: str, common_name: str, organizations: tuple[str, ...] = ()) -> CertPair:
         """A client certificate: kube-apiserver authenticates it as user `common_name` in `organizations`."""
         return self._issue(f"clients/{file_stem}", _name(common_name, organizations), server=False, sans=[])
+
+    def server(
+        self, file_stem: str, common_name: str, ips: tuple[str, ...], names: tuple[str, ...] = ()
+    ) -> CertPair:
+        """A serving certificate for the given IP addresses and DNS names (a kubelet's, for its node IP)."""
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        return self._issue(f"servers/{file_stem}", _name(common_name), server=True, sans=sans)
 
     def _load_ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         if self._ca_key is None or self._ca_cert is None:
