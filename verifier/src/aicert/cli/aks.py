@@ -6,7 +6,9 @@ an ARM error or a missing Azure SDK. `create-nodepool` validates the request (th
 the region's offer), then creates or updates the pool and follows ARM's long-running operation;
 exit 0 when the pool ends fit, 1 when it ends unfit, 2 when refused or on an ARM error.
 
-Credentials: azure-identity's DefaultAzureCredential. `--arm-endpoint` (or AICERT_ARM_ENDPOINT) and
+Credentials: azure-identity's DefaultAzureCredential. `create-nodepool --dry-run` is offline: it asks
+for no credentials, reads nothing from Azure and loads no Azure SDK; it prints the body that would
+create the pool. `--arm-endpoint` (or AICERT_ARM_ENDPOINT) and
 `--poll-seconds` are hidden: they point the commands at another ARM (a fake one in tests).
 """
 
@@ -94,7 +96,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "access to the subscription)",
     )
     create.add_argument(
-        "--dry-run", action="store_true", help="validate and print the request body; change nothing"
+        "--dry-run",
+        action="store_true",
+        help="validate and print the body that would create the pool; offline: no credentials, "
+        "no cluster or region read, nothing changed",
     )
     create.set_defaults(func=run_create)
 
@@ -243,19 +248,30 @@ def _plan(client: AksClient, args: argparse.Namespace, size: VmSize) -> tuple[di
     return body, existing is not None, location
 
 
+def _dry_run(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """Offline: the body that would create the pool, from the arguments alone. No credentials are
+    asked for and ARM is not called, so the region's offer and an existing pool are not looked at."""
+    print(
+        f"aicert aks: dry run, offline (no Azure credentials used, cluster {args.cluster} not read, "
+        f"the region's offer not checked): the body that would create agent pool {args.nodepool}; "
+        "an existing pool would keep its other settings",
+        file=sys.stderr,
+    )
+    print(json.dumps(body, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 def run_create(args: argparse.Namespace) -> int:
     name, level = args.nodepool, args.level
     try:
-        nodepool_body(level, args.vm_size, args.count, gpu=args.gpu, os_sku=args.os_sku)  # before Azure
+        # Judged before Azure is asked; a dry run stops here, offline.
+        new_pool = nodepool_body(level, args.vm_size, args.count, gpu=args.gpu, os_sku=args.os_sku)
+        if args.dry_run:
+            return _dry_run(args, new_pool)
         size = find_size(args.vm_size)
         assert size is not None  # nodepool_body refuses sizes outside the catalogue
         with _connect(args) as client:
             body, exists, location = _plan(client, args, size)
-            if args.dry_run:
-                verb = "update" if exists else "create"
-                print(f"aicert aks: dry run: would {verb} agent pool {name} with this body", file=sys.stderr)
-                print(json.dumps(body, indent=2, sort_keys=True))
-                return EXIT_OK
             verb = "updating" if exists else "creating"
             print(
                 f"aicert aks: {verb} agent pool {name} ({size.name} x{args.count}) in {location}",
