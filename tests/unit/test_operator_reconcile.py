@@ -375,7 +375,8 @@ def test_a_taken_pod_name_leaves_the_run_pending() -> None:
     assert decision.events == (Event("Warning", Reason.POD_NAME_TAKEN, message),)
     scheduled = decision.status["conditions"]
     assert [(c["type"], c["status"], c["reason"], c["message"]) for c in scheduled] == [
-        ("Scheduled", "False", "PodNameTaken", message)
+        ("Scheduled", "False", "PodNameTaken", message),
+        ("Finished", "False", "PodNameTaken", message),
     ]
 
 

@@ -1,8 +1,10 @@
 """reconcile(training, pods, now) -> Decision: every operator decision, pure and testable.
 
-The operator owns status.phase/reason/message, the Scheduled, InputsMeasured and Trained
+The operator owns status.phase/reason/message, the Scheduled, InputsMeasured, Trained and Finished
 conditions, attempt, node, podName, podUID and the times. The agent owns the Certified condition,
-the certificate, modelDigest and assurance (server-side apply keeps the two apart). State comes from
+the certificate, modelDigest and assurance (server-side apply keeps the two apart), except on a run
+the operator fails before the agent said anything: then the operator writes Certified False with
+the failure's reason, so that no finished run is left without it (`finish_conditions`). State comes from
 what is observed each time: a restarted operator decides exactly what the previous one would have.
 
 `pods` are the training's own pods only (`observe.owned_pods`): a pod that merely carries its labels
@@ -12,6 +14,7 @@ never sets the phase, the attempt or the node. `podUID` names the one pod the ag
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +153,14 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
     if pod.node is None:
         message = pod.unschedulable or "waiting for the scheduler"
         assurance = training.spec.minAssurance
+        claim_missing = input_claim_missing(training.spec, pod.unschedulable)
+        if claim_missing is not None:
+            return _Outcome(
+                "Pending",
+                Reason.INPUT_CLAIM_MISSING,
+                claim_missing,
+                conditions={ConditionType.SCHEDULED: ("False", Reason.INPUT_CLAIM_MISSING, claim_missing)},
+            )
         if pod.unschedulable:
             return _Outcome(
                 "Pending",
@@ -201,6 +212,46 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
         "the node agent is measuring the outputs and quoting",
         conditions=conditions,
     )
+
+
+# What kube-scheduler's VolumeBinding plugin says of a pod's claims (its PreFilter and Filter).
+_CLAIM_NOT_FOUND = re.compile(r'persistentvolumeclaim "([^"]+)" (not found|is being deleted)')
+_CLAIMS_UNBOUND = "pod has unbound immediate PersistentVolumeClaims"
+
+
+def input_claim_missing(spec: TrainingSpec, unschedulable: str | None) -> str | None:
+    """The message of an `InputClaimMissing` condition when the scheduler's `unschedulable` message
+    says an input's claim does not exist, is being deleted or is not bound; None otherwise. The run
+    then waits for the claim (until its deadline), and says which one it waits for."""
+    if not unschedulable:
+        return None
+    inputs = {i.persistentVolumeClaim.claimName: i.name for i in spec.inputs}
+    for match in _CLAIM_NOT_FOUND.finditer(unschedulable):
+        claim, state = match[1], match[2]
+        if claim in inputs:
+            what = "does not exist" if state == "not found" else "is being deleted"
+            return f"input {inputs[claim]}: claim {claim} {what}; the run waits for it"
+    if _CLAIMS_UNBOUND in unschedulable and inputs:
+        claims = ", ".join(sorted(inputs))
+        one = "claim" if len(inputs) == 1 else "one of the claims"
+        return f"input {one} {claims} is not bound to a volume; the run waits for it: {unschedulable}"
+    return None
+
+
+def finish_conditions(
+    training: Training, phase: str, reason: Reason, message: str
+) -> dict[ConditionType, tuple[str, Reason, str]]:
+    """Finished: True once the run is Succeeded or Failed, with the outcome's reason and message
+    (what `kubectl wait --for=condition=Finished` waits for, either way); False while it runs, with
+    the current reason. A Failed run also gets Certified False with the failure's reason, unless
+    the agent already wrote Certified (its refusal, or a certificate issued before the run failed):
+    the agent's word stands, and the two writers never fight over the condition."""
+    if phase not in TERMINAL_PHASES:
+        return {ConditionType.FINISHED: ("False", reason, message)}
+    wanted = {ConditionType.FINISHED: ("True", reason, message)}
+    if phase == "Failed" and training.condition(ConditionType.CERTIFIED) is None:
+        wanted[ConditionType.CERTIFIED] = ("False", reason, message)
+    return wanted
 
 
 def _deadline(training: Training, default_deadline: int, max_deadline: int | None) -> tuple[int, str]:
@@ -279,7 +330,14 @@ def reconcile(
         "attempt": attempt,
         "podName": pod_name(training.name, attempt),
         "startTime": timestamp(started),
-        "conditions": _conditions(training, outcome.conditions, now),
+        "conditions": _conditions(
+            training,
+            {
+                **outcome.conditions,
+                **finish_conditions(training, outcome.phase, outcome.reason, outcome.message),
+            },
+            now,
+        ),
     }
     if pod is not None:
         new_status["podUID"] = pod.uid
@@ -322,20 +380,25 @@ def pod_not_created(
     other refusal (PodSecurity, validation) cannot pass with this immutable spec: Failed."""
     reason = Reason.POD_NAME_TAKEN if name_taken else Reason.POD_REJECTED
     keep = {k: v for k, v in training.status.items() if k in ("attempt", "podName", "podUID", "node")}
+    phase = "Pending" if name_taken or transient else "Failed"
+    wanted = {
+        ConditionType.SCHEDULED: ("False", reason, message),
+        **finish_conditions(training, phase, reason, message),
+    }
     status: dict[str, Any] = {
         **decision.status,
         **keep,
+        "phase": phase,
         "attempt": int(training.status.get("attempt") or 0),
         "reason": str(reason),
         "message": status_message(message),
-        "conditions": _conditions(training, {ConditionType.SCHEDULED: ("False", reason, message)}, now),
+        "conditions": _conditions(training, wanted, now),
     }
     if not status["attempt"]:
         status.pop("podName", None)
-    if name_taken or transient:
-        status["phase"] = "Pending"
+    if phase == "Pending":
         return Decision(status=status, events=(Event("Warning", reason, message),), requeue_after=10.0)
-    status.update(phase="Failed", completionTime=timestamp(now))
+    status["completionTime"] = timestamp(now)
     return Decision(status=status, events=(Event("Warning", reason, message),))
 
 

@@ -21,6 +21,7 @@ class ConditionType(enum.StrEnum):
     INPUTS_MEASURED = "InputsMeasured"
     TRAINED = "Trained"
     CERTIFIED = "Certified"
+    FINISHED = "Finished"  # True once Succeeded or Failed, with the outcome's reason: `kubectl wait`
 
 
 class Reason(enum.StrEnum):
@@ -30,6 +31,7 @@ class Reason(enum.StrEnum):
     SCHEDULED = "Scheduled"
     PENDING = "Pending"
     UNSCHEDULABLE = "Unschedulable"
+    INPUT_CLAIM_MISSING = "InputClaimMissing"  # an input's claim does not exist or is not bound
     WAITING = "Waiting"
     MEASURING = "Measuring"
     MEASURING_INPUTS = "MeasuringInputs"
