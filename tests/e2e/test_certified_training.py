@@ -30,9 +30,24 @@ def verify_offline(stack: Stack, certificate: Path, model: Path) -> subprocess.C
     return subprocess.run([sys.executable, "-m", "aicert.cli", *argv], capture_output=True, text=True)
 
 
+def wait_finished(stack: Stack, name: str, timeout: int = 600) -> dict[str, Any]:
+    """`kubectl wait --for=condition=Finished`, as a pipeline waits for a run either way; the run then."""
+    kubectl = [str(stack.cluster.bin_dir / "kubectl"), f"--kubeconfig={stack.cluster.admin_kubeconfig}"]
+    argv = ["wait", "--for=condition=Finished", f"ct/{name}", "-n", "default", f"--timeout={timeout}s"]
+    done = subprocess.run([*kubectl, *argv], capture_output=True, text=True, timeout=timeout + 60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"certifiedtraining.aicert.dev/{name} condition met"
+    body: dict[str, Any] = stack.cluster.kubectl_json("get", "ct", name, "-n", "default")
+    return body
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
 def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_path: Path) -> None:
     r = run().apply()
-    body = r.wait("Succeeded", "Failed")
+    body = wait_finished(stack, r.name)
     status = body["status"]
     assert status["phase"] == "Succeeded", status
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
@@ -40,7 +55,9 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
         "InputsMeasured": "True",
         "Trained": "True",
         "Certified": "True",
+        "Finished": "True",
     }
+    assert conditions_of(status)["Finished"] == ("True", "Certified")
     assert all(c["observedGeneration"] == body["metadata"]["generation"] for c in status["conditions"])
     cert = certificate_of(status)
     predicate = cert["statement"]["predicate"]
@@ -149,11 +166,15 @@ def test_spec_is_immutable(stack: Stack, run: Any) -> None:
     assert r.wait("Succeeded", "Failed")["status"]["phase"] == "Succeeded"
 
 
-def test_failing_training_fails_without_certificate(run: Any) -> None:
+def test_failing_training_fails_without_certificate(stack: Stack, run: Any) -> None:
     r = run(env={"EXIT_CODE": "4"}).apply()
-    status = r.wait("Succeeded", "Failed")["status"]
+    status = wait_finished(stack, r.name)["status"]  # kubectl wait returns on a failure too
     assert (status["phase"], status["reason"]) == ("Failed", "TrainingFailed")
     assert "exited with 4" in status["message"] and "certificate" not in status
+    got = conditions_of(status)
+    assert (got["Finished"], got["Certified"]) == (("True", "TrainingFailed"), ("False", "TrainingFailed"))
+    table = stack.cluster.kubectl("get", "ct", r.name, "-n", "default").stdout.splitlines()
+    assert table[1].split()[1:3] == ["Failed", "TrainingFailed"]
 
 
 def test_deleted_pod_is_retried_and_certified_once(stack: Stack, run: Any) -> None:
@@ -229,10 +250,26 @@ def test_no_node_at_the_requested_assurance_stays_pending(stack: Stack, run: Any
     stack.cluster.kubectl("delete", "ct", r.name)
 
 
-def test_deadline_exceeded_fails(run: Any) -> None:
+def test_a_missing_input_claim_is_named_while_the_run_waits(stack: Stack, run: Any) -> None:
+    missing = {"name": "data", "persistentVolumeClaim": {"claimName": "no-such-claim"}, "mountPath": "/data"}
+    r = run(inputs=[missing]).apply()
+    status = r.wait_reason("InputClaimMissing")
+    assert status["phase"] == "Pending"
+    assert status["message"].startswith("input data: claim no-such-claim does not exist")
+    assert conditions_of(status)["Scheduled"] == ("False", "InputClaimMissing")
+    assert conditions_of(status)["Finished"] == ("False", "InputClaimMissing")
+    stack.cluster.kubectl("delete", "ct", r.name)
+
+
+def test_deadline_exceeded_fails(stack: Stack, run: Any) -> None:
     r = run(env={"WAIT_FOR_RELEASE": "1"}, activeDeadlineSeconds=3).apply()
-    status = r.wait("Succeeded", "Failed")["status"]
+    status = wait_finished(stack, r.name)["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    got = conditions_of(status)
+    assert (got["Finished"], got["Certified"]) == (
+        ("True", "DeadlineExceeded"),
+        ("False", "DeadlineExceeded"),
+    )
     assert r.pods() == [] or all(p["metadata"].get("deletionTimestamp") for p in r.pods())
 
 
