@@ -1,5 +1,8 @@
 """`kubectl aicert verify NAME`: verify a CertifiedTraining's certificate straight from the cluster.
 
+(`kubectl aicert get NAME` keeps the certificate in a file; `kubectl aicert describe NAME` shows the
+training in a few lines.)
+
 kubectl runs plugins named kubectl-*; this one reads the resource with `kubectl get -o json`
 (so your context, namespace and kubeconfig apply), runs the same verifier as `aicert verify` on
 its `.status.certificate`, then checks that the certificate belongs to that resource: its run is
@@ -11,6 +14,7 @@ only the certificate and your trust roots. Exit codes as `aicert verify`: 0, 1, 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -20,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from aicert.cli import kubectl_get
+from aicert.cli import kubectl_describe, kubectl_get
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
 from aicert.trust import TrustError, load_tsa_store
@@ -61,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--kubeconfig", help="kubeconfig file")
     kubectl_get.register(sub)
+    kubectl_describe.register(sub)
     return parser
 
 
@@ -169,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
     if args.command == "get":
         return quiet_on_closed_pipe(lambda: get_resource(args))
+    if args.command == "describe":
+        return quiet_on_closed_pipe(lambda: describe_resource(args))
     return quiet_on_closed_pipe(lambda: verify_resource(args))
 
 
@@ -187,6 +194,20 @@ def load_resource(args: argparse.Namespace, name: str) -> TrainingResource | int
 def get_resource(args: argparse.Namespace) -> int:
     resource = load_resource(args, args.name)
     return resource if isinstance(resource, int) else kubectl_get.run(args, resource)
+
+
+def describe_resource(args: argparse.Namespace) -> int:
+    try:
+        resource = fetch_resource(args.name, args.namespace, args.context, args.kubeconfig)
+        lines = kubectl_describe.describe(resource, dt.datetime.now(dt.UTC))
+    except LookupError as exc:
+        return unusable(args, None, str(exc))
+    except OSError as exc:  # kubectl not found or not executable
+        return unusable(args, None, f"cannot run kubectl: {exc}")
+    except MalformedError as exc:
+        return unusable(args, exc.field, exc.reason)
+    print("\n".join(lines))
+    return kubectl_describe.EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover
