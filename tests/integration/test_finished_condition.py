@@ -101,8 +101,8 @@ def wait_finished(cluster: LocalCluster, name: str, timeout: str) -> subprocess.
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def still_running(cluster: LocalCluster, name: str) -> None:
-    """A running run is not Finished: a short wait runs out (what it says, not how long it took)."""
+def not_finished(cluster: LocalCluster, name: str) -> None:
+    """No Finished condition yet: a short wait runs out (what it says, not how long it took)."""
     done = wait_finished(cluster, name, "2s")
     out, err = done.communicate(timeout=60)
     assert done.returncode != 0 and "timed out" in err, (out, err)
@@ -130,7 +130,7 @@ def test_wait_for_finished_returns_for_a_certified_run(cluster: LocalCluster, ap
         kube, create(cluster, name), [pod(name, "Running", aicert_gate=DONE, train=RUNNING)], start
     )
     waiting = wait_finished(cluster, name, "120s")
-    still_running(cluster, name)
+    not_finished(cluster, name)
     assert waiting.poll() is None
     certified = set_condition(
         None,
@@ -175,7 +175,7 @@ def test_wait_for_finished_returns_for_a_failed_run_and_certified_is_false(
     )
     assert condition(body, "Finished")["status"] == "False"
     waiting = wait_finished(cluster, name, "120s")
-    still_running(cluster, name)
+    not_finished(cluster, name)
     later = start + dt.timedelta(seconds=DEADLINE + 1)
     body = as_operator_would(kube, body, [pod(name, "Running", aicert_gate=DONE, train=RUNNING)], later)
     assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "DeadlineExceeded")
@@ -188,3 +188,45 @@ def test_wait_for_finished_returns_for_a_failed_run_and_certified_is_false(
     table = cluster.kubectl("get", "ct", name, "-n", NAMESPACE).stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "PHASE", "REASON"]
     assert table[1].split()[:3] == [name, "Failed", "DeadlineExceeded"]
+
+
+def test_a_run_failed_under_an_older_operator_gets_finished_and_keeps_its_status(
+    cluster: LocalCluster, api: client.ApiClient
+) -> None:
+    kube = Kube(api)
+    name = "failed-before"
+    created = create(cluster, name)
+    meta = created["metadata"]
+    start = dt.datetime.now(dt.UTC)
+    scheduled = set_condition(
+        None, ConditionType.SCHEDULED, "True", Reason.SCHEDULED, "on node gpu-1", generation=1, now=start
+    )
+    old_status = {  # what an operator without Finished wrote, with the operator's field manager
+        "phase": "Failed",
+        "reason": "TrainingFailed",
+        "message": "the train container exited with 2",
+        "observedGeneration": 1,
+        "attempt": 1,
+        "podName": f"{name}-1",
+        "node": "gpu-1",
+        "startTime": "2026-11-20T11:00:00Z",
+        "completionTime": "2026-11-20T11:10:00Z",
+        "conditions": [scheduled],
+    }
+    written = kube.apply_status(NAMESPACE, name, meta["uid"], old_status)
+    assert written is not None
+    waiting = wait_finished(cluster, name, "120s")
+    not_finished(cluster, name)
+    after = as_operator_would(kube, written, [], start)
+    finished(waiting)
+    assert {k: v for k, v in after["status"].items() if k != "conditions"} == {
+        k: v for k, v in old_status.items() if k != "conditions"
+    }
+    assert condition(after, "Scheduled") == scheduled
+    for kind, status in (("Finished", "True"), ("Certified", "False")):
+        got = condition(after, kind)
+        assert (got["status"], got["reason"], got["message"]) == (
+            status,
+            "TrainingFailed",
+            old_status["message"],
+        )

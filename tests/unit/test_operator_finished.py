@@ -362,3 +362,91 @@ def test_the_crd_accepts_every_condition_type_and_shows_the_reason(path: Path) -
     assert columns["Reason"].get("priority", 0) == 0  # in `kubectl get ct`, not only in -o wide
     shown = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert shown.index("Reason") == shown.index("Phase") + 1
+
+
+# --- runs that finished before the operator knew Finished -----------------------------------------
+
+OLD_FAILED = {
+    "phase": "Failed",
+    "reason": "DeadlineExceeded",
+    "message": "the run did not finish within activeDeadlineSeconds=600",
+    "observedGeneration": 1,
+    "attempt": 1,
+    "podName": "run-1",
+    "podUID": "pod-uid-1",
+    "node": "gpu-1",
+    "startTime": "2026-11-20T11:00:00Z",
+    "completionTime": "2026-11-20T11:10:00Z",
+    "conditions": [
+        {
+            "type": "Scheduled",
+            "status": "True",
+            "reason": "Scheduled",
+            "message": "on node gpu-1",
+            "observedGeneration": 1,
+            "lastTransitionTime": "2026-11-20T11:00:05Z",
+        }
+    ],
+}
+
+
+def test_a_run_failed_before_the_upgrade_gets_finished_and_certified_once_keeping_the_rest() -> None:
+    old = training(OLD_FAILED)
+    decision = reconcile(old, [], NOW, default_deadline=DEADLINE)
+    status = decision.status
+    # every field the operator owns is applied again as it was: server-side apply would drop the
+    # ones left out
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        k: v for k, v in OLD_FAILED.items() if k != "conditions"
+    }
+    got = conditions(decision)
+    assert got["Scheduled"] == OLD_FAILED["conditions"][0]
+    for kind, state in (("Finished", "True"), ("Certified", "False")):
+        assert (got[kind]["status"], got[kind]["reason"], got[kind]["message"]) == (
+            state,
+            "DeadlineExceeded",
+            OLD_FAILED["message"],
+        )
+        assert got[kind]["lastTransitionTime"] == "2026-11-23T12:00:00Z"
+    assert decision.create_attempt is None and decision.events == () and decision.requeue_after is None
+    again = reconcile(
+        training({**OLD_FAILED, "conditions": status["conditions"]}), [], NOW, default_deadline=DEADLINE
+    )
+    assert again.status == {}  # written once
+
+
+def test_a_run_certified_before_the_upgrade_gets_finished_and_the_agents_condition_is_left() -> None:
+    agents = certified("True", "Certified", "model certified")
+    old = training(
+        {
+            "phase": "Succeeded",
+            "reason": "Certified",
+            "message": "certified",
+            "attempt": 1,
+            "conditions": [agents],
+        }
+    )
+    got = conditions(reconcile(old, [], NOW, default_deadline=DEADLINE))
+    assert (got["Finished"]["status"], got["Finished"]["reason"]) == ("True", "Certified")
+    assert "Certified" not in got
+
+
+def test_an_old_refusal_keeps_the_agents_certified_condition() -> None:
+    refusal = certified("False", "OutputNotEmpty", "the output held files")
+    old = training(
+        {
+            **OLD_FAILED,
+            "reason": "OutputNotEmpty",
+            "message": "the output held files",
+            "conditions": [refusal],
+        }
+    )
+    got = conditions(reconcile(old, [], NOW, default_deadline=DEADLINE))
+    assert (got["Finished"]["status"], got["Finished"]["reason"]) == ("True", "OutputNotEmpty")
+    assert "Certified" not in got
+
+
+def test_an_undocumented_old_reason_is_not_copied_into_a_condition() -> None:
+    old = training({**OLD_FAILED, "reason": "Boom\x1b[2J"})
+    got = conditions(reconcile(old, [], NOW, default_deadline=DEADLINE))
+    assert got["Finished"]["reason"] == got["Certified"]["reason"] == "PodFailed"

@@ -195,8 +195,9 @@ def test_requeue_at_the_deadline() -> None:
 
 
 def test_terminal_status_is_left_alone_but_stray_pods_go() -> None:
+    finished = {"type": "Finished", "status": "True", "reason": "PodFailed", "message": "failed"}
     decision = reconcile(
-        training({"phase": "Failed", "attempt": 1}),
+        training({"phase": "Failed", "attempt": 1, "conditions": [finished]}),
         [pod(phase="Running", train=RUNNING)],
         NOW,
         default_deadline=DEADLINE,

@@ -4,7 +4,8 @@ The operator owns status.phase/reason/message, the Scheduled, InputsMeasured, Tr
 conditions, attempt, node, podName, podUID and the times. The agent owns the Certified condition,
 the certificate, modelDigest and assurance (server-side apply keeps the two apart), except on a run
 the operator fails before the agent said anything: then the operator writes Certified False with
-the failure's reason, so that no finished run is left without it (`finish_conditions`). State comes from
+the failure's reason, so that no finished run is left without it (`finish_conditions`; a run that
+finished under an older operator gets both once, `finished_afterwards`). State comes from
 what is observed each time: a restarted operator decides exactly what the previous one would have.
 
 `pods` are the training's own pods only (`observe.owned_pods`): a pod that merely carries its labels
@@ -254,6 +255,40 @@ def finish_conditions(
     return wanted
 
 
+# The status fields the operator owns; server-side apply drops those a write of its leaves out.
+_OPERATOR_FIELDS = (
+    "phase",
+    "reason",
+    "message",
+    "observedGeneration",
+    "attempt",
+    "podName",
+    "podUID",
+    "node",
+    "startTime",
+    "completionTime",
+)
+_OPERATOR_CONDITIONS = (ConditionType.SCHEDULED, ConditionType.INPUTS_MEASURED, ConditionType.TRAINED)
+
+
+def finished_afterwards(training: Training, phase: str, now: dt.datetime) -> dict[str, Any]:
+    """For a run that finished before the operator wrote Finished (an older release): its status as
+    it is, with `finish_conditions` added; once written, nothing ({}). Everything else the operator
+    owns is applied again unchanged, since an apply that left it out would remove it."""
+    if training.condition(ConditionType.FINISHED) is not None:
+        return {}
+    status = {k: training.status[k] for k in _OPERATOR_FIELDS if k in training.status}
+    kept = [c for c in training.status.get("conditions") or [] if c.get("type") in _OPERATOR_CONDITIONS]
+    default = Reason.CERTIFIED if phase == "Succeeded" else Reason.POD_FAILED
+    reason = _reason(status.get("reason"), default)
+    message = str(status.get("message") or f"the run ended {phase}")
+    status["conditions"] = [
+        *kept,
+        *_conditions(training, finish_conditions(training, phase, reason, message), now),
+    ]
+    return status
+
+
 def _deadline(training: Training, default_deadline: int, max_deadline: int | None) -> tuple[int, str]:
     """The run's deadline in seconds, and how a DeadlineExceeded message names it."""
     own = training.spec.activeDeadlineSeconds
@@ -279,7 +314,7 @@ def reconcile(
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         leftovers = tuple(p.name for p in pods if not p.deleting and p.phase not in ("Succeeded", "Failed"))
-        return Decision(status={}, delete_pods=leftovers)
+        return Decision(status=finished_afterwards(training, str(phase), now), delete_pods=leftovers)
 
     attempt = max([int(status.get("attempt") or 0), *(p.attempt for p in pods)])
     current = next((p for p in pods if p.attempt == attempt), None) if attempt else None
