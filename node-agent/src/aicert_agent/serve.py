@@ -15,6 +15,7 @@ from aicert.contract.pod import ContractError, PodSettings
 from aicert.training import agent_lease_name
 from aicert.trust import TrustError, load_trust_store
 from aicert.trust.measurements import load_paravisor_measurements, read_paravisor_measurements
+from aicert_agent.ak_chain import chain_at_start
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -85,7 +86,12 @@ def serve(args: argparse.Namespace) -> int:
                 kube,
                 tpm,
                 MeasurementLog(args.state_dir / LOG_FILE, args.pcr),
-                ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
+                chain_at_start(
+                    ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
+                    trust,
+                    args.state_dir,
+                    fetch_aia=args.aia_fetch,
+                ),
                 trust,
                 NetworkLedger(args.state_dir / NETWORK_FILE),
             )

@@ -68,6 +68,11 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     return True
 
 
+def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Whether `parent`'s name is `child`'s issuer and `parent`'s key signed `child`."""
+    return _issued_by(child, parent)
+
+
 def _when(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
