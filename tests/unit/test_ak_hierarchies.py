@@ -28,7 +28,7 @@ from aicert.trust import TCG_KP_AIK_CERTIFICATE, ChainError, TrustStore, build_p
 from aicert.trust.issuers import MissingIssuer, assemble_path, ca_issuers_urls, shipped_intermediates
 from aicert.trust.pem import load_any, load_certificates
 from aicert_agent.aia import MAX_BYTES, AiaFetcher
-from aicert_agent.ak_chain import chain_at_start, chained_identity
+from aicert_agent.ak_chain import chain_at_start, chained_identity, node_condition, node_event
 from aicert_agent.recorder import AkIdentity
 
 TCG_EK = ObjectIdentifier("2.23.133.8.1")
@@ -328,17 +328,35 @@ def test_agent_start_logs_the_missing_issuer_and_keeps_the_unchained_ak(
     leaf = ak_certificate(ca03)
     unchained = identity(leaf)
     with caplog.at_level(logging.ERROR, logger="aicert_agent.ak_chain"):
-        assert chain_at_start(unchained, only_root(root), tmp_path, fetch_aia=True, at=NOW) is unchained
+        kept, report = chain_at_start(unchained, only_root(root), tmp_path, fetch_aia=True, at=NOW)
+    assert kept is unchained
     aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     assert aki is not None
-    assert f"missing issuer subject=CN=Global Virtual TPM CA - 03 authorityKeyId={aki.hex()}" in caplog.text
+    missing = f"missing issuer subject=CN=Global Virtual TPM CA - 03 authorityKeyId={aki.hex()}"
+    assert missing in caplog.text
+    condition = node_condition(report, NOW)
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "AICertAKChain",
+        "False",
+        "AKIssuerMissing",
+    )
+    assert condition["message"].startswith(missing)
+    event = node_event(report, "aks-gpu-0", "uid-1", "aicert-agent-aks-gpu-0", NOW)
+    assert event["regarding"] == {"apiVersion": "v1", "kind": "Node", "name": "aks-gpu-0", "uid": "uid-1"}
+    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == (
+        "Warning",
+        "AKIssuerMissing",
+        "default",
+    )
+    assert event["note"].startswith(missing)
     with pytest.raises(ChainError):  # what NodeAgent.check_ak then finds: the node is not labelled
         build_path(leaf, [], only_root(root), NOW)
 
 
 def test_agent_start_embeds_the_fetched_intermediates(tmp_path: Path, aia_server: AiaServer) -> None:
     root, ca2025, ca, leaf = four_deep(aia_server, "Azure Cloud Virtual TPM CA - 11")
-    chained = chain_at_start(identity(leaf), only_root(root), tmp_path, fetch_aia=True, at=NOW)
+    chained, report = chain_at_start(identity(leaf), only_root(root), tmp_path, fetch_aia=True, at=NOW)
+    assert node_condition(report, NOW)["status"] == "True" and report.reason == "AKChained"
     assert [x509.load_pem_x509_certificate(p.encode()) for p in chained.certificate_chain] == [
         leaf,
         ca.cert,
@@ -350,7 +368,8 @@ def test_agent_start_embeds_the_fetched_intermediates(tmp_path: Path, aia_server
 def test_agent_start_without_aia_fetch_fetches_nothing(tmp_path: Path, aia_server: AiaServer) -> None:
     root, _, _, leaf = four_deep(aia_server, "Azure Cloud Virtual TPM CA - 11")
     unchained = identity(leaf)
-    assert chain_at_start(unchained, only_root(root), tmp_path, fetch_aia=False, at=NOW) is unchained
+    kept, report = chain_at_start(unchained, only_root(root), tmp_path, fetch_aia=False, at=NOW)
+    assert kept is unchained and not report.chained
     assert aia_server.hits == []
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from aicert.contract.status import REPORTER_AGENT
 from aicert.trust import ChainError, TrustStore
 from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_intermediates
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
@@ -44,9 +46,24 @@ def chained_identity(
     return replace(ak, certificate_chain=chain)
 
 
+CONDITION_TYPE = "AICertAKChain"
+"""The node condition the agent sets at start: True when its AK chains to a trusted root."""
+
+EVENT_NAMESPACE = "default"  # where Kubernetes keeps Events about cluster-scoped objects such as Nodes
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """How the AK chain came out at start: for the node's condition and, on failure, an Event."""
+
+    chained: bool
+    reason: str  # AKChained, AKIssuerMissing, AKChainRefused
+    message: str
+
+
 def chain_at_start(
     ak: AkIdentity, trust: TrustStore, state_dir: Path, *, fetch_aia: bool, at: dt.datetime | None = None
-) -> AkIdentity:
+) -> tuple[AkIdentity, ChainReport]:
     """`chained_identity` at the agent's start, caIssuers answers cached in `state_dir`/aia-cache.
 
     When the AK cannot be chained the error says which issuer is missing (its subject and key
@@ -62,12 +79,50 @@ def chain_at_start(
             exc.authority_key_id or "-",
             exc,
         )
-        return ak
+        message = (
+            f"missing issuer subject={exc.issuer_subject} authorityKeyId={exc.authority_key_id or '-'}: {exc}"
+        )
+        return ak, ChainReport(False, "AKIssuerMissing", message)
     except (ChainError, ValueError) as exc:
         log.error("cannot chain the AK certificate: %s", exc)
-        return ak
-    log.info(
-        "AK chain: %d certificate(s) below the root, embedded in every certificate",
-        len(chained.certificate_chain),
+        return ak, ChainReport(False, "AKChainRefused", str(exc))
+    below = len(chained.certificate_chain)
+    log.info("AK chain: %d certificate(s) below the root, embedded in every certificate", below)
+    return chained, ChainReport(
+        True, "AKChained", f"the AK chains to a trusted root through {below - 1} intermediate(s)"
     )
-    return chained
+
+
+MESSAGE_MAX_CHARS = 1000  # an Event's note holds 1 KiB; a condition's message is kept as short
+
+
+def node_condition(report: ChainReport, now: dt.datetime) -> dict[str, str]:
+    """The node condition `AICertAKChain` (a strategic-merge patch of `status.conditions` by type)."""
+    stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": CONDITION_TYPE,
+        "status": "True" if report.chained else "False",
+        "reason": report.reason,
+        "message": report.message[:MESSAGE_MAX_CHARS],
+        "lastHeartbeatTime": stamp,
+        "lastTransitionTime": stamp,
+    }
+
+
+def node_event(
+    report: ChainReport, node: str, node_uid: str, instance: str, now: dt.datetime
+) -> dict[str, Any]:
+    """An events.k8s.io/v1 Warning about the Node whose AK cannot be chained (`kubectl describe node`)."""
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{node}-", "namespace": EVENT_NAMESPACE},
+        "eventTime": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": REPORTER_AGENT,
+        "reportingInstance": instance,
+        "action": "ChainAK",
+        "type": "Warning",
+        "reason": report.reason,
+        "note": report.message[:MESSAGE_MAX_CHARS],
+        "regarding": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid},
+    }
