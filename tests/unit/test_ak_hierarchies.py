@@ -44,6 +44,7 @@ ROOT_2023 = "Azure Virtual TPM Root Certificate Authority 2023"
 class AiaServer:
     base: str
     routes: dict[str, bytes] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
 
     def url(self, path: str) -> str:
@@ -57,6 +58,12 @@ def aia_server() -> Iterator[AiaServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             server_state.hits.append(self.path)
+            if self.path in server_state.redirects:
+                self.send_response(302)
+                self.send_header("Location", server_state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = server_state.routes.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -289,6 +296,18 @@ def test_answer_that_is_no_certificate_is_refused(tmp_path: Path, aia_server: Ai
     aia_server.routes["/ca.crt"] = b"<html>maintenance</html>"
     with pytest.raises(MissingIssuer, match="not a certificate"):
         chained_identity(identity(leaf), only_root(root), NOW, fetcher(tmp_path), shipped=[])
+
+
+def test_redirects_are_followed_to_plain_http_only(tmp_path: Path, aia_server: AiaServer) -> None:
+    root, _, ca, leaf = four_deep(aia_server, "Azure Cloud Virtual TPM CA - 11")
+    del aia_server.routes["/ca.crt"]
+    aia_server.routes["/moved/ca.crt"] = der(ca)
+    aia_server.redirects["/ca.crt"] = aia_server.url("/moved/ca.crt")
+    chained = chained_identity(identity(leaf), only_root(root), NOW, fetcher(tmp_path), shipped=[])
+    assert len(chained.certificate_chain) == 3
+    aia_server.redirects["/ca.crt"] = aia_server.url("/moved/ca.crt").replace("http:", "https:")
+    with pytest.raises(MissingIssuer, match="which is not plain HTTP"):
+        chained_identity(identity(leaf), only_root(root), NOW, fetcher(tmp_path / "fresh"), shipped=[])
 
 
 def test_only_plain_http_urls_are_followed() -> None:
