@@ -291,6 +291,33 @@ def test_silent_server_is_given_up(tmp_path: Path, silent_url: str) -> None:
         chained_identity(identity(leaf), only_root(root), NOW, AiaFetcher(tmp_path, timeout=0.3), shipped=[])
 
 
+def test_a_cached_issuer_that_expired_is_fetched_again_when_renewed(
+    tmp_path: Path, aia_server: AiaServer
+) -> None:
+    """Microsoft renews a CA at the same URL: the expired copy in the cache does not keep the node
+    unlabelled; the renewed one (same name and key) is fetched and cached in its place."""
+    root = root_2023()
+    old_ca = issue("Global Virtual TPM CA - 01", root, usages=CA_USAGES, not_after=NOW - dt.timedelta(days=1))
+    renewed = x509.CertificateBuilder(
+        subject_name=old_ca.cert.subject,
+        issuer_name=root.cert.subject,
+        public_key=old_ca.key.public_key(),
+        serial_number=x509.random_serial_number(),
+        not_valid_before=NOW - dt.timedelta(days=2),
+        not_valid_after=NOW + dt.timedelta(days=365),
+        extensions=list(old_ca.cert.extensions),
+    ).sign(root.key, hashes.SHA256())
+    leaf = ak_certificate(old_ca, ca_issuers_url=aia_server.url("/ca.crt"))
+    fetch = fetcher(tmp_path)
+    fetch.cache_dir.mkdir(parents=True)
+    fetch.cache_path(aia_server.url("/ca.crt")).write_bytes(der(old_ca))  # what an earlier start cached
+    aia_server.routes["/ca.crt"] = renewed.public_bytes(Encoding.DER)
+    path = assemble_path(leaf, [], only_root(root), NOW, fetch)
+    assert path.certificates == (leaf, renewed, root.cert)
+    assert aia_server.hits == ["/ca.crt"]
+    assert fetch.cache_path(aia_server.url("/ca.crt")).read_bytes() == renewed.public_bytes(Encoding.DER)
+
+
 def test_answer_that_is_no_certificate_is_refused(tmp_path: Path, aia_server: AiaServer) -> None:
     root, _, _, leaf = four_deep(aia_server, "Azure Cloud Virtual TPM CA - 11")
     aia_server.routes["/ca.crt"] = b"<html>maintenance</html>"
@@ -403,7 +430,7 @@ def test_real_azure_sample_chains_through_ca01_without_fetching(azure_dir: Path)
     trust = TrustStore.from_certificates([root], "azure", dev_level=False)
     assert ca_issuers_urls(leaf) == []
 
-    def no_fetch(url: str) -> bytes:
+    def no_fetch(url: str, *, fresh: bool = False) -> bytes:
         raise AssertionError(f"fetched {url}")
 
     at = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)

@@ -3,7 +3,9 @@
 Bounded: plain HTTP only (redirects only to plain HTTP), at most `MAX_BYTES` read, every socket
 operation under `timeout` and the whole answer under `timeout` too (a server trickling bytes is cut
 off). An answer that reads as certificates (DER or PEM) is cached on disk under the agent's state
-directory, keyed by the URL, and served from there next time: a node restart does not fetch again.
+directory, keyed by the URL, and served from there next time: a node restart does not fetch again,
+unless the cached answer does not serve (not the issuer, or an issuer no longer valid: renewed at the
+same URL), when the URL is fetched again and the cache overwritten.
 A cached file is only a candidate, held to the same name and signature checks as a fetched one
 (`aicert.trust.issuers.assemble_path`), so a cache someone wrote into can lead nowhere.
 """
@@ -58,10 +60,11 @@ class AiaFetcher:
     def cache_path(self, url: str) -> Path:
         return self.cache_dir / (hashlib.sha256(url.encode()).hexdigest() + ".cert")
 
-    def __call__(self, url: str) -> bytes:
+    def __call__(self, url: str, *, fresh: bool = False) -> bytes:
+        """The answer at `url`, from the cache unless `fresh` (then fetched, and cached anew)."""
         if not url.lower().startswith("http://"):
             raise FetchError("only plain HTTP caIssuers URLs are fetched")
-        cached = self._cached(url)
+        cached = None if fresh else self._cached(url)
         if cached is not None:
             return cached
         data = self._download(url)

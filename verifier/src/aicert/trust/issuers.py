@@ -20,9 +20,10 @@ identifier of the certificate below it) and what was tried. Nothing here does I/
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
@@ -38,8 +39,14 @@ from aicert.trust.chain import (
 from aicert.trust.pem import load_certificates
 from aicert.trust.store import TrustStore
 
-Fetch = Callable[[str], bytes]
-"""Bytes served at a caIssuers URL (DER or PEM); raises `FetchError` (or OSError) saying why not."""
+
+class Fetch(Protocol):
+    """Bytes served at a caIssuers URL (DER or PEM); raises `FetchError` (or OSError) saying why not.
+    A fetcher may answer from a cache; `fresh=True` asks it to go to the URL again (the cached answer
+    did not issue the certificate, or its issuer has expired and may have been renewed)."""
+
+    def __call__(self, url: str, *, fresh: bool = False) -> bytes: ...
+
 
 MAX_URLS_PER_CERTIFICATE = 2
 """caIssuers URLs tried per certificate: a hostile certificate cannot make the agent fetch many."""
@@ -111,21 +118,25 @@ def _issuer_among(
 def _fetched_issuer(
     child: x509.Certificate, fetch: Fetch, at: dt.datetime, tried: list[str]
 ) -> x509.Certificate | None:
-    urls = ca_issuers_urls(child)
-    for url in urls:
-        try:
-            certificates = load_certificates(fetch(url))
-        except (FetchError, OSError) as exc:
-            tried.append(f"{url}: {exc}")
-            continue
-        except ValueError as exc:
-            tried.append(f"{url}: not a certificate ({exc})")
-            continue
-        found = _issuer_among(child, certificates, at)
-        if found is not None:
-            return found
-        tried.append(f"{url}: served no certificate that issued it")
-    return None
+    fallback: x509.Certificate | None = None
+    for url in ca_issuers_urls(child):
+        for fresh in (False, True):  # a cached answer first; the URL again when it does not serve
+            try:
+                certificates = load_certificates(fetch(url, fresh=fresh))
+            except (FetchError, OSError) as exc:
+                tried.append(f"{url}: {exc}")
+                break
+            except ValueError as exc:
+                tried.append(f"{url}: not a certificate ({exc})")
+                break
+            found = _issuer_among(child, certificates, at)
+            if found is not None and issuer_problem(found, at) is None:
+                return found
+            fallback = fallback or found
+        else:
+            if fallback is None:
+                tried.append(f"{url}: served no certificate that issued it")
+    return fallback  # an issuer that may not issue at `at`: build_path names its problem
 
 
 def assemble_path(
