@@ -291,6 +291,31 @@ def test_silent_server_is_given_up(tmp_path: Path, silent_url: str) -> None:
         chained_identity(identity(leaf), only_root(root), NOW, AiaFetcher(tmp_path, timeout=0.3), shipped=[])
 
 
+def renewal(old: Issued, root: Issued) -> x509.Certificate:
+    """`old` renewed by its root: same name and key, valid now."""
+    return x509.CertificateBuilder(
+        subject_name=old.cert.subject,
+        issuer_name=root.cert.subject,
+        public_key=old.key.public_key(),
+        serial_number=x509.random_serial_number(),
+        not_valid_before=NOW - dt.timedelta(days=2),
+        not_valid_after=NOW + dt.timedelta(days=365),
+        extensions=list(old.cert.extensions),
+    ).sign(root.key, hashes.SHA256())
+
+
+def test_an_expired_given_intermediate_is_replaced_by_its_renewal_at_the_aia_url(
+    tmp_path: Path, aia_server: AiaServer
+) -> None:
+    root = root_2023()
+    old_ca = issue("Global Virtual TPM CA - 01", root, usages=CA_USAGES, not_after=NOW - dt.timedelta(days=1))
+    renewed = renewal(old_ca, root)
+    leaf = ak_certificate(old_ca, ca_issuers_url=aia_server.url("/ca.crt"))
+    aia_server.routes["/ca.crt"] = renewed.public_bytes(Encoding.DER)
+    path = assemble_path(leaf, [old_ca.cert], only_root(root), NOW, fetcher(tmp_path))
+    assert path.certificates == (leaf, renewed, root.cert)
+
+
 def test_a_cached_issuer_that_expired_is_fetched_again_when_renewed(
     tmp_path: Path, aia_server: AiaServer
 ) -> None:
@@ -298,15 +323,7 @@ def test_a_cached_issuer_that_expired_is_fetched_again_when_renewed(
     unlabelled; the renewed one (same name and key) is fetched and cached in its place."""
     root = root_2023()
     old_ca = issue("Global Virtual TPM CA - 01", root, usages=CA_USAGES, not_after=NOW - dt.timedelta(days=1))
-    renewed = x509.CertificateBuilder(
-        subject_name=old_ca.cert.subject,
-        issuer_name=root.cert.subject,
-        public_key=old_ca.key.public_key(),
-        serial_number=x509.random_serial_number(),
-        not_valid_before=NOW - dt.timedelta(days=2),
-        not_valid_after=NOW + dt.timedelta(days=365),
-        extensions=list(old_ca.cert.extensions),
-    ).sign(root.key, hashes.SHA256())
+    renewed = renewal(old_ca, root)
     leaf = ak_certificate(old_ca, ca_issuers_url=aia_server.url("/ca.crt"))
     fetch = fetcher(tmp_path)
     fetch.cache_dir.mkdir(parents=True)

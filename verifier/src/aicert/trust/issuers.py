@@ -159,8 +159,10 @@ def assemble_path(
             break
         tried: list[str] = []
         issuer = _issuer_among(current, pool, at)
-        if issuer is None and fetch is not None:
-            issuer = _fetched_issuer(current, fetch, at, tried)
+        if fetch is not None and (issuer is None or issuer_problem(issuer, at) is not None):
+            fetched = _fetched_issuer(current, fetch, at, tried)  # e.g. a renewal of an expired file
+            if fetched is not None and (issuer is None or issuer_problem(fetched, at) is None):
+                issuer = fetched
         if issuer is None:
             raise MissingIssuer(current, tried)
         if issuer in found or issuer == leaf or issuer.subject == issuer.issuer:
