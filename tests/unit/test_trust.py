@@ -179,37 +179,66 @@ def test_forged_issuer_name_is_not_a_path() -> None:
         build_path(ak(impostor), [], store_of(root), NOW)
 
 
-# -- the AK certificate must carry the TCG AIK extended key usage -------------------------------------
+# -- the AK certificate's extended key usage: the AIK EKU, Microsoft's, or none at all ---------------
+
+MICROSOFT_AK = ObjectIdentifier("1.3.6.1.4.1.311.10.3.12")
 
 
-def test_azure_ak_certificates_carry_the_aik_eku(azure_dir: Path) -> None:
+def test_real_azure_ak_certificate_carries_microsofts_and_the_aik_eku(azure_dir: Path) -> None:
     leaf = legacy_leaf(azure_dir)
-    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert TCG_KP_AIK_CERTIFICATE in usages
+    usages = list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == [MICROSOFT_AK, TCG_KP_AIK_CERTIFICATE]  # what docs/verification.md says it carries
     assert ak_certificate_problem(leaf, LEGACY_AT) is None
 
 
 @pytest.mark.parametrize("level", ["vtpm", "dev"])
-@pytest.mark.parametrize("usages", [None, [ExtendedKeyUsageOID.SERVER_AUTH]], ids=["no-eku", "tls-eku"])
-def test_ak_certificate_without_the_aik_eku_is_refused(
+@pytest.mark.parametrize(
+    "usages",
+    [None, [TCG_KP_AIK_CERTIFICATE], [MICROSOFT_AK], [MICROSOFT_AK, TCG_KP_AIK_CERTIFICATE]],
+    ids=["no-eku-extension", "aik-only", "microsoft-only", "microsoft-and-aik"],
+)
+def test_ak_certificate_eku_forms_azure_issued_are_accepted(
     level: Assurance, usages: Sequence[ObjectIdentifier] | None
+) -> None:
+    root = issue("Root")
+    store = TrustStore((TrustAnchor(root.cert, level, "test"),))
+    leaf = ak(root, usages=usages)
+    assert build_path(leaf, [], store, NOW).certificates == (leaf, root.cert)
+
+
+@pytest.mark.parametrize("level", ["vtpm", "dev"])
+@pytest.mark.parametrize(
+    "usages",
+    [
+        [ExtendedKeyUsageOID.SERVER_AUTH],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        [ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE],
+        [ObjectIdentifier("2.23.133.8.1")],  # the TCG EK EKU: an endorsement key, not an AK
+    ],
+    ids=["tls-server-only", "tls-server-and-client", "any-eku", "tcg-ek-eku"],
+)
+def test_ak_certificate_with_another_eku_set_is_refused(
+    level: Assurance, usages: Sequence[ObjectIdentifier]
 ) -> None:
     root = issue("Root")
     store = TrustStore((TrustAnchor(root.cert, level, "test"),))
     with pytest.raises(ChainError) as err:
         build_path(ak(root, usages=usages), [], store, NOW)
+    listed = ", ".join(u.dotted_string for u in usages)
     assert str(err.value) == (
-        "the AK certificate lacks the TCG AIK extended key usage (tcg-kp-AIKCertificate, 2.23.133.8.3)"
+        f"the AK certificate's extended key usage ({listed}) lists neither the TCG AIK usage "
+        "(tcg-kp-AIKCertificate, 2.23.133.8.3) nor Microsoft's AK usage (1.3.6.1.4.1.311.10.3.12)"
     )
 
 
-def test_missing_aik_eku_fails_the_ak_chain_check(azure_dir: Path) -> None:
+def test_foreign_eku_fails_the_ak_chain_check(azure_dir: Path) -> None:
     root = issue("Root")
     proof: dict[str, Any] = json.loads((azure_dir / "aicert-proof-sample.json").read_text())
+    leaf = ak(root, usages=[ExtendedKeyUsageOID.SERVER_AUTH])
     proof["remote_attestation"]["cert_chain"] = [
-        {"base64": base64.b64encode(ak(root, usages=None).public_bytes(Encoding.DER)).decode()}
+        {"base64": base64.b64encode(leaf.public_bytes(Encoding.DER)).decode()}
     ]
-    with pytest.raises(VerificationError, match="lacks the TCG AIK extended key usage") as err:
+    with pytest.raises(VerificationError, match="lists neither the TCG AIK usage") as err:
         Verifier(store_of(root)).verify(json.dumps(proof), at=NOW)
     assert err.value.check is Check.AK_CHAIN
 

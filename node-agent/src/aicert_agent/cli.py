@@ -88,7 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--trust", action="append", choices=["azure", "dev"], default=[])
     serve.add_argument("--trust-bundle", type=Path, action="append", default=[], metavar="PEM")
-    serve.add_argument("--ak-chain", type=Path, action="append", default=[], metavar="PEM")
+    serve.add_argument(
+        "--ak-chain",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="intermediate CA certificates offered for the AK chain, beside the shipped ones (repeatable)",
+    )
+    serve.add_argument(
+        "--no-aia-fetch",
+        dest="aia_fetch",
+        action="store_false",
+        help="do not fetch missing AK intermediates from their caIssuers (AIA) URLs at start",
+    )
     serve.add_argument(
         "--paravisor-measurements",
         type=Path,

@@ -79,3 +79,13 @@ class AgentKube(TrainingClient):
     def label_node(self, level: str | None) -> None:
         """Set (or, with None, remove) this node's aicert.dev/assurance label."""
         self.core.patch_node(self.node, {"metadata": {"labels": {LABEL_ASSURANCE: level}}})
+
+    def report_ak_chain(self, condition: dict[str, str], event: dict[str, Any] | None) -> None:
+        """Set this node's AICertAKChain condition; with `event`, also record it about the node."""
+        self.core.patch_node_status(self.node, {"status": {"conditions": [condition]}})
+        if event is not None:
+            body: Any = event  # the client accepts plain dicts
+            self.events.create_namespaced_event(event["metadata"]["namespace"], body)
+
+    def node_uid(self) -> str:
+        return str(raw_json(self.core.read_node, self.node)["metadata"]["uid"])

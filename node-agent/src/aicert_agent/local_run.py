@@ -33,7 +33,7 @@ from aicert.digest import (
     Manifest,
     hash_tree,
 )
-from aicert.trust.pem import load_pem_bundle
+from aicert.trust.pem import load_certificates
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
@@ -102,7 +102,7 @@ def ak_identity(
     leaf = x509.load_der_x509_certificate(tpm.ak_certificate_der())
     chain = [leaf.public_bytes(Encoding.PEM).decode()]
     for path in extra_chain:
-        chain += [c.public_bytes(Encoding.PEM).decode() for c in load_pem_bundle(path.read_bytes())]
+        chain += [c.public_bytes(Encoding.PEM).decode() for c in load_certificates(path.read_bytes())]
     platform = platform_evidence(tpm, thim_url=thim_url) if assurance == "cvm" else None
     return AkIdentity(tpm.ak_public_pem(), tuple(chain), platform)
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import signal
 import threading
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from aicert.contract.pod import ContractError, PodSettings
 from aicert.training import agent_lease_name
 from aicert.trust import TrustError, load_trust_store
 from aicert.trust.measurements import load_paravisor_measurements, read_paravisor_measurements
+from aicert_agent.ak_chain import ChainReport, chain_at_start, node_condition, node_event
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import LOG_FILE, ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -71,6 +74,13 @@ def serve(args: argparse.Namespace) -> int:
     lost = threading.Event()
     try:
         with Tpm(args.tpm) as tpm:
+            ak, chain_report = chain_at_start(
+                ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
+                trust,
+                args.state_dir,
+                fetch_aia=args.aia_fetch,
+            )
+            report_ak_chain(kube, chain_report)
             agent = NodeAgent(
                 AgentConfig(
                     node=args.node,
@@ -85,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
                 kube,
                 tpm,
                 MeasurementLog(args.state_dir / LOG_FILE, args.pcr),
-                ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
+                ak,
                 trust,
                 NetworkLedger(args.state_dir / NETWORK_FILE),
             )
@@ -114,3 +124,15 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 3
     return 0
+
+
+def report_ak_chain(kube: AgentKube, report: ChainReport) -> None:
+    """The AK chain's outcome on the Node: its AICertAKChain condition, and a Warning Event when the
+    AK cannot be chained. Only a report: the node stays unlabelled whether or not it is written."""
+    log = logging.getLogger("aicert_agent")
+    now = dt.datetime.now(dt.UTC)
+    try:
+        event = None if report.chained else node_event(report, kube.node, kube.node_uid(), kube.instance, now)
+        kube.report_ak_chain(node_condition(report, now), event)
+    except ApiException as exc:
+        log.error("cannot report the AK chain on node %s: %s %s", kube.node, exc.status, exc.reason)

@@ -125,7 +125,7 @@ class DevCA:
         validity: datetime.timedelta = AK_VALIDITY,
     ) -> x509.Certificate:
         """An end-entity certificate for an attestation key: digitalSignature, CA:false, and the
-        TCG AIK extended key usage (tcg-kp-AIKCertificate), which the verifier requires."""
+        TCG AIK extended key usage (tcg-kp-AIKCertificate), the usage TCG gives AK certificates."""
         if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise TypeError(f"AK public key must be EC or RSA, got {type(public_key).__name__}")
         now = now or datetime.datetime.now(datetime.UTC)

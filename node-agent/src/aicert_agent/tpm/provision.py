@@ -37,7 +37,7 @@ from tpm2_pytss.types import (
     TPMT_PUBLIC,
 )
 
-from aicert.trust import ak_certificate_problem
+from aicert.trust import TCG_KP_AIK_CERTIFICATE, ak_certificate_problem
 
 from .client import AK_CERT_NV_INDEX, AK_PERSISTENT_HANDLE, Tpm, TpmError
 from .devca import DevCA
@@ -107,8 +107,9 @@ def dev_provision(
 
     Idempotent: if the AK is there with a certificate from `ca` for it that a verifier accepts now,
     that is returned unchanged. If an AK is there without a certificate, or with a certificate from
-    `ca` for it that a verifier would refuse (expired, or issued before the AK certificate carried
-    the TCG AIK extended key usage), it is certified anew and the AK is kept. Anything else
+    `ca` for it that a verifier would refuse (expired), or that is not in the form the dev CA issues
+    today (issued before it carried the TCG AIK extended key usage), it is certified anew and the
+    AK is kept. Anything else
     that is already there (another CA's certificate, an AK of another type, a certificate without
     AK) is replaced only with ``force=True``; otherwise `ProvisionError` says what is there.
     """
@@ -135,7 +136,7 @@ def dev_provision(
                     f"NV index 0x{AK_CERT_NV_INDEX:08x} holds a certificate that {cert_problem}; "
                     "pass force=True to replace the AK and its certificate"
                 )
-            if ak_certificate_problem(certificate, datetime.datetime.now(datetime.UTC)) is None:
+            if _current_form_problem(certificate) is None:
                 return ProvisionResult(AK_PERSISTENT_HANDLE, ak_pem, certificate, key_type, False, False)
         certificate = _certify(tpm, ca, ak_pem)
         return ProvisionResult(AK_PERSISTENT_HANDLE, ak_pem, certificate, key_type, False, True)
@@ -312,11 +313,29 @@ def _load_certificate(tpm: Tpm) -> x509.Certificate:
         ) from e
 
 
+def _current_form_problem(certificate: x509.Certificate) -> str | None:
+    """Why the dev CA's own certificate in NV is re-issued, or None: a verifier refuses it, or it
+    lacks the TCG AIK extended key usage every dev certificate carries today (verifiers accept an
+    AK certificate without any extended key usage, as Azure issued in 2023; the dev CA does not
+    keep issuing that form)."""
+    problem = ak_certificate_problem(certificate, datetime.datetime.now(datetime.UTC))
+    if problem:
+        return problem
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = x509.ExtendedKeyUsage([])
+    if TCG_KP_AIK_CERTIFICATE not in usages:
+        return "lacks the TCG AIK extended key usage the dev CA issues today"
+    return None
+
+
 def _certificate_problem(certificate: x509.Certificate, ca: DevCA, ak_pem: str) -> str | None:
     """Why the certificate in NV is not this CA's for this AK (then only force replaces it), or None.
 
-    A certificate that is this CA's for this AK but that verifiers refuse (`ak_certificate_problem`:
-    expired, no AIK extended key usage) is no problem here: it is re-issued, the AK kept.
+    A certificate that is this CA's for this AK but that verifiers refuse or in an older form
+    (`_current_form_problem`: expired, no AIK extended key usage) is no problem here: it is
+    re-issued, the AK kept.
     """
     if not ca.issued(certificate):
         return f"was not issued by this dev CA (issuer: {certificate.issuer.rfc4514_string()})"

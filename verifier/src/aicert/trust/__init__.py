@@ -1,7 +1,9 @@
 """Trust anchors for AK certificates, and building a path from an AK certificate to one."""
 
 from aicert.trust.chain import (
+    AK_USAGES,
     MAX_PATH_CERTIFICATES,
+    MICROSOFT_AK_USAGE,
     TCG_KP_AIK_CERTIFICATE,
     ChainError,
     ak_certificate_problem,
@@ -20,8 +22,10 @@ from aicert.trust.store import (
 )
 
 __all__ = [
+    "AK_USAGES",
     "AZURE_ROOT_SHA256",
     "MAX_PATH_CERTIFICATES",
+    "MICROSOFT_AK_USAGE",
     "TCG_KP_AIK_CERTIFICATE",
     "ChainError",
     "TrustAnchor",

@@ -32,9 +32,18 @@ MAX_PATH_CERTIFICATES = 8
 """The longest path considered: the AK certificate, up to six intermediates, the root."""
 
 TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")
-"""tcg-kp-AIKCertificate: the extended key usage TCG gives attestation key certificates. Azure's AK
-certificates carry it, and so do the dev CA's; an AK certificate without it is refused, so that a
-certificate the CA issued for some other purpose (TLS, code signing) cannot pass as an AK's."""
+"""tcg-kp-AIKCertificate: the extended key usage TCG gives attestation key certificates. Today's Azure
+AK certificates carry it (beside Microsoft's), and so do the dev CA's."""
+
+MICROSOFT_AK_USAGE = ObjectIdentifier("1.3.6.1.4.1.311.10.3.12")
+"""The extended key usage Microsoft puts on Azure vTPM AK certificates; some 2023-2024 Azure AK
+certificates carry it alone."""
+
+AK_USAGES = (TCG_KP_AIK_CERTIFICATE, MICROSOFT_AK_USAGE)
+"""An AK certificate with an extended key usage extension must list one of these; one without the
+extension at all (Azure's 2023 AK certificates) is accepted too. Any other set (TLS, code signing,
+the TCG EK usage, anyExtendedKeyUsage) is refused, so that a certificate the CA issued for another
+purpose cannot pass as an AK's."""
 
 
 class ChainError(Exception):
@@ -57,6 +66,11 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Whether `parent`'s name is `child`'s issuer and `parent`'s key signed `child`."""
+    return _issued_by(child, parent)
 
 
 def _when(moment: dt.datetime) -> str:
@@ -96,8 +110,8 @@ def issuer_problem(cert: x509.Certificate, at: dt.datetime) -> str | None:
 def ak_certificate_problem(cert: x509.Certificate, at: dt.datetime) -> str | None:
     """Why `cert` is not acceptable as an AK certificate at `at`, or None.
 
-    The AIK extended key usage is required on every path, whatever level its root vouches for:
-    Azure's AK certificates carry it, and everything AICert's dev CA ever issued carries it.
+    The extended key usage rule (`AK_USAGES`) holds on every path, whatever level its root vouches
+    for: no extension, or one listing the TCG AIK usage or Microsoft's AK usage.
     """
     expired = validity_problem(cert, "AK certificate", at)
     if expired:
@@ -108,13 +122,22 @@ def ak_certificate_problem(cert: x509.Certificate, at: dt.datetime) -> str | Non
     ku = _extension(cert, x509.KeyUsage)
     if isinstance(ku, x509.KeyUsage) and not ku.digital_signature:
         return "the AK certificate's key usage does not allow digital signatures"
-    eku = _extension(cert, x509.ExtendedKeyUsage)
-    if not isinstance(eku, x509.ExtendedKeyUsage) or TCG_KP_AIK_CERTIFICATE not in eku:
-        return (
-            "the AK certificate lacks the TCG AIK extended key usage "
-            f"(tcg-kp-AIKCertificate, {TCG_KP_AIK_CERTIFICATE.dotted_string})"
-        )
-    return None
+    return _ak_usage_problem(cert)
+
+
+def _ak_usage_problem(cert: x509.Certificate) -> str | None:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None  # Azure's 2023 AK certificates carry no extended key usage at all
+    if any(usage in eku for usage in AK_USAGES):
+        return None
+    listed = ", ".join(usage.dotted_string for usage in eku) or "empty"
+    return (
+        f"the AK certificate's extended key usage ({listed}) lists neither the TCG AIK usage "
+        f"(tcg-kp-AIKCertificate, {TCG_KP_AIK_CERTIFICATE.dotted_string}) nor Microsoft's AK usage "
+        f"({MICROSOFT_AK_USAGE.dotted_string})"
+    )
 
 
 def _path_length_problem(path: CertPath) -> str | None:
