@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from aicert.contract.status import REPORTER_AGENT
+from aicert.contract.status import REPORTER_AGENT, timestamp
 from aicert.trust import ChainError, TrustStore
 from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_intermediates
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
@@ -98,7 +98,7 @@ MESSAGE_MAX_CHARS = 1000  # an Event's note holds 1 KiB; a condition's message i
 
 def node_condition(report: ChainReport, now: dt.datetime) -> dict[str, str]:
     """The node condition `AICertAKChain` (a strategic-merge patch of `status.conditions` by type)."""
-    stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = timestamp(now)
     return {
         "type": CONDITION_TYPE,
         "status": "True" if report.chained else "False",
