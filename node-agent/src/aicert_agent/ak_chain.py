@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from aicert.contract.status import REPORTER_AGENT, timestamp
+from aicert.contract.status import REPORTER_AGENT, object_event, timestamp
 from aicert.trust import ChainError, TrustStore
 from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_intermediates
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
@@ -113,16 +113,14 @@ def node_event(
     report: ChainReport, node: str, node_uid: str, instance: str, now: dt.datetime
 ) -> dict[str, Any]:
     """An events.k8s.io/v1 Warning about the Node whose AK cannot be chained (`kubectl describe node`)."""
-    return {
-        "apiVersion": "events.k8s.io/v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{node}-", "namespace": EVENT_NAMESPACE},
-        "eventTime": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "reportingController": REPORTER_AGENT,
-        "reportingInstance": instance,
-        "action": "ChainAK",
-        "type": "Warning",
-        "reason": report.reason,
-        "note": report.message[:MESSAGE_MAX_CHARS],
-        "regarding": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid},
-    }
+    return object_event(
+        regarding={"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid},
+        namespace=EVENT_NAMESPACE,
+        type_="Warning",
+        reason=report.reason,
+        message=report.message,
+        controller=REPORTER_AGENT,
+        instance=instance,
+        action="ChainAK",
+        now=now,
+    )

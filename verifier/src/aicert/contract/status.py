@@ -197,6 +197,35 @@ def status_apply_body(name: str, status: dict[str, Any], *, resource_version: st
     }
 
 
+def object_event(
+    *,
+    regarding: dict[str, str],
+    namespace: str,
+    type_: str,
+    reason: str,
+    message: str,
+    controller: str,
+    instance: str,
+    action: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """An events.k8s.io/v1 Event about the object `regarding` (apiVersion, kind, name, uid and,
+    for a namespaced one, namespace), in `namespace`; its note as a status message is written."""
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{regarding['name']}-", "namespace": namespace},
+        "eventTime": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": controller,
+        "reportingInstance": instance,
+        "action": action,
+        "type": type_,
+        "reason": reason,
+        "note": status_message(message, max_bytes=NOTE_MAX_BYTES),
+        "regarding": dict(regarding),
+    }
+
+
 def event_body(
     *,
     namespace: str,
@@ -211,22 +240,20 @@ def event_body(
     now: dt.datetime,
 ) -> dict[str, Any]:
     """An events.k8s.io/v1 Event about a CertifiedTraining (what `kubectl describe ct` lists)."""
-    return {
-        "apiVersion": "events.k8s.io/v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{name}-", "namespace": namespace},
-        "eventTime": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "reportingController": controller,
-        "reportingInstance": instance,
-        "action": action,
-        "type": type_,
-        "reason": str(reason),
-        "note": status_message(message, max_bytes=NOTE_MAX_BYTES),
-        "regarding": {
+    return object_event(
+        regarding={
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
             "name": name,
             "namespace": namespace,
             "uid": uid,
         },
-    }
+        namespace=namespace,
+        type_=type_,
+        reason=str(reason),
+        message=message,
+        controller=controller,
+        instance=instance,
+        action=action,
+        now=now,
+    )
