@@ -226,11 +226,11 @@ class NodeAgent:
     def rebase_if_idle(self, pods: list[dict[str, Any]]) -> None:
         """Called while no pod is worked on: with no run between its gate and its seal, start a new
         measurement epoch, so certificates carry only concurrent runs' entries."""
-        live = {str(p["metadata"]["uid"]) for p in pods if not self._pod_run(p).finished}
-        for gone in self.network.tracked() - live:
+        runs = [self._pod_run(p) for p in pods]  # reads each pod's markers once
+        for gone in self.network.tracked() - {r.uid for r in runs if not r.finished}:
             self.network.forget(gone)
         entries = self.log.entries()
-        if entries and not run_in_flight([self._pod_run(p) for p in pods], {e.run for e in entries}):
+        if entries and not run_in_flight(runs, {e.run for e in entries}):
             self.log.rebase(self.tpm)
             metrics.LOG_REBASES.labels("idle").inc()
             log.info("no run in flight: new measurement epoch")
@@ -397,8 +397,9 @@ class NodeAgent:
         elif step is Step.MEASURE_INPUTS:
             measured = [e.content for e in entries if e.run == ctx.uid and e.type == INPUT]
             spent = sum(int(c.get("bytes") or 0) for c in measured)
+            done = {c.get("name") for c in measured}
             for item in ctx.spec.inputs:
-                if item.name not in {c.get("name") for c in measured}:
+                if item.name not in done:
                     manifest = self._measure_input(ctx, item, f"input {item.name}", spent=spent)
                     recorder.input(item.name, manifest)
                     spent += manifest.total_bytes
