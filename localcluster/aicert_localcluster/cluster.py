@@ -10,7 +10,9 @@ and runc) registers Nodes and runs the pods bound to them.
         cluster.kubectl("get", "namespaces")
 
 Everything the cluster writes (PKI, kubeconfigs, etcd data, logs) is under `workdir`; every server binds
-127.0.0.1 only. etcd runs with `--unsafe-no-fsync`: this cluster is for tests and demos, never for data.
+127.0.0.1 only, except, with `pod_network=True`, kube-apiserver: it then binds an address of its own
+that pods on real nodes can reach (10.244.N.1 on a bridge `aicertbrN` with no ports, N the lowest free
+node index; removed by stop()), as pods reach a cloud cluster's API server. etcd runs with `--unsafe-no-fsync`: this cluster is for tests and demos, never for data.
 """
 
 from __future__ import annotations
@@ -100,11 +102,17 @@ class LocalCluster:
     A context manager: `__enter__` starts the cluster and waits until it is ready, `__exit__` stops it.
     """
 
-    def __init__(self, workdir: Path, *, bin_dir: Path | None = None, audit: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, bin_dir: Path | None = None, audit: bool = False, pod_network: bool = False
+    ) -> None:
         """`audit`: kube-apiserver writes one JSON line per finished request to `audit_log` (who,
-        verb, resource), for benchmarks that count requests by client."""
+        verb, resource), for benchmarks that count requests by client. `pod_network`: kube-apiserver
+        serves at `api_address`, which pods of real nodes reach (needs root: it makes a bridge)."""
         self.workdir = Path(workdir).resolve()
         self.audit = audit
+        self.pod_network = pod_network
+        self.api_address = LOOPBACK
+        self._bridge = ""
         self.bin_dir = Path(bin_dir).resolve() if bin_dir is not None else ensure_binaries()
         missing = [n for n in (*COMPONENTS, "kubectl") if not (self.bin_dir / n).is_file()]
         if missing:
@@ -188,6 +196,29 @@ class LocalCluster:
                         process.popen.kill()
                     process.popen.wait()
                 process.log_handle.close()
+        if self._bridge:
+            from .realnode import host
+
+            problems = host.delete_bridge(self._bridge)
+            self._bridge, self.api_address = "", LOOPBACK
+            if problems:
+                raise LocalClusterError("; ".join(problems))
+
+    def _reserve_api_address(self) -> None:
+        """A bridge of its own holding 10.244.N.1/24 (N free), the address kube-apiserver binds."""
+        from .realnode import host
+        from .realnode.config import NodeLayout
+        from .realnode.node import free_node_index
+
+        for _ in range(5):  # another node or cluster may claim the same index first
+            layout = NodeLayout(Path("/"), Path("/"), free_node_index())
+            try:
+                host.create_bridge(layout.bridge, layout.node_ip)
+            except host.HostError:
+                continue
+            self._bridge, self.api_address = layout.bridge, layout.node_ip
+            return
+        raise LocalClusterError("could not claim a free 10.244.N.0/24 network for the API server")
 
     @property
     def running(self) -> bool:
@@ -404,11 +435,13 @@ class LocalCluster:
         for directory in (self.pki_dir, self.kubeconfig_dir, self.etcd_dir, self.workdir / "certs"):
             shutil.rmtree(directory, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.pod_network and not self._bridge:
+            self._reserve_api_address()
         self.apiserver_port = free_port()
-        self.server = f"https://{LOOPBACK}:{self.apiserver_port}"
+        self.server = f"https://{self.api_address}:{self.apiserver_port}"
         self._pki = ClusterPKI.create(
             self.pki_dir,
-            server_ips=(LOOPBACK, SERVICE_IP),
+            server_ips=tuple(dict.fromkeys((LOOPBACK, SERVICE_IP, self.api_address))),
             server_names=(
                 "localhost",
                 "kubernetes",
@@ -478,8 +511,8 @@ class LocalCluster:
         self._spawn(
             "kube-apiserver",
             [
-                f"--advertise-address={LOOPBACK}",
-                f"--bind-address={LOOPBACK}",
+                f"--advertise-address={self.api_address}",
+                f"--bind-address={self.api_address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--etcd-servers={self.etcd_url}",
                 f"--cert-dir={self.workdir / 'certs' / 'kube-apiserver'}",

@@ -227,18 +227,40 @@ class ImageStore:
         cmd: Sequence[str] | None,
         env: Mapping[str, str] | None = None,
         workdir: str = "/app",
+        base: str | None = None,
+        user: str | None = None,
     ) -> str:
-        """Write the image into the store; returns `repository@sha256:<manifest hex>`."""
+        """Write the image into the store; returns `repository@sha256:<manifest hex>`.
+
+        `base` (a digest reference in this store): the new layer goes on top of its layers, and its
+        config's Env (overridden by `env`) and User carry over, as `FROM base` would; `user`
+        replaces the User."""
         if not _REPOSITORY.fullmatch(repository):
             raise ImageStoreError(f"{repository!r} is not a valid repository name (lower case, no tag)")
         if not workdir.startswith("/"):
             raise ImageStoreError(f"workdir {workdir!r} must be absolute")
         layer = _tar_layer(files)
         layer_hex = _sha256(layer)
+        base_layers: list[dict[str, Any]] = []
+        base_diff_ids: list[str] = []
+        base_env: dict[str, str] = {}
+        base_user = ""
+        base_history: list[Any] = []
+        if base is not None:
+            base_manifest, base_config = self._image(base)
+            base_layers = list(base_manifest.get("layers") or [])
+            base_diff_ids = list((base_config.get("rootfs") or {}).get("diff_ids") or [])
+            container = base_config.get("config") or {}
+            base_env = dict(str(item).partition("=")[::2] for item in container.get("Env") or [])
+            base_user = str(container.get("User") or "")
+            base_history = list(base_config.get("history") or [])
+        merged_env = {**base_env, **(env or {})}
         container_config: dict[str, Any] = {
-            "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+            "Env": [f"{k}={v}" for k, v in merged_env.items()],
             "WorkingDir": workdir,
         }
+        if user is not None or base_user:
+            container_config["User"] = user if user is not None else base_user
         if entrypoint is not None:
             container_config["Entrypoint"] = list(entrypoint)
         if cmd is not None:
@@ -248,8 +270,8 @@ class ImageStore:
                 "architecture": _architecture(),
                 "os": "linux",
                 "config": container_config,
-                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
-                "history": [{"created_by": BUILT_BY}],
+                "rootfs": {"type": "layers", "diff_ids": [*base_diff_ids, f"sha256:{layer_hex}"]},
+                "history": [*base_history, {"created_by": BUILT_BY}],
             }
         )
         config_hex = _sha256(config)
@@ -258,7 +280,10 @@ class ImageStore:
                 "schemaVersion": 2,
                 "mediaType": MEDIA_MANIFEST,
                 "config": {"mediaType": MEDIA_CONFIG, "digest": f"sha256:{config_hex}", "size": len(config)},
-                "layers": [{"mediaType": MEDIA_LAYER, "digest": f"sha256:{layer_hex}", "size": len(layer)}],
+                "layers": [
+                    *base_layers,
+                    {"mediaType": MEDIA_LAYER, "digest": f"sha256:{layer_hex}", "size": len(layer)},
+                ],
             }
         )
         manifest_hex = _sha256(manifest)
@@ -399,6 +424,14 @@ class ImageStore:
             image_id=f"{reference.repository}@{reference.digest}",
             own_root=[h.get("created_by") for h in config.get("history") or []] != [BUILT_BY],
         )
+
+    def _image(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The manifest and config of a digest reference held in this store."""
+        reference = parse_reference(ref)
+        if reference.digest is None or not (self.blobs / reference.digest.split(":")[1]).is_file():
+            raise ImageNotFound(f"{ref}: not in the local image store (by digest)")
+        manifest = self._json_blob(reference.digest.split(":")[1])
+        return manifest, self._json_blob(self._descriptor_hex(manifest["config"]))
 
     @staticmethod
     def _descriptor_hex(descriptor: Mapping[str, Any]) -> str:

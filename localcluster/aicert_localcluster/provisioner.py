@@ -70,6 +70,7 @@ class LocalProvisioner:
         meta = pvc.metadata
         path = self.path(meta.namespace, meta.name)
         path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)  # the training runs as its image's user, not root
         body: Any = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",

@@ -1,25 +1,23 @@
-"""The whole product on one machine: control plane, node double, swtpm per TPM node, operator, agents.
+"""The whole product on one machine: control plane, real nodes, a swtpm per TPM node, operator, agents.
 
-Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs as in production
-except where a piece of hardware or kubelet is played: the operator and every agent are separate
-processes talking to the real API server with their own ServiceAccount tokens and the RBAC of the
-chart helm/aicert (rendered by `helm template`, as release "aicert" in aicert-system), so a missing
-permission shows up as a failure. Given the images' layouts (the e2e suite), the operator is the
-chart's Deployment and the agent its DaemonSet, run from those images by the node double
-(workload_pods), and the training pods' gate and seal containers run from the agent image; without
-them (demo, benchmarks) the operator and the agents are host processes and gate and seal run with
-the host's Python.
+Used by the e2e tests, the cluster demo and the scale benchmark. Everything runs as on AKS except the
+hardware: upstream kubelet, containerd and runc run every pod (realnode), the operator is the chart
+helm/aicert's Deployment and the agent its DaemonSet (release "aicert" in aicert-system, with the
+chart's RBAC and admission policies), all from the images `make images` builds. Each TPM node has a
+swtpm of its own, provisioned with a dev CA, listening on the node's IP, where that node's agent pod
+reaches it (agent.tpm.tcti). Pods reach the API server at the cluster's own address
+(values kubernetesService: there is no kube-proxy here).
+
+    with Stack(workdir, agent_layout=..., operator_layout=...) as stack:
+        ref = stack.build_image("registry.local/job", files={...}, entrypoint=[...])
+        stack.cluster.kubectl("apply", ...)
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,10 +28,11 @@ from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster import helm
-from aicert_localcluster.cluster import LocalCluster, free_port
+from aicert_localcluster.cluster import LocalCluster
 from aicert_localcluster.images import ImageStore
-from aicert_localcluster.nodes import DEV_AGENT_IMAGE, NodeDouble, NodeSpec
+from aicert_localcluster.node_labels import aks_node_labels
 from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
+from aicert_localcluster.realnode import RealNode, RealNodeError, free_node_index
 from aicert_localcluster.workload_pods import AgentPod, OperatorPods
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,61 +42,10 @@ OPERATOR_REPOSITORY = "registry.local/aicert/operator"
 OPERATOR_REPLICAS = 2  # as the chart's default: one leads, one stands by
 DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
+SWTPM_PORT = 2321  # on each TPM node's IP (control channel on the next port)
+GPUS_PER_NODE = 1
 # What the chart's aicert-training-pods policy says to a non-operator creating a training pod
 ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class Service:
-    """A product process (operator or agent) with its log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Stop it now (SIGKILL by default: a crash, not a shutdown)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def _image_values(reference: str) -> dict[str, str]:
@@ -109,140 +57,165 @@ def _image_values(reference: str) -> dict[str, str]:
 @dataclass
 class Stack:
     workdir: Path
-    tpm_nodes: tuple[str, ...] = ("gpu-1",)
-    plain_nodes: tuple[str, ...] = ("cpu-1",)  # no TPM, no agent
+    # The OCI layouts of the agent and operator images (`make images`): the chart's DaemonSet and
+    # Deployment run from them, and the training pods' gate and seal containers from the agent's.
+    agent_layout: Path
+    operator_layout: Path
+    tpm_nodes: tuple[str, ...] = ("gpu-1", "gpu-2")
+    plain_nodes: tuple[str, ...] = ("cpu-1",)  # no TPM, no agent: the system pool, with the operator
     assurance: str = "dev"  # what a swtpm with a dev CA can honestly claim
-    bin_dir: Path | None = None
+    bin_dir: Path | None = None  # the control plane's binaries (None: built or found in the cache)
+    node_bin_dir: Path | None = None  # the nodes' binaries (likewise)
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
-    # The agent image's OCI layout (`make images`): the agent runs as the chart's DaemonSet from it
-    # (one TPM node), and so do the gate and seal containers. None: the agents are host processes
-    # and gate and seal run DEV_AGENT_IMAGE with the host's Python (demo, benchmarks).
-    agent_layout: Path | None = None
-    # The operator image's OCI layout: the operator runs as the chart's Deployment from it (None: a
-    # host process).
-    operator_layout: Path | None = None
     agent_image: str = field(init=False)
-    operator_image: str | None = field(init=False, default=None)
+    operator_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
     swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
-    nodes: NodeDouble = field(init=False)
-    operator: Service | OperatorPods = field(init=False)
+    nodes: dict[str, RealNode] = field(default_factory=dict, init=False)
+    operator: OperatorPods = field(init=False)
     provisioner: LocalProvisioner = field(init=False)
-    agents: dict[str, Service | AgentPod] = field(default_factory=dict, init=False)
-
-    @property
-    def kubelet_root(self) -> Path:
-        return self.workdir / "kubelet"
+    agents: dict[str, AgentPod] = field(default_factory=dict, init=False)
 
     @property
     def ca_pem(self) -> Path:
         return self.workdir / "ca" / "dev-ca.pem"
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.stop()
 
     def start(self) -> None:
-        if self.agent_layout is not None and len(self.tpm_nodes) != 1:
-            raise ValueError("the agent DaemonSet reaches one swtpm (agent.tpm.tcti): give one TPM node")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cluster = LocalCluster(self.workdir / "cluster", bin_dir=self.bin_dir, audit=self.audit)
+        self.cluster = LocalCluster(
+            self.workdir / "cluster", bin_dir=self.bin_dir, audit=self.audit, pod_network=True
+        )
         self.cluster.start()
         self.cluster.wait_ready()
         self.cluster.kubectl("apply", "--server-side", "-f", str(CRD))
         self.cluster.kubectl(
             "wait", "--for=condition=Established", "crd/certifiedtrainings.aicert.dev", "--timeout=60s"
         )
-        # The chart's ServiceAccounts, RBAC, tenant roles and admission policies (no workloads: the
-        # operator and the agents run below as host processes with those ServiceAccounts' tokens).
+        # The chart's ServiceAccounts, RBAC, tenant roles and admission policies; its workloads below.
         manifest = helm.policy_manifest(home=self.workdir / "helm")
         self.cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE)
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
         self.wait_for_admission()
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
-        self.agent_image = (
-            self.images.add_layout(self.agent_layout, AGENT_REPOSITORY)
-            if self.agent_layout
-            else DEV_AGENT_IMAGE
-        )
-        for node in self.tpm_nodes:
-            tpm = Swtpm(self.workdir / f"tpm-{node}")
+        self.agent_image = self.images.add_layout(self.agent_layout, AGENT_REPOSITORY)
+        self.operator_image = self.images.add_layout(self.operator_layout, OPERATOR_REPOSITORY)
+        self._start_nodes()
+        for name in self.tpm_nodes:
+            node = self.nodes[name]
+            tpm = Swtpm(self.workdir / f"tpm-{name}", host=node.node_ip, port=SWTPM_PORT)
             tpm.start()
+            self.swtpms[name] = tpm
             with Tpm(tpm.spec) as client:
                 dev_provision(client, self.ca)
-            self.swtpms[node] = tpm
-        specs = [NodeSpec(n, "TrustedLaunch") for n in self.tpm_nodes]
-        specs += [NodeSpec(n, None, gpus=0, agentpool="system") for n in self.plain_nodes]
-        self.nodes = NodeDouble(
-            self.cluster,
-            kubelet_root=self.kubelet_root,
-            images=self.images,
-            nodes=specs,
-            agent_image=DEV_AGENT_IMAGE,  # the one reference the node double runs with the host's Python
-            python_executable=sys.executable,
-        )
-        self.nodes.start()
         self.provisioner = LocalProvisioner(
             self.cluster.admin_kubeconfig, self.workdir / "volumes", self.tpm_nodes
         )
         self.provisioner.start()
-        self.operator = self._operator() if self.operator_layout is None else self._operator_deployment()
+        self.operator = self._operator_deployment()
         self.operator.start()
-        if self.agent_layout is not None:
-            self._agent_daemonset()
-        for node in self.tpm_nodes:
-            self.agents[node] = (
-                self._agent(node)
-                if self.agent_layout is None
-                else AgentPod(self.cluster, self.nodes, node, SYSTEM_NAMESPACE)
-            )
-            self.agents[node].start()
+        self._agent_daemonset()
+        for name in self.tpm_nodes:
+            self.agents[name] = AgentPod(self.cluster, self.nodes, name, SYSTEM_NAMESPACE)
+            self.agents[name].start()
         self.wait_for_label()
 
-    def _env(self, kubeconfig: Path, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "AICERT_"))}
-        return {**env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **extra}
+    def _start_nodes(self) -> None:
+        """Every node; the agent image on the TPM nodes, the operator's on the plain ones (the pools
+        whose pods use them)."""
+        for name in [*self.tpm_nodes, *self.plain_nodes]:
+            tpm = name in self.tpm_nodes
+            # One after another, from this thread: a node's processes die with the thread that
+            # started them (PR_SET_PDEATHSIG), so never from a pool's worker thread.
+            self.nodes[name] = self._start_node(
+                name,
+                gpus=GPUS_PER_NODE if tpm else 0,
+                labels=aks_node_labels(
+                    "TrustedLaunch" if tpm else None,
+                    gpus=GPUS_PER_NODE if tpm else 0,
+                    agentpool="gpu" if tpm else "system",
+                ),
+            )
+            image = self.agent_image if tpm else self.operator_image
+            self.nodes[name].import_image(self.images.layout, image)
 
-    def _operator(self) -> Service:
-        kubeconfig = self.cluster.kubeconfig_for_service_account(
-            SYSTEM_NAMESPACE, "aicert-operator", expiration_seconds=86400
+    def _start_node(self, name: str, *, gpus: int, labels: Mapping[str, str]) -> RealNode:
+        """A started node on the lowest free index (another one if someone else claims it first)."""
+        for attempt in range(1, 6):
+            node = RealNode(
+                self.cluster,
+                self.workdir / f"node-{name}",
+                name=name,
+                index=free_node_index(),
+                gpus=gpus,
+                bin_dir=self.node_bin_dir,
+                labels=labels,
+            )
+            try:
+                node.start()
+            except RealNodeError as exc:
+                if "is in use" not in str(exc) or attempt == 5:
+                    raise
+                continue
+            return node
+        raise AssertionError("unreachable")
+
+    def build_image(
+        self,
+        repository: str,
+        files: Mapping[str, bytes],
+        entrypoint: list[str],
+        cmd: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/app",
+    ) -> str:
+        """A training image: the agent image's Debian, Python and venv with `files` under /app on top
+        (FROM the agent image, as its user), on every TPM node under its digest reference, which it
+        returns."""
+        reference = self.images.build(
+            repository,
+            files=files,
+            entrypoint=entrypoint,
+            cmd=cmd,
+            env=dict(env or {}),
+            workdir=workdir,
+            base=self.agent_image,
         )
-        env = self._env(
-            kubeconfig,
-            AICERT_AGENT_IMAGE=self.agent_image,
-            AICERT_METRICS_PORT=str(free_port()),
-            AICERT_HEALTH_PORT=str(free_port()),
-            AICERT_LEASE_SECONDS="6",
-            AICERT_AGENT_CHECK_SECONDS="1",
-        )
-        return Service(
-            "operator", [sys.executable, "-m", "aicert_operator"], env, self.workdir / "logs" / "operator.log"
-        )
+        for name in self.tpm_nodes:
+            self.nodes[name].import_image(self.images.layout, reference)
+        return reference
+
+    def _chart_values(self) -> dict[str, object]:
+        return {
+            **helm.POLICY_VALUES,
+            "operator.image": _image_values(self.operator_image),
+            "agent.image": _image_values(self.agent_image),
+            "kubernetesService.host": self.cluster.api_address,
+            "kubernetesService.port": str(self.cluster.apiserver_port),
+        }
 
     def _operator_deployment(self) -> OperatorPods:
-        """The chart's operator Deployment from the operator image (its ports free on this host,
-        whose network every pod of the double shares; short lease and agent checks as the host
-        operator's)."""
-        assert self.operator_layout is not None
-        self.operator_image = operator_image = self.images.add_layout(
-            self.operator_layout, OPERATOR_REPOSITORY
-        )
+        """The chart's operator Deployment (short lease and agent checks), on the plain nodes."""
         values: dict[str, object] = {
-            **helm.POLICY_VALUES,
+            **self._chart_values(),
             "operator.deploy": True,
-            "operator.image": _image_values(operator_image),
-            "agent.image": _image_values(self.agent_image),
             "operator.replicas": OPERATOR_REPLICAS,
-            "operator.metricsPort": free_port(),
-            "operator.healthPort": free_port(),
             "operator.leaseSeconds": 6,
             "operator.agentCheckSeconds": 1,
+            "operator.nodeSelector": {"kubernetes.azure.com/agentpool": "system"},
         }
         manifest = helm.template(
             values, show_only=["templates/operator-deployment.yaml"], home=self.workdir / "helm"
@@ -256,20 +229,15 @@ class Stack:
         return OperatorPods(self.cluster, self.nodes, SYSTEM_NAMESPACE, name, OPERATOR_REPLICAS)
 
     def _agent_daemonset(self) -> None:
-        """The chart's agent DaemonSet, rendered for the node double: the built agent image, the
-        swtpm through a TCTI, the double's kubelet root, the dev CA from a ConfigMap."""
-        (node,) = self.tpm_nodes
+        """The chart's agent DaemonSet: each pod reaches its node's swtpm on the node's IP, trusts the
+        dev CA from a ConfigMap; kubelet's root and the state directory are the chart's defaults."""
         values: dict[str, object] = {
-            **helm.POLICY_VALUES,
+            **self._chart_values(),
             "agent.deploy": True,
-            "agent.image": _image_values(self.agent_image),
             "agent.tpm.access": "tcti",
-            "agent.tpm.tcti": self.swtpms[node].spec,
-            "agent.kubeletRoot": str(self.kubelet_root),
-            "agent.stateDir": str(self.workdir / f"agent-{node}"),
+            "agent.tpm.tcti": f"swtpm:host=$(AICERT_HOST_IP),port={SWTPM_PORT}",
             "agent.assurance": self.assurance,
             "agent.trustBundles": [{"configMap": DEV_CA_CONFIGMAP, "key": "ca.pem"}],
-            "agent.metricsPort": free_port(),
             "agent.leaseSeconds": 6,
         }
         manifest = helm.template(
@@ -285,67 +253,9 @@ class Stack:
         )
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
 
-    def _agent_pod(self, node: str) -> tuple[str, str]:
-        """The agent's pod on `node` (as its DaemonSet would have): a token bound to it names the node.
-
-        The node double runs it as a placeholder; the agent itself runs as a host process with a
-        token bound to this pod, so the API server sees what it would see from a DaemonSet pod.
-        """
-        name = f"aicert-agent-{node}"
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app": "aicert-agent"}},
-            "spec": {
-                "nodeName": node,
-                "serviceAccountName": "aicert-agent",
-                "automountServiceAccountToken": False,
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "agent",
-                        "image": self.agent_image,
-                        "command": ["python", "-c", "import time; time.sleep(10**9)"],
-                    }
-                ],
-            },
-        }
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
-        uid = str(self.cluster.kubectl_json("get", "pod", name, "-n", SYSTEM_NAMESPACE)["metadata"]["uid"])
-        return name, uid
-
-    def _agent(self, node: str) -> Service:
-        kubeconfig = self.cluster.kubeconfig_for_service_account(
-            SYSTEM_NAMESPACE, "aicert-agent", bound_pod=self._agent_pod(node), expiration_seconds=86400
-        )
-        argv = [
-            sys.executable,
-            "-m",
-            "aicert_agent",
-            "--tpm",
-            self.swtpms[node].spec,
-            "--state-dir",
-            str(self.workdir / f"agent-{node}"),
-            "serve",
-            "--node",
-            node,
-            "--kubelet-root",
-            str(self.kubelet_root),
-            "--assurance",
-            self.assurance,
-            "--trust-bundle",
-            str(self.ca_pem),
-            "--metrics-port",
-            str(free_port()),
-            "--lease-seconds",
-            "6",
-        ]
-        return Service(
-            f"agent-{node}",
-            argv,
-            self._env(kubeconfig, AICERT_AGENT_IMAGE=self.agent_image),
-            self.workdir / "logs" / f"agent-{node}.log",
-        )
+    def node_of(self, pod: Mapping[str, Any]) -> RealNode:
+        """The node a pod is bound to."""
+        return self.nodes[str(pod["spec"]["nodeName"])]
 
     def wait_for_label(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -411,17 +321,24 @@ class Stack:
             raise RuntimeError("admission policies do not type-check:\n" + "\n".join(warnings))
 
     def stop(self) -> None:
-        for service in [*self.agents.values(), getattr(self, "operator", None)]:
-            if isinstance(service, Service):  # an AgentPod ends with the node double
-                service.kill(signal.SIGTERM)
-        if hasattr(self, "nodes"):
-            self.nodes.stop()
+        """Stop the nodes (their pods with them), the swtpms, the provisioner and the control plane;
+        raise RealNodeError at the end if a node could not undo what it changed on the host."""
+        problems: list[str] = []
+        nodes, self.nodes = self.nodes, {}
+        for node in nodes.values():
+            try:
+                node.stop()
+            except RealNodeError as exc:
+                problems.append(str(exc))
         if hasattr(self, "provisioner"):
             self.provisioner.stop()
         for tpm in self.swtpms.values():
             tpm.close()
+        self.swtpms = {}
         if hasattr(self, "cluster"):
             self.cluster.stop()
+        if problems:
+            raise RealNodeError("; ".join(problems))
 
     # --- helpers for tests and the demo ---------------------------------------------------------
 
@@ -498,6 +415,7 @@ class Stack:
         nodes = ", ".join(self.tpm_nodes)
         path = path or self.workdir / "volumes" / namespace / name
         path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)  # the training runs as its image's user (the agent image's, 65532)
         manifest = f"""
 apiVersion: v1
 kind: PersistentVolume

@@ -1,14 +1,13 @@
-"""The operator and the agent as users run them: the chart's Deployment and DaemonSet, their pods
-run by the node double from the images `make images` builds.
+"""The operator and the agent as users run them: the chart's Deployment and DaemonSet, their pods run
+by the real nodes from the images `make images` builds.
 
-`AgentPod` (one node's agent) and `OperatorPods` (the operator's replicas) give the e2e tests the
-handle a host-process service has (`start`, `kill`, `running`, `tail`, `env["KUBECONFIG"]`), so a
-test crashes and revives either kind the same way:
+`AgentPod` (one node's agent) and `OperatorPods` (the operator's replicas) give the e2e tests one
+handle for either (`start`, `kill`, `running`, `tail`, `env["KUBECONFIG"]`):
 
-- `kill()` crashes it: SIGKILL of the container (no SIGTERM, nothing flushed; the pod stays Running,
-  as the double restarts no container), then the workload is kept from bringing a new pod
-  meanwhile: the agent's node loses its `aicert.dev/agent` label (the DaemonSet's nodeSelector),
-  the operator's Deployment is scaled to 0, and the old pods go;
+- `kill()` crashes it: SIGKILL of the container's process through containerd (nothing flushed, no
+  SIGTERM), then the workload is kept from bringing a pod back meanwhile: the agent's node loses its
+  `aicert.dev/agent` label (the DaemonSet's nodeSelector), the operator's Deployment is scaled to 0,
+  and the old pods go (kubelet may have restarted the killed container for the moment before);
 - `start()` undoes that and waits until a new pod runs the container;
 - `env["KUBECONFIG"]` is a kubeconfig with a token of the workload's ServiceAccount bound to a
   running pod (for an agent, that names the node, as its projected token does).
@@ -21,20 +20,31 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .cluster import LocalCluster
-from .kubelet import NodeDouble
+from .realnode import RealNode, RealNodeError
 
 AGENT_NODE_LABEL = "aicert.dev/agent"  # the chart's default agent.nodeSelector
+
+
+def log_text(line: str) -> str:
+    """The text of one line of a CRI container log (`<time> <stream> <P|F> <text>`)."""
+    parts = line.split(" ", 3)
+    return parts[3] if len(parts) == 4 and parts[2] in ("P", "F") else line
 
 
 class WorkloadPods:
     """The pods of one chart workload (`selector`), whose container `container` is the product."""
 
     def __init__(
-        self, cluster: LocalCluster, nodes: NodeDouble, namespace: str, selector: str, container: str
+        self,
+        cluster: LocalCluster,
+        nodes: Mapping[str, RealNode],
+        namespace: str,
+        selector: str,
+        container: str,
     ) -> None:
         self.cluster, self.nodes, self.namespace = cluster, nodes, namespace
         self.selector, self.container = selector, container
-        self.started_pods: list[str] = []  # the uid of every pod seen running, in order
+        self.started_pods: list[dict[str, Any]] = []  # every pod seen running, in order
 
     def _listed(self) -> list[dict[str, Any]]:
         """The workload's pods, terminating ones included."""
@@ -59,17 +69,45 @@ class WorkloadPods:
         deadline = time.monotonic() + timeout
         while len(pods := self._running_pods()) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.selector}: {len(pods)} of {count} pods run:\n{self.tail()}")
+                raise TimeoutError(
+                    f"{self.selector}: {len(pods)} of {count} pods run:\n{self.describe()}\n{self.tail()}"
+                )
             time.sleep(0.3)
-        for pod in pods:
-            if (uid := str(pod["metadata"]["uid"])) not in self.started_pods:
-                self.started_pods.append(uid)
+        seen = {p["metadata"]["uid"] for p in self.started_pods}
+        self.started_pods += [p for p in pods if p["metadata"]["uid"] not in seen]
+
+    def describe(self) -> str:
+        """Each pod's phase, node and container states, and the namespace's warning events."""
+        lines = []
+        for pod in self._listed():
+            status = pod.get("status") or {}
+            states = [
+                f"{c['name']}: {next(iter(c.get('state') or {'?': None}))} "
+                f"{((c.get('state') or {}).get('waiting') or (c.get('state') or {}).get('terminated') or {}).get('message', '')}"
+                for c in [
+                    *(status.get("initContainerStatuses") or []),
+                    *(status.get("containerStatuses") or []),
+                ]
+            ]
+            lines.append(
+                f"{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: {status.get('phase')} {states}"
+            )
+        events = self.cluster.kubectl(
+            "get", "events", "-n", self.namespace, "--field-selector=type=Warning", check=False
+        ).stdout
+        return "\n".join([*lines, events])
+
+    def _container_id(self, pod: Mapping[str, Any]) -> str:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status["name"] == self.container and status.get("containerID"):
+                return str(status["containerID"])
+        raise RealNodeError(f"pod {pod['metadata']['name']} has no {self.container} container ID")
 
     def _crash(self, hold: Callable[[], object], timeout: float) -> None:
         """SIGKILL every running container, then `hold` (keep new pods from coming), then wait until
         the old pods are gone."""
         for pod in self._running_pods():
-            self.nodes.crash(str(pod["metadata"]["uid"]), self.container)
+            self.nodes[pod["spec"]["nodeName"]].kill_container(self._container_id(pod))
         hold()
         deadline = time.monotonic() + timeout
         while self._listed():
@@ -90,19 +128,27 @@ class WorkloadPods:
         return {"KUBECONFIG": str(kubeconfig)}
 
     def tail(self, lines: int = 40) -> str:
-        """The last lines of the container's output, over every pod it ran in."""
+        """The last lines of the container's output, over every pod and restart it ran in."""
         out: list[str] = []
-        for uid in self.started_pods:
-            path = self.nodes.log_paths(uid).get(self.container)
-            if path is not None and path.exists():
-                out += path.read_text(errors="replace").splitlines()
+        for pod in self.started_pods:
+            node = self.nodes.get(str(pod["spec"].get("nodeName")))
+            if node is None:
+                continue
+            meta = pod["metadata"]
+            for path in node.container_logs(meta["namespace"], meta["name"], meta["uid"], self.container):
+                try:
+                    out += [log_text(line) for line in path.read_text(errors="replace").splitlines()]
+                except OSError:
+                    continue
         return "\n".join(out[-lines:])
 
 
 class AgentPod(WorkloadPods):
     """One node's agent: the chart's DaemonSet's pod on `node`."""
 
-    def __init__(self, cluster: LocalCluster, nodes: NodeDouble, node: str, namespace: str) -> None:
+    def __init__(
+        self, cluster: LocalCluster, nodes: Mapping[str, RealNode], node: str, namespace: str
+    ) -> None:
         selector = "app.kubernetes.io/component=agent"
         super().__init__(cluster, nodes, namespace, selector, container="agent")
         self.node = node
@@ -124,7 +170,12 @@ class OperatorPods(WorkloadPods):
     """The operator's replicas: the chart's Deployment `deployment`."""
 
     def __init__(
-        self, cluster: LocalCluster, nodes: NodeDouble, namespace: str, deployment: str, replicas: int
+        self,
+        cluster: LocalCluster,
+        nodes: Mapping[str, RealNode],
+        namespace: str,
+        deployment: str,
+        replicas: int,
     ) -> None:
         selector = "app.kubernetes.io/component=operator"
         super().__init__(cluster, nodes, namespace, selector, container="operator")

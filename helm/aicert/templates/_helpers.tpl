@@ -133,3 +133,16 @@ reach templates as floats, which would print as 1.099511627776e+12). */}}
 {{- define "aicert.byteQuantity" -}}
 {{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 | quote }}{{ end }}
 {{- end }}
+
+{{/* KUBERNETES_SERVICE_HOST/_PORT for clusters whose pods cannot use the kubernetes Service
+(values.kubernetesService); nothing when unset. */}}
+{{- define "aicert.kubernetesServiceEnv" -}}
+{{- with .Values.kubernetesService.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.kubernetesService.port }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- end }}

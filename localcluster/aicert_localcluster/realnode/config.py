@@ -15,6 +15,10 @@ from typing import Any
 POD_NETWORK_PREFIX = "10.244"  # node N gets 10.244.N.0/24, its bridge and node IP 10.244.N.1
 MAX_INDEX = 254
 SANDBOX_REPOSITORY = "registry.local/localcluster/pause"
+# Inside a node's mount namespace kubelet's root is where it is on AKS (a DaemonSet's hostPath of
+# /var/lib/kubelet/pods works unchanged), and so is the aicert agent's default state directory.
+KUBELET_ROOT = Path("/var/lib/kubelet")
+AGENT_STATE_DIR = Path("/run/aicert")
 CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin keeps its images and containers in
 
 # What kubelet sets on the host when protectKernelDefaults is false (pkg/kubelet/cm,
@@ -64,7 +68,14 @@ class NodeLayout:
     # directories under root
     @property
     def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
+        """kubelet's root directory as the host sees it (KUBELET_ROOT inside the node): its
+        directories, without the mounts kubelet makes in the node's mount namespace."""
+        return self.root / "private" / "kubelet"
+
+    @property
+    def agent_state_dir(self) -> Path:
+        """AGENT_STATE_DIR of the node, as the host sees it."""
+        return self.root / "private" / "aicert"
 
     @property
     def kubelet_cert_dir(self) -> Path:
@@ -98,13 +109,14 @@ class NodeLayout:
     def private_dirs(self) -> dict[Path, Path]:
         """Fixed host paths that kubelet and containerd write to whatever their configuration says,
         each mapped to this node's own directory, bind-mounted over it in the node's mount namespace:
-        /var/lib/cni (libcni's result cache), kubelet's device-plugin socket directory and
-        /var/log/containers (kubelet's log symlinks)."""
+        /var/lib/cni (libcni's result cache), kubelet's root (with its device-plugin socket
+        directory), /var/log/containers (kubelet's log symlinks) and the aicert agent's state."""
         private = self.root / "private"
         return {
             Path("/var/lib/cni"): private / "var-lib-cni",
-            Path("/var/lib/kubelet/device-plugins"): private / "device-plugins",
+            KUBELET_ROOT: self.kubelet_root,
             Path("/var/log/containers"): private / "var-log-containers",
+            AGENT_STATE_DIR: self.agent_state_dir,
         }
 
     # short paths under run
@@ -184,9 +196,11 @@ def containerd_config(layout: NodeLayout, bin_dir: Path, sandbox_image: str) -> 
 def cni_config(layout: NodeLayout) -> dict[str, Any]:
     """A bridge network on the node's own bridge (made before containerd starts, with the node IP).
 
-    isGateway false: pods get only their subnet's route, so the bridge plugin neither sets the bridge
-    address nor turns on the host's ip_forward; ipMasq false: no iptables NAT chains. host-local keeps
-    its allocations in the node's directory, not /var/lib/cni/networks."""
+    isGateway false: the bridge plugin neither sets the bridge address nor turns on the host's
+    ip_forward; pods get their subnet's route and one to 10.244.0.0/16 through the node IP (the host:
+    the API server's address and every node's are there), and none to anywhere else. ipMasq false:
+    no iptables NAT chains. host-local keeps its allocations in the node's directory, not
+    /var/lib/cni/networks."""
     return {
         "cniVersion": "1.0.0",
         "name": f"aicert-node-{layout.index}",
@@ -199,6 +213,7 @@ def cni_config(layout: NodeLayout) -> dict[str, Any]:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": layout.pod_subnet, "gateway": layout.node_ip}]],
+                    "routes": [{"dst": f"{POD_NETWORK_PREFIX}.0.0/16"}],
                     "dataDir": str(layout.ipam_dir),
                 },
             }
@@ -251,12 +266,27 @@ def kubelet_config(
     }
 
 
-def kubelet_args(layout: NodeLayout, *, name: str, config_file: Path, kubeconfig: Path) -> list[str]:
-    """kubelet's command line: what KubeletConfiguration cannot say."""
+def kubelet_args(
+    layout: NodeLayout,
+    *,
+    name: str,
+    config_file: Path,
+    kubeconfig: Path,
+    labels: Mapping[str, str] | None = None,
+    taints: Sequence[str] = (),
+) -> list[str]:
+    """kubelet's command line: what KubeletConfiguration cannot say. `labels` and `taints`
+    (key=value:Effect) are set when the node registers, as an AKS node pool's are."""
+    extra = []
+    if labels:
+        extra.append("--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    if taints:
+        extra.append("--register-with-taints=" + ",".join(taints))
     return [
+        *extra,
         f"--config={config_file}",
         f"--kubeconfig={kubeconfig}",
-        f"--root-dir={layout.kubelet_root}",
+        f"--root-dir={KUBELET_ROOT}",
         f"--cert-dir={layout.kubelet_cert_dir}",
         f"--hostname-override={name}",
         f"--node-ip={layout.node_ip}",

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,7 @@ from . import host
 from .archive import pause_image, write_oci_archive
 from .config import (
     CRI_NAMESPACE,
+    KUBELET_ROOT,
     KUBELET_SYSCTLS,
     MAX_INDEX,
     NodeLayout,
@@ -65,9 +66,11 @@ class RealNodeError(RuntimeError):
     """The node failed to start or become ready, or stop() could not undo everything it changed."""
 
 
-def free_node_index() -> int:
-    """The lowest node index whose bridge name, 10.244.N.0/24 network and cgroup are all unused here."""
+def free_node_indexes(count: int) -> list[int]:
+    """The `count` lowest node indexes whose bridge name, 10.244.N.0/24 network and cgroup are all
+    unused here right now (RealNode.start claims one by making its bridge, and fails if it was taken)."""
     links, networks = host.link_names(), host.ipv4_networks_in_use()
+    found: list[int] = []
     for index in range(1, MAX_INDEX + 1):
         layout = NodeLayout(Path("/"), Path("/"), index)
         if (
@@ -75,8 +78,15 @@ def free_node_index() -> int:
             and layout.node_ip.rsplit(".", 1)[0] not in networks
             and not host.cgroup_exists(layout.cgroup_root)
         ):
-            return index
-    raise RealNodeError("no free node index: 254 bridges or networks 10.244.N.0/24 are in use")
+            found.append(index)
+            if len(found) == count:
+                return found
+    raise RealNodeError(f"fewer than {count} free node indexes: bridges or networks 10.244.N.0/24 are in use")
+
+
+def free_node_index() -> int:
+    """The lowest free node index (see free_node_indexes)."""
+    return free_node_indexes(1)[0]
 
 
 @dataclass
@@ -105,10 +115,15 @@ class RealNode:
         gpus: int = 0,
         bin_dir: Path | None = None,
         ledger: host.HostLedger | None = None,
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[str] = (),
     ) -> None:
+        """`labels` and `taints` (key=value:Effect) are the Node's from its registration on."""
         self.cluster = cluster
         self.name = name
         self.gpus = gpus
+        self.labels = dict(labels or {})
+        self.taints = tuple(taints)
         self.workdir = Path(workdir).resolve()
         self.bin_dir = Path(bin_dir).resolve() if bin_dir is not None else ensure_node_binaries()
         run = Path(tempfile.gettempdir()) / f"aicert-node-{index}-{secrets.token_hex(4)}"
@@ -354,6 +369,16 @@ class RealNode:
             )
             if done.returncode != 0:
                 raise RealNodeError(f"bind-mounting {private} over {fixed}: {done.stderr.strip()}")
+        # kubelet's root shared, as on a node booted by systemd: the volumes kubelet mounts under it
+        # reach containers that mount it with HostToContainer propagation (the aicert agent's).
+        done = subprocess.run(
+            [*self._nsenter(), "mount", "--make-rshared", str(KUBELET_ROOT)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise RealNodeError(f"making {KUBELET_ROOT} shared: {done.stderr.strip()}")
 
     # containerd -----------------------------------------------------------------------------------
 
@@ -422,6 +447,21 @@ class RealNode:
             raise RealNodeError(f"containerd does not list {imported} after importing it")
         return imported
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL a container's process (`containerd://<id>` as a pod status names it): a crash,
+        which kubelet sees and handles as it would any other."""
+        runtime, _, bare = container_id.partition("://")
+        if runtime != "containerd" or not bare:
+            raise RealNodeError(f"not a containerd container ID: {container_id!r}")
+        self.ctr("tasks", "kill", "--signal", "SIGKILL", bare)
+
+    def container_logs(self, namespace: str, pod: str, uid: str, container: str) -> list[Path]:
+        """The log files kubelet keeps for `container` of a pod (one per run of it, oldest first)."""
+        directory = self.layout.pod_logs_dir / f"{namespace}_{pod}_{uid}" / container
+        if not directory.is_dir():
+            return []
+        return sorted(directory.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+
     # kubelet --------------------------------------------------------------------------------------
 
     def _authorize_apiserver(self) -> None:
@@ -456,7 +496,14 @@ class RealNode:
         config_file = layout.config_dir / "kubelet.json"
         config_file.write_text(json.dumps(config, indent=2))
         kubeconfig = self.cluster.kubeconfig_for_node(self.name)
-        args = kubelet_args(layout, name=self.name, config_file=config_file, kubeconfig=kubeconfig)
+        args = kubelet_args(
+            layout,
+            name=self.name,
+            config_file=config_file,
+            kubeconfig=kubeconfig,
+            labels=self.labels,
+            taints=self.taints,
+        )
         self.kubelet_started_at = time.monotonic()
         self._spawn("kubelet", [str(self.bin_dir / "kubelet"), *args])
 

@@ -4,7 +4,8 @@
         print(tpm.spec)            # "swtpm:host=127.0.0.1,port=P" (control channel on P + 1)
         tpm.restart()              # like a reboot: same state, PCRs reset
 
-Only 127.0.0.1 is ever bound. ``python -m aicert_agent.tpm.swtpm [--state DIR]`` runs one until Ctrl-C.
+It binds 127.0.0.1 unless told another local address (a test node's IP, for the agent pods of that
+node). ``python -m aicert_agent.tpm.swtpm [--state DIR]`` runs one until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class SwtpmError(RuntimeError):
     pass
 
 
-def _tpm_command(port: int, code: int, params: bytes, timeout: float) -> int:
+def _tpm_command(host: str, port: int, code: int, params: bytes, timeout: float) -> int:
     """Send one TPM command (no sessions) to a swtpm data port; return the response code."""
     command = struct.pack(">HII", _TPM_ST_NO_SESSIONS, 10 + len(params), code) + params
-    with socket.create_connection((HOST, port), timeout=timeout) as conn:
+    with socket.create_connection((host, port), timeout=timeout) as conn:
         conn.sendall(command)
         header = b""
         while len(header) < 10:
@@ -80,7 +81,11 @@ class Swtpm:
         *,
         binary: str = "swtpm",
         start_timeout: float = 15.0,
+        host: str = HOST,
+        port: int | None = None,
     ) -> None:
+        """`host`: the local address to bind; `port`: the data port (control on port + 1), else free
+        ports on 127.0.0.1 are picked."""
         found = shutil.which(binary)
         if found is None:
             raise SwtpmError(f"{binary!r} not found on PATH (Debian: apt-get install swtpm swtpm-tools)")
@@ -91,7 +96,8 @@ class Swtpm:
         self.log_path = self.state_dir / "swtpm.log"
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._port: int | None = None
+        self._port: int | None = port
+        self.host = host
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -108,12 +114,12 @@ class Swtpm:
     @property
     def spec(self) -> str:
         """The TPM spec the agent takes (``--tpm``): ``swtpm:host=127.0.0.1,port=P``."""
-        return f"swtpm:host={HOST},port={self.port}"
+        return f"swtpm:host={self.host},port={self.port}"
 
     @property
     def tcti(self) -> str:
         """The same as a tpm2-tools TCTI string (``TPM2TOOLS_TCTI``)."""
-        return f"swtpm:host={HOST},port={self.port}"
+        return self.spec
 
     @property
     def running(self) -> bool:
@@ -150,9 +156,9 @@ class Swtpm:
             "--tpmstate",
             f"dir={self.state_dir}",
             "--server",
-            f"type=tcp,port={port},bindaddr={HOST}",
+            f"type=tcp,port={port},bindaddr={self.host}",
             "--ctrl",
-            f"type=tcp,port={port + 1},bindaddr={HOST}",
+            f"type=tcp,port={port + 1},bindaddr={self.host}",
             "--flags",
             "not-need-init,startup-clear",
             "--log",
@@ -165,7 +171,7 @@ class Swtpm:
             if proc.poll() is not None:
                 raise SwtpmError(f"swtpm exited with {proc.returncode}: {self._log_tail()}")
             try:
-                rc = _tpm_command(port, _TPM_CC_GET_RANDOM, struct.pack(">H", 8), timeout=1.0)
+                rc = _tpm_command(self.host, port, _TPM_CC_GET_RANDOM, struct.pack(">H", 8), timeout=1.0)
             except OSError:
                 rc = None
             if rc == 0:
@@ -204,7 +210,7 @@ class Swtpm:
             return
         if orderly and proc.poll() is None and self._port is not None:
             with contextlib.suppress(OSError):
-                _tpm_command(self._port, _TPM_CC_SHUTDOWN, struct.pack(">H", _TPM_SU_CLEAR), timeout=2.0)
+                _tpm_command(self.host, self._port, _TPM_CC_SHUTDOWN, struct.pack(">H", _TPM_SU_CLEAR), timeout=2.0)
         self._kill(proc)
 
     def restart(self, *, orderly: bool = True) -> None:
