@@ -1,14 +1,16 @@
 """Build (once) and locate the upstream control-plane binaries (etcd, kube-apiserver, kube-scheduler,
 kube-controller-manager, kubectl) and the binaries of a real node (kubelet, containerd with its runc
-shim and ctr, runc, the CNI plugins bridge, host-local and loopback, and the pause program).
+shim and ctr, runc, the CNI plugins bridge, host-local and loopback, the pause program, and the
+registry real nodes pull images from).
 
 The versions come from the wrapper modules next to this package (`localcluster/go.mod` requires
 k8s.io/kubernetes, `localcluster/etcd/go.mod` go.etcd.io/etcd/server/v3, `localcluster/containerd/go.mod`
-containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc, `localcluster/registry/go.mod` the registry), so go.mod is the one
-place a version is pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`,
-node binaries in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`; Go's
-build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version bump
-is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
+containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc,
+`localcluster/registry/go.mod` distribution's registry), so go.mod is the one place a version is
+pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`, node
+binaries (the registry too) in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`;
+Go's build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version
+bump is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
 they are and only the missing ones are built.
 """
 
