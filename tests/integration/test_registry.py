@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,7 +269,8 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     instance.stop()
     instance.stop()  # idempotent
     assert not Path(f"/proc/{pid}").exists() or "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    assert not instance._answers()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", instance.port), timeout=2).close()
     assert sorted(p.name for p in (tmp_path / "registry").iterdir()) == [
         "config.yml",
         "registry.log",
