@@ -43,6 +43,7 @@ from .cluster import _die_with_parent, _tail, free_port
 from .images import MEDIA_MANIFEST, ImageNotFound, parse_reference
 
 STOP_GRACE_SECONDS = 10.0
+PORT_ATTEMPTS = 3
 HTTP_TIMEOUT_SECONDS = 60.0
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -135,12 +136,29 @@ class Registry:
         return config
 
     def start(self, timeout: float = 30) -> None:
+        """Start it and return once `/v2/` answers as a registry; a port taken meanwhile by another
+        process (free_port() picks it, the registry binds it later) is retried with another."""
         if self._process is not None:
             raise RegistryError("the registry is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.storage.mkdir(exist_ok=True)
         if self.credentials is not None:
             (self.directory / "htpasswd").write_text(htpasswd_line(*self.credentials) + "\n")
+        deadline = time.monotonic() + timeout
+        try:
+            for _ in range(PORT_ATTEMPTS):
+                if self._serve(deadline):
+                    return
+            raise RegistryError(
+                f"no free port after {PORT_ATTEMPTS} attempts; tail of {self.log}:\n{_tail(self.log)}"
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def _serve(self, deadline: float) -> bool:
+        """One attempt at a free port: True once it answers, False if the port was taken."""
+        self.stop()
         self.port = free_port()
         config_file = self.directory / "config.yml"
         config_file.write_text(json.dumps(self.config(), indent=2))
@@ -148,7 +166,7 @@ class Registry:
         self._log_handle = handle
         # no OpenTelemetry exporter: it would try to send traces to localhost:4318
         env = dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_SDK_DISABLED="true")
-        self._process = subprocess.Popen(
+        process = subprocess.Popen(
             [str(self.bin_dir / "registry"), "serve", str(config_file)],
             stdin=subprocess.DEVNULL,
             stdout=handle,
@@ -158,30 +176,30 @@ class Registry:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        try:
-            while not self._answers():
-                if self._process.poll() is not None:
-                    raise RegistryError(
-                        f"the registry exited with code {self._process.returncode}; tail of {self.log}:\n"
-                        f"{_tail(self.log)}"
-                    )
-                if time.monotonic() >= deadline:
-                    raise RegistryError(
-                        f"the registry did not answer /v2/ in time; tail of {self.log}:\n{_tail(self.log)}"
-                    )
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
+        self._process = process
+        while True:
+            # answers, and it is this process that does (not another one on the port)
+            if self._answers() and process.poll() is None:
+                return True
+            if process.poll() is not None:
+                if "address already in use" in _tail(self.log, 5):
+                    return False
+                raise RegistryError(
+                    f"the registry exited with code {process.returncode}; tail of {self.log}:\n{_tail(self.log)}"
+                )
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"the registry did not answer /v2/ in time; tail of {self.log}:\n{_tail(self.log)}"
+                )
+            time.sleep(0.05)
 
     def _answers(self) -> bool:
-        """/v2/ answers: 200, or 401 when auth is required."""
+        """/v2/ answers as a registry: 200, or 401 when auth is required, with distribution's API header."""
         try:
-            status, _, _ = self._request("GET", "/v2/", auth=False, timeout=2)
+            status, headers, _ = self._request("GET", "/v2/", auth=False, timeout=2)
         except OSError:
             return False
-        return status in (200, 401)
+        return status in (200, 401) and headers.get("docker-distribution-api-version") == "registry/2.0"
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after a grace period; idempotent."""

@@ -34,6 +34,7 @@ from tests.integration.realnode_tools import (
 )
 
 from aicert_localcluster import LocalCluster
+from aicert_localcluster import registry as registry_module
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import RealNode, free_node_index
 from aicert_localcluster.registry import Registry, RegistryError
@@ -276,3 +277,21 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         "registry.log",
         "storage",
     ]
+
+
+def test_a_port_taken_before_the_registry_binds_it_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() offers a port that another process listens on by the time the registry binds it:
+    the registry fails to bind, start() retries on another port, and the registry is the one
+    answering there."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        offered = iter([taken.getsockname()[1]])
+        real_free_port = registry_module.free_port
+        monkeypatch.setattr(registry_module, "free_port", lambda: next(offered, None) or real_free_port())
+        with Registry(tmp_path / "registry") as instance:
+            assert instance.port != taken.getsockname()[1]
+            assert "address already in use" in instance.log.read_text()
+            assert instance.manifest_digest("none/such", "latest") is None
