@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewrap \
   mmdebstrap python3-dev python3-venv skopeo \
-  libc6-dev libseccomp-dev iproute2 iptables busybox-static
+  libc6-dev libseccomp-dev iproute2 iptables busybox-static apache2-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries node-binaries fuzz chart images
@@ -46,8 +46,9 @@ e2e: venv cluster-binaries
 cluster-binaries: venv
 	$(BIN)/python localcluster/build.py --control-plane
 
-# A real node's kubelet, containerd, runc, CNI plugins and pause (localcluster/{,containerd/,runc/}go.mod;
-# runc and pause need gcc and libseccomp-dev from deps): about 3 min after the control plane, cached.
+# A real node's kubelet, containerd, runc, CNI plugins, pause and the registry it pulls from
+# (localcluster/{,containerd/,runc/,registry/}go.mod; runc and pause need gcc and libseccomp-dev from
+# deps): about 4 min after the control plane, cached.
 node-binaries: venv deps
 	$(BIN)/python localcluster/build.py --node
 

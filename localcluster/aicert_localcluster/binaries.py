@@ -1,14 +1,16 @@
 """Build (once) and locate the upstream control-plane binaries (etcd, kube-apiserver, kube-scheduler,
 kube-controller-manager, kubectl) and the binaries of a real node (kubelet, containerd with its runc
-shim and ctr, runc, the CNI plugins bridge, host-local and loopback, and the pause program).
+shim and ctr, runc, the CNI plugins bridge, host-local and loopback, the pause program, and the
+registry real nodes pull images from).
 
 The versions come from the wrapper modules next to this package (`localcluster/go.mod` requires
 k8s.io/kubernetes, `localcluster/etcd/go.mod` go.etcd.io/etcd/server/v3, `localcluster/containerd/go.mod`
-containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc), so go.mod is the one
-place a version is pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`,
-node binaries in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`; Go's
-build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version bump
-is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
+containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc,
+`localcluster/registry/go.mod` distribution's registry), so go.mod is the one place a version is
+pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`, node
+binaries (the registry too) in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`;
+Go's build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version
+bump is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
 they are and only the missing ones are built.
 """
 
@@ -33,9 +35,11 @@ K8S_MODULE_DIR = LOCALCLUSTER_DIR
 ETCD_MODULE_DIR = LOCALCLUSTER_DIR / "etcd"
 CONTAINERD_MODULE_DIR = LOCALCLUSTER_DIR / "containerd"
 RUNC_MODULE_DIR = LOCALCLUSTER_DIR / "runc"
+REGISTRY_MODULE_DIR = LOCALCLUSTER_DIR / "registry"
 CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
 CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
 RUNC_MODULE = "github.com/opencontainers/runc"
+REGISTRY_MODULE = "github.com/distribution/distribution/v3"
 # containerd's release builds leave out the snapshotters whose C libraries or kernel modules a node
 # here does not have; runc's add seccomp (cgo, Debian's libseccomp-dev) and leave out libpathrs, a
 # Rust library no Debian release packages (runc then uses its Go path-safety code).
@@ -103,6 +107,11 @@ def cni_plugins_version() -> str:
 def runc_version() -> str:
     """The pinned runc version, e.g. "v1.5.2" (from localcluster/runc/go.mod)."""
     return _required_version(RUNC_MODULE_DIR / "go.mod", RUNC_MODULE)
+
+
+def registry_version() -> str:
+    """The pinned registry (distribution) version, e.g. "v3.1.2" (from localcluster/registry/go.mod)."""
+    return _required_version(REGISTRY_MODULE_DIR / "go.mod", REGISTRY_MODULE)
 
 
 def pinned_bin_dir() -> Path:
@@ -173,11 +182,13 @@ def binaries() -> list[Binary]:
 def node_binaries() -> list[Binary]:
     """What a real node runs: kubelet (same pin as the control plane), containerd, its runc shim and
     ctr (its client), runc, the CNI plugins and pause, the sandbox's init (k8s.io/kubernetes's
-    build/pause/linux/pause.c, built with gcc -static as upstream's image build does)."""
+    build/pause/linux/pause.c, built with gcc -static as upstream's image build does); and the
+    registry real nodes pull images from (distribution's cmd/registry, see registry.py)."""
     k8s = kubernetes_version()
     containerd = containerd_version()
     cni = cni_plugins_version()
     runc = runc_version()
+    registry = registry_version()
     containerd_ldflags = (
         f"-X {CONTAINERD_MODULE}/version.Version={containerd}",
         f"-X {CONTAINERD_MODULE}/version.Package={CONTAINERD_MODULE}",
@@ -238,6 +249,18 @@ def node_binaries() -> list[Binary]:
             ("-v",),
             "pause.c v",
             c_source="build/pause/linux/pause.c",
+        ),
+        Binary(
+            "registry",
+            REGISTRY_MODULE_DIR,
+            f"{REGISTRY_MODULE}/cmd/registry",
+            ("--version",),
+            f"{REGISTRY_MODULE} {registry}",
+            # distribution's Makefile's ldflags, minus the git revision a module zip does not have
+            (
+                f"-X {REGISTRY_MODULE}/version.version={registry}",
+                f"-X {REGISTRY_MODULE}/version.mainpkg={REGISTRY_MODULE}",
+            ),
         ),
     ]
 
@@ -402,7 +425,7 @@ def ensure_node_binaries(*, jobs: int = 2, force: bool = False, log: Log = _stde
             return out_dir
         log(
             f"[build] node: kubelet {kubernetes_version()}, containerd {containerd_version()}, runc "
-            f"{runc_version()}, CNI plugins {cni_plugins_version()} -> {out_dir} "
+            f"{runc_version()}, CNI plugins {cni_plugins_version()}, registry {registry_version()} -> {out_dir} "
             f"(to build: {', '.join(b.name for b in missing)})"
         )
         started = time.monotonic()
@@ -461,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="localcluster/build.py",
         description="Build (once) the upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
         "and kubectl (the control plane), and a real node's kubelet, containerd (with its shim and ctr), "
-        "runc, CNI plugins and pause, at the versions pinned in localcluster/{,etcd/,containerd/,runc/}go.mod; "
+        "runc, CNI plugins, pause and the registry, at the versions pinned in "
+        "localcluster/{,etcd/,containerd/,runc/,registry/}go.mod; "
         "print the directories holding them. Honours KUBEBUILDER_ASSETS (control plane only).",
     )
     which = parser.add_mutually_exclusive_group()

@@ -25,7 +25,13 @@ from aicert_localcluster.realnode import (
     NodeLayout,
     write_oci_archive,
 )
-from aicert_localcluster.realnode.config import cni_config, containerd_config, kubelet_config, to_toml
+from aicert_localcluster.realnode.config import (
+    cni_config,
+    containerd_config,
+    kubelet_config,
+    registry_hosts,
+    to_toml,
+)
 from aicert_localcluster.realnode.host import mounts_under, parse_mountinfo
 
 LOCALCLUSTER = Path(__file__).resolve().parents[2] / "localcluster"
@@ -217,6 +223,44 @@ def test_kubelet_and_cni_configs_use_only_the_nodes_own_paths(layout: NodeLayout
     assert [p for p in absolute_paths(cni) if not p.startswith(owned)] == []
     (bridge,) = cni["plugins"]
     assert (bridge["bridge"], bridge["isGateway"], bridge["ipMasq"]) == ("aicertbr7", False, False)
+
+
+def test_registry_hosts_trust_each_registry_over_http_for_pulls_only(layout: NodeLayout) -> None:
+    config = containerd_config(
+        layout, Path("/cache/node-bin"), "registry.local/localcluster/pause@sha256:" + "a" * 64
+    )
+    assert config["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == str(
+        layout.registry_hosts_dir
+    )
+    files = registry_hosts(["127.0.0.1:5000", "127.0.0.1:5001"])
+    assert sorted(files) == ["127.0.0.1:5000/hosts.toml", "127.0.0.1:5001/hosts.toml"]
+    assert tomllib.loads(files["127.0.0.1:5000/hosts.toml"]) == {
+        "server": "http://127.0.0.1:5000",
+        "host": {"http://127.0.0.1:5000": {"capabilities": ["pull", "resolve"]}},
+    }
+
+
+@pytest.mark.parametrize(
+    "registry", ["../etc", "127.0.0.1", "127.0.0.1:5000/x", "a:1\n[x]", "", "http://a:1"]
+)
+def test_a_registry_that_is_not_host_port_is_refused(registry: str) -> None:
+    """The name becomes a directory under the hosts dir and a TOML string: only host:port."""
+    with pytest.raises(ValueError, match="is not host:port"):
+        registry_hosts([registry])
+
+
+def test_kubelet_verifies_the_credentials_of_images_it_pulled_with_a_secret(layout: NodeLayout) -> None:
+    """kubelet's default policy: NeverVerify would let a pod without the pull secret use an image another
+    pod pulled with one (tests/integration/test_registry.py shows it on the real kubelet)."""
+    config = kubelet_config(
+        layout,
+        port=1,
+        healthz_port=2,
+        client_ca_file=Path("/c"),
+        tls_cert_file=Path("/t"),
+        tls_key_file=Path("/k"),
+    )
+    assert config["imagePullCredentialsVerificationPolicy"] == "NeverVerifyPreloadedImages"
 
 
 def test_toml_quotes_keys_and_strings() -> None:

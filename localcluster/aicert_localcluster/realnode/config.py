@@ -86,6 +86,11 @@ class NodeLayout:
         return self.root / "containerd"
 
     @property
+    def registry_hosts_dir(self) -> Path:
+        """containerd's registry hosts directory (CRI `registry.config_path`): `<host:port>/hosts.toml`."""
+        return self.containerd_root / "certs.d"
+
+    @property
     def config_dir(self) -> Path:
         return self.root / "config"
 
@@ -158,7 +163,9 @@ def containerd_config(layout: NodeLayout, bin_dir: Path, sandbox_image: str) -> 
             "io.containerd.cri.v1.images": {
                 "snapshotter": "overlayfs",
                 "pinned_images": {"sandbox": sandbox_image},  # imported at start: nothing is pulled
-                "registry": {"config_path": str(root / "certs.d")},
+                # per-registry hosts.toml files (registry_hosts): read at every pull, so a registry
+                # can be added while the node runs
+                "registry": {"config_path": str(layout.registry_hosts_dir)},
             },
             "io.containerd.cri.v1.runtime": {
                 # The VM lacks CAP_SYS_RESOURCE: without this, runc cannot lower a sandbox's
@@ -191,6 +198,27 @@ def containerd_config(layout: NodeLayout, bin_dir: Path, sandbox_image: str) -> 
             "io.containerd.grpc.v1.cri": {"stream_server_address": "127.0.0.1", "stream_server_port": "0"},
         },
     }
+
+
+_REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:]+\]):[0-9]{1,5}")
+
+
+def registry_hosts(http_registries: Sequence[str]) -> dict[str, str]:
+    """containerd's hosts files for registries served over plain http (the node's local registries):
+    `<host:port>/hosts.toml` under the hosts directory -> its text. Each says the server is
+    `http://<host:port>`, for pulling and resolving only (no push). A registry not listed gets
+    containerd's default (https)."""
+    files: dict[str, str] = {}
+    for registry in http_registries:
+        if not _REGISTRY_HOST.fullmatch(registry):
+            raise ValueError(f"registry {registry!r} is not host:port")
+        server = f"http://{registry}"
+        files[f"{registry}/hosts.toml"] = (
+            f"server = {json.dumps(server)}\n\n"
+            f"[host.{json.dumps(server)}]\n"
+            '  capabilities = ["pull", "resolve"]\n'
+        )
+    return files
 
 
 def cni_config(layout: NodeLayout) -> dict[str, Any]:
@@ -255,8 +283,10 @@ def kubelet_config(
         "failSwapOn": False,
         "podLogsDir": str(layout.pod_logs_dir),
         "makeIPTablesUtilChains": False,  # no KUBE-IPTABLES-HINT/KUBE-KUBELET-CANARY chains on the host
-        # images are imported into containerd, never pulled: no pull credentials to verify
-        "imagePullCredentialsVerificationPolicy": "NeverVerify",
+        # kubelet's default (KubeletEnsureSecretPulledImages, beta and on since 1.35): an image kubelet
+        # pulled with a pull secret is checked again for a pod without those credentials; an image
+        # it did not pull (imported: the pause image, import_image) is not
+        "imagePullCredentialsVerificationPolicy": "NeverVerifyPreloadedImages",
         "serializeImagePulls": False,
         "rotateCertificates": False,
         "serverTLSBootstrap": False,

@@ -3,6 +3,7 @@
     with LocalCluster(tmp / "cluster") as cluster, RealNode(cluster, tmp / "node", name="gpu-0",
                                                            index=free_node_index(), gpus=2) as node:
         ref = node.import_image(store.layout, store.build(...))   # repo@sha256:<manifest hex>
+        # or pull: RealNode(..., registries=[registry.host]) trusts a local Registry over http
         cluster.kubectl("apply", ...)                              # pods with nodeName gpu-0 run here
 
 What a node changes on the host, and how stop() undoes it (localcluster/README.md, "Real nodes"):
@@ -52,6 +53,7 @@ from .config import (
     containerd_config,
     kubelet_args,
     kubelet_config,
+    registry_hosts,
     to_toml,
 )
 
@@ -117,8 +119,10 @@ class RealNode:
         ledger: host.HostLedger | None = None,
         labels: Mapping[str, str] | None = None,
         taints: Sequence[str] = (),
+        registries: Sequence[str] = (),
     ) -> None:
-        """`labels` and `taints` (key=value:Effect) are the Node's from its registration on."""
+        """`labels` and `taints` (key=value:Effect) are the Node's from its registration on;
+        `registries` (host:port) are served over plain http (see trust_registry)."""
         self.cluster = cluster
         self.name = name
         self.gpus = gpus
@@ -130,6 +134,7 @@ class RealNode:
         self.layout = NodeLayout(self.workdir, run, index)
         self.ledger = ledger if ledger is not None else host.HostLedger()
         self.images = ImageStore(self.workdir / "images")
+        self.registries = list(registries)  # host:port of registries served over plain http
         self.mount_namespace = ""  # "mnt:[<inode>]" of the node's mount namespace, once made
         self.kubelet_started_at = 0.0  # time.monotonic() when kubelet was started
         self.ready_at = 0.0  # time.monotonic() when start() saw the Node Ready
@@ -385,8 +390,22 @@ class RealNode:
     def _write_containerd_config(self, sandbox_image: str) -> None:
         config = containerd_config(self.layout, self.bin_dir, sandbox_image)
         (self.layout.config_dir / "containerd.toml").write_text(to_toml(config))
+        self._write_registry_hosts()
         cni = json.dumps(cni_config(self.layout), indent=2)
         (self.layout.cni_conf_dir / "10-aicert-bridge.conflist").write_text(cni)
+
+    def trust_registry(self, registry: str) -> None:
+        """Let containerd pull from `registry` (host:port, e.g. Registry.host) over plain http; also
+        while the node runs (containerd reads its hosts directory at every pull)."""
+        if registry not in self.registries:
+            self.registries.append(registry)
+        self._write_registry_hosts()
+
+    def _write_registry_hosts(self) -> None:
+        for relative, text in registry_hosts(self.registries).items():
+            path = self.layout.registry_hosts_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
 
     def _start_containerd(self, deadline: float) -> None:
         config = self.layout.config_dir / "containerd.toml"
