@@ -16,39 +16,29 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from tests.integration.real_node_tools import (
+    BUSYBOX,
+    condition,
+    eventually,
+    pod_manifest,
+    succeeded,
+    wait_pod,
+)
 
-from aicert_localcluster import KubectlError, LocalCluster
+from aicert_localcluster import LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import GPU_RESOURCE, KUBELET_SYSCTLS, RealNode, free_node_index, host
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 90.0
 NODE = "real-gpu-0"
 GPUS = 2
-BUSYBOX = Path("/bin/busybox")
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll `probe` until it returns something other than None/False; fail with `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except (KubectlError, json.JSONDecodeError, OSError) as exc:
-            last, result = exc, None
-        if result is not None and result is not False:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; last error: {last}")
 
 
 def iptables_chains() -> set[str]:
@@ -152,55 +142,6 @@ def busybox(node: RealNode, store: ImageStore) -> str:
     )
     assert node.import_image(store.layout, reference) == reference
     return reference
-
-
-def pod_manifest(name: str, image: str, script: str, *, gpus: int = 0) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "main",
-        "image": image,
-        "command": ["/app/busybox", "sh", "-c", script],
-        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-    }
-    if gpus:
-        container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [container],
-            "volumes": [{"name": "scratch", "emptyDir": {}}],
-        },
-    }
-
-
-def get_pod(cluster: LocalCluster, name: str) -> dict[str, Any]:
-    pod: dict[str, Any] = cluster.kubectl_json("get", "pod", name, "-n", "default")
-    return pod
-
-
-def wait_pod(
-    cluster: LocalCluster, name: str, ready: Callable[[dict[str, Any]], bool], what: str
-) -> dict[str, Any]:
-    """The pod, once `ready(pod)` holds."""
-
-    def probe() -> dict[str, Any] | None:
-        pod = get_pod(cluster, name)
-        return pod if ready(pod) else None
-
-    return eventually(probe, f"pod {name} {what}")
-
-
-def succeeded(pod: dict[str, Any]) -> bool:
-    return bool(pod["status"].get("phase") == "Succeeded")
-
-
-def condition(obj: dict[str, Any], kind: str) -> bool:
-    return any(
-        c.get("type") == kind and c.get("status") == "True" for c in obj["status"].get("conditions") or []
-    )
 
 
 # ------------------------------------------------------------------------------------------------
