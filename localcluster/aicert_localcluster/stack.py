@@ -271,6 +271,7 @@ class Stack:
             "agent.trustBundles": [{"configMap": DEV_CA_CONFIGMAP, "key": "ca.pem"}],
             "agent.metricsPort": free_port(),
             "agent.leaseSeconds": 6,
+            "agent.criSocket": "",  # the node double has no CRI; a RealNode's is layout.containerd_socket
         }
         manifest = helm.template(
             values, show_only=["templates/agent-daemonset.yaml"], home=self.workdir / "helm"
