@@ -44,7 +44,7 @@ class RuntimeContainer:
     name: str  # metadata.name: the container's name in the pod
     image: str  # image.image: a tag of its image, or the image ID it was created with
     image_ref: str  # what kubelet reports as imageID
-    image_id: str  # the image's ID (config digest); "" from runtimes older than cri-api v0.33
+    image_id: str  # the image's ID (config digest); "" from runtimes that do not fill it in (older ones)
 
 
 @dataclass(frozen=True)
