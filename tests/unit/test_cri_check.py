@@ -34,6 +34,9 @@ def reason(
 def test_the_runtime_agreeing_with_the_status_passes() -> None:
     assert reason() is None
     assert reason(pod_image_id=f"docker-pullable://{REF}") is None
+    pullable = replace(CONTAINER, image_ref=f"docker-pullable://{REF}")  # cri-dockerd's form
+    assert reason(container=pullable) is None
+    assert reason(container=pullable, pod_image_id=f"docker-pullable://{REF}") is None
     assert reason(container=replace(CONTAINER, image="registry.example/team/train:v1")) is None
 
 

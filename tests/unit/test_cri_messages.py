@@ -18,6 +18,7 @@ from aicert_agent.cri import (
     runtime_container_id,
 )
 from aicert_agent.protowire import (
+    MAX_FIELDS,
     Message,
     WireError,
     encode_bool,
@@ -208,7 +209,10 @@ def test_random_corruptions_only_ever_raise_wire_errors() -> None:
     assert outcomes == {"decoded", "refused"}
 
 
-def test_a_large_answer_is_decoded_in_linear_steps() -> None:
-    """Many small fields (a hostile runtime's 4 MiB of 2-byte fields) decode without recursion."""
-    data = encode_bytes(1, encode_string(1, CID) + varint_field(20, 1) * 500_000)
+def test_a_message_of_too_many_fields_is_refused() -> None:
+    """A hostile runtime's 4 MiB of 2-byte fields would be two million of them: at most MAX_FIELDS
+    are kept; up to that, many small fields decode without recursion."""
+    data = encode_bytes(1, encode_string(1, CID) + varint_field(20, 1) * (MAX_FIELDS - 1))
     assert parse_container_status(data).id == CID
+    with pytest.raises(WireError, match=f"ContainerStatusResponse.status has more than {MAX_FIELDS} fields"):
+        parse_container_status(encode_bytes(1, encode_string(1, CID) + varint_field(20, 1) * MAX_FIELDS))

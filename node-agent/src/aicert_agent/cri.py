@@ -133,7 +133,7 @@ def runtime_problem(
     problem = image_ref_problem(container.image_ref, pinned, who="the container runtime (CRI)")
     if problem is not None:
         return Problem(problem.reason, f"{problem.message}; kubelet's pod status said {pod_image_id}")
-    if container.image_ref != pod_image_id.removeprefix(PULLABLE_PREFIX):
+    if container.image_ref.removeprefix(PULLABLE_PREFIX) != pod_image_id.removeprefix(PULLABLE_PREFIX):
         return _mismatch(
             f"kubelet's pod status says the train container ran {pod_image_id}, the runtime says "
             f"{container.image_ref}"

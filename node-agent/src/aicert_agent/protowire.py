@@ -1,7 +1,7 @@
 """The few parts of the protobuf wire format the agent's CRI calls need, by hand. Pure.
 
 Decoding is bounded and strict: every length is checked against the bytes that are there, varints
-are at most 10 bytes, groups (wire types 3 and 4) and field number 0 are refused, and a field the
+are at most 10 bytes, a message holds at most MAX_FIELDS fields, groups (wire types 3 and 4) and field number 0 are refused, and a field the
 caller reads as singular may appear only once (protobuf would let a later copy win; a runtime never
 sends two, so a response with two is not one to trust). Any of these raises `WireError`, which
 names the message and the field; nothing recurses except where the caller asks for a nested message.
@@ -18,6 +18,7 @@ LENGTH_DELIMITED = 2
 FIXED32 = 5
 _MAX_VARINT_BYTES = 10
 _MAX_FIELD_NUMBER = (1 << 29) - 1
+MAX_FIELDS = 100_000  # in one message: a status has tens (its labels, annotations and mounts included)
 
 
 class WireError(ValueError):
@@ -66,7 +67,7 @@ def _varint(data: bytes, at: int, what: str) -> tuple[int, int]:
     raise WireError(f"{what}: a varint is longer than {_MAX_VARINT_BYTES} bytes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Field:
     number: int
     wire_type: int
@@ -78,6 +79,8 @@ def fields(data: bytes, what: str) -> list[Field]:
     out: list[Field] = []
     at = 0
     while at < len(data):
+        if len(out) == MAX_FIELDS:
+            raise WireError(f"{what} has more than {MAX_FIELDS} fields")
         key, at = _varint(data, at, what)
         number, wire_type = key >> 3, key & 7
         if number == 0 or number > _MAX_FIELD_NUMBER:
