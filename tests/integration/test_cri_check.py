@@ -1,6 +1,7 @@
 """The agent's CRI client against a real containerd (a RealNode: upstream kubelet and containerd).
 
-An image imported by digest: the runtime's ContainerStatus names the train container, its image_ref
+An image imported by digest: the runtime's ContainerStatus names the train container and its pod
+(kubelet's io.kubernetes.pod.uid label), its image_ref
 is kubelet's imageID (`repo@sha256:<manifest>`), its image_id the image's config digest, and
 ImageStatus holds the pinned reference as that image; the agent's check passes. A second image held
 by tag only: kubelet's imageID is the bare config digest, which the check refuses (ImageNotPinned);
@@ -134,6 +135,7 @@ def test_the_runtime_says_what_the_train_container_ran(
 
     container = runtime.container_status(runtime_id)
     assert container.id == runtime_id and container.name == CONTAINER_TRAIN
+    assert container.pod_uid == pod["metadata"]["uid"]
     assert container.image_ref == by_digest == train["imageID"]
     assert container.image_id == config_digest(store, by_digest)
     held = runtime.image_status(by_digest)

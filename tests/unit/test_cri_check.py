@@ -17,7 +17,10 @@ CONFIG = "sha256:" + "c" * 64
 CID = "0123456789abcdef" * 4
 REF = f"registry.example/team/train@{MANIFEST}"
 PINNED = spec_image(f"registry.example/team/train:v1@{MANIFEST}")
-CONTAINER = RuntimeContainer(id=CID, name="train", image=CONFIG, image_ref=REF, image_id=CONFIG)
+POD_UID = "5f0c6a9e-0000-4000-8000-000000000001"
+CONTAINER = RuntimeContainer(
+    id=CID, name="train", image=CONFIG, image_ref=REF, image_id=CONFIG, pod_uid=POD_UID
+)
 IMAGE = RuntimeImage(id=CONFIG, repo_tags=(), repo_digests=(REF,))
 
 
@@ -27,7 +30,7 @@ def reason(
     pod_image_id: str = REF,
     container_id: str = CID,
 ) -> Reason | None:
-    found = runtime_problem(PINNED, pod_image_id, container_id, container, image)
+    found = runtime_problem(PINNED, POD_UID, pod_image_id, container_id, container, image)
     return None if found is None else found.reason
 
 
@@ -43,7 +46,7 @@ def test_the_runtime_agreeing_with_the_status_passes() -> None:
 def test_a_status_that_names_the_pinned_digest_while_the_runtime_ran_a_tag_only_image() -> None:
     """kubelet (or whoever wrote the status) says repo@<pinned>; the runtime says the container ran
     an image it holds by tag only."""
-    found = runtime_problem(PINNED, REF, CID, replace(CONTAINER, image_ref=CONFIG), IMAGE)
+    found = runtime_problem(PINNED, POD_UID, REF, CID, replace(CONTAINER, image_ref=CONFIG), IMAGE)
     assert found is not None and found.reason is Reason.IMAGE_NOT_PINNED
     assert "the container runtime (CRI)" in found.message and REF in found.message
 
@@ -55,10 +58,11 @@ def test_a_status_that_names_the_pinned_digest_while_the_runtime_ran_another() -
 
 def test_the_runtime_and_the_status_naming_different_references_is_refused() -> None:
     """Both prove the digest, but they are not the same report: one of them is not the runtime's."""
-    found = runtime_problem(PINNED, f"docker.io/x/y@{MANIFEST}", CID, CONTAINER, IMAGE)
+    found = runtime_problem(PINNED, POD_UID, f"docker.io/x/y@{MANIFEST}", CID, CONTAINER, IMAGE)
     assert found is not None and found.reason is Reason.RUNTIME_IMAGE_MISMATCH
     found = runtime_problem(
         spec_image(f"y@{MANIFEST}"),
+        POD_UID,
         f"docker.io/library/y@{MANIFEST}",
         CID,
         replace(CONTAINER, image_ref=f"y@{MANIFEST}"),  # not as containerd names it
@@ -77,13 +81,22 @@ def test_a_status_pointing_at_another_container_of_the_pod_is_refused() -> None:
         assert reason(container=replace(CONTAINER, name=name)) is Reason.RUNTIME_IMAGE_MISMATCH
 
 
+def test_a_status_pointing_at_another_pods_train_container_is_refused() -> None:
+    """Another training's train container ran the pinned image; this pod's status names it."""
+    other_pod = replace(CONTAINER, pod_uid="5f0c6a9e-0000-4000-8000-000000000002")
+    found = runtime_problem(PINNED, POD_UID, REF, CID, other_pod, IMAGE)
+    assert found is not None and found.reason is Reason.RUNTIME_IMAGE_MISMATCH
+    assert "of pod '5f0c6a9e-0000-4000-8000-000000000002'" in found.message
+    assert reason(container=replace(CONTAINER, pod_uid="")) is Reason.RUNTIME_IMAGE_MISMATCH
+
+
 def test_the_pinned_reference_not_held_by_the_runtime_is_refused() -> None:
     assert reason(image=None) is Reason.RUNTIME_IMAGE_MISMATCH
 
 
 def test_the_pinned_reference_held_as_another_image_than_the_container_ran_is_refused() -> None:
     """The container was created from image C; the node holds repo@<pinned> as image D."""
-    found = runtime_problem(PINNED, REF, CID, CONTAINER, replace(IMAGE, id="sha256:" + "d" * 64))
+    found = runtime_problem(PINNED, POD_UID, REF, CID, CONTAINER, replace(IMAGE, id="sha256:" + "d" * 64))
     assert found is not None and found.reason is Reason.RUNTIME_IMAGE_MISMATCH
     assert CONFIG in found.message
 

@@ -25,6 +25,7 @@ MANIFEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64
 CID = "0123456789abcdef" * 4
 REF = f"registry.example/team/train@{MANIFEST}"
+POD_UID = "5f0c6a9e-0000-4000-8000-000000000001"
 
 Handler = Callable[[bytes, Any], bytes]
 
@@ -35,6 +36,7 @@ def status_answer(name: str = "train", image_ref: str = REF) -> bytes:
         + encode_bytes(2, encode_string(1, name))
         + encode_bytes(8, encode_string(1, CONFIG))
         + encode_string(9, image_ref)
+        + encode_bytes(12, encode_string(1, "io.kubernetes.pod.uid") + encode_string(2, POD_UID))
         + encode_string(17, CONFIG)
     )
     return encode_bytes(1, status)
@@ -86,12 +88,12 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 def pod(container_id: str = f"containerd://{CID}", image_id: str = REF) -> dict[str, Any]:
     train = {"name": "train", "imageID": image_id, "containerID": container_id, "state": {"terminated": {}}}
-    return {"status": {"initContainerStatuses": [train]}}
+    return {"metadata": {"uid": POD_UID}, "status": {"initContainerStatuses": [train]}}
 
 
 def test_the_client_reads_the_container_and_the_image(runtime: Runtime) -> None:
     with CriClient(runtime.socket) as client:
-        assert client.container_status(CID) == RuntimeContainer(CID, "train", CONFIG, REF, CONFIG)
+        assert client.container_status(CID) == RuntimeContainer(CID, "train", CONFIG, REF, CONFIG, POD_UID)
         held = client.image_status(REF)
     assert held is not None and held.repo_digests == (REF,)
     assert [m for m, _ in runtime.calls] == [

@@ -32,6 +32,7 @@ MANIFEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64
 CID = "0123456789abcdef" * 4
 REF = f"registry.example/team/train@{MANIFEST}"
+POD_UID = "5f0c6a9e-0000-4000-8000-000000000001"
 
 
 def varint_field(number: int, value: int) -> bytes:
@@ -59,6 +60,7 @@ def container_status_response(
         + encode_string(9, image_ref)
         + encode_string(10, "Completed")
         + encode_bytes(12, encode_string(1, "io.kubernetes.pod.name") + encode_string(2, "run-0"))
+        + encode_bytes(12, encode_string(1, "io.kubernetes.pod.uid") + encode_string(2, POD_UID))
         + encode_string(15, "/var/log/pods/x/train/0.log")
         + encode_string(17, image_id)
         + extra
@@ -82,7 +84,7 @@ def image_status_response(*, image_id: str = CONFIG, digests: tuple[str, ...] = 
 
 def test_a_container_status_decodes() -> None:
     assert parse_container_status(container_status_response()) == RuntimeContainer(
-        id=CID, name="train", image=CONFIG, image_ref=REF, image_id=CONFIG
+        id=CID, name="train", image=CONFIG, image_ref=REF, image_id=CONFIG, pod_uid=POD_UID
     )
 
 
@@ -179,6 +181,13 @@ def test_text_that_is_not_utf8_is_refused() -> None:
     data = encode_bytes(1, encode_bytes(9, b"registry\xff"))
     with pytest.raises(WireError, match=r"status\.image_ref is not valid UTF-8"):
         parse_container_status(data)
+
+
+def test_a_label_twice_is_refused() -> None:
+    """Two io.kubernetes.pod.uid labels: which pod the container belongs to is not one answer."""
+    twice = encode_bytes(12, encode_string(1, "io.kubernetes.pod.uid") + encode_string(2, "other"))
+    with pytest.raises(WireError, match=r"status.labels has the key 'io.kubernetes.pod.uid' twice"):
+        parse_container_status(container_status_response(extra=twice))
 
 
 def test_a_response_without_a_status_is_refused() -> None:

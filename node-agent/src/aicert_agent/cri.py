@@ -12,7 +12,7 @@ the very image the container was created from.
 
 Field numbers (cri-api v0.37 `pkg/apis/runtime/v1/api.proto`):
   ContainerStatusRequest {container_id = 1}    ContainerStatusResponse {status = 1}
-  ContainerStatus {id = 1, metadata = 2, image = 8, image_ref = 9, image_id = 17}
+  ContainerStatus {id = 1, metadata = 2, image = 8, image_ref = 9, labels = 12, image_id = 17}
   ContainerMetadata {name = 1}                 ImageSpec {image = 1}
   ImageStatusRequest {image = 1}               ImageStatusResponse {image = 1}
   Image {id = 1, repo_tags = 2, repo_digests = 3}
@@ -32,6 +32,7 @@ from aicert_agent.protowire import Message, WireError, encode_bytes, encode_stri
 
 CONTAINER_STATUS = "/runtime.v1.RuntimeService/ContainerStatus"
 IMAGE_STATUS = "/runtime.v1.ImageService/ImageStatus"
+POD_UID_LABEL = "io.kubernetes.pod.uid"  # kubelet labels every container it creates with its pod's uid
 
 _CONTAINER_ID = re.compile(r"(?P<runtime>[a-z][a-z0-9+.-]{0,31})://(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})")
 
@@ -45,6 +46,7 @@ class RuntimeContainer:
     image: str  # image.image: a tag of its image, or the image ID it was created with
     image_ref: str  # what kubelet reports as imageID
     image_id: str  # the image's ID (config digest); "" from runtimes that do not fill it in (older ones)
+    pod_uid: str  # kubelet's label io.kubernetes.pod.uid on the container: the pod it belongs to
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def parse_container_status(data: bytes) -> RuntimeContainer:
         image="" if image is None else image.string(1, "image"),
         image_ref=status.string(9, "image_ref"),
         image_id=status.string(17, "image_id"),
+        pod_uid=status.string_map(12, "labels").get(POD_UID_LABEL, ""),
     )
 
 
@@ -114,21 +117,23 @@ def _mismatch(message: str) -> Problem:
 
 def runtime_problem(
     pinned: PinnedImage,
+    pod_uid: str,
     pod_image_id: str,
     container_id: str,
     container: RuntimeContainer,
     image: RuntimeImage | None,
 ) -> Problem | None:
-    """None when the runtime agrees with the pod's status that the train container `container_id`
-    ran the image `pinned` names (`pod_image_id` already proved it, by `image_proof`)."""
+    """None when the runtime agrees with the status of pod `pod_uid` that its train container
+    `container_id` ran the image `pinned` names (`pod_image_id` already proved it, by `image_proof`)."""
     if container.id != container_id:
         return _mismatch(
             f"the runtime answered for container {container.id[:80]!r} when asked for {container_id}"
         )
-    if container.name != CONTAINER_TRAIN:
+    if container.name != CONTAINER_TRAIN or container.pod_uid != pod_uid:
         return _mismatch(
-            f"the runtime's container {container_id} is named {container.name[:80]!r}, not "
-            f"{CONTAINER_TRAIN}: the pod's status names another container as its train container"
+            f"the runtime's container {container_id} is {container.name[:80]!r} of pod "
+            f"{container.pod_uid[:80]!r}, not {CONTAINER_TRAIN} of pod {pod_uid}: the pod's status "
+            "names another container as its train container"
         )
     problem = image_ref_problem(container.image_ref, pinned, who="the container runtime (CRI)")
     if problem is not None:

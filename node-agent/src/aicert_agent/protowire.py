@@ -141,6 +141,18 @@ class Message:
         """A repeated string field."""
         return [_text(f, f"{self.what}.{name}") for f in self._repeated(number, LENGTH_DELIMITED, name)]
 
+    def string_map(self, number: int, name: str) -> dict[str, str]:
+        """A map<string, string> field (repeated entries {key = 1, value = 2}); a key twice is refused."""
+        out: dict[str, str] = {}
+        for found in self._repeated(number, LENGTH_DELIMITED, name):
+            assert isinstance(found.value, bytes)
+            entry = Message(found.value, f"{self.what}.{name}")
+            key = entry.string(1, "key")
+            if key in out:
+                raise WireError(f"{self.what}.{name} has the key {key[:80]!r} twice")
+            out[key] = entry.string(2, "value")
+        return out
+
     def _repeated(self, number: int, wire_type: int, name: str) -> Iterable[Field]:
         for found in self._fields:
             if found.number == number:

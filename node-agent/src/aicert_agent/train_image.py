@@ -2,7 +2,7 @@
 
 The pod status's imageID must prove the digest spec.image pins (`image_proof`). With a runtime
 reader (--cri-socket), the runtime is asked too, read-only (`cri`): the container the status names
-must be the train container, and what the runtime says it ran must agree with the status. Without
+must be the pod's own train container, and what the runtime says it ran must agree with the status. Without
 one, the status alone decides, and the agent says so in its log.
 """
 
@@ -38,4 +38,6 @@ def train_image_problem(
             f"kubelet's pod status names no runtime container for the train container ({container_id[:200]!r})",
         )
     container = runtime.container_status(runtime_id)
-    return pinned, runtime_problem(pinned, image_id, runtime_id, container, runtime.image_status(str(pinned)))
+    pod_uid = str((pod.get("metadata") or {}).get("uid") or "")
+    held = runtime.image_status(str(pinned))
+    return pinned, runtime_problem(pinned, pod_uid, image_id, runtime_id, container, held)
