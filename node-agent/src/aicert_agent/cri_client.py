@@ -35,7 +35,7 @@ class CriClient:
         self.socket = socket
         self.timeout = timeout
         self._channel = grpc.insecure_channel(
-            f"unix://{socket}",
+            f"unix://{socket.absolute()}",
             options=[
                 ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.max_send_message_length", 64 << 10),
