@@ -239,6 +239,7 @@ class Stack:
             "agent.assurance": self.assurance,
             "agent.trustBundles": [{"configMap": DEV_CA_CONFIGMAP, "key": "ca.pem"}],
             "agent.leaseSeconds": 6,
+            "agent.criSocket": "",  # the node double has no CRI; a RealNode's is layout.containerd_socket
         }
         manifest = helm.template(
             values, show_only=["templates/agent-daemonset.yaml"], home=self.workdir / "helm"

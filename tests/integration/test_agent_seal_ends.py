@@ -51,6 +51,7 @@ from aicert.training import (
     VERSION,
     TrainingSpec,
 )
+from aicert_agent.cri_client import CriClient
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import ak_identity
 from aicert_agent.measurement_log import MeasurementLog
@@ -143,6 +144,8 @@ class Node:
     pod_uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     clock: Clock = field(default_factory=Clock)
     tsa_url: str | None = None
+    image_id: str = f"registry.example/train@{DIGEST}"  # the train container's, as kubelet reports it
+    runtime: CriClient | None = None  # --cri-socket
     agent: NodeAgent = field(init=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +168,7 @@ class Node:
             ak_identity(self.tpm.tpm, ()),
             None,  # type: ignore[arg-type]  # the trust store: only `start` checks the AK with it
             self.network(),
+            runtime=self.runtime,
         )
         agent.log.recover(self.tpm)  # what `start` does first
         agent.sealer.clock = self.clock
@@ -215,7 +219,12 @@ class Node:
                 "phase": "Running",
                 "initContainerStatuses": [
                     {"name": CONTAINER_GATE, "state": done},
-                    {"name": CONTAINER_TRAIN, "state": done, "imageID": f"registry.example/train@{DIGEST}"},
+                    {
+                        "name": CONTAINER_TRAIN,
+                        "state": done,
+                        "imageID": self.image_id,
+                        "containerID": f"containerd://{'c' * 64}",
+                    },
                 ],
                 "containerStatuses": [{"name": CONTAINER_SEAL, "state": RUNNING}],
             }
@@ -398,6 +407,45 @@ def test_a_certificate_that_cannot_be_written_ends_the_run_as_seal_failed(node: 
     assert node.certified()["reason"] == "SealFailed" and node.tpm.quotes == 1
     assert f"sealing failed {ATTEMPTS} times" in node.certified()["message"]
     assert "Is a directory" in node.certified()["message"]
+
+
+# --- the image: held by digest, and the runtime's word -----------------------------------------------
+
+
+def test_a_train_image_held_by_tag_only_is_refused_as_not_pinned(node: Node) -> None:
+    """kubelet reports the bare config digest of an image the node holds by tag only: even with
+    the pinned digest's hex, it names no manifest."""
+    node.image_id = DIGEST
+    node.gate()
+    weights(node)
+    node.seal()
+    certified = node.certified()
+    assert (certified["status"], certified["reason"]) == ("False", "ImageNotPinned")
+    assert "by tag only" in certified["message"] and node.tpm.quotes == 0
+
+
+def test_the_pinned_digest_from_another_repository_is_refused(node: Node) -> None:
+    node.image_id = f"evil.example/train@{DIGEST}"
+    node.gate()
+    weights(node)
+    node.seal()
+    assert node.certified()["reason"] == "ImageMismatch" and node.tpm.quotes == 0
+
+
+def test_a_runtime_that_does_not_answer_ends_the_run_as_seal_failed(node: Node) -> None:
+    """--cri-socket names no runtime: the image cannot be cross-checked, so the seal fails, is tried
+    again after its back-off, and the run is refused; it is never certified on the status alone."""
+    node.runtime = CriClient(node.root / "no-runtime.sock", timeout=2)
+    node.agent = node.start_agent()
+    node.gate()
+    weights(node)
+    for _ in range(10):
+        node.seal()
+        node.clock.now += 3600
+    certified = node.certified()
+    assert (certified["status"], certified["reason"]) == ("False", "SealFailed")
+    assert "/runtime.v1.RuntimeService/ContainerStatus" in certified["message"]
+    assert "UNAVAILABLE" in certified["message"] and node.tpm.quotes == 0
 
 
 # --- C: a file name that is not UTF-8 -------------------------------------------------------------------

@@ -335,6 +335,34 @@ def test_the_agents_measurement_budgets_reach_it_as_settings_it_reads(helm_home:
     assert refused.returncode != 0 and "agent/maxOutputBytes" in refused.stderr
 
 
+def test_the_agent_asks_the_runtime_through_its_socket_directory_unless_told_not_to(helm_home: Path) -> None:
+    agent = one(render(helm_home), "DaemonSet", AGENT_SA)
+    c = container(agent)
+    assert c["args"][c["args"].index("--cri-socket") + 1] == "/run/containerd/containerd.sock"
+    volumes = {v["name"]: v for v in agent["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["cri-socket"]["hostPath"] == {"path": "/run/containerd", "type": "Directory"}
+    assert mounts["cri-socket"] == {"name": "cri-socket", "mountPath": "/run/containerd", "readOnly": True}
+
+    elsewhere = container(one(render(helm_home, {"agent.criSocket": "/tmp/node-1/cri.sock"}), "DaemonSet"))
+    assert elsewhere["args"][elsewhere["args"].index("--cri-socket") + 1] == "/tmp/node-1/cri.sock"
+    assert {"name": "cri-socket", "mountPath": "/tmp/node-1", "readOnly": True} in elsewhere["volumeMounts"]
+
+    off = one(render(helm_home, {"agent.criSocket": ""}), "DaemonSet")
+    assert "--cri-socket" not in container(off)["args"]
+    assert "cri-socket" not in {v["name"] for v in off["spec"]["template"]["spec"]["volumes"]}
+
+    for bad in ("run/containerd.sock", "/containerd.sock", "/run/containerd/"):
+        refused = helm.run_helm(
+            "template",
+            str(CHART),
+            *helm.set_args({**VALUES, "agent.criSocket": bad}),
+            home=helm_home,
+            check=False,
+        )
+        assert refused.returncode != 0 and "agent/criSocket" in refused.stderr, bad
+
+
 def test_agent_without_privilege_takes_the_tpm_from_a_device_plugin(helm_home: Path) -> None:
     agent = one(render(helm_home, {"agent.tpm.access": "devicePlugin"}), "DaemonSet")
     c = container(agent)

@@ -53,10 +53,10 @@ def test_the_script_and_the_message_match_the_distribution() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == DISTRIBUTION
     assert project["scripts"]["aicert-agent"] == "aicert_agent.entry_point:main"
-    assert {"tpm2-pytss", "kubernetes", "prometheus-client", "pydantic"} <= {
+    assert {"tpm2-pytss", "kubernetes", "prometheus-client", "pydantic", "grpcio"} <= {
         requirement.split(">")[0].split("=")[0] for requirement in project["optional-dependencies"]["agent"]
     }
-    assert set(AGENT_EXTRA_MODULES) == {"tpm2_pytss", "kubernetes", "prometheus_client", "pydantic"}
+    assert set(AGENT_EXTRA_MODULES) == {"tpm2_pytss", "kubernetes", "prometheus_client", "pydantic", "grpc"}
 
 
 def test_python_m_aicert_agent_goes_through_the_same_guard() -> None:

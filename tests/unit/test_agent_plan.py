@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from aicert_agent.pod_plan import Markers, PodFacts, RunProgress, Step, plan
-from aicert_agent.pod_state import image_digest
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 
 GATING = PodFacts(terminal=False, gate_running=True, gate_done=False, train_exit=None, seal_running=False)
@@ -83,21 +82,6 @@ def test_finished_or_refused_pods_are_left_alone(markers: Markers) -> None:
 def test_terminal_pods_are_left_alone() -> None:
     done = PodFacts(terminal=True, gate_running=False, gate_done=True, train_exit=0, seal_running=False)
     assert plan(done, NOTHING, NO_MARKERS, 2, False) == []
-
-
-@pytest.mark.parametrize(
-    ("image_id", "digest"),
-    [
-        ("registry.example/train@sha256:" + "a" * 64, "sha256:" + "a" * 64),
-        ("docker-pullable://registry.example/train@sha256:" + "b" * 64, "sha256:" + "b" * 64),
-        ("sha256:" + "c" * 64, "sha256:" + "c" * 64),
-        ("registry.example/train:latest", None),
-        ("sha256:" + "A" * 64, None),
-        ("", None),
-    ],
-)
-def test_image_digest(image_id: str, digest: str | None) -> None:
-    assert image_digest(image_id) == digest
 
 
 def test_kubelet_volume_paths(tmp_path: Path) -> None:

@@ -86,3 +86,42 @@ def test_serve_refuses_a_paravisor_list_that_does_not_read_in_one_line(tmp_path:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"{tmp_path / 'paravisor.txt'} line 1 is not 96 hex digits" in done.stderr
+
+
+def test_the_cri_socket_is_off_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aicert_agent.cli import build_parser
+
+    monkeypatch.delenv("AICERT_CRI_SOCKET", raising=False)
+    assert build_parser().parse_args(["serve"]).cri_socket is None
+    given = build_parser().parse_args(["serve", "--cri-socket", "/run/containerd/containerd.sock"])
+    assert given.cri_socket == Path("/run/containerd/containerd.sock")
+    monkeypatch.setenv("AICERT_CRI_SOCKET", "/run/k3s/containerd/containerd.sock")
+    assert build_parser().parse_args(["serve"]).cri_socket == Path("/run/k3s/containerd/containerd.sock")
+
+
+def test_serve_refuses_a_cri_socket_that_is_not_one_in_one_line(tmp_path: Path) -> None:
+    """A --cri-socket that names no socket (the runtime's directory not mounted) stops the agent at
+    start (exit 2): the check it asks for is never silently left out."""
+    from tests.pki import issue
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    (tmp_path / "root.pem").write_bytes(issue("agent root").pem)
+    (tmp_path / "containerd.sock").write_text("")  # a file, not a socket
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"} | {
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(tmp_path / "kubeconfig"),
+        "AICERT_TPM": "swtpm:host=127.0.0.1,port=1",
+        "AICERT_AGENT_IMAGE": "registry.example/aicert/agent@sha256:" + "b" * 64,
+    }
+    argv = ["serve", "--node", "gpu-1", "--trust-bundle", str(tmp_path / "root.pem")]
+    for socket in (tmp_path / "containerd.sock", tmp_path / "absent.sock"):
+        done = subprocess.run(
+            [sys.executable, "-m", "aicert_agent", *argv, "--cri-socket", str(socket)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"--cri-socket {socket} is not a socket" in done.stderr

@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         "is refused as SealFailed; tries are spaced 5 s, 10 s, 20 s … up to 5 min apart (env "
         "AICERT_SEAL_ATTEMPTS, default 8)",
     )
+    serve.add_argument(
+        "--cri-socket",
+        type=Path,
+        default=os.environ.get("AICERT_CRI_SOCKET") or None,
+        metavar="PATH",
+        help="the container runtime's CRI socket (containerd: /run/containerd/containerd.sock): at the "
+        "seal the agent asks the runtime, read-only, which image the train container ran and refuses "
+        "a pod status it contradicts. Default none: kubelet's pod status alone, as the log says at "
+        "start (env AICERT_CRI_SOCKET)",
+    )
     serve.set_defaults(func=_serve)
     return parser
 

@@ -16,7 +16,7 @@ from aicert_agent.markers import WAITERS
 
 __all__ = ["AGENT_EXTRA_MODULES", "DISTRIBUTION", "MISSING_EXTRA", "main", "missing_extra"]
 
-AGENT_EXTRA_MODULES = ("tpm2_pytss", "kubernetes", "prometheus_client", "pydantic")
+AGENT_EXTRA_MODULES = ("tpm2_pytss", "kubernetes", "prometheus_client", "pydantic", "grpc")
 MISSING_EXTRA = missing_extra_message("aicert-agent", "agent")
 
 

@@ -34,7 +34,6 @@ from aicert.digest import (
 )
 from aicert.events import IMAGE, INPUT, OUTPUT
 from aicert.training import (
-    CONTAINER_TRAIN,
     CONTROL_VOLUME,
     LABEL_ATTEMPT,
     LABEL_TRAINING,
@@ -48,6 +47,8 @@ from aicert.training import (
 from aicert.trust import ChainError, TrustStore, build_path
 from aicert.trust.measurements import KnownMeasurements
 from aicert_agent import metrics
+from aicert_agent.cri import RuntimeReader
+from aicert_agent.image_proof import PinnedImage
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
@@ -72,10 +73,11 @@ from aicert_agent.pod_plan import (
     run_in_flight,
     work_lane,
 )
-from aicert_agent.pod_state import container_status, image_digest, pod_facts, run_progress
+from aicert_agent.pod_state import pod_facts, run_progress
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.sealing import Refusal, RetryPolicy, Sealer
 from aicert_agent.storage import shared_storage_problem
+from aicert_agent.train_image import train_image_problem
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
 
@@ -152,6 +154,9 @@ class NodeAgent:
     ak: AkIdentity
     trust: TrustStore
     network: NetworkLedger  # the policies that selected each run's pod, gate to seal (policy_watch)
+    # the container runtime's CRI, read-only (aicert_agent.cri_client); None: --cri-socket not given,
+    # the train container's image is then known from kubelet's pod status alone (logged at start)
+    runtime: RuntimeReader | None = None
     _salts: dict[str, str] = field(default_factory=dict)
     sealer: Sealer = field(init=False)
 
@@ -202,6 +207,11 @@ class NodeAgent:
             log.error("%s; re-basing the measurement log", exc)
             metrics.LOG_REBASES.labels("mismatch").inc()
             self.log.rebase(self.tpm)
+        if self.runtime is None:
+            log.warning(
+                "no --cri-socket: the train container's image is known from kubelet's pod status alone, "
+                "not cross-checked with the container runtime"
+            )
         ok = self.check_ak()
         self.kube.label_node(self.config.assurance if ok else None)
         log.info(
@@ -459,21 +469,9 @@ class NodeAgent:
                         Reason.INPUTS_CHANGED,
                         f"input {item.name} changed during training (root {measured[item.name]} became {now.root})",
                     )
-            image_id = str(container_status(ctx.pod, CONTAINER_TRAIN).get("imageID") or "")
-            digest = image_digest(image_id)
-            if digest is None:
-                raise Refusal(
-                    Reason.IMAGE_UNKNOWN,
-                    f"the runtime reported no image digest for the train container ({image_id!r})",
-                )
-            pinned = ctx.spec.image.rpartition("@")[2]
-            if digest != pinned:
-                raise Refusal(
-                    Reason.IMAGE_MISMATCH,
-                    f"the train container ran image {digest}, not the {pinned} that spec.image pins",
-                )
+            pinned = self._check_image(ctx)
             if not any(e.type == IMAGE for e in own):
-                recorder.image(ctx.spec.image, digest)
+                recorder.image(ctx.spec.image, pinned.digest)
             out_dir = self._output_path(ctx)
             for reserved in sorted(OUTPUT_EXCLUDED):
                 if os.path.lexists(out_dir / reserved):
@@ -485,6 +483,20 @@ class NodeAgent:
             recorder.output(ctx.spec.output.name, output, network=network)
             write_atomic(out_dir / MANIFEST_FILE, output.to_bytes())
         self._publish(ctx, recorder)
+
+    def _check_image(self, ctx: PodContext) -> PinnedImage:
+        """The pinned image the train container ran, by kubelet's pod status and, with --cri-socket,
+        by the runtime's own word (`train_image`); a Refusal otherwise."""
+        pinned, problem = train_image_problem(ctx.pod, ctx.spec.image, self.runtime)
+        if problem is not None:
+            raise Refusal.of(problem)
+        checked = (
+            "kubelet's status and the runtime agree"
+            if self.runtime
+            else "no --cri-socket: kubelet's status only"
+        )
+        log.info("%s: the train container ran %s (%s)", ctx.training_name, pinned, checked)
+        return pinned
 
     def _publish(self, ctx: PodContext, recorder: RunRecorder) -> None:
         self.sealer.publish(ctx, recorder, self._output_path(ctx), self._control(ctx.uid))

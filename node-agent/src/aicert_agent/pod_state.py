@@ -48,9 +48,3 @@ def run_progress(entries: list[Entry], run: str) -> RunProgress:
         output_measured=OUTPUT in kinds,
         sealed=SEAL in kinds,
     )
-
-
-def image_digest(image_id: str) -> str | None:
-    """The sha256 digest in a runtime imageID (`repo@sha256:…`, `docker-pullable://…@sha256:…`, `sha256:…`)."""
-    _, _, digest = image_id.rpartition("sha256:")
-    return f"sha256:{digest}" if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None

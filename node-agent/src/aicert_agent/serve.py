@@ -55,6 +55,17 @@ def serve(args: argparse.Namespace) -> int:
     except (TrustError, ContractError, LimitsError) as exc:
         log.error("%s", exc)
         return 2
+    runtime = None
+    if args.cri_socket is not None:
+        if not args.cri_socket.is_socket():
+            log.error(
+                "--cri-socket %s is not a socket (is the runtime's socket directory mounted?)",
+                args.cri_socket,
+            )
+            return 2
+        from aicert_agent.cri_client import CriClient
+
+        runtime = CriClient(args.cri_socket)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -98,6 +109,7 @@ def serve(args: argparse.Namespace) -> int:
                 ak,
                 trust,
                 NetworkLedger(args.state_dir / NETWORK_FILE),
+                runtime=runtime,
             )
             lease.try_acquire()
             if not agent.start():

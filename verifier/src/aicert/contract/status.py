@@ -61,6 +61,8 @@ class Reason(enum.StrEnum):
     NOT_OWNED = "NotOwned"
     IMAGE_MISMATCH = "ImageMismatch"
     IMAGE_UNKNOWN = "ImageUnknown"
+    IMAGE_NOT_PINNED = "ImageNotPinned"  # the node holds the image by tag only: its imageID names no manifest
+    RUNTIME_IMAGE_MISMATCH = "RuntimeImageMismatch"  # the runtime (CRI) contradicts the pod's status
     ASSURANCE_TOO_LOW = "AssuranceTooLow"
     TRAINING_FINISHED = "TrainingFinished"
     OUTPUT_NOT_EXCLUSIVE = "OutputNotExclusive"
@@ -89,6 +91,8 @@ REFUSALS: Final = frozenset(
         Reason.NOT_OWNED,
         Reason.IMAGE_MISMATCH,
         Reason.IMAGE_UNKNOWN,
+        Reason.IMAGE_NOT_PINNED,
+        Reason.RUNTIME_IMAGE_MISMATCH,
         Reason.ASSURANCE_TOO_LOW,
         Reason.TRAINING_FINISHED,
         Reason.OUTPUT_NOT_EXCLUSIVE,
