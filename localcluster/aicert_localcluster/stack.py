@@ -33,12 +33,13 @@ from aicert_localcluster.images import ImageStore
 from aicert_localcluster.node_labels import aks_node_labels
 from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 from aicert_localcluster.realnode import RealNode, RealNodeError, free_node_index
+from aicert_localcluster.registry import Registry
 from aicert_localcluster.workload_pods import AgentPod, OperatorPods
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
-AGENT_REPOSITORY = "registry.local/aicert/agent"  # where the images built by `make images` go
-OPERATOR_REPOSITORY = "registry.local/aicert/operator"
+AGENT_REPOSITORY = "aicert/agent"  # in the stack's registry: the images built by `make images`
+OPERATOR_REPOSITORY = "aicert/operator"
 OPERATOR_REPLICAS = 2  # as the chart's default: one leads, one stands by
 DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
@@ -67,9 +68,11 @@ class Stack:
     bin_dir: Path | None = None  # the control plane's binaries (None: built or found in the cache)
     node_bin_dir: Path | None = None  # the nodes' binaries (likewise)
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
-    agent_image: str = field(init=False)
+    agent_image: str = field(init=False)  # <registry>/aicert/agent@sha256:..., as the nodes pull it
+    _local_agent_image: str = field(init=False)
     operator_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
+    registry: Registry = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
     swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
@@ -111,8 +114,11 @@ class Stack:
         self.wait_for_admission()
         self.ca = DevCA.load_or_create(self.workdir / "ca")
         self.images = ImageStore(self.workdir / "images")
-        self.agent_image = self.images.add_layout(self.agent_layout, AGENT_REPOSITORY)
-        self.operator_image = self.images.add_layout(self.operator_layout, OPERATOR_REPOSITORY)
+        self.registry = Registry(self.workdir / "registry")
+        self.registry.start()
+        self._local_agent_image = self.images.add_layout(self.agent_layout, AGENT_REPOSITORY)
+        self.agent_image = self._publish(self._local_agent_image)
+        self.operator_image = self._publish(self.images.add_layout(self.operator_layout, OPERATOR_REPOSITORY))
         self._start_nodes()
         for name in self.tpm_nodes:
             node = self.nodes[name]
@@ -142,6 +148,7 @@ class Stack:
             # started them (PR_SET_PDEATHSIG), so never from a pool's worker thread.
             self.nodes[name] = self._start_node(
                 name,
+                registries=[self.registry.host],
                 gpus=GPUS_PER_NODE if tpm else 0,
                 labels=aks_node_labels(
                     "TrustedLaunch" if tpm else None,
@@ -149,10 +156,10 @@ class Stack:
                     agentpool="gpu" if tpm else "system",
                 ),
             )
-            image = self.agent_image if tpm else self.operator_image
-            self.nodes[name].import_image(self.images.layout, image)
 
-    def _start_node(self, name: str, *, gpus: int, labels: Mapping[str, str]) -> RealNode:
+    def _start_node(
+        self, name: str, *, registries: list[str], gpus: int, labels: Mapping[str, str]
+    ) -> RealNode:
         """A started node on the lowest free index (another one if someone else claims it first)."""
         for attempt in range(1, 6):
             node = RealNode(
@@ -163,6 +170,7 @@ class Stack:
                 gpus=gpus,
                 bin_dir=self.node_bin_dir,
                 labels=labels,
+                registries=registries,
             )
             try:
                 node.start()
@@ -183,8 +191,8 @@ class Stack:
         workdir: str = "/app",
     ) -> str:
         """A training image: the agent image's Debian, Python and venv with `files` under /app on top
-        (FROM the agent image, as its user), on every TPM node under its digest reference, which it
-        returns."""
+        (FROM the agent image, as its user), pushed to the stack's registry; returns its digest
+        reference there, which nodes pull."""
         reference = self.images.build(
             repository,
             files=files,
@@ -192,11 +200,13 @@ class Stack:
             cmd=cmd,
             env=dict(env or {}),
             workdir=workdir,
-            base=self.agent_image,
+            base=self._local_agent_image,
         )
-        for name in self.tpm_nodes:
-            self.nodes[name].import_image(self.images.layout, reference)
-        return reference
+        return self._publish(reference)
+
+    def _publish(self, local_reference: str) -> str:
+        """Push an image of the local store to the registry; its reference there (same digest)."""
+        return self.registry.push(self.images.layout, local_reference)
 
     def _chart_values(self) -> dict[str, object]:
         return {
@@ -239,7 +249,6 @@ class Stack:
             "agent.assurance": self.assurance,
             "agent.trustBundles": [{"configMap": DEV_CA_CONFIGMAP, "key": "ca.pem"}],
             "agent.leaseSeconds": 6,
-            "agent.criSocket": "",  # the node double has no CRI; a RealNode's is layout.containerd_socket
         }
         manifest = helm.template(
             values, show_only=["templates/agent-daemonset.yaml"], home=self.workdir / "helm"
@@ -336,6 +345,8 @@ class Stack:
         for tpm in self.swtpms.values():
             tpm.close()
         self.swtpms = {}
+        if hasattr(self, "registry"):
+            self.registry.stop()
         if hasattr(self, "cluster"):
             self.cluster.stop()
         if problems:

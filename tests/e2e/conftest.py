@@ -116,6 +116,12 @@ class Run:
         (self.output_dir(attempt) / "release").write_text("go")
 
     @property
+    def node(self) -> str:
+        """The node its (one) pod is bound to."""
+        (pod,) = [p for p in self.pods() if p["spec"].get("nodeName")]
+        return str(pod["spec"]["nodeName"])
+
+    @property
     def status(self) -> dict[str, Any]:
         return dict(self.stack.get("certifiedtraining", self.name, self.namespace).get("status") or {})
 

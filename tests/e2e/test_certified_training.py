@@ -66,11 +66,11 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
         r.name,
         body["metadata"]["uid"],
     )
-    assert predicate["node"]["name"] == status["node"] == "gpu-1"
+    assert predicate["node"]["name"] == status["node"] in stack.tpm_nodes
     assert status["modelDigest"] == "sha256:" + predicate["outputs"]["root"]
     selected = {
         phase: stack.cluster.kubectl(
-            "get", "ct", "--field-selector", f"status.phase={phase},status.node=gpu-1", "-o", "name"
+            "get", "ct", "--field-selector", f"status.phase={phase},status.node={status['node']}", "-o", "name"
         ).stdout.split()
         for phase in ("Succeeded", "Failed")
     }
@@ -96,22 +96,26 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
         ("aicert.dev/operator", "Certified"),
         ("aicert.dev/agent", "Certified"),
     } <= seen
-    table = stack.cluster.kubectl("get", "certifiedtrainings", r.name).stdout
-    assert "Succeeded" in table and "gpu-1" in table and status["modelShortDigest"] in table
-    # the gate and seal containers ran from the agent image this checkout builds, not the host
     (pod,) = r.pods()
+    node = pod["spec"]["nodeName"]
+    assert node in stack.tpm_nodes
+    table = stack.cluster.kubectl("get", "certifiedtrainings", r.name).stdout
+    assert "Succeeded" in table and node in table and status["modelShortDigest"] in table
+    # the gate and seal containers ran from the agent image this checkout builds, pulled by digest
     statuses = {
         c["name"]: c for c in [*pod["status"]["initContainerStatuses"], *pod["status"]["containerStatuses"]]
     }
-    assert stack.agent_image.startswith(f"{AGENT_REPOSITORY}@sha256:")
+    assert stack.agent_image.startswith(f"{stack.registry.host}/{AGENT_REPOSITORY}@sha256:")
     assert statuses["aicert-gate"]["imageID"] == statuses["aicert-seal"]["imageID"] == stack.agent_image
-    assert stack.images.resolve(stack.agent_image).own_root
-    # and so did the agent that certified it: the chart's DaemonSet's pod on gpu-1
-    (agent,) = stack.cluster.kubectl_json(
-        "get", "pods", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=agent"
-    )["items"]
+    # and so did the agent that certified it: the chart's DaemonSet's pod on that node
+    (agent,) = [
+        p
+        for p in stack.cluster.kubectl_json(
+            "get", "pods", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=agent"
+        )["items"]
+        if p["spec"]["nodeName"] == node
+    ]
     assert agent["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
-    assert agent["spec"]["nodeName"] == "gpu-1"
     assert agent["status"]["containerStatuses"][0]["imageID"] == stack.agent_image
     # and the operator that drove it: the chart's Deployment, one replica leading, one standing by
     operators = stack.cluster.kubectl_json(
@@ -119,7 +123,7 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     )["items"]
     assert len(operators) == 2
     assert {p["status"]["containerStatuses"][0]["imageID"] for p in operators} == {stack.operator_image}
-    assert stack.operator_image.startswith(f"{OPERATOR_REPOSITORY}@sha256:")
+    assert stack.operator_image.startswith(f"{stack.registry.host}/{OPERATOR_REPOSITORY}@sha256:")
     lease = stack.get("lease", "aicert-operator", SYSTEM_NAMESPACE)
     assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in operators}
 
@@ -215,9 +219,9 @@ def test_operator_killed_mid_run(stack: Stack, run: Any) -> None:
 def test_agent_killed_between_gate_and_seal(stack: Stack, run: Any) -> None:
     r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
     r.wait_started()
-    stack.agents["gpu-1"].kill()
+    stack.agents[r.node].kill()
     r.release()
-    stack.agents["gpu-1"].start()
+    stack.agents[r.node].start()
     status = r.wait("Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status  # the log survived the agent: the run is certified
     Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(status["certificate"], model_dir=r.model)

@@ -327,18 +327,20 @@ def node_labels(stack: Stack, node: str) -> dict[str, str]:
 
 
 def test_a_node_whose_agent_died_takes_no_new_runs(stack: Stack, run: Any) -> None:
-    """The agent's lease lapses, the operator removes the node's assurance label: a new run waits
-    (Unschedulable) instead of landing where nothing can measure it, and runs once the agent is back."""
-    stack.agents["gpu-1"].kill()
+    """The agents' leases lapse, the operator removes the nodes' assurance label: a new run waits
+    (Unschedulable) instead of landing where nothing can measure it, and runs once an agent is back."""
+    for agent in stack.agents.values():
+        agent.kill()
     try:
         deadline = time.monotonic() + 30
-        while "aicert.dev/assurance" in node_labels(stack, "gpu-1"):
-            assert time.monotonic() < deadline, "the dead agent's node kept its label"
+        while any("aicert.dev/assurance" in node_labels(stack, node) for node in stack.tpm_nodes):
+            assert time.monotonic() < deadline, "a dead agent's node kept its label"
             time.sleep(0.3)
         r = run().apply()
         status = r.wait_reason("Unschedulable")
     finally:
-        stack.agents["gpu-1"].start()
+        for agent in stack.agents.values():
+            agent.start()
     stack.wait_for_label()
     status = r.wait("Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status

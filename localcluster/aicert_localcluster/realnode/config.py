@@ -19,6 +19,8 @@ SANDBOX_REPOSITORY = "registry.local/localcluster/pause"
 # /var/lib/kubelet/pods works unchanged), and so is the aicert agent's default state directory.
 KUBELET_ROOT = Path("/var/lib/kubelet")
 AGENT_STATE_DIR = Path("/run/aicert")
+CRI_DIR = Path("/run/containerd")  # the node's run directory appears here: its CRI socket where AKS has it
+CRI_SOCKET = CRI_DIR / "containerd.sock"
 CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin keeps its images and containers in
 
 # What kubelet sets on the host when protectKernelDefaults is false (pkg/kubelet/cm,
@@ -115,13 +117,15 @@ class NodeLayout:
         """Fixed host paths that kubelet and containerd write to whatever their configuration says,
         each mapped to this node's own directory, bind-mounted over it in the node's mount namespace:
         /var/lib/cni (libcni's result cache), kubelet's root (with its device-plugin socket
-        directory), /var/log/containers (kubelet's log symlinks) and the aicert agent's state."""
+        directory), /var/log/containers (kubelet's log symlinks), the aicert agent's state and
+        /run/containerd (the node's short run directory, with containerd's socket: CRI_SOCKET)."""
         private = self.root / "private"
         return {
             Path("/var/lib/cni"): private / "var-lib-cni",
             KUBELET_ROOT: self.kubelet_root,
             Path("/var/log/containers"): private / "var-log-containers",
             AGENT_STATE_DIR: self.agent_state_dir,
+            CRI_DIR: self.run,
         }
 
     # short paths under run
