@@ -44,7 +44,7 @@ OPERATOR_REPLICAS = 2  # as the chart's default: one leads, one stands by
 DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
 SWTPM_PORT = 2321  # on each TPM node's IP (control channel on the next port)
-GPUS_PER_NODE = 1
+GPUS_PER_NODE = 2  # a run and a copy of its pod (red-team tests) fit on one node
 # What the chart's aicert-training-pods policy says to a non-operator creating a training pod
 ADMISSION_PROBE_MESSAGE = "only the aicert operator may create pods with aicert.dev/ labels"
 

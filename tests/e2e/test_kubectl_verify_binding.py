@@ -65,7 +65,9 @@ def write_status(stack: Stack, name: str, status: dict[str, Any]) -> str:
 def test_only_the_resources_own_certificate_verifies(stack: Stack, run: Any) -> None:
     a, b = run().apply(), run().apply()
     trainings = {r.name: r.wait("Succeeded", "Failed") for r in (a, b)}
-    assert {n: t["status"]["phase"] for n, t in trainings.items()} == dict.fromkeys(trainings, "Succeeded")
+    assert {n: t["status"]["phase"] for n, t in trainings.items()} == dict.fromkeys(trainings, "Succeeded"), {
+        n: t["status"] for n, t in trainings.items()
+    }
     uid = {n: t["metadata"]["uid"] for n, t in trainings.items()}
 
     genuine = kubectl_aicert(stack, b.name)

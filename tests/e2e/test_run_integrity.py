@@ -93,7 +93,10 @@ def wait_pod_phase(stack: Stack, name: str, *phases: str, timeout: float = 90) -
 
 def test_a_copy_of_the_training_pod_is_never_certified(stack: Stack, run: Any) -> None:
     """Admission off: a pod with every label, annotation and owner reference of the real one, bound to
-    the TPM node, running another command, is refused as foreign; the honest run is certified."""
+    the TPM node, running another command, is refused as foreign; the honest run is certified.
+
+    The copy writes to an emptyDir: with the honest pod's ReadWriteOncePod output claim, kubelet would
+    never start it (the claim is in use), which stops this copy before the agent has to."""
     r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
     r.wait_started()
     honest = stack.get("pod", f"{r.name}-1")
@@ -111,7 +114,10 @@ def test_a_copy_of_the_training_pod_is_never_certified(stack: Stack, run: Any) -
     }
     train = next(c for c in forged["spec"]["initContainers"] if c["name"] == "train")
     train["args"] = ["/data", "/tmp"]  # "trains" on nothing and writes elsewhere
-    forged["spec"]["nodeName"] = "gpu-1"
+    forged["spec"]["volumes"] = [
+        {"name": v["name"], "emptyDir": {}} if v["name"] == "output" else v for v in forged["spec"]["volumes"]
+    ]
+    # spec.nodeName stays the honest pod's: the copy runs beside it, on the same TPM node
     with admission_off(stack):
         stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(forged))
     done = wait_pod_phase(stack, f"{r.name}-forged", "Succeeded", "Failed")
