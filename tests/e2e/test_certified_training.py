@@ -70,7 +70,12 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     assert status["modelDigest"] == "sha256:" + predicate["outputs"]["root"]
     selected = {
         phase: stack.cluster.kubectl(
-            "get", "ct", "--field-selector", f"status.phase={phase},status.node={status['node']}", "-o", "name"
+            "get",
+            "ct",
+            "--field-selector",
+            f"status.phase={phase},status.node={status['node']}",
+            "-o",
+            "name",
         ).stdout.split()
         for phase in ("Succeeded", "Failed")
     }

@@ -210,7 +210,9 @@ class Swtpm:
             return
         if orderly and proc.poll() is None and self._port is not None:
             with contextlib.suppress(OSError):
-                _tpm_command(self.host, self._port, _TPM_CC_SHUTDOWN, struct.pack(">H", _TPM_SU_CLEAR), timeout=2.0)
+                _tpm_command(
+                    self.host, self._port, _TPM_CC_SHUTDOWN, struct.pack(">H", _TPM_SU_CLEAR), timeout=2.0
+                )
         self._kill(proc)
 
     def restart(self, *, orderly: bool = True) -> None:
