@@ -88,7 +88,7 @@ fuzz: venv
 	  -rss_limit_mb=2048 -timeout=30 -max_len=65536 -artifact_prefix=$(FUZZ_STATE)/ -print_final_stats=1
 
 # The cluster path: control plane, node double, swtpm, operator and agent; apply, watch, verify.
-demo: venv cluster-binaries
+demo: venv cluster-binaries node-binaries deps
 	$(BIN)/python examples/demo_cluster.py
 
 # The same job without Kubernetes: aicert-agent run on a swtpm.

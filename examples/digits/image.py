@@ -1,27 +1,28 @@
-"""The digits training job as an image in the local image store (the cluster demo and e2e tests).
+"""The digits training job as an image: train.py on top of the agent image, whose Debian Python
+runs it (train.py needs only the standard library).
 
-The image holds train.py; it runs with the Python environment the node double provides at
-/opt/venv (this project's venv, with numpy and scikit-learn). Its layer is built reproducibly,
-so its digest, pinned in examples/training.yaml, is the same on every machine.
+The image is built FROM the agent image of the checkout, so its digest changes with every release
+of the agent: examples/training.yaml shows the form, and the demo applies it with the digest it
+built (`with_image`).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 REPOSITORY = "registry.local/aicert/digits-train"
 HERE = Path(__file__).resolve().parent
+FILES = {"train.py": (HERE / "train.py").read_bytes()}
+ENTRYPOINT = ["/opt/venv/bin/python", "/app/train.py"]
+ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def build_training_image(images: Any) -> str:
-    return str(
-        images.build(
-            REPOSITORY,
-            files={"train.py": (HERE / "train.py").read_bytes()},
-            entrypoint=["/opt/venv/bin/python", "/app/train.py"],
-            cmd=None,
-            env={"PYTHONDONTWRITEBYTECODE": "1"},
-            workdir="/app",
-        )
-    )
+def with_image(training: dict[str, Any], image: str) -> dict[str, Any]:
+    """The CertifiedTraining `training` with spec.image replaced by `image` (repository@sha256:...)."""
+    if not image.startswith(f"{REPOSITORY}@sha256:"):
+        raise ValueError(f"{image} is not an image of {REPOSITORY} pinned by digest")
+    changed = copy.deepcopy(training)
+    changed["spec"]["image"] = image
+    return changed

@@ -38,8 +38,11 @@ from aicert_localcluster.workload_pods import AgentPod, OperatorPods
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
-AGENT_REPOSITORY = "aicert/agent"  # in the stack's registry: the images built by `make images`
-OPERATOR_REPOSITORY = "aicert/operator"
+# The stack's registry serves this name to the nodes (as ACR serves <name>.azurecr.io): images keep
+# one name on every machine and in every run, whatever port the registry has.
+REGISTRY_NAME = "registry.local"
+AGENT_REPOSITORY = f"{REGISTRY_NAME}/aicert/agent"  # the images built by `make images`
+OPERATOR_REPOSITORY = f"{REGISTRY_NAME}/aicert/operator"
 OPERATOR_REPLICAS = 2  # as the chart's default: one leads, one stands by
 DEV_CA_CONFIGMAP = "aicert-dev-ca"  # the agent DaemonSet's trust bundle (agent.trustBundles)
 SYSTEM_NAMESPACE = helm.SYSTEM_NAMESPACE
@@ -68,7 +71,7 @@ class Stack:
     bin_dir: Path | None = None  # the control plane's binaries (None: built or found in the cache)
     node_bin_dir: Path | None = None  # the nodes' binaries (likewise)
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
-    agent_image: str = field(init=False)  # <registry>/aicert/agent@sha256:..., as the nodes pull it
+    agent_image: str = field(init=False)  # registry.local/aicert/agent@sha256:..., as the nodes pull it
     _local_agent_image: str = field(init=False)
     operator_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
@@ -171,6 +174,7 @@ class Stack:
                 bin_dir=self.node_bin_dir,
                 labels=labels,
                 registries=registries,
+                registry_names={REGISTRY_NAME: registries[0]},
             )
             try:
                 node.start()
@@ -205,8 +209,12 @@ class Stack:
         return self._publish(reference)
 
     def _publish(self, local_reference: str) -> str:
-        """Push an image of the local store to the registry; its reference there (same digest)."""
-        return self.registry.push(self.images.layout, local_reference)
+        """Push an image of the local store (named registry.local/...) to the registry; the nodes
+        pull it under that same name and digest, which this returns."""
+        pushed = self.registry.push(self.images.layout, local_reference)
+        if pushed.rpartition("@")[2] != local_reference.rpartition("@")[2]:
+            raise RuntimeError(f"the registry holds {pushed}, not {local_reference}")
+        return local_reference
 
     def _chart_values(self) -> dict[str, object]:
         return {

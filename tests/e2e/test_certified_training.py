@@ -110,7 +110,7 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     statuses = {
         c["name"]: c for c in [*pod["status"]["initContainerStatuses"], *pod["status"]["containerStatuses"]]
     }
-    assert stack.agent_image.startswith(f"{stack.registry.host}/{AGENT_REPOSITORY}@sha256:")
+    assert stack.agent_image.startswith(f"{AGENT_REPOSITORY}@sha256:")
     assert statuses["aicert-gate"]["imageID"] == statuses["aicert-seal"]["imageID"] == stack.agent_image
     # and so did the agent that certified it: the chart's DaemonSet's pod on that node
     (agent,) = [
@@ -128,7 +128,7 @@ def test_happy_path_certificate_verifies_offline(stack: Stack, run: Any, tmp_pat
     )["items"]
     assert len(operators) == 2
     assert {p["status"]["containerStatuses"][0]["imageID"] for p in operators} == {stack.operator_image}
-    assert stack.operator_image.startswith(f"{stack.registry.host}/{OPERATOR_REPOSITORY}@sha256:")
+    assert stack.operator_image.startswith(f"{OPERATOR_REPOSITORY}@sha256:")
     lease = stack.get("lease", "aicert-operator", SYSTEM_NAMESPACE)
     assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in operators}
 

@@ -1,17 +1,28 @@
-"""examples/training.yaml pins the digest the demo's image build really produces."""
-
-from __future__ import annotations
+"""examples/training.yaml is the run the demo applies: the digits image by digest, which the demo
+replaces with the one it builds."""
 
 from pathlib import Path
 
+import pytest
 import yaml
-from examples.digits.image import build_training_image
-
-from aicert_localcluster.images import ImageStore
+from examples.digits.image import REPOSITORY, with_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_training_yaml_names_the_built_image(tmp_path: Path) -> None:
+def test_training_yaml_names_the_digits_image_by_digest() -> None:
     spec = yaml.safe_load((EXAMPLES / "training.yaml").read_text())["spec"]
-    assert spec["image"] == build_training_image(ImageStore(tmp_path))
+    repository, _, digest = spec["image"].partition("@")
+    assert repository == REPOSITORY and digest.startswith("sha256:") and len(digest) == 71
+
+
+def test_the_demo_applies_it_with_the_image_it_built() -> None:
+    training = yaml.safe_load((EXAMPLES / "training.yaml").read_text())
+    built = f"{REPOSITORY}@sha256:{'ab' * 32}"
+    applied = with_image(training, built)
+    assert applied["spec"]["image"] == built
+    assert {k: v for k, v in applied["spec"].items() if k != "image"} == {
+        k: v for k, v in training["spec"].items() if k != "image"
+    }
+    with pytest.raises(ValueError, match="not an image of"):
+        with_image(training, "registry.local/other@sha256:" + "ab" * 32)

@@ -207,17 +207,29 @@ def containerd_config(layout: NodeLayout, bin_dir: Path, sandbox_image: str) -> 
 _REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:]+\]):[0-9]{1,5}")
 
 
-def registry_hosts(http_registries: Sequence[str]) -> dict[str, str]:
+_REGISTRY_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?")
+
+
+def registry_hosts(
+    http_registries: Sequence[str], names: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """containerd's hosts files for registries served over plain http (the node's local registries):
     `<host:port>/hosts.toml` under the hosts directory -> its text. Each says the server is
-    `http://<host:port>`, for pulling and resolving only (no push). A registry not listed gets
-    containerd's default (https)."""
+    `http://<host:port>`, for pulling and resolving only (no push). `names` maps a registry name
+    images use (e.g. registry.local) to one of those host:port: images named there are pulled from
+    it, as a node pulls `<acr>.azurecr.io/...` from whatever serves that name. A registry not listed
+    gets containerd's default (https)."""
     files: dict[str, str] = {}
-    for registry in http_registries:
+    served = {registry: registry for registry in http_registries}
+    for name, registry in (names or {}).items():
+        if not _REGISTRY_NAME.fullmatch(name):
+            raise ValueError(f"registry name {name!r} is not a host name (with an optional port)")
+        served[name] = registry
+    for name, registry in served.items():
         if not _REGISTRY_HOST.fullmatch(registry):
             raise ValueError(f"registry {registry!r} is not host:port")
         server = f"http://{registry}"
-        files[f"{registry}/hosts.toml"] = (
+        files[f"{name}/hosts.toml"] = (
             f"server = {json.dumps(server)}\n\n"
             f"[host.{json.dumps(server)}]\n"
             '  capabilities = ["pull", "resolve"]\n'

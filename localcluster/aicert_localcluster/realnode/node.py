@@ -120,9 +120,11 @@ class RealNode:
         labels: Mapping[str, str] | None = None,
         taints: Sequence[str] = (),
         registries: Sequence[str] = (),
+        registry_names: Mapping[str, str] | None = None,
     ) -> None:
         """`labels` and `taints` (key=value:Effect) are the Node's from its registration on;
-        `registries` (host:port) are served over plain http (see trust_registry)."""
+        `registries` (host:port) are served over plain http (see trust_registry); `registry_names`
+        maps names images use (registry.local) to one of them."""
         self.cluster = cluster
         self.name = name
         self.gpus = gpus
@@ -135,6 +137,7 @@ class RealNode:
         self.ledger = ledger if ledger is not None else host.HostLedger()
         self.images = ImageStore(self.workdir / "images")
         self.registries = list(registries)  # host:port of registries served over plain http
+        self.registry_names = dict(registry_names or {})
         self.mount_namespace = ""  # "mnt:[<inode>]" of the node's mount namespace, once made
         self.kubelet_started_at = 0.0  # time.monotonic() when kubelet was started
         self.ready_at = 0.0  # time.monotonic() when start() saw the Node Ready
@@ -402,7 +405,7 @@ class RealNode:
         self._write_registry_hosts()
 
     def _write_registry_hosts(self) -> None:
-        for relative, text in registry_hosts(self.registries).items():
+        for relative, text in registry_hosts(self.registries, self.registry_names).items():
             path = self.layout.registry_hosts_dir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
