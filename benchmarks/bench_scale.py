@@ -3,13 +3,15 @@
 
     python benchmarks/bench_scale.py [--count N] [--out docs/performance.md]
 
-Same stack, same run: the real control plane, the node double, the operator and one agent on a
-swtpm-backed node. Reports the time from the first create until all are finished (and the ratio to
-the plain Pods; both are created eight at a time and polled in-process every 0.2 s for unfinished
-objects only, so neither the submitter nor the poll weighs on one side),
-API requests per training from kube-apiserver's own apiserver_request_total (every client: the
-operator, the agent, the node double, the controllers), and the operator's and agent's CPU time
-and peak RSS from /proc. Writes the "## Scale on the local cluster" section of docs/performance.md.
+Same stack, same run: the real control plane, real nodes (kubelet, containerd, runc), the chart's
+operator Deployment and agent DaemonSet on two swtpm-backed GPU nodes, images pulled from a registry.
+Reports the time from the first create until all are finished (and the ratio to the plain Pods,
+scheduled on the same two nodes; both are created eight at a time and polled in-process every 0.2 s
+for unfinished objects only, so neither the submitter nor the poll weighs on one side), API requests
+per training from kube-apiserver's own apiserver_request_total and its audit log (every client: the
+operator, the agents, the kubelets, the controllers), and the CPU time and peak RSS of the operator's
+leader and of the agents from /proc (their containers' processes, found through containerd). Writes
+the "## Scale on the local cluster" section of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "localcluster"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(REPO / "localcluster"), str(REPO / "images"), str(Path(__file__).resolve().parent)]
 
-from aicert_localcluster.nodes import KubeClient  # noqa: E402
+from kubernetes import config as kube_config  # noqa: E402
+
+from aicert_images.cli import build  # noqa: E402
+from aicert_images.repository import DOCKERFILES  # noqa: E402
 from aicert_localcluster.stack import Stack  # noqa: E402
 from report import machine_table, table, write_section  # noqa: E402
 
@@ -53,7 +58,7 @@ def client_of(username: str) -> str:
     if username == "system:serviceaccount:aicert-system:aicert-agent":
         return "agent"
     if username.startswith("system:node:"):
-        return "kubelet (node double)"
+        return "kubelets"
     if username.startswith(("system:kube-", "system:serviceaccount:kube-system:")):
         return "scheduler and controllers"
     return "other (benchmark's kubectl, apiserver)"
@@ -80,7 +85,45 @@ def cpu_and_rss(pid: int) -> tuple[float, int]:
     return ticks / 100.0, int(hwm.split()[1]) * 1024
 
 
-def create_all(api: KubeClient, path: str, objects: list[dict[str, Any]]) -> None:
+class Api:
+    """Plain REST calls to the API server with the admin's kubeconfig (the kubernetes client's)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.client = kube_config.new_client_from_config(config_file=str(kubeconfig))
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
+    ) -> Any:
+        return self.client.call_api(
+            path,
+            method,
+            body=body,
+            query_params=list((query or {}).items()),
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+
+def container_pid(stack: Stack, pod: dict[str, Any], container: str) -> int:
+    """The host PID of a running container's first process, as containerd lists its task."""
+    status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == container)
+    container_id = status["containerID"].partition("://")[2]
+    tasks = stack.node_of(pod).ctr("tasks", "ls").stdout.splitlines()[1:]
+    return next(int(line.split()[1]) for line in tasks if line.split()[0] == container_id)
+
+
+def product_pids(stack: Stack) -> tuple[int, list[int]]:
+    """The operator leader's process and every agent's."""
+    leader = stack.get("lease", "aicert-operator", "aicert-system")["spec"]["holderIdentity"]
+    operator = stack.get("pod", leader, "aicert-system")
+    agents = stack.cluster.kubectl_json(
+        "get", "pods", "-n", "aicert-system", "-l", "app.kubernetes.io/component=agent"
+    )["items"]
+    return container_pid(stack, operator, "operator"), [container_pid(stack, p, "agent") for p in agents]
+
+
+def create_all(api: Api, path: str, objects: list[dict[str, Any]]) -> None:
     """Create the objects eight at a time, as a batch submitter would (kubectl apply, one object
     after the other, would spread the start over seconds)."""
     with ThreadPoolExecutor(8) as pool:
@@ -90,7 +133,7 @@ def create_all(api: KubeClient, path: str, objects: list[dict[str, Any]]) -> Non
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 
 
-def wait_all(api: KubeClient, path: str, selector: str, started: float, timeout: float) -> float:
+def wait_all(api: Api, path: str, selector: str, started: float, timeout: float) -> float:
     """Seconds from `started` until no object under `path` with `selector` is unfinished. Polled in
     this process every 0.2 s with a field selector, so the API server sends only the unfinished
     objects and the poll costs both phases of the benchmark alike (and little)."""
@@ -116,15 +159,20 @@ def main() -> int:
         workdir = args.workdir or Path(
             scope.enter_context(tempfile.TemporaryDirectory(prefix="aicert-scale-"))
         )
-        stack = scope.enter_context(Stack(workdir, audit=True))
-        api = KubeClient(stack.cluster.admin_kubeconfig, workdir / "bench-credentials")
-        image = stack.images.build(
+        layouts = {layout.name: layout.path for layout in (build(d, workdir / "images") for d in DOCKERFILES)}
+        stack = scope.enter_context(
+            Stack(
+                workdir / "stack",
+                agent_layout=layouts["aicert-agent"],
+                operator_layout=layouts["aicert-operator"],
+                audit=True,
+            )
+        )
+        api = Api(stack.cluster.admin_kubeconfig)
+        image = stack.build_image(
             "registry.local/bench/job",
             files={"job.py": JOB},
             entrypoint=["/opt/venv/bin/python", "/app/job.py"],
-            cmd=None,
-            env={},
-            workdir="/app",
         )
         data = stack.local_volume("bench-data", access_mode="ReadOnlyMany")
         (data / "train.csv").write_text("x,y\n1,2\n")
@@ -138,7 +186,7 @@ def main() -> int:
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "nodeSelector": {"kubernetes.io/hostname": "gpu-1"},
+                    "nodeSelector": {"kubernetes.azure.com/agentpool": "gpu"},  # the trainings' nodes
                     "volumes": [
                         {
                             "name": "data",
@@ -173,8 +221,9 @@ def main() -> int:
 
         before = requests_by_resource(stack)
         audit_offset = stack.cluster.audit_log.stat().st_size
-        operator_before = cpu_and_rss(stack.operator.process.pid)  # type: ignore[union-attr]
-        agent_before = cpu_and_rss(stack.agents["gpu-1"].process.pid)  # type: ignore[union-attr]
+        operator_pid, agent_pids = product_pids(stack)
+        operator_before = cpu_and_rss(operator_pid)
+        agent_before = [cpu_and_rss(pid) for pid in agent_pids]
         trainings = [
             {
                 "apiVersion": "aicert.dev/v1alpha1",
@@ -214,8 +263,12 @@ def main() -> int:
             raise RuntimeError(f"{sum(phases.values())} CertifiedTrainings, not {n}")
         after = requests_by_resource(stack)
         clients = requests_by_client(stack.cluster.audit_log, audit_offset)
-        operator_after = cpu_and_rss(stack.operator.process.pid)  # type: ignore[union-attr]
-        agent_after = cpu_and_rss(stack.agents["gpu-1"].process.pid)  # type: ignore[union-attr]
+        if product_pids(stack) != (operator_pid, agent_pids):
+            raise RuntimeError("the operator's leader or an agent restarted during the run")
+        operator_after = cpu_and_rss(operator_pid)
+        agent_after = [cpu_and_rss(pid) for pid in agent_pids]
+        agent_cpu = sum(a[0] - b[0] for a, b in zip(agent_after, agent_before, strict=True))
+        agent_rss = max(a[1] for a in agent_after)
 
     delta = after - before
     total = sum(delta.values())
@@ -242,16 +295,17 @@ def main() -> int:
             "—",
         ],
         [
-            "agent CPU / peak RSS",
-            f"{agent_after[0] - agent_before[0]:.1f} s / {agent_after[1] / 2**20:.0f} MiB",
+            "agents' CPU (both) / the larger peak RSS",
+            f"{agent_cpu:.1f} s / {agent_rss / 2**20:.0f} MiB",
             "—",
             "—",
         ],
     ]
     body = (
         f"## {SECTION}\n\n`python benchmarks/bench_scale.py --count {n}`: {n} CertifiedTrainings of a trivial job created "
-        f"at once (final phases: {dict(phases)}), one swtpm-backed node, one agent; the peer is the same job as {n} "
-        "plain Pods on the same node double in the same run (no gate, no measuring, no quote).\n\n"
+        f"at once (final phases: {dict(phases)}) on two swtpm-backed GPU nodes (real kubelet, containerd and runc), "
+        f"one agent each; the peer is the same job as {n} plain Pods on the same two nodes in the same run (no gate, "
+        "no measuring, no quote).\n\n"
         + table(["what", "measured", "peer", "ratio"], rows)
         + f"\n\nRequests per training by resource: {top}; by client (kube-apiserver's audit log): {by_client}. "
         "The clock starts before the first create and stops when the API server lists no unfinished "
