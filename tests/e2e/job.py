@@ -33,3 +33,5 @@ elif hostile == "tmpdir":  # a directory where the agent once wrote its temporar
 elif hostile == "badname":  # a file name that is not UTF-8
     with open(os.path.join(os.fsencode(out), b"bad-\xff\xfe.bin"), "wb") as f:
         f.write(b"x")
+elif hostile == "oom":  # more memory than the container's limit: the kernel kills it
+    hog = [bytearray(1 << 20) for _ in range(1 << 12)]  # 4 GiB, a MiB at a time, each page touched
