@@ -2,7 +2,10 @@
 runc and CNI plugins run one node of a LocalCluster. Checked on the real kubelet: the Node becomes
 Ready with GPUs as an extended resource; a pod from a locally imported image is scheduled on a GPU,
 writes to an emptyDir at the path kubelet gives it, runs to completion and has its logs; its imageID
-is the manifest digest; and after stop() nothing the node made is left on the host.
+is the manifest digest; the agent finds a pod's local PV and emptyDir where its volumes module says
+(under kubelet's root as the node's mount namespace shows it, where the agent's DaemonSet looks), and a
+marker it writes there reaches the container; and after stop() nothing the node made is left on the
+host.
 
 Needs root, the node binaries (localcluster/build.py builds them once) and Debian's busybox-static
 (the test image). Every wait polls with a deadline; nothing asserts on timing (the figures are
