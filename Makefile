@@ -87,7 +87,7 @@ fuzz: venv
 	AICERT_FUZZ_STATE=$(FUZZ_STATE) $(BIN)/python -m tests.fuzz.fuzz_verify -max_total_time=$(FUZZ_SECONDS) \
 	  -rss_limit_mb=2048 -timeout=30 -max_len=65536 -artifact_prefix=$(FUZZ_STATE)/ -print_final_stats=1
 
-# The cluster path: control plane, node double, swtpm, operator and agent; apply, watch, verify.
+# The cluster path: control plane, registry, real nodes (a swtpm per TPM node), the chart's operator and agent; apply, watch, verify.
 demo: venv cluster-binaries node-binaries deps
 	$(BIN)/python examples/demo_cluster.py
 

@@ -2,9 +2,9 @@
 
 etcd, kube-apiserver (TLS, client-certificate auth, Node+RBAC authorization, NodeRestriction,
 service-account token issuing), kube-controller-manager (all controllers, per-controller service-account
-credentials) and kube-scheduler. There is no kubelet, kube-proxy or CNI here: a node double
-(aicert_localcluster.kubelet) or a real node (aicert_localcluster.realnode: upstream kubelet, containerd
-and runc) registers Nodes and runs the pods bound to them.
+credentials) and kube-scheduler. There is no kubelet, kube-proxy or CNI here: a real node
+(aicert_localcluster.realnode: upstream kubelet, containerd, runc and CNI plugins) registers its Node
+and runs the pods bound to it.
 
     with LocalCluster(tmp_path / "cluster") as cluster:
         cluster.kubectl("get", "namespaces")

@@ -1,4 +1,4 @@
-"""A local image store keyed by real digests: what the node double "pulls" from.
+"""A local image store keyed by real digests: the images the tests, the demo and the e2e stack run.
 
 `ImageStore(root).build(...)` writes a real OCI image layout under `root/oci/` (`oci-layout`,
 `index.json`, `blobs/sha256/<hex>`): one uncompressed tar layer holding the given files under `app/`,
@@ -10,15 +10,10 @@ computes it, so the reference is the pinned, content-addressed kind the CRD dema
 in build/images/<name>/: a whole root filesystem, gzipped layers) into the store, under the same
 manifest digest.
 
-`resolve(ref)` finds the manifest by its digest, checks every blob against its digest, and extracts
-the layers once into `root/rootfs/<hex>/` with `tar` (whiteouts applied layer by layer). An image
-that `build` made holds only `<root_dir>/app` and runs on the host's binds; any other image brings
-its own root filesystem (`ResolvedImage.own_root`), which the node double runs as the sandbox's `/`.
-The store is for images the tests build or `make images` built: a whiteout that leads out of the
-root is refused, but tar itself is trusted not to follow a layer's symlinks out of it. A digest
-that is not in the store raises `ImageNotFound`, whose message says "not found in the local image
-store"; references by tag only are not resolved here (the node double maps one tag, the agent image,
-to the host's Python itself).
+The store only writes and copies images; nothing runs from it. A real node gets them from its
+container runtime: `RealNode.import_image(store.layout, ref)` loads one into containerd by digest, or
+`Registry.push(store.layout, ref)` puts it in the local registry, which the node pulls from. A base
+image for `build` must be named by a digest held in the store, else `ImageNotFound`.
 
 The bytes are deterministic (fixed mtimes, owners and modes, sorted JSON), so the same inputs always
 give the same digest.
@@ -35,7 +30,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,8 +43,6 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 BUILT_BY = "aicert_localcluster.images.ImageStore.build"  # the history entry of a `build` image
-WHITEOUT = ".wh."
-OPAQUE_WHITEOUT = ".wh..wh..opq"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_REPOSITORY = "dev.aicert.localcluster.repository"
 APP_DIR = "app"  # the layer keeps the build's files under /app
@@ -87,28 +79,6 @@ class ImageReference:
         return text
 
 
-@dataclass(frozen=True)
-class ResolvedImage:
-    """What a runtime needs to start a container of the image.
-
-    `root_dir` is the extracted root filesystem (a `build` image's files are under `root_dir / "app"`);
-    `own_root`: the image is a whole root filesystem to run as `/` (not a `build` image);
-    `image_id` is what kubelet reports as a container's imageID: `<repository>@sha256:<manifest hex>`.
-    """
-
-    root_dir: Path
-    entrypoint: list[str]
-    cmd: list[str]
-    env: dict[str, str]
-    workdir: str
-    image_id: str
-    own_root: bool = False
-
-    @property
-    def app_dir(self) -> Path:
-        return self.root_dir / APP_DIR
-
-
 def parse_reference(ref: str) -> ImageReference:
     """`repo`, `repo:tag`, `repo@sha256:<hex>` or `repo:tag@sha256:<hex>` (repo may carry host:port/)."""
     name, _, digest = ref.partition("@")
@@ -136,37 +106,6 @@ def _sha256(data: bytes) -> str:
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _tar(*argv: str) -> str:
-    done = subprocess.run(["tar", *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise ImageStoreError(f"tar {' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()}")
-    return done.stdout
-
-
-def _extract_layer(blob: Path, rootfs: Path) -> None:
-    """Apply one layer (tar or tar+gzip) on top of `rootfs` as an OCI runtime would: its whiteouts
-    first (`.wh.NAME` removes NAME, `.wh..wh..opq` empties its directory), then its other files,
-    owners and modes kept (GNU tar refuses members that leave the directory). On an empty root (an
-    image's first layer) whiteouts have nothing to remove, and the layer is not listed for them."""
-    members = _tar("-tf", str(blob)).splitlines() if any(rootfs.iterdir()) else []
-    for member in members:
-        path = PurePosixPath(member.removeprefix("./"))
-        if not path.name.startswith(WHITEOUT) or ".." in path.parts or path.is_absolute():
-            continue
-        parent = rootfs / path.parent
-        if not Path(os.path.realpath(parent)).is_relative_to(rootfs.resolve()):
-            raise ImageStoreError(f"whiteout {member}: its directory leads out of the image's root")
-        victims = list(parent.iterdir()) if path.name == OPAQUE_WHITEOUT and parent.is_dir() else []
-        if path.name != OPAQUE_WHITEOUT:
-            victims = [parent / path.name.removeprefix(WHITEOUT)]
-        for victim in victims:
-            if victim.is_dir() and not victim.is_symlink():
-                shutil.rmtree(victim)
-            else:
-                victim.unlink(missing_ok=True)
-    _tar("--numeric-owner", "--exclude=.wh.*", "-xf", str(blob), "-C", str(rootfs))
 
 
 def _architecture() -> str:
@@ -203,16 +142,13 @@ def _tar_layer(files: Mapping[str, bytes]) -> bytes:
 
 
 class ImageStore:
-    """An OCI image layout on disk, plus a cache of extracted root filesystems. Thread- and
-    process-safe (a file lock guards index.json and extraction)."""
+    """An OCI image layout on disk. Thread- and process-safe (a file lock guards index.json)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.layout = self.root / "oci"
         self.blobs = self.layout / "blobs" / "sha256"
-        self.rootfs_cache = self.root / "rootfs"
         self.blobs.mkdir(parents=True, exist_ok=True)
-        self.rootfs_cache.mkdir(parents=True, exist_ok=True)
         layout_file = self.layout / "oci-layout"
         if not layout_file.exists():
             self._write_atomic(layout_file, _canonical({"imageLayoutVersion": "1.0.0"}))
@@ -385,46 +321,6 @@ class ImageStore:
             return False
         return reference.digest is not None and (self.blobs / reference.digest.split(":")[1]).is_file()
 
-    def resolve(self, ref: str) -> ResolvedImage:
-        """The image a digest reference names, with its layers extracted (once) for running."""
-        reference = parse_reference(ref)
-        if reference.digest is None:
-            raise ImageNotFound(
-                f"{ref}: not found in the local image store (it holds images by digest only: "
-                "use repository@sha256:<hex>)"
-            )
-        manifest_hex = reference.digest.split(":")[1]
-        if not (self.blobs / manifest_hex).is_file():
-            raise ImageNotFound(
-                f"{ref}: manifest {reference.digest} not found in the local image store ({self.layout})"
-            )
-        manifest = self._json_blob(manifest_hex)
-        if manifest.get("mediaType") != MEDIA_MANIFEST:
-            raise ImageNotFound(
-                f"{ref}: {reference.digest} is not an image manifest in the local image store"
-            )
-        config = self._json_blob(self._descriptor_hex(manifest["config"]))
-        layers = []
-        for layer in manifest.get("layers") or []:
-            if layer.get("mediaType") not in (MEDIA_LAYER, MEDIA_LAYER_GZIP):
-                raise ImageStoreError(f"{ref}: unsupported layer media type {layer.get('mediaType')!r}")
-            layers.append(self._descriptor_hex(layer))
-        root_dir = self._extract(manifest_hex, layers)
-        container = config.get("config") or {}
-        env: dict[str, str] = {}
-        for item in container.get("Env") or []:
-            key, _, value = str(item).partition("=")
-            env[key] = value
-        return ResolvedImage(
-            root_dir=root_dir,
-            entrypoint=[str(a) for a in container.get("Entrypoint") or []],
-            cmd=[str(a) for a in container.get("Cmd") or []],
-            env=env,
-            workdir=str(container.get("WorkingDir") or "/"),
-            image_id=f"{reference.repository}@{reference.digest}",
-            own_root=[h.get("created_by") for h in config.get("history") or []] != [BUILT_BY],
-        )
-
     def _image(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The manifest and config of a digest reference held in this store."""
         reference = parse_reference(ref)
@@ -453,34 +349,6 @@ class ImageStore:
     def _json_blob(self, hex_: str) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(self._blob(hex_))
         return loaded
-
-    def _extract(self, manifest_hex: str, layers: list[str]) -> Path:
-        target = self.rootfs_cache / manifest_hex
-        done = target / ".complete"
-        if done.exists():
-            return target
-        with self._locked():
-            if done.exists():
-                return target
-            shutil.rmtree(target, ignore_errors=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{manifest_hex[:12]}-", dir=self.rootfs_cache))
-            try:
-                rootfs = staging / "rootfs"
-                rootfs.mkdir()
-                for layer_hex in layers:
-                    blob = self.blobs / layer_hex
-                    if not blob.is_file():
-                        raise ImageStoreError(f"blob sha256:{layer_hex} is missing from {self.blobs}")
-                    if _file_sha256(blob) != layer_hex:
-                        raise ImageStoreError(
-                            f"blob sha256:{layer_hex} in {self.blobs} does not match its digest"
-                        )
-                    _extract_layer(blob, rootfs)
-                rootfs.rename(target)
-                done.write_text("")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return target
 
     # files --------------------------------------------------------------------------------------
 

@@ -1,8 +1,5 @@
-"""The node double's former single module, kept so that `aicert_localcluster.nodes` imports keep working:
-it re-exports the public names of the `aicert_localcluster.kubelet` package, where the double lives
-(its package docstring says what is where).
-"""
+"""Transitional: benchmarks/bench_scale.py still imports `KubeClient` from here. The node double that
+this module used to re-export is gone; the REST client lives in `aicert_localcluster.rest_client`.
+Delete this module once bench_scale.py imports it from there."""
 
-from .kubelet import *  # noqa: F403
-from .kubelet import __all__ as __all__
-from .kubelet.client import log as log
+from .rest_client import KubeClient as KubeClient

@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from aicert_localcluster import LocalCluster, free_port, helm
-from aicert_localcluster.nodes import DEV_AGENT_IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "certifiedtrainings.aicert.dev.yaml"
 CHART = helm.CHART_DIR
 OPERATOR_IMAGE = "registry.local/aicert/operator@sha256:" + "0123456789abcdef" * 4
+AGENT_IMAGE = "registry.local/aicert/agent@sha256:" + "fedcba9876543210" * 4
 RELEASE = "team-aicert"  # not the default "aicert": names and identities must follow the release
 NAMESPACE = "ml-platform"
 OPERATOR_SA = f"{RELEASE}-operator"
@@ -46,7 +46,7 @@ def image(reference: str) -> dict[str, str]:
     return {"repository": repository, "digest": digest}
 
 
-VALUES: dict[str, object] = {"operator.image": image(OPERATOR_IMAGE), "agent.image": image(DEV_AGENT_IMAGE)}
+VALUES: dict[str, object] = {"operator.image": image(OPERATOR_IMAGE), "agent.image": image(AGENT_IMAGE)}
 
 
 def documents(text: str) -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ def test_the_maximum_deadline_reaches_the_operator_and_the_admission_policy(helm
 
 
 OPERATOR = image(OPERATOR_IMAGE)
-AGENT = image(DEV_AGENT_IMAGE)
+AGENT = image(AGENT_IMAGE)
 
 
 @pytest.mark.parametrize(
@@ -211,9 +211,9 @@ def test_workloads_use_images_by_digest_and_the_same_gate_image(helm_home: Path)
     operator = one(docs, "Deployment", OPERATOR_SA)
     agent = one(docs, "DaemonSet", AGENT_SA)
     assert container(operator)["image"] == OPERATOR_IMAGE
-    assert container(agent)["image"] == DEV_AGENT_IMAGE
-    assert env(container(operator))["AICERT_AGENT_IMAGE"] == DEV_AGENT_IMAGE
-    assert env(container(agent))["AICERT_AGENT_IMAGE"] == DEV_AGENT_IMAGE
+    assert container(agent)["image"] == AGENT_IMAGE
+    assert env(container(operator))["AICERT_AGENT_IMAGE"] == AGENT_IMAGE
+    assert env(container(agent))["AICERT_AGENT_IMAGE"] == AGENT_IMAGE
     assert (
         env(container(operator))["AICERT_GATE_TIMEOUT_SECONDS"]
         == env(container(agent))["AICERT_GATE_TIMEOUT_SECONDS"]

@@ -107,7 +107,7 @@ def register_ready_node(cluster: LocalCluster, name: str) -> Path:
                     "type": "Ready",
                     "status": "True",
                     "reason": "KubeletReady",
-                    "message": "node double is ready",
+                    "message": "registered by the test",
                     "lastHeartbeatTime": now,
                     "lastTransitionTime": now,
                 }
@@ -115,7 +115,7 @@ def register_ready_node(cluster: LocalCluster, name: str) -> Path:
         }
     }
     # kubectl patch --subresource=status would GET nodes/status first, which a node may not; kubelet
-    # (and the node double) PATCHes it directly.
+    # PATCHes it directly.
     core_api(kubeconfig).patch_node_status(name, status)
     return kubeconfig
 

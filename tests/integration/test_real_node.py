@@ -2,7 +2,10 @@
 runc and CNI plugins run one node of a LocalCluster. Checked on the real kubelet: the Node becomes
 Ready with GPUs as an extended resource; a pod from a locally imported image is scheduled on a GPU,
 writes to an emptyDir at the path kubelet gives it, runs to completion and has its logs; its imageID
-is the manifest digest; and after stop() nothing the node made is left on the host.
+is the manifest digest; the agent finds a pod's local PV and emptyDir where its volumes module says
+(under kubelet's root as the node's mount namespace shows it, where the agent's DaemonSet looks), and a
+marker it writes there reaches the container; and after stop() nothing the node made is left on the
+host.
 
 Needs root, the node binaries (localcluster/build.py builds them once) and Debian's busybox-static
 (the test image). Every wait polls with a deadline; nothing asserts on timing (the figures are
@@ -31,9 +34,13 @@ from tests.integration.realnode_tools import (
     wait_pod,
 )
 
+from aicert.training import CONTROL_VOLUME, MARKER_GATE
+from aicert_agent.markers import write_marker
+from aicert_agent.volumes import empty_dir_path, pvc_path
 from aicert_localcluster import LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import GPU_RESOURCE, KUBELET_SYSCTLS, RealNode, free_node_index, host
+from aicert_localcluster.realnode.config import KUBELET_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -213,6 +220,90 @@ def test_kubelet_status_updates_keep_the_gpus(cluster: LocalCluster, node: RealN
     status = eventually(updated, "kubelet's status update listing the imported image")
     assert status["capacity"][GPU_RESOURCE] == str(GPUS)
     assert status["allocatable"][GPU_RESOURCE] == str(GPUS)
+
+
+def local_claim(cluster: LocalCluster, name: str, path: Path) -> None:
+    """A `local` PV of `path` pinned to the node, and a claim bound to it by name."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {"namespace": "default", "name": name},
+            "local": {"path": str(path)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    for obj in (pv, claim):
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def test_the_agent_finds_a_pods_volumes_where_kubelet_mounts_them(
+    cluster: LocalCluster, node: RealNode, busybox: str, tmp_path: Path
+) -> None:
+    """The agent's view of kubelet's volume layout (aicert_agent.volumes), on the real kubelet: a
+    claim's local PV is at pvc_path and an emptyDir at empty_dir_path, under kubelet's root as the
+    agent's DaemonSet sees it (in the node's mount namespace, where kubelet mounts them); a marker
+    the agent writes into the control emptyDir there is what the container sees."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("x,y\n1,2\n")
+    local_claim(cluster, "inputs", data)
+    script = (
+        "cat /data/train.csv > /control/seen; "
+        f"while [ ! -e /control/{MARKER_GATE} ]; do sleep 0.1; done; cat /control/{MARKER_GATE}"
+    )
+    manifest = pod_manifest("volumes", busybox, script)
+    manifest["spec"]["volumes"] = [
+        {"name": CONTROL_VOLUME, "emptyDir": {}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "inputs", "readOnly": True}},
+    ]
+    manifest["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": CONTROL_VOLUME, "mountPath": "/control"},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    running = wait_pod(cluster, "volumes", lambda pod: condition(pod, "Ready"), "Ready")
+    uid = running["metadata"]["uid"]
+    # kubelet's root as a process in the node's mount namespace sees it (the agent pod's hostPath)
+    in_node = Path(f"/proc/{host.pids_in_namespace('mnt', node.mount_namespace)[0]}/root")
+    kubelet_root = in_node / KUBELET_ROOT.relative_to("/")
+
+    inputs = pvc_path(kubelet_root, uid, "inputs")
+    assert inputs.parent.name == "kubernetes.io~local-volume"
+    assert (inputs / "train.csv").read_text() == "x,y\n1,2\n"
+    control = empty_dir_path(kubelet_root, uid, CONTROL_VOLUME)
+    seen = eventually(lambda: (control / "seen").read_text() if (control / "seen").exists() else None, "seen")
+    assert seen == "x,y\n1,2\n"
+    write_marker(control, MARKER_GATE, "gate open")
+
+    wait_pod(cluster, "volumes", succeeded, "Succeeded")
+    assert cluster.kubectl("logs", "volumes", "-n", "default").stdout == "gate open"
 
 
 def test_stop_leaves_nothing(cluster: LocalCluster, node: RealNode, busybox: str, before: HostView) -> None:

@@ -1,38 +1,22 @@
-"""A small Kubernetes REST client for the node double: JSON over HTTPS with the credentials of one
-kubeconfig (client certificate or bearer token, CA inline or from a file; a JSON kubeconfig, or YAML
-through PyYAML), one TLS connection per request so that threads can share it, a watch whose stream
-another thread can close, `ApiError` for an error status, and the timestamp formats the API uses.
+"""A small Kubernetes REST client (the scale benchmark's: many requests from many threads with little
+overhead): JSON over HTTPS with the credentials of one kubeconfig (client certificate or bearer token,
+CA inline or from a file; a JSON kubeconfig, or YAML through PyYAML), one TLS connection per request so
+that threads can share it, and `ApiError` for an error status.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import datetime as dt
 import http.client
 import json
-import logging
 import os
-import socket
 import ssl
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Every module of the double logs under the name it had as one module.
-log = logging.getLogger("aicert_localcluster.nodes")
-
 LOOPBACK = "127.0.0.1"
-MERGE_PATCH = "application/merge-patch+json"
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_micro() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ApiError(RuntimeError):
@@ -61,35 +45,6 @@ def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
             found: dict[str, Any] = item[what]
             return found
     raise ValueError(f"kubeconfig has no {what} named {name!r}")
-
-
-class WatchStream:
-    """The lines of one watch response; `close()` from another thread ends the iteration."""
-
-    def __init__(self, conn: http.client.HTTPSConnection, response: http.client.HTTPResponse) -> None:
-        self._conn, self._response = conn, response
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        try:
-            while True:
-                line = self._response.readline()
-                if not line:
-                    return
-                if line.strip():
-                    event: dict[str, Any] = json.loads(line)
-                    yield event
-        except (OSError, ValueError, http.client.HTTPException):
-            return
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        sock = self._conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self._conn.close()
 
 
 class KubeClient:
@@ -166,18 +121,6 @@ class KubeClient:
             return {}
         parsed: dict[str, Any] = json.loads(data)
         return parsed
-
-    def watch(self, path: str, query: Mapping[str, str], timeout: float) -> WatchStream:
-        conn = self._connect(timeout)
-        try:
-            conn.request("GET", self._target(path, {**query, "watch": "true"}), headers=self._headers)
-            response = conn.getresponse()
-            if response.status >= 400:
-                raise self._error(response.status, response.read())
-        except BaseException:
-            conn.close()
-            raise
-        return WatchStream(conn, response)
 
     @staticmethod
     def _error(status: int, data: bytes) -> ApiError:
