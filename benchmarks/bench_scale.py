@@ -31,10 +31,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "localcluster"), str(REPO / "images"), str(Path(__file__).resolve().parent)]
 
-from kubernetes import config as kube_config  # noqa: E402
 
 from aicert_images.cli import build  # noqa: E402
 from aicert_images.repository import DOCKERFILES  # noqa: E402
+from aicert_localcluster.rest_client import KubeClient  # noqa: E402
 from aicert_localcluster.stack import Stack  # noqa: E402
 from report import machine_table, table, write_section  # noqa: E402
 
@@ -85,26 +85,6 @@ def cpu_and_rss(pid: int) -> tuple[float, int]:
     return ticks / 100.0, int(hwm.split()[1]) * 1024
 
 
-class Api:
-    """Plain REST calls to the API server with the admin's kubeconfig (the kubernetes client's)."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.client = kube_config.new_client_from_config(config_file=str(kubeconfig))
-
-    def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
-    ) -> Any:
-        return self.client.call_api(
-            path,
-            method,
-            body=body,
-            query_params=list((query or {}).items()),
-            response_type="object",
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
-
-
 def container_pid(stack: Stack, pod: dict[str, Any], container: str) -> int:
     """The host PID of a running container's first process, as containerd lists its task."""
     status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == container)
@@ -123,7 +103,7 @@ def product_pids(stack: Stack) -> tuple[int, list[int]]:
     return container_pid(stack, operator, "operator"), [container_pid(stack, p, "agent") for p in agents]
 
 
-def create_all(api: Api, path: str, objects: list[dict[str, Any]]) -> None:
+def create_all(api: KubeClient, path: str, objects: list[dict[str, Any]]) -> None:
     """Create the objects eight at a time, as a batch submitter would (kubectl apply, one object
     after the other, would spread the start over seconds)."""
     with ThreadPoolExecutor(8) as pool:
@@ -133,7 +113,7 @@ def create_all(api: Api, path: str, objects: list[dict[str, Any]]) -> None:
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 
 
-def wait_all(api: Api, path: str, selector: str, started: float, timeout: float) -> float:
+def wait_all(api: KubeClient, path: str, selector: str, started: float, timeout: float) -> float:
     """Seconds from `started` until no object under `path` with `selector` is unfinished. Polled in
     this process every 0.2 s with a field selector, so the API server sends only the unfinished
     objects and the poll costs both phases of the benchmark alike (and little)."""
@@ -168,7 +148,7 @@ def main() -> int:
                 audit=True,
             )
         )
-        api = Api(stack.cluster.admin_kubeconfig)
+        api = KubeClient(stack.cluster.admin_kubeconfig, workdir / "bench-credentials")
         image = stack.build_image(
             "registry.local/bench/job",
             files={"job.py": JOB},
