@@ -49,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 DEADLINE = 90.0
 NODE = "netpol-0"
+SECOND_NODE = "netpol-1"  # one enforcer judges for both nodes
 BUSYBOX = Path("/bin/busybox")
 PORT = 8080
 SERVER_MARK = "reached-the-server-pod"
@@ -105,13 +106,15 @@ class HostListener:
         self._thread.join(timeout=5)
 
 
-def pod_manifest(name: str, image: str, script: str, labels: dict[str, str]) -> dict[str, Any]:
+def pod_manifest(
+    name: str, image: str, script: str, labels: dict[str, str], node_name: str = NODE
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "labels": labels},
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node_name,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "main", "image": image, "command": ["/app/busybox", "sh", "-c", script]}],
@@ -156,6 +159,8 @@ def reaches(cluster: LocalCluster, pod: str, url: str, mark: str) -> bool:
     )  # fmt: skip
     if done.returncode != 0 and "error" in done.stderr.lower() and "exit code" not in done.stderr:
         raise KubectlError(done.returncode, done.args, done.stdout, done.stderr)  # exec itself failed
+    if mark not in done.stdout:  # shown with a failing test's captured output (143: killed by timeout)
+        print(f"[probe] {pod} -> {url}: not reached, exit {done.returncode}, {done.stderr.strip()[-200:]!r}")
     return mark in done.stdout
 
 
@@ -217,7 +222,15 @@ def node(
 
 
 @pytest.fixture(scope="module")
-def busybox(node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
+def second_node(node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    with RealNode(
+        node.cluster, tmp_path_factory.mktemp("node"), name=SECOND_NODE, index=free_node_index()
+    ) as real:
+        yield real
+
+
+@pytest.fixture(scope="module")
+def busybox(node: RealNode, second_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
     if not BUSYBOX.is_file():
         pytest.fail(f"{BUSYBOX} is missing: install Debian's busybox-static (make deps)")
     store = ImageStore(tmp_path_factory.mktemp("images"))
@@ -228,6 +241,7 @@ def busybox(node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
         cmd=["true"],
         workdir="/",
     )
+    second_node.import_image(store.layout, reference)
     return node.import_image(store.layout, reference)
 
 
@@ -240,18 +254,30 @@ def host_listener(node: RealNode) -> Iterator[HostListener]:
 
 @pytest.fixture(scope="module")
 def pods(cluster: LocalCluster, busybox: str) -> dict[str, str]:
-    """server (httpd on PORT), client and other (idle): name -> pod IP."""
+    """On the first node server (httpd on PORT), client and other (idle); on the second, server-1 and
+    client-1 (pods reach only their own node's subnet): name -> pod IP."""
     serve = f"mkdir -p /www && echo {SERVER_MARK} > /www/index.html && exec /app/busybox httpd -f -p {PORT} -h /www"
-    for name, script in (("server", serve), ("client", "exec sleep 3600"), ("other", "exec sleep 3600")):
-        apply(cluster, pod_manifest(name, busybox, script, {"app": name}))
-    return {name: ready_pod(cluster, name)["status"]["podIP"] for name in ("server", "client", "other")}
+    placed = (
+        ("server", serve, NODE),
+        ("client", "exec sleep 3600", NODE),
+        ("other", "exec sleep 3600", NODE),
+        ("server-1", serve, SECOND_NODE),
+        ("client-1", "exec sleep 3600", SECOND_NODE),
+    )
+    for name, script, node_name in placed:
+        apply(cluster, pod_manifest(name, busybox, script, {"app": name}, node_name))
+    return {name: ready_pod(cluster, name)["status"]["podIP"] for name, _, _ in placed}
 
 
 @pytest.fixture(scope="module")
 def enforcer(
-    cluster: LocalCluster, node: RealNode, pods: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    cluster: LocalCluster,
+    node: RealNode,
+    second_node: RealNode,
+    pods: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NetworkPolicyEnforcer]:
-    running = NetworkPolicyEnforcer(cluster, tmp_path_factory.mktemp("netpol"), nodes=[node])
+    running = NetworkPolicyEnforcer(cluster, tmp_path_factory.mktemp("netpol"), nodes=[node, second_node])
     running.start()
     print(
         f"\n[figures] enforcer: nfqueue {QUEUE} bound and rules in {running.ready_at - running.started_at:.2f}s after start"
@@ -260,8 +286,8 @@ def enforcer(
     running.stop()  # idempotent: the last tests stop it first
 
 
-def server_url(pods: dict[str, str]) -> str:
-    return f"http://{pods['server']}:{PORT}/index.html"
+def server_url(pods: dict[str, str], server: str = "server") -> str:
+    return f"http://{pods[server]}:{PORT}/index.html"
 
 
 def host_url(node: RealNode, listener: HostListener) -> str:
@@ -377,6 +403,34 @@ def test_a_policy_created_while_the_client_runs_takes_effect(
     eventually(
         lambda: reaches(cluster, "client", server_url(pods), SERVER_MARK), "client -> server after delete"
     )
+
+
+def test_the_same_enforcer_polices_the_second_nodes_pods(
+    cluster: LocalCluster, second_node: RealNode, pods: dict[str, str], enforcer: NetworkPolicyEnforcer
+) -> None:
+    """One process for both nodes: a policy on a pod of the second node is enforced there too."""
+    assert reaches(cluster, "client-1", server_url(pods, "server-1"), SERVER_MARK)
+    listener = HostListener(second_node.node_ip)
+    try:
+        assert reaches(cluster, "client-1", host_url(second_node, listener), HOST_MARK)
+        apply(cluster, deny_all("client-1-no-egress", {"app": "client-1"}, "Egress"))
+        try:
+            blocked_for_good(
+                lambda: reaches(cluster, "client-1", server_url(pods, "server-1"), SERVER_MARK),
+                "client-1 -> server-1",
+            )
+            blocked_for_good(
+                lambda: reaches(cluster, "client-1", host_url(second_node, listener), HOST_MARK),
+                "client-1 -> second node IP",
+            )
+        finally:
+            delete_policy(cluster, "client-1-no-egress")
+        eventually(
+            lambda: reaches(cluster, "client-1", server_url(pods, "server-1"), SERVER_MARK),
+            "client-1 after delete",
+        )
+    finally:
+        listener.close()
 
 
 def test_a_killed_enforcer_fails_closed_and_stop_puts_the_host_back(
