@@ -33,7 +33,7 @@ import pytest
 
 from aicert_localcluster import KubectlError, LocalCluster
 from aicert_localcluster.images import ImageStore
-from aicert_localcluster.realnode import RealNode, free_node_index
+from aicert_localcluster.realnode import RealNode, free_node_index, host
 from aicert_localcluster.realnode.netpol import (
     BRIDGE_NF_SYSCTL,
     CHAIN,
@@ -303,6 +303,19 @@ def test_without_policy_the_client_reaches_the_server_and_the_node_ip(
     assert reaches(cluster, "client", server_url(pods), SERVER_MARK)
     assert reaches(cluster, "other", server_url(pods), SERVER_MARK)
     assert reaches(cluster, "client", host_url(node, host_listener), HOST_MARK)
+
+
+def test_the_bridge_keeps_its_own_mac_whatever_pods_join(
+    node: RealNode, second_node: RealNode, pods: dict[str, str]
+) -> None:
+    """A bridge without a MAC of its own takes its lowest port's, so a pod's veth joining changed the
+    node IP's MAC under the other pods' ARP entries: their packets to the node IP were dropped until
+    they re-resolved it (seen as a flaky "client -> node IP" in (b)). The MAC is set, so it stays."""
+    for real in (node, second_node):
+        sysfs = Path("/sys/class/net") / real.layout.bridge
+        assert host.ports_of(real.layout.bridge), "the pods' veths are on the bridge"
+        assert (sysfs / "addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET: never follows ports
+        assert (sysfs / "address").read_text().strip() == real.layout.bridge_mac
 
 
 def test_without_the_enforcer_a_deny_egress_policy_changes_nothing(

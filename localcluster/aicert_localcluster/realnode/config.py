@@ -58,6 +58,14 @@ class NodeLayout:
         return f"aicertbr{self.index}"  # at most 11 characters (IFNAMSIZ is 16 with the NUL)
 
     @property
+    def bridge_mac(self) -> str:
+        """A fixed, locally administered MAC for the bridge. Without one, a Linux bridge takes the
+        lowest MAC of its ports, so it changes when a pod's veth joins or leaves, and pods whose ARP
+        entry for the node IP still names the old MAC lose their packets to it (the host drops frames
+        not addressed to the bridge) until they re-resolve it."""
+        return f"02:ac:e7:00:00:{self.index:02x}"
+
+    @property
     def cgroup_root(self) -> str:
         return f"/aicert-node-{self.index}"
 
