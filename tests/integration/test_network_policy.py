@@ -35,6 +35,7 @@ from aicert_localcluster import KubectlError, LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import RealNode, free_node_index, host
 from aicert_localcluster.realnode.netpol import (
+    BRIDGE_NF6_SYSCTL,
     BRIDGE_NF_SYSCTL,
     CHAIN,
     QUEUE,
@@ -77,7 +78,8 @@ class HostListener:
     something on the node IP a pod could talk to, like kubelet's port."""
 
     def __init__(self, address: str) -> None:
-        self.server = socket.create_server((address, 0))
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.server = socket.create_server((address, 0), family=family)
         self.server.settimeout(0.5)
         self.port = self.server.getsockname()[1]
         self.accepted = 0
@@ -195,14 +197,18 @@ class Netfilter:
 
     tables: str
     mangle: str
+    mangle6: str
     bridge_nf: str
+    bridge_nf6: str
 
     @classmethod
     def now(cls) -> Netfilter:
         return cls(
             subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout,
             mangle_rules(),
+            mangle_rules("ip6"),
             (Path("/proc/sys") / BRIDGE_NF_SYSCTL).read_text(),
+            (Path("/proc/sys") / BRIDGE_NF6_SYSCTL).read_text(),
         )
 
 
@@ -294,6 +300,25 @@ def host_url(node: RealNode, listener: HostListener) -> str:
     return f"http://{node.node_ip}:{listener.port}/"
 
 
+def link_local_url(node: RealNode, listener: HostListener) -> str:
+    """The host's IPv6 link-local address on the node's bridge, as a pod reaches it (via its eth0)."""
+    shown = subprocess.run(
+        ["ip", "-j", "-6", "addr", "show", "dev", node.layout.bridge],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (address,) = [a["local"] for link in json.loads(shown) for a in link["addr_info"] if a["scope"] == "link"]
+    return f"http://[{address}%eth0]:{listener.port}/"
+
+
+@pytest.fixture(scope="module")
+def v6_listener(node: RealNode) -> Iterator[HostListener]:
+    listener = HostListener("::")  # every IPv6 address of the host, the bridge's link-local included
+    yield listener
+    listener.close()
+
+
 # tests, in order: the enforcer starts with the first test that asks for it ------------------------
 
 
@@ -319,15 +344,21 @@ def test_the_bridge_keeps_its_own_mac_whatever_pods_join(
 
 
 def test_without_the_enforcer_a_deny_egress_policy_changes_nothing(
-    cluster: LocalCluster, node: RealNode, pods: dict[str, str], host_listener: HostListener
+    cluster: LocalCluster,
+    node: RealNode,
+    pods: dict[str, str],
+    host_listener: HostListener,
+    v6_listener: HostListener,
 ) -> None:
-    """What the tests below would see with the enforcer off: the policy is stored, nothing drops."""
+    """What the tests below would see with the enforcer off: the policy is stored, nothing drops; the
+    pod also reaches the host over IPv6 link-local (no pod IP: nothing could judge whose it is)."""
     assert CHAIN not in mangle_rules() and not queue_bound(QUEUE)
     apply(cluster, deny_all("client-no-egress", {"app": "client"}, "Egress"))
     try:
         for _ in range(CONSECUTIVE):
             assert reaches(cluster, "client", server_url(pods), SERVER_MARK)
             assert reaches(cluster, "client", host_url(node, host_listener), HOST_MARK)
+        assert reaches(cluster, "client", link_local_url(node, v6_listener), HOST_MARK)
     finally:
         delete_policy(cluster, "client-no-egress")
 
@@ -338,6 +369,7 @@ def test_a_pod_under_default_deny_egress_reaches_neither_pods_nor_the_node_ip(
     busybox: str,
     pods: dict[str, str],
     host_listener: HostListener,
+    v6_listener: HostListener,
     enforcer: NetworkPolicyEnforcer,
 ) -> None:
     """(b) The policy exists before the pod: the pod is isolated for egress from its start."""
@@ -359,6 +391,10 @@ def test_a_pod_under_default_deny_egress_reaches_neither_pods_nor_the_node_ip(
         )
         assert host_listener.accepted == accepted, (
             "a connection from the isolated pod reached the host socket"
+        )
+        blocked_for_good(
+            lambda: reaches(cluster, "isolated", link_local_url(node, v6_listener), HOST_MARK),
+            "isolated -> host over IPv6 link-local",
         )
         # the other pods are not selected: they still connect
         assert reaches(cluster, "client", server_url(pods), SERVER_MARK)

@@ -15,10 +15,13 @@ from aicert_localcluster.realnode.netpol import (
     NO_NODE,
     OUT_CHAIN,
     QUEUE,
+    V6_CHAIN,
     cluster_role,
     enforcer_args,
+    ipv6_rules,
     only_policies,
     queue_rules,
+    undo_ipv6_rules,
     undo_rules,
 )
 
@@ -77,6 +80,19 @@ def test_undo_removes_every_jump_and_chain_it_added_jumps_first() -> None:
             for index, rule in enumerate(undo):
                 if rule[0] == "-D" and rule[-1] == chain:
                     assert index < flushed
+
+
+def test_every_ipv6_packet_from_an_enforced_bridge_is_dropped_and_undone() -> None:
+    """Link-local IPv6 (fe80::) is no pod's IP: the judge would allow it, so it never reaches it."""
+    bridges = ["aicertbr3", "aicertbr4"]
+    rules = ipv6_rules(bridges)
+    assert ["-A", V6_CHAIN, "-j", "DROP"] in rules
+    assert [r for r in rules if r[1] == "PREROUTING"] == [
+        ["-A", "PREROUTING", "-i", bridge, "-j", V6_CHAIN] for bridge in bridges
+    ]
+    undo = undo_ipv6_rules(bridges)
+    assert [r for r in undo if r[0] == "-D"] == [["-D", *r[1:]] for r in rules if r[1] == "PREROUTING"]
+    assert undo[-2:] == [["-F", V6_CHAIN], ["-X", V6_CHAIN]]
 
 
 def test_a_mangle_table_is_empty_only_with_nothing_but_policies() -> None:

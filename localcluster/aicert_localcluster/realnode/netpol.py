@@ -32,10 +32,15 @@ The rules (table `ip mangle`, made by iptables-nft if missing):
   allowed, and kube-network-policies (postrouting only) does not see it; a training pod certified
   `egress: none` must not reach its node's services either, so the test cluster polices it.
 
+IPv6: pods have link-local addresses (fe80::/64) that no pod status lists, so the judge could not
+tell whose a packet is and would allow it (an isolated pod reached a host service on [::] that way);
+every IPv6 packet from the enforced nodes' bridges is dropped (ip6tables `mangle` PREROUTING ->
+AICERT-NETPOL6 -> DROP). The nodes' pods have IPv4 addresses only.
+
 What start() changes on the host, and how stop() undoes it:
-- the chains and jumps above (deleted; `ip mangle` itself is deleted if start() created it and it
-  holds nothing else);
-- net.bridge.bridge-nf-call-iptables must be 1 (a node's pods share its bridge: without it, their
+- the chains and jumps above (deleted; `ip mangle` and `ip6 mangle` are deleted if start() created
+  them and they hold nothing else);
+- net.bridge.bridge-nf-call-iptables and -ip6tables must be 1 (a node's pods share its bridge: without it, their
   traffic to each other is bridged past the hooks); when it is not, it is set through the host ledger,
   which puts it back after the last real node or enforcer on the machine;
 - its own table, if a kernel lets it make one (deleted by the process on SIGINT, else by stop()).
@@ -72,9 +77,11 @@ NO_NODE = "aicert-netpol-no-local-node"  # its --hostname-override: no pod is "l
 CHAIN = "AICERT-NETPOL"
 OUT_CHAIN = "AICERT-NETPOL-OUT"
 IN_CHAIN = "AICERT-NETPOL-IN"
+V6_CHAIN = "AICERT-NETPOL6"
 MANGLE = "mangle"
 SERVICE_ACCOUNT = ("kube-system", "aicert-kube-network-policies")
 BRIDGE_NF_SYSCTL = "net/bridge/bridge-nf-call-iptables"
+BRIDGE_NF6_SYSCTL = "net/bridge/bridge-nf-call-ip6tables"
 # Bound while an enforcer runs: scoped, like the queue and the tables, to the network namespace;
 # released by the kernel when the process dies; leaves nothing on the filesystem.
 HOST_LOCK = b"\0aicert-localcluster-netpol"
@@ -172,6 +179,20 @@ def queue_rules(subnets: Sequence[str], *, resident_node: bool) -> list[list[str
     return rules
 
 
+def ipv6_rules(bridges: Sequence[str]) -> list[list[str]]:
+    """The ip6tables commands (after `ip6tables -w -t mangle`) that drop every IPv6 packet from the
+    pods of `bridges`. Pods have link-local IPv6 addresses (fe80::/64 on eth0) that no pod's status
+    lists, so the judge cannot tell whose they are and would allow them: an isolated pod could reach
+    the host's services on [::] or other pods that way. What cannot be judged is dropped."""
+    rules = [["-N", V6_CHAIN], ["-A", V6_CHAIN, "-j", "DROP"]]
+    return rules + [["-A", "PREROUTING", "-i", bridge, "-j", V6_CHAIN] for bridge in bridges]
+
+
+def undo_ipv6_rules(bridges: Sequence[str]) -> list[list[str]]:
+    jumps = [["-D", "PREROUTING", "-i", bridge, "-j", V6_CHAIN] for bridge in bridges]
+    return [*jumps, ["-F", V6_CHAIN], ["-X", V6_CHAIN]]
+
+
 def undo_rules(*, resident_node: bool) -> list[list[str]]:
     """The iptables commands that remove what queue_rules added (jumps first, then the chains)."""
     rules = [["-D", "POSTROUTING", "-j", OUT_CHAIN], ["-F", OUT_CHAIN], ["-X", OUT_CHAIN]]
@@ -198,11 +219,14 @@ def nft_table(family: str = "inet", name: str = TABLE) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
-def mangle_rules() -> str:
-    """`iptables -S -t mangle` ("" when the table is not there)."""
-    if not nft_table("ip", MANGLE):
+_TOOLS = {"ip": "iptables", "ip6": "ip6tables"}
+
+
+def mangle_rules(family: str = "ip") -> str:
+    """`iptables -S -t mangle` (`ip6tables` for family "ip6"; "" when the table is not there)."""
+    if not nft_table(family, MANGLE):
         return ""
-    return _run("iptables", "-w", "-t", MANGLE, "-S").stdout
+    return _run(_TOOLS[family], "-w", "-t", MANGLE, "-S").stdout
 
 
 def queue_bound(queue: int, path: Path = Path("/proc/net/netfilter/nfnetlink_queue")) -> bool:
@@ -234,6 +258,7 @@ class NetworkPolicyEnforcer:
             raise ValueError("an enforcer needs at least one node to enforce for")
         self.cluster = cluster
         self.subnets = [node.layout.pod_subnet for node in nodes]
+        self.bridges = [node.layout.bridge for node in nodes]
         self.resident_node = resident_node
         self.workdir = Path(workdir).resolve()
         self.bin_dir = Path(bin_dir).resolve() if bin_dir is not None else ensure_node_binaries()
@@ -297,22 +322,24 @@ class NetworkPolicyEnforcer:
         self._undo.append("lock")
         if nft_table():
             raise NetworkPolicyError(f"nftables table inet {TABLE} exists already: not ours, left alone")
-        if CHAIN in mangle_rules():
-            raise NetworkPolicyError(f"iptables chain {CHAIN} exists already: not ours, left alone")
+        if CHAIN in mangle_rules() or V6_CHAIN in mangle_rules("ip6"):
+            raise NetworkPolicyError(f"chain {CHAIN} or {V6_CHAIN} exists already: not ours, left alone")
         if queue_bound(QUEUE):
             raise NetworkPolicyError(f"nfqueue {QUEUE} is in use by another process")
 
     def _bridge_netfilter(self) -> None:
-        path = Path("/proc/sys") / BRIDGE_NF_SYSCTL
-        if not path.exists():
+        keys = (BRIDGE_NF_SYSCTL, BRIDGE_NF6_SYSCTL)
+        missing = [key for key in keys if not (Path("/proc/sys") / key).exists()]
+        if missing:
             raise NetworkPolicyError(
-                f"/proc/sys/{BRIDGE_NF_SYSCTL} is missing: the br_netfilter module is not loaded "
+                f"/proc/sys/{missing[0]} is missing: the br_netfilter module is not loaded "
                 "(modprobe br_netfilter); without it traffic between pods on one bridge is not policed"
             )
         self._undo.append("ledger")  # before: a join that fails half-way is left all the same
-        self.ledger.join(self._holder_id, sysctls={BRIDGE_NF_SYSCTL: "1"}, directories=[])
-        if self.ledger.read_sysctl(BRIDGE_NF_SYSCTL) != "1":
-            path.write_text("1")
+        self.ledger.join(self._holder_id, sysctls=dict.fromkeys(keys, "1"), directories=[])
+        for key in keys:
+            if self.ledger.read_sysctl(key) != "1":
+                (Path("/proc/sys") / key).write_text("1")
 
     def _credentials(self) -> Path:
         """The ServiceAccount, its RBAC, and a directory holding its token and the cluster CA."""
@@ -374,17 +401,40 @@ class NetworkPolicyEnforcer:
                 )
             time.sleep(POLL_SECONDS)
 
-    def _iptables(self, args: list[str]) -> subprocess.CompletedProcess[str]:
-        return _run("iptables", "-w", "-t", MANGLE, *args)
+    def _iptables(self, args: list[str], family: str = "ip") -> subprocess.CompletedProcess[str]:
+        return _run(_TOOLS[family], "-w", "-t", MANGLE, *args)
 
     def _install_rules(self) -> None:
-        if not nft_table("ip", MANGLE):
-            self._undo.append("mangle-table")  # before: undone after the rules
-        self._undo.append("rules")
-        for rule in queue_rules(self.subnets, resident_node=self.resident_node):
-            done = self._iptables(rule)
+        for family, rules in (
+            ("ip", queue_rules(self.subnets, resident_node=self.resident_node)),
+            ("ip6", ipv6_rules(self.bridges)),
+        ):
+            if not nft_table(family, MANGLE):
+                self._undo.append(f"{family}-mangle-table")  # before: undone after the rules
+            self._undo.append(f"{family}-rules")
+            for rule in rules:
+                done = self._iptables(rule, family)
+                if done.returncode != 0:
+                    raise NetworkPolicyError(
+                        f"{_TOOLS[family]} -t {MANGLE} {' '.join(rule)}: {done.stderr.strip()}"
+                    )
+
+    def _remove_rules(self, family: str, rules: list[list[str]], chain: str, undo: list[str]) -> list[str]:
+        problems: list[str] = []
+        if f"{family}-rules" in undo:
+            for rule in rules:
+                done = self._iptables(rule, family)
+                absent = any(m in done.stderr for m in ("No chain", "does not exist", "Bad rule"))
+                if done.returncode != 0 and not absent:
+                    problems.append(f"{_TOOLS[family]} -t {MANGLE} {' '.join(rule)}: {done.stderr.strip()}")
+            if chain in mangle_rules(family):
+                problems.append(f"{_TOOLS[family]} chain {chain} is still in table {MANGLE}")
+        table_made = f"{family}-mangle-table" in undo
+        if table_made and nft_table(family, MANGLE) and only_policies(mangle_rules(family)):
+            done = _run("nft", "delete", "table", family, MANGLE)
             if done.returncode != 0:
-                raise NetworkPolicyError(f"iptables -t {MANGLE} {' '.join(rule)}: {done.stderr.strip()}")
+                problems.append(f"nftables table {family} {MANGLE}: {done.stderr.strip()}")
+        return problems
 
     def stop(self) -> None:
         """Remove the queueing rules (with nobody listening they would drop the pods' traffic), then
@@ -392,20 +442,8 @@ class NetworkPolicyEnforcer:
         if it does not); delete what is left; leave the host ledger; release the lock. Idempotent."""
         undo, self._undo = self._undo, []
         problems: list[str] = []
-        if "rules" in undo:
-            for rule in undo_rules(resident_node=self.resident_node):
-                done = self._iptables(rule)
-                absent = (
-                    "No chain" in done.stderr or "does not exist" in done.stderr or "Bad rule" in done.stderr
-                )
-                if done.returncode != 0 and not absent:
-                    problems.append(f"iptables -t {MANGLE} {' '.join(rule)}: {done.stderr.strip()}")
-            if CHAIN in mangle_rules():
-                problems.append(f"iptables chain {CHAIN} is still in table {MANGLE}")
-        if "mangle-table" in undo and nft_table("ip", MANGLE) and only_policies(mangle_rules()):
-            done = _run("nft", "delete", "table", "ip", MANGLE)
-            if done.returncode != 0:
-                problems.append(f"nftables table ip {MANGLE}: {done.stderr.strip()}")
+        problems += self._remove_rules("ip", undo_rules(resident_node=self.resident_node), CHAIN, undo)
+        problems += self._remove_rules("ip6", undo_ipv6_rules(self.bridges), V6_CHAIN, undo)
         if "process" in undo and self._popen is not None:
             popen, self._popen = self._popen, None
             if popen.poll() is None:
