@@ -312,6 +312,15 @@ def link_local_url(node: RealNode, listener: HostListener) -> str:
     return f"http://[{address}%eth0]:{listener.port}/"
 
 
+def pod_link_local_url(cluster: LocalCluster, pod: str) -> str:
+    """The server pod's httpd at its own IPv6 link-local address (busybox httpd listens on [::])."""
+    shown = cluster.kubectl(
+        "exec", pod, "-n", "default", "--", "/app/busybox", "ip", "-6", "addr", "show", "eth0"
+    )
+    (address,) = [line.split()[1].split("/")[0] for line in shown.stdout.splitlines() if "scope link" in line]
+    return f"http://[{address}%eth0]:{PORT}/index.html"
+
+
 @pytest.fixture(scope="module")
 def v6_listener(node: RealNode) -> Iterator[HostListener]:
     listener = HostListener("::")  # every IPv6 address of the host, the bridge's link-local included
@@ -359,6 +368,7 @@ def test_without_the_enforcer_a_deny_egress_policy_changes_nothing(
             assert reaches(cluster, "client", server_url(pods), SERVER_MARK)
             assert reaches(cluster, "client", host_url(node, host_listener), HOST_MARK)
         assert reaches(cluster, "client", link_local_url(node, v6_listener), HOST_MARK)
+        assert reaches(cluster, "client", pod_link_local_url(cluster, "server"), SERVER_MARK)
     finally:
         delete_policy(cluster, "client-no-egress")
 
@@ -395,6 +405,10 @@ def test_a_pod_under_default_deny_egress_reaches_neither_pods_nor_the_node_ip(
         blocked_for_good(
             lambda: reaches(cluster, "isolated", link_local_url(node, v6_listener), HOST_MARK),
             "isolated -> host over IPv6 link-local",
+        )
+        blocked_for_good(
+            lambda: reaches(cluster, "isolated", pod_link_local_url(cluster, "server"), SERVER_MARK),
+            "isolated -> server pod over IPv6 link-local",
         )
         # the other pods are not selected: they still connect
         assert reaches(cluster, "client", server_url(pods), SERVER_MARK)
