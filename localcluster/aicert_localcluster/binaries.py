@@ -6,10 +6,11 @@ registry real nodes pull images from).
 The versions come from the wrapper modules next to this package (`localcluster/go.mod` requires
 k8s.io/kubernetes, `localcluster/etcd/go.mod` go.etcd.io/etcd/server/v3, `localcluster/containerd/go.mod`
 containerd and the CNI plugins it is tested with, `localcluster/runc/go.mod` runc,
-`localcluster/registry/go.mod` distribution's registry), so go.mod is the one place a version is
-pinned. Control-plane binaries land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`, node
-binaries (the registry too) in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`;
-Go's build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version
+`localcluster/registry/go.mod` distribution's registry, `localcluster/kube-network-policies/go.mod`
+the NetworkPolicy enforcer), so go.mod is the one place a version is pinned. Control-plane binaries
+land in `~/.cache/aicert/k8s-<version>-etcd-<version>/bin/`, node binaries (the registry and the
+enforcer too) in `~/.cache/aicert/node-k8s-<version>-containerd-<version>-runc-<version>/bin/`; Go's
+build and module caches sit beside them under `~/.cache/aicert/go/`, so a rebuild after a version
 bump is incremental. When `KUBEBUILDER_ASSETS` is set, the control-plane binaries found there are used as
 they are and only the missing ones are built.
 """
@@ -36,6 +37,8 @@ ETCD_MODULE_DIR = LOCALCLUSTER_DIR / "etcd"
 CONTAINERD_MODULE_DIR = LOCALCLUSTER_DIR / "containerd"
 RUNC_MODULE_DIR = LOCALCLUSTER_DIR / "runc"
 REGISTRY_MODULE_DIR = LOCALCLUSTER_DIR / "registry"
+NETPOL_MODULE_DIR = LOCALCLUSTER_DIR / "kube-network-policies"
+NETPOL_MODULE = "sigs.k8s.io/kube-network-policies"
 CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
 CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
 RUNC_MODULE = "github.com/opencontainers/runc"
@@ -69,6 +72,10 @@ class Binary:
     tags: str = ""
     cgo: bool = False  # runc needs cgo (its nsenter is C) and gcc; everything else is CGO_ENABLED=0
     c_source: str = ""  # a C program in module_dir's module (pause): built with gcc, not go build
+    # The version is read from the Go module information embedded in the binary (`go version -m` shows
+    # it; `expected` is part of its `mod` line), not by running it: kube-network-policies has no --version, and
+    # run without arguments it would start enforcing.
+    buildinfo: bool = False
 
 
 def cache_root() -> Path:
@@ -112,6 +119,11 @@ def runc_version() -> str:
 def registry_version() -> str:
     """The pinned registry (distribution) version, e.g. "v3.1.2" (from localcluster/registry/go.mod)."""
     return _required_version(REGISTRY_MODULE_DIR / "go.mod", REGISTRY_MODULE)
+
+
+def netpol_version() -> str:
+    """The pinned kube-network-policies version, e.g. "v0.8.0" (localcluster/kube-network-policies/go.mod)."""
+    return _required_version(NETPOL_MODULE_DIR / "go.mod", NETPOL_MODULE)
 
 
 def pinned_bin_dir() -> Path:
@@ -183,7 +195,8 @@ def node_binaries() -> list[Binary]:
     """What a real node runs: kubelet (same pin as the control plane), containerd, its runc shim and
     ctr (its client), runc, the CNI plugins and pause, the sandbox's init (k8s.io/kubernetes's
     build/pause/linux/pause.c, built with gcc -static as upstream's image build does); and the
-    registry real nodes pull images from (distribution's cmd/registry, see registry.py)."""
+    registry real nodes pull images from (distribution's cmd/registry, see registry.py) and the
+    NetworkPolicy enforcer the real nodes' pods are policed by (kube-network-policies)."""
     k8s = kubernetes_version()
     containerd = containerd_version()
     cni = cni_plugins_version()
@@ -262,6 +275,14 @@ def node_binaries() -> list[Binary]:
                 f"-X {REGISTRY_MODULE}/version.mainpkg={REGISTRY_MODULE}",
             ),
         ),
+        Binary(
+            "kube-network-policies",
+            NETPOL_MODULE_DIR,
+            f"{NETPOL_MODULE}/cmd",
+            (),
+            f"\nmod\t{NETPOL_MODULE}\t{netpol_version()}\t",
+            buildinfo=True,
+        ),
     ]
 
 
@@ -276,8 +297,32 @@ def reported_version(path: Path, args: tuple[str, ...]) -> str:
     return proc.stdout + proc.stderr
 
 
+# The Go linker brackets a binary's module information (runtime/debug.BuildInfo's text) with these.
+_MODINFO_START = bytes.fromhex("3077af0c9274080241e1c107e6d618e6")
+_MODINFO_END = bytes.fromhex("f932433186182072008242104116d8f2")
+
+
+def embedded_build_info(path: Path) -> str:
+    """The module information a Go binary carries (what `go version -m` prints: "path\t<package>",
+    "mod\t<module>\t<version>\t<sum>", "dep\t..." lines), read from the file; "" when there is none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    start = data.find(_MODINFO_START)
+    end = data.find(_MODINFO_END, start + len(_MODINFO_START)) if start >= 0 else -1
+    if end < 0:
+        return ""
+    return data[start + len(_MODINFO_START) : end].decode("utf-8", "replace")
+
+
+def version_text(binary: Binary, path: Path) -> str:
+    """What `binary.expected` is looked for in: its version output, or its embedded build information."""
+    return embedded_build_info(path) if binary.buildinfo else reported_version(path, binary.version_args)
+
+
 def is_current(binary: Binary, path: Path) -> bool:
-    return path.is_file() and binary.expected in reported_version(path, binary.version_args)
+    return path.is_file() and binary.expected in version_text(binary, path)
 
 
 def go_env(*, cgo: bool = False) -> dict[str, str]:
@@ -383,7 +428,7 @@ def build_one(binary: Binary, out_dir: Path, *, jobs: int, log: Log) -> float:
         tmp.unlink(missing_ok=True)
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise BuildError(f"building {binary.name} failed (exit {proc.returncode}):\n{tail}")
-    if binary.expected not in reported_version(tmp, binary.version_args):
+    if binary.expected not in version_text(binary, tmp):
         tmp.unlink(missing_ok=True)
         raise BuildError(f"{binary.name} built but does not report {binary.expected!r}")
     tmp.replace(out_dir / binary.name)
@@ -425,7 +470,8 @@ def ensure_node_binaries(*, jobs: int = 2, force: bool = False, log: Log = _stde
             return out_dir
         log(
             f"[build] node: kubelet {kubernetes_version()}, containerd {containerd_version()}, runc "
-            f"{runc_version()}, CNI plugins {cni_plugins_version()}, registry {registry_version()} -> {out_dir} "
+            f"{runc_version()}, CNI plugins {cni_plugins_version()}, registry {registry_version()}, "
+            f"kube-network-policies {netpol_version()} -> {out_dir} "
             f"(to build: {', '.join(b.name for b in missing)})"
         )
         started = time.monotonic()
@@ -517,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for directory, listed in built:
         for binary in listed:
-            first = reported_version(directory / binary.name, binary.version_args).strip().splitlines()
-            print(f"{binary.name:<24} {first[0] if first else '?'}")
+            lines = version_text(binary, directory / binary.name).strip().splitlines()
+            shown = [line for line in lines if line.startswith("mod\t")] if binary.buildinfo else lines
+            print(f"{binary.name:<24} {' '.join(shown[0].split()) if shown else '?'}")
     print(f"total {time.monotonic() - started:.1f}s")
     for directory, _ in built:
         print(directory)

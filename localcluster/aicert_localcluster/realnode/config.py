@@ -64,6 +64,14 @@ class NodeLayout:
         return f"aicertbr{self.index}"  # at most 11 characters (IFNAMSIZ is 16 with the NUL)
 
     @property
+    def bridge_mac(self) -> str:
+        """A fixed, locally administered MAC for the bridge. Without one, a Linux bridge takes the
+        lowest MAC of its ports, so it changes when a pod's veth joins or leaves, and pods whose ARP
+        entry for the node IP still names the old MAC lose their packets to it (the host drops frames
+        not addressed to the bridge) until they re-resolve it."""
+        return f"02:ac:e7:00:00:{self.index:02x}"
+
+    @property
     def cgroup_root(self) -> str:
         return f"/aicert-node-{self.index}"
 
@@ -210,9 +218,7 @@ _REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:]+\]
 _REGISTRY_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?")
 
 
-def registry_hosts(
-    http_registries: Sequence[str], names: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def registry_hosts(http_registries: Sequence[str], names: Mapping[str, str] | None = None) -> dict[str, str]:
     """containerd's hosts files for registries served over plain http (the node's local registries):
     `<host:port>/hosts.toml` under the hosts directory -> its text. Each says the server is
     `http://<host:port>`, for pulling and resolving only (no push). `names` maps a registry name

@@ -330,11 +330,12 @@ def ipv4_networks_in_use() -> set[str]:
     }
 
 
-def create_bridge(name: str, address: str, prefix_length: int = 24) -> None:
-    """A bridge with `address` on it, up. Refuses a name that exists (never takes over a link)."""
+def create_bridge(name: str, address: str, prefix_length: int = 24, *, mac: str = "") -> None:
+    """A bridge with `address` on it, up, with the MAC `mac` if given (then it keeps it whatever ports
+    join or leave). Refuses a name that exists (never takes over a link)."""
     if name in link_names():
         raise HostError(f"link {name} exists already (another node, or a node that was not stopped)")
-    _ip("link", "add", name, "type", "bridge")
+    _ip("link", "add", name, *(("address", mac) if mac else ()), "type", "bridge")
     try:
         _ip("addr", "add", f"{address}/{prefix_length}", "dev", name)
         _ip("link", "set", name, "up")

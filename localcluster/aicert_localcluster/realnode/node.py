@@ -208,7 +208,7 @@ class RealNode:
         self._undo.append("ledger")  # before: a join that fails half-way is left all the same
         self.ledger.join(self._holder_id, sysctls=KUBELET_SYSCTLS, directories=list(layout.private_dirs))
         # `ip link add` fails if the bridge exists, so it claims the index: what follows is this node's
-        host.create_bridge(layout.bridge, layout.node_ip)
+        host.create_bridge(layout.bridge, layout.node_ip, mac=layout.bridge_mac)
         self._undo.append("bridge")
         self._undo.append("cgroup")  # before: a tree made in only some hierarchies is removed too
         host.create_cgroup(layout.cgroup_root)
