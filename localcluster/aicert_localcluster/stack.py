@@ -6,7 +6,8 @@ helm/aicert's Deployment and the agent its DaemonSet (release "aicert" in aicert
 chart's RBAC and admission policies), all from the images `make images` builds. Each TPM node has a
 swtpm of its own, provisioned with a dev CA, listening on the node's IP, where that node's agent pod
 reaches it (agent.tpm.tcti). Pods reach the API server at the cluster's own address
-(values kubernetesService: there is no kube-proxy here).
+(values kubernetesService: there is no kube-proxy here). kube-network-policies enforces the
+cluster's NetworkPolicies for every node's pods, their traffic to their own node included.
 
     with Stack(workdir, agent_layout=..., operator_layout=...) as stack:
         ref = stack.build_image("registry.local/job", files={...}, entrypoint=[...])
@@ -33,6 +34,7 @@ from aicert_localcluster.images import ImageStore
 from aicert_localcluster.node_labels import aks_node_labels
 from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
 from aicert_localcluster.realnode import RealNode, RealNodeError, free_node_index
+from aicert_localcluster.realnode.netpol import NetworkPolicyEnforcer, NetworkPolicyError
 from aicert_localcluster.registry import Registry
 from aicert_localcluster.workload_pods import AgentPod, OperatorPods
 
@@ -76,6 +78,7 @@ class Stack:
     operator_image: str = field(init=False)
     cluster: LocalCluster = field(init=False)
     registry: Registry = field(init=False)
+    enforcer: NetworkPolicyEnforcer = field(init=False)
     images: ImageStore = field(init=False)
     ca: DevCA = field(init=False)
     swtpms: dict[str, Swtpm] = field(default_factory=dict, init=False)
@@ -123,6 +126,11 @@ class Stack:
         self.agent_image = self._publish(self._local_agent_image)
         self.operator_image = self._publish(self.images.add_layout(self.operator_layout, OPERATOR_REPOSITORY))
         self._start_nodes()
+        # NetworkPolicies enforced for every node's pods (kube-network-policies, one for the host)
+        self.enforcer = NetworkPolicyEnforcer(
+            self.cluster, self.workdir / "netpol", nodes=list(self.nodes.values())
+        )
+        self.enforcer.start()
         for name in self.tpm_nodes:
             node = self.nodes[name]
             tpm = Swtpm(self.workdir / f"tpm-{name}", host=node.node_ip, port=SWTPM_PORT)
@@ -347,6 +355,11 @@ class Stack:
             try:
                 node.stop()
             except RealNodeError as exc:
+                problems.append(str(exc))
+        if hasattr(self, "enforcer"):
+            try:
+                self.enforcer.stop()
+            except NetworkPolicyError as exc:
                 problems.append(str(exc))
         if hasattr(self, "provisioner"):
             self.provisioner.stop()

@@ -3,15 +3,33 @@
 With WAIT_FOR_RELEASE=1 it first waits until a file `release` appears in its output directory
 (the test creates it from the host), then removes it, so a test can act while training runs
 without depending on timing. EXIT_CODE makes it fail on purpose; HOSTILE makes it attack the agent
-through its output (sparse, tmpdir, badname).
+through its output (sparse, tmpdir, badname, oom). PROBE=host:port,... tries to connect to each at
+the start and writes what happened to probe.json in its output; LISTEN=port serves TCP on that port
+while it runs (the network tests).
 """
 
+import json
 import os
 import pathlib
+import socket
 import sys
+import threading
 import time
 
 data, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+if os.environ.get("LISTEN"):
+    server = socket.create_server(("0.0.0.0", int(os.environ["LISTEN"])))
+    threading.Thread(target=lambda: [server.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
+if os.environ.get("PROBE"):
+    results = {}
+    for target in os.environ["PROBE"].split(","):
+        host, _, port = target.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+            results[target] = "connected"
+        except OSError as exc:
+            results[target] = f"refused or dropped: {exc}"
+    (out / "probe.json").write_text(json.dumps(results, sort_keys=True))
 (out / "started").write_text("1")
 if os.environ.get("WAIT_FOR_RELEASE") == "1":
     while not (out / "release").exists():
