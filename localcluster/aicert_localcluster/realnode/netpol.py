@@ -366,7 +366,7 @@ class NetworkPolicyEnforcer:
         ]  # fmt: skip
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "KUBERNETES_SERVICE_HOST": LOOPBACK,
+            "KUBERNETES_SERVICE_HOST": self.cluster.api_address,  # 127.0.0.1 unless pod_network
             "KUBERNETES_SERVICE_PORT": str(self.cluster.apiserver_port),
         }
         self._handle = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
