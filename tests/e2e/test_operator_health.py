@@ -8,6 +8,7 @@ from outside. Nothing here asserts how long anything takes; the figures are prin
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,6 +49,14 @@ def operator_container(pod: dict[str, Any]) -> dict[str, Any]:
     return dict(status)
 
 
+def ready_after_start(pod: dict[str, Any]) -> float:
+    """Seconds from the operator container's start to the pod's Ready condition (API timestamps)."""
+    started = operator_container(pod)["state"]["running"]["startedAt"]
+    (condition,) = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
+    parse = dt.datetime.fromisoformat
+    return (parse(condition["lastTransitionTime"]) - parse(started)).total_seconds()
+
+
 def lease_holder(stack: Stack, pod_names: set[str]) -> str | None:
     """The holder of the operator's Lease (the Lease some operator pod holds), if it is one of them."""
     for lease in stack.cluster.kubectl_json("get", "leases", "-n", SYSTEM_NAMESPACE)["items"]:
@@ -71,6 +80,8 @@ def test_both_replicas_ready_and_a_wedged_leader_restarted_while_the_standby_lea
         lambda: all_ready_with_a_leader(stack), "both operator replicas Ready, one holding the Lease", stack
     )
     print(f"\nboth operator replicas Ready {time.monotonic() - began:.1f}s after the stack was up")
+    for pod in pods:
+        print(f"{pod['metadata']['name']}: Ready {ready_after_start(pod):.0f}s after its container started")
     (leader_pod,) = [p for p in pods if p["metadata"]["name"] == leader]
     (standby,) = [p["metadata"]["name"] for p in pods if p["metadata"]["name"] != leader]
     restarts = operator_container(leader_pod)["restartCount"]
@@ -80,29 +91,25 @@ def test_both_replicas_ready_and_a_wedged_leader_restarted_while_the_standby_lea
 
     node.ctr("tasks", "kill", "--signal", "SIGSTOP", bare)  # the leader wedges
     wedged = time.monotonic()
+    seen: dict[str, float] = {}  # what happened, and when (seconds after the wedge)
     try:
 
-        def leader_unready() -> bool:
+        def recovered() -> bool:
             pod = next((p for p in operator_pods(stack) if p["metadata"]["name"] == leader), None)
-            return pod is not None and not ready(pod)
+            now = time.monotonic() - wedged
+            if pod is not None and not ready(pod):
+                seen.setdefault("the wedged leader unready", now)
+            if lease_holder(stack, {standby}):
+                seen.setdefault("the standby holds the Lease", now)
+            if pod is not None and operator_container(pod)["restartCount"] > restarts:
+                seen.setdefault("kubelet restarted the wedged container", now)
+            return len(seen) == 3
 
-        eventually(leader_unready, "the wedged leader stops being Ready", stack)
-        print(f"the wedged leader is unready after {time.monotonic() - wedged:.1f}s")
-        eventually(
-            lambda: lease_holder(stack, {standby}),
-            "the standby takes the Lease from the wedged leader",
-            stack,
-        )
-        print(f"the standby holds the Lease after {time.monotonic() - wedged:.1f}s")
-
-        def restarted_by_liveness() -> bool:
-            pod = next((p for p in operator_pods(stack) if p["metadata"]["name"] == leader), None)
-            return pod is not None and operator_container(pod)["restartCount"] > restarts
-
-        eventually(restarted_by_liveness, "kubelet restarts the wedged leader's container", stack)
-        print(f"kubelet restarted the wedged container after {time.monotonic() - wedged:.1f}s")
+        eventually(recovered, f"unready, lease taken over and restarted (seen: {seen})", stack)
     finally:
         node.ctr("tasks", "kill", "--signal", "SIGCONT", bare, check=False)  # if it was never restarted
+    for what, after in sorted(seen.items(), key=lambda item: item[1]):
+        print(f"{what} {after:.1f}s after the wedge")
 
     events = stack.cluster.kubectl_json(
         "get", "events", "-n", SYSTEM_NAMESPACE, f"--field-selector=involvedObject.name={leader}"
