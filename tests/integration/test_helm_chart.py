@@ -8,15 +8,13 @@ Waits poll with a deadline; nothing asserts on timing.
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
-import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +23,7 @@ import pytest
 import yaml
 
 from aicert_localcluster import LocalCluster, free_port, helm
+from aicert_operator.health import HealthState, Limits, serve
 
 pytestmark = pytest.mark.integration
 
@@ -240,42 +239,55 @@ def test_operator_runs_two_leader_elected_replicas_under_restricted(helm_home: P
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
-    assert c["livenessProbe"]["exec"]["command"][-1] == "8081"  # the health port
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
-def test_operator_liveness_spares_a_standby_and_catches_a_failing_leader(helm_home: Path) -> None:
-    """The default probe, run as kubelet would (the operator image's python is this one): a closed
-    health port (a standby waiting for the lease) is alive; an open one must answer /healthz 200."""
+def _probe_status(c: dict[str, Any], probe: str, port: int) -> int:
+    """GET the rendered probe's path on its (named) port, as kubelet would: the HTTP status."""
+    get = c[probe]["httpGet"]
+    named = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert named[get["port"]] == port  # the named port is the health port the operator serves
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{get['path']}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_operator_probes_keep_a_standby_ready_and_restart_a_wedged_leader(helm_home: Path) -> None:
+    """The rendered probes against the operator's own health server (aicert_operator.health): a
+    standby that answers the API server is alive and Ready; a leader whose event loop stalled fails
+    both."""
     port = free_port()
-    probe = container(one(render(helm_home, {"operator.healthPort": port}), "Deployment"))["livenessProbe"]
-    command = [sys.executable, *probe["exec"]["command"][1:]]
-    assert command[-1] == str(port)
+    c = container(
+        one(render(helm_home, {"operator.healthPort": port, "operator.healthStallSeconds": 30}), "Deployment")
+    )
+    assert env(c)["AICERT_HEALTH_PORT"] == str(port)
+    assert env(c)["AICERT_HEALTH_STALL_SECONDS"] == "30"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["periodSeconds"] > 0 and c[probe]["failureThreshold"] >= 3
 
-    def exit_code() -> int:
-        return subprocess.run(command, capture_output=True, timeout=30).returncode
+    state = HealthState(Limits(stall_seconds=0.5, api_seconds=15))
+    server = serve(state, port, host="127.0.0.1")
+    try:
+        state.lease_attempted(answered=True)  # a standby: the lease is another's
+        assert _probe_status(c, "livenessProbe", port) == 200
+        assert _probe_status(c, "readinessProbe", port) == 200
+        state.became_leader()  # and kopf's event loop never beats
+        eventually(
+            lambda: _probe_status(c, "livenessProbe", port) == 503, "a wedged leader fails liveness", 10
+        )
+        assert _probe_status(c, "readinessProbe", port) == 503
+    finally:
+        server.shutdown()
+        server.server_close()
 
-    assert exit_code() == 0  # nothing listens: a standby
-    answer = {"code": 200}
 
-    class Healthz(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(answer["code"] if self.path == "/healthz" else 404)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    with http.server.HTTPServer(("127.0.0.1", port), Healthz) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            assert exit_code() == 0  # the leader, healthy
-            answer["code"] = 500
-            assert exit_code() != 0  # the leader, unhealthy: restarted
-        finally:
-            server.shutdown()
-            thread.join()
+def test_a_health_stall_shorter_than_the_lease_is_refused(helm_home: Path) -> None:
+    with pytest.raises(helm.HelmError, match=r"healthStallSeconds must be at least operator\.leaseSeconds"):
+        render(helm_home, {"operator.leaseSeconds": 15, "operator.healthStallSeconds": 10})
 
 
 def test_agent_daemonset_reaches_tpm_kubelet_and_its_bound_token(helm_home: Path) -> None:

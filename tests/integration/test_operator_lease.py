@@ -8,9 +8,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import urllib3
 from kubernetes import client, config
 
 from aicert_kube.lease import LeaseLock, expired
+from aicert_localcluster import free_port
 from aicert_localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -83,3 +85,41 @@ def test_an_unhealthy_holder_stops_renewing_and_its_lease_lapses(api: client.Coo
     lease = api.read_namespaced_lease("aicert-agent-gpu-1", "aicert-system")
     assert expired(lease, dt.datetime.now(dt.UTC))
     stop.set()
+
+
+def test_a_standby_reports_each_answered_attempt_while_another_holds(api: client.CoordinationV1Api) -> None:
+    holder, standby = lock(api, "replica-a", "four"), lock(api, "replica-b", "four")
+    assert holder.try_acquire()
+    stop = threading.Event()
+    holder.hold(on_lost=stop.set, stop=stop)  # the holder keeps renewing
+    attempts: list[bool] = []
+
+    def on_attempt(answered: bool) -> None:
+        attempts.append(answered)
+        if len(attempts) == 3:
+            stop.set()
+
+    try:
+        assert standby.wait_for(stop, on_attempt=on_attempt) is False  # never acquired: stopped
+    finally:
+        stop.set()
+    assert attempts == [True, True, True]  # the API server answered: it is another's lease
+
+
+def test_a_standby_keeps_polling_an_api_server_that_does_not_answer() -> None:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    unreachable = client.CoordinationV1Api(client.ApiClient(configuration))
+    standby = lock(unreachable, "replica-b", "five")
+    stop = threading.Event()
+    attempts: list[bool] = []
+
+    def on_attempt(answered: bool) -> None:
+        attempts.append(answered)
+        if len(attempts) == 2:
+            stop.set()
+
+    assert standby.wait_for(stop, on_attempt=on_attempt) is False
+    assert attempts == [False, False]  # reported, and tried again rather than crashing
+    with pytest.raises(urllib3.exceptions.MaxRetryError):  # without on_attempt, it still propagates
+        standby.wait_for(threading.Event())

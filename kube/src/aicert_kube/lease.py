@@ -109,11 +109,24 @@ class LeaseLock:
         thread.start()
         return thread
 
-    def wait_for(self, stop: threading.Event) -> bool:
+    def wait_for(self, stop: threading.Event, *, on_attempt: Callable[[bool], None] | None = None) -> bool:
+        """Try to take the lease every third of its duration until it is ours (True) or `stop` (False).
+        With `on_attempt`, an API error is logged and tried again, and each attempt is reported
+        (True: the API server answered); without it, an API error propagates."""
         while not stop.is_set():
-            if self.try_acquire():
-                log.info("acquired the lease %s/%s as %s", self.namespace, self.name, self.identity)
-                return True
+            try:
+                acquired = self.try_acquire()
+            except Exception as exc:
+                if on_attempt is None:
+                    raise
+                log.warning("lease %s/%s not read: %s", self.namespace, self.name, exc)
+                on_attempt(False)
+            else:
+                if acquired:
+                    log.info("acquired the lease %s/%s as %s", self.namespace, self.name, self.identity)
+                    return True
+                if on_attempt is not None:
+                    on_attempt(True)
             stop.wait(self.seconds / 3)
         return False
 

@@ -1,4 +1,4 @@
-"""The operator process (`python -m aicert_operator`, through __main__): lease, metrics, health,
+"""The operator process (`python -m aicert_operator`, through __main__): health, lease, metrics,
 then the kopf handlers."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aicert.contract.pod import ContractError
 from aicert_kube.lease import LeaseLock
 from aicert_operator import handlers
 from aicert_operator.compat import version_problem
+from aicert_operator.health import HealthState, Limits, beat_forever, serve
 from aicert_operator.kube import Kube
 from aicert_operator.liveness import watch_agents
 from aicert_operator.settings import Settings
@@ -48,6 +49,12 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    health = HealthState(
+        Limits(
+            stall_seconds=operator_settings.health_stall_seconds, api_seconds=operator_settings.lease_seconds
+        )
+    )
+    serve(health, operator_settings.health_port)  # standby and leader alike: kubelet probes both
     lease = LeaseLock(
         client.CoordinationV1Api(api),
         operator_settings.lease_namespace,
@@ -55,9 +62,15 @@ def main() -> int:
         operator_settings.identity,
         operator_settings.lease_seconds,
     )
-    if not lease.wait_for(stop):
+    if not lease.wait_for(stop, on_attempt=lambda answered: health.lease_attempted(answered=answered)):
         return 0
-    lease.hold(on_lost=lambda: os._exit(1), stop=stop)  # never two active operators
+    health.became_leader()
+    lease.hold(  # never two active operators; a wedged leader stops renewing, so it loses the lease
+        on_lost=lambda: os._exit(1),
+        stop=stop,
+        healthy=health.check_before_renewal,
+        on_renewed=health.renewed,
+    )
     start_http_server(operator_settings.metrics_port)
     kube = Kube(api, instance=operator_settings.identity)
     watch_agents(
@@ -78,12 +91,18 @@ def main() -> int:
         memo["settings"] = operator_settings
 
     namespaces = [operator_settings.namespace] if operator_settings.namespace else []
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            stop_flag=stop,
-            liveness_endpoint=f"http://0.0.0.0:{operator_settings.health_port}/healthz",
-        )
-    )
+
+    async def operate() -> None:
+        beat = asyncio.create_task(beat_forever(health))  # the event loop's heartbeat, for /healthz
+        try:
+            await kopf.operator(
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                stop_flag=stop,
+                ready_flag=health.kopf_ready,
+            )
+        finally:
+            beat.cancel()
+
+    asyncio.run(operate())
     return 0

@@ -21,12 +21,23 @@ class Settings:
     namespace: str | None = None  # None: all namespaces
     metrics_port: int = 8080
     health_port: int = 8081
+    # a replica whose lease loop, or (leader) kopf's event loop, is silent this long is not alive
+    health_stall_seconds: float = 30.0
     lease_namespace: str = "aicert-system"
     lease_name: str = "aicert-operator"
     lease_seconds: float = 15.0
     agent_check_seconds: float = 10.0  # how often nodes whose agent lease expired lose their label
     coalesce_seconds: float = 0.5  # events of one training within this window make one reconcile
     identity: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        # the standby polls the lease every third of its duration: a stall shorter than the
+        # lease would call a healthy replica wedged between two polls
+        if self.health_stall_seconds < self.lease_seconds:
+            raise ValueError(
+                f"AICERT_HEALTH_STALL_SECONDS ({self.health_stall_seconds:g}) must be at least "
+                f"AICERT_LEASE_SECONDS ({self.lease_seconds:g})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,6 +52,7 @@ class Settings:
             namespace=e.get("AICERT_WATCH_NAMESPACE") or None,
             metrics_port=int(e.get("AICERT_METRICS_PORT", base.metrics_port)),
             health_port=int(e.get("AICERT_HEALTH_PORT", base.health_port)),
+            health_stall_seconds=float(e.get("AICERT_HEALTH_STALL_SECONDS", base.health_stall_seconds)),
             lease_namespace=e.get("AICERT_LEASE_NAMESPACE", base.lease_namespace),
             lease_name=e.get("AICERT_LEASE_NAME", base.lease_name),
             lease_seconds=float(e.get("AICERT_LEASE_SECONDS", base.lease_seconds)),
