@@ -33,6 +33,9 @@ KUBELET_SYSCTLS: Mapping[str, str] = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+# What a node needs of the host besides: pods of different nodes reach each other through the host,
+# which routes between the nodes' bridges (restored by the host ledger like kubelet's).
+NODE_SYSCTLS: Mapping[str, str] = {**KUBELET_SYSCTLS, "net/ipv4/ip_forward": "1"}
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ def cni_config(layout: NodeLayout) -> dict[str, Any]:
     """A bridge network on the node's own bridge (made before containerd starts, with the node IP).
 
     isGateway false: the bridge plugin neither sets the bridge address nor turns on the host's
-    ip_forward; pods get their subnet's route and one to 10.244.0.0/16 through the node IP (the host:
+    ip_forward (the node does that through the host ledger: NODE_SYSCTLS); pods get their subnet's route and one to 10.244.0.0/16 through the node IP (the host:
     the API server's address and every node's are there), and none to anywhere else. ipMasq false:
     no iptables NAT chains. host-local keeps its allocations in the node's directory, not
     /var/lib/cni/networks."""

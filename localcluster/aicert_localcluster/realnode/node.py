@@ -48,6 +48,7 @@ from .config import (
     KUBELET_ROOT,
     KUBELET_SYSCTLS,
     MAX_INDEX,
+    NODE_SYSCTLS,
     NodeLayout,
     cni_config,
     containerd_config,
@@ -206,7 +207,10 @@ class RealNode:
         for private in layout.private_dirs.values():
             private.mkdir(parents=True, exist_ok=True)
         self._undo.append("ledger")  # before: a join that fails half-way is left all the same
-        self.ledger.join(self._holder_id, sysctls=KUBELET_SYSCTLS, directories=list(layout.private_dirs))
+        self.ledger.join(self._holder_id, sysctls=NODE_SYSCTLS, directories=list(layout.private_dirs))
+        for key, value in NODE_SYSCTLS.items():  # kubelet sets its own; the node sets the rest
+            if key not in KUBELET_SYSCTLS:
+                (host.PROC / "sys" / key).write_text(value)
         # `ip link add` fails if the bridge exists, so it claims the index: what follows is this node's
         host.create_bridge(layout.bridge, layout.node_ip, mac=layout.bridge_mac)
         self._undo.append("bridge")
