@@ -4,8 +4,9 @@ test_registry.py): polling with a deadline, a busybox image, pod manifests and p
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,3 +96,11 @@ def condition(obj: dict[str, Any], kind: str) -> bool:
     return any(
         c.get("type") == kind and c.get("status") == "True" for c in obj["status"].get("conditions") or []
     )
+
+
+def cluster_for_real_nodes(workdir: Path) -> Iterator[LocalCluster]:
+    """A LocalCluster for a module's real nodes (a fixture yields from it): real nodes need root."""
+    if os.geteuid() != 0:
+        pytest.fail("a real node needs root (bridges, cgroups, mount namespaces)")
+    with LocalCluster(workdir) as running:
+        yield running

@@ -13,12 +13,17 @@ Needs root, the node binaries (localcluster/build.py) and Debian's busybox-stati
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.realnode_tools import BUSYBOX, pod_manifest, succeeded, wait_pod
+from tests.integration.realnode_tools import (
+    BUSYBOX,
+    cluster_for_real_nodes,
+    pod_manifest,
+    succeeded,
+    wait_pod,
+)
 
 from aicert.contract.status import Reason
 from aicert.training import CONTAINER_TRAIN
@@ -39,10 +44,7 @@ TAG_ONLY = "registry.local/cri/tag-only"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    if os.geteuid() != 0:
-        pytest.fail("a real node needs root (bridges, cgroups, mount namespaces)")
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
+    yield from cluster_for_real_nodes(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(scope="module")

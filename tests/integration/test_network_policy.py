@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from tests.integration.realnode_tools import eventually
 
 from aicert_localcluster import KubectlError, LocalCluster
 from aicert_localcluster.images import ImageStore
@@ -48,7 +49,6 @@ from aicert_localcluster.realnode.netpol import (
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 90.0
 NODE = "netpol-0"
 SECOND_NODE = "netpol-1"  # one enforcer judges for both nodes
 BUSYBOX = Path("/bin/busybox")
@@ -56,21 +56,6 @@ PORT = 8080
 SERVER_MARK = "reached-the-server-pod"
 HOST_MARK = "reached-the-node-ip"
 CONSECUTIVE = 3  # once blocked, this many probes in a row must all be blocked
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except (KubectlError, json.JSONDecodeError, OSError) as exc:
-            last, result = exc, None
-        if result is not None and result is not False:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; last error: {last}")
 
 
 class HostListener:

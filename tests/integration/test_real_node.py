@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from tests.integration.realnode_tools import (
     busybox_image,
+    cluster_for_real_nodes,
     condition,
     eventually,
     pod_manifest,
@@ -101,10 +102,7 @@ class HostView:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    if os.geteuid() != 0:
-        pytest.fail("a real node needs root (bridges, cgroups, mount namespaces)")
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
+    yield from cluster_for_real_nodes(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(scope="module")

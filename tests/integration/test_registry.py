@@ -14,7 +14,6 @@ asserts on timing (the figures are printed: pytest -s shows them).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 from tests.integration.realnode_tools import (
     busybox_image,
+    cluster_for_real_nodes,
     eventually,
     get_pod,
     pod_manifest,
@@ -48,10 +48,7 @@ CREDENTIALS = ("puller", secrets.token_urlsafe(12))
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    if os.geteuid() != 0:
-        pytest.fail("a real node needs root (bridges, cgroups, mount namespaces)")
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
+    yield from cluster_for_real_nodes(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(scope="module")
