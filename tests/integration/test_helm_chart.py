@@ -137,6 +137,22 @@ OPERATOR = image(OPERATOR_IMAGE)
 AGENT = image(AGENT_IMAGE)
 
 
+def test_the_api_server_address_override_reaches_the_operator_and_the_agent(helm_home: Path) -> None:
+    """kubernetesService: on a cluster without kube-proxy both reach the API server where it says;
+    unset, neither container names one (the `kubernetes` Service, as on AKS)."""
+    workloads = {"operator.deploy": True, "agent.deploy": True}
+    default = render(helm_home, workloads)
+    overridden = render(
+        helm_home, {**workloads, "kubernetesService.host": "10.244.1.1", "kubernetesService.port": "6443"}
+    )
+    for kind in ("Deployment", "DaemonSet"):
+        assert "KUBERNETES_SERVICE_HOST" not in env(container(one(default, kind)))
+        found = env(container(one(overridden, kind)))
+        assert (found["KUBERNETES_SERVICE_HOST"], found["KUBERNETES_SERVICE_PORT"]) == ("10.244.1.1", "6443")
+    agent = env(container(one(default, "DaemonSet")))
+    assert agent["AICERT_HOST_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
