@@ -33,7 +33,7 @@ from aicert_localcluster.cluster import LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.node_labels import aks_node_labels
 from aicert_localcluster.provisioner import STORAGE_CLASS, LocalProvisioner
-from aicert_localcluster.realnode import RealNode, RealNodeError, free_node_index
+from aicert_localcluster.realnode import RealNode, RealNodeError, faults, free_node_index
 from aicert_localcluster.realnode.netpol import NetworkPolicyEnforcer, NetworkPolicyError
 from aicert_localcluster.registry import Registry
 from aicert_localcluster.workload_pods import AgentPod, OperatorPods
@@ -278,6 +278,18 @@ class Stack:
             f"--from-file=ca.pem={self.ca_pem}",
         )
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+    def reboot(self, name: str) -> None:
+        """Power-cycle node `name` (realnode.faults.reboot): every process gone, /run emptied, its
+        swtpm restarted meanwhile (PCRs reset, keys and certificates kept in its NV), then booted."""
+        tpm = self.swtpms.get(name)
+
+        def power_cycle_tpm() -> None:
+            if tpm is not None:
+                tpm.stop(orderly=False)
+                tpm.start()
+
+        faults.reboot(self.nodes[name], while_off=power_cycle_tpm)
 
     def node_of(self, pod: Mapping[str, Any]) -> RealNode:
         """The node a pod is bound to."""

@@ -13,6 +13,7 @@ from tests.e2e.test_run_integrity import events
 
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
+from aicert_localcluster.realnode import faults
 from aicert_localcluster.stack import Stack
 
 
@@ -36,10 +37,23 @@ def test_a_node_component_crashing_mid_run_is_certified_once(stack: Stack, run: 
     r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
     r.wait_started()
     pod_uid = r.pods()[0]["metadata"]["uid"]
-    stack.nodes[r.node].crash_and_restart(component)
+    faults.crash_and_restart(stack.nodes[r.node], component)
     r.release()
     status = certified_once(stack, r)
     assert status["podUID"] == pod_uid
+
+
+def test_a_node_rebooted_mid_run(stack: Stack, run: Any) -> None:
+    """Every process of the node killed at once, /run emptied, the TPM power-cycled (PCRs reset),
+    the node booted again, between the gate and the seal."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()
+    stack.reboot(r.node)
+    r.release()
+    status = r.wait("Succeeded", "Failed", timeout=300)["status"]
+    print("[reboot]", status.get("phase"), status.get("reason"), status.get("attempt"), status.get("message"))
+    certified = [e for e in events(stack, r.name) if e == ("aicert.dev/agent", "Certified")]
+    assert len(certified) == (1 if status["phase"] == "Succeeded" else 0), (status, certified)
 
 
 def test_an_oom_killed_training_is_not_certified(stack: Stack, run: Any) -> None:

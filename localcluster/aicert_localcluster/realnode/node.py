@@ -258,20 +258,6 @@ class RealNode:
         if problems:
             raise RealNodeError(f"node {self.name}: could not undo: " + "; ".join(problems))
 
-    def crash_and_restart(self, component: str, timeout: float = 120) -> None:
-        """SIGKILL kubelet or containerd (a crash: nothing flushed) and start it again, as systemd
-        would; the containers and their shims keep running. Returns once it serves again (kubelet:
-        the Node Ready)."""
-        if component not in ("kubelet", "containerd"):
-            raise ValueError(f"not a node component: {component!r}")
-        deadline = time.monotonic() + timeout
-        self._stop_process(component, sig=signal.SIGKILL)
-        if component == "containerd":
-            self._start_containerd(deadline)
-        else:
-            self._start_kubelet()
-            self.wait_ready(max(deadline - time.monotonic(), 1.0))
-
     def _stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self._processes.pop(name, None)
         if process is None:
