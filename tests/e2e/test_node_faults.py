@@ -43,17 +43,27 @@ def test_a_node_component_crashing_mid_run_is_certified_once(stack: Stack, run: 
     assert status["podUID"] == pod_uid
 
 
-def test_a_node_rebooted_mid_run(stack: Stack, run: Any) -> None:
-    """Every process of the node killed at once, /run emptied, the TPM power-cycled (PCRs reset),
-    the node booted again, between the gate and the seal."""
-    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+def test_a_node_rebooted_mid_run_is_retried_and_certified_once(stack: Stack, run: Any) -> None:
+    """Every process of the node killed at once, /run emptied (the agent's state with it), the TPM
+    power-cycled (PCRs reset), the node booted again, between the gate and the seal: kubelet reports
+    the vanished train container as exited 255, attempt 1 fails as TrainingFailed with nothing
+    certified, and attempt 2 (backoffLimit 1) runs from its own gate to its own seal on the
+    rebooted state and is certified once."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}, backoffLimit=1).per_attempt_output().apply()
     r.wait_started()
     stack.reboot(r.node)
-    r.release()
+    r.wait_started(attempt=2, timeout=240)
+    r.release(attempt=2)
     status = r.wait("Succeeded", "Failed", timeout=300)["status"]
-    print("[reboot]", status.get("phase"), status.get("reason"), status.get("attempt"), status.get("message"))
-    certified = [e for e in events(stack, r.name) if e == ("aicert.dev/agent", "Certified")]
-    assert len(certified) == (1 if status["phase"] == "Succeeded" else 0), (status, certified)
+    assert (status["phase"], status["attempt"]) == ("Succeeded", 2), status
+    assert [e for e in events(stack, r.name) if e == ("aicert.dev/agent", "Certified")] == [
+        ("aicert.dev/agent", "Certified")
+    ]
+    warnings = stack.cluster.kubectl_json(
+        "get", "events.events.k8s.io", "--field-selector", f"regarding.name={r.name},reason=TrainingFailed"
+    )["items"]
+    assert any("exited with 255" in (e.get("note") or "") for e in warnings), warnings
+    Verifier(TrustStore.from_pem_file(stack.ca_pem)).verify(status["certificate"], model_dir=r.output_dir(2))
 
 
 def test_an_oom_killed_training_is_not_certified(stack: Stack, run: Any) -> None:
