@@ -1,7 +1,7 @@
 """The agent's CRI client against a hostile runtime: a real gRPC server on a unix socket that answers
 what each test makes it answer (garbled bytes, an oversized answer, an error, no answer at all). The
 client turns each into a CriError naming the call, within its timeout; it only ever calls the two
-read-only methods. Against real containerd: tests/integration/test_cri_check.py."""
+read-only methods. Against real containerd: tests/integration/test_cri_on_containerd.py."""
 
 from __future__ import annotations
 
