@@ -17,7 +17,7 @@ JOB = Path(__file__).resolve().parent / "job.py"
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory, product_images: dict[str, Path]) -> Iterator[Stack]:
     """The stack: real kubelets run the operator, the agents and the training pods (gate and seal
     containers included) from the images this checkout builds (`make images`), as the chart deploys them."""
@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, product_images: dict[str, Pa
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image(stack: Stack) -> str:
     return stack.build_image(
         "registry.local/e2e/job",

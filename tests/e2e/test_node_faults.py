@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 import pytest
-from tests.e2e.test_run_integrity import events
 
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
 from aicert_localcluster.realnode import faults
 from aicert_localcluster.stack import Stack
+from tests.e2e.test_run_integrity import events
 
 
 def certified_once(stack: Stack, r: Any) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def test_a_checkpoint_from_another_tpm_restart(certified: Certified) -> None:
     """TPM2_Shutdown(STATE), then TPM2_Startup(CLEAR): a TPM Restart, restartCount + 1."""
     cert = copy.deepcopy(certified.certificate)
     swtpm = certified.node.swtpm
-    assert _tpm_command(swtpm.port, 0x145, struct.pack(">H", 0x0001), timeout=5.0) == 0
+    assert _tpm_command(swtpm.host, swtpm.port, 0x145, struct.pack(">H", 0x0001), timeout=5.0) == 0
     swtpm.stop(orderly=False)
     swtpm.start()
     with certified.node.open() as tpm:
