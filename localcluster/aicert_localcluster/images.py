@@ -164,13 +164,11 @@ class ImageStore:
         env: Mapping[str, str] | None = None,
         workdir: str = "/app",
         base: str | None = None,
-        user: str | None = None,
     ) -> str:
         """Write the image into the store; returns `repository@sha256:<manifest hex>`.
 
         `base` (a digest reference in this store): the new layer goes on top of its layers, and its
-        config's Env (overridden by `env`) and User carry over, as `FROM base` would; `user`
-        replaces the User."""
+        config's Env (overridden by `env`) and User carry over, as `FROM base` would."""
         if not _REPOSITORY.fullmatch(repository):
             raise ImageStoreError(f"{repository!r} is not a valid repository name (lower case, no tag)")
         if not workdir.startswith("/"):
@@ -195,8 +193,8 @@ class ImageStore:
             "Env": [f"{k}={v}" for k, v in merged_env.items()],
             "WorkingDir": workdir,
         }
-        if user is not None or base_user:
-            container_config["User"] = user if user is not None else base_user
+        if base_user:
+            container_config["User"] = base_user
         if entrypoint is not None:
             container_config["Entrypoint"] = list(entrypoint)
         if cmd is not None:

@@ -7,7 +7,7 @@ See localcluster/README.md, "Real nodes".
 from .archive import ArchiveError, write_oci_archive
 from .config import KUBELET_SYSCTLS, NodeLayout
 from .host import HostError, HostLedger
-from .node import GPU_RESOURCE, RealNode, RealNodeError, free_node_index, free_node_indexes
+from .node import GPU_RESOURCE, RealNode, RealNodeError, free_node_index
 
 __all__ = [
     "GPU_RESOURCE",
@@ -19,6 +19,5 @@ __all__ = [
     "RealNode",
     "RealNodeError",
     "free_node_index",
-    "free_node_indexes",
     "write_oci_archive",
 ]

@@ -69,11 +69,10 @@ class RealNodeError(RuntimeError):
     """The node failed to start or become ready, or stop() could not undo everything it changed."""
 
 
-def free_node_indexes(count: int) -> list[int]:
-    """The `count` lowest node indexes whose bridge name, 10.244.N.0/24 network and cgroup are all
-    unused here right now (RealNode.start claims one by making its bridge, and fails if it was taken)."""
+def free_node_index() -> int:
+    """The lowest node index whose bridge name, 10.244.N.0/24 network and cgroup are all unused here
+    right now (RealNode.start claims it by making its bridge, and fails if it was taken meanwhile)."""
     links, networks = host.link_names(), host.ipv4_networks_in_use()
-    found: list[int] = []
     for index in range(1, MAX_INDEX + 1):
         layout = NodeLayout(Path("/"), Path("/"), index)
         if (
@@ -81,15 +80,8 @@ def free_node_indexes(count: int) -> list[int]:
             and layout.node_ip.rsplit(".", 1)[0] not in networks
             and not host.cgroup_exists(layout.cgroup_root)
         ):
-            found.append(index)
-            if len(found) == count:
-                return found
-    raise RealNodeError(f"fewer than {count} free node indexes: bridges or networks 10.244.N.0/24 are in use")
-
-
-def free_node_index() -> int:
-    """The lowest free node index (see free_node_indexes)."""
-    return free_node_indexes(1)[0]
+            return index
+    raise RealNodeError("no free node index: 254 bridges or networks 10.244.N.0/24 are in use")
 
 
 @dataclass
