@@ -32,7 +32,6 @@ from typing import Any
 
 from aicert.certificate import BOOT_PCRS
 from aicert.digest import FileEntry, Manifest
-from aicert.training import CERTIFICATE_MAX_BYTES
 from aicert.trust import TrustStore
 from aicert.verify import Verifier
 from aicert_agent.evidence_log import epoch_log, log_problem
@@ -43,6 +42,7 @@ from aicert_agent.tpm.client import Tpm
 from aicert_agent.tpm.devca import DevCA
 from aicert_agent.tpm.provision import dev_provision
 from aicert_agent.tpm.swtpm import Swtpm
+from aicert_contract.training import CERTIFICATE_MAX_BYTES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_table, table, write_section

@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY images/operator.requirements.txt images/
 COPY verifier/src verifier/src/
+COPY contract/src contract/src/
 COPY kube/src kube/src/
 COPY node-agent/src node-agent/src/
 COPY operator/src operator/src/

@@ -24,9 +24,19 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from tests.integration.conftest import ProvisionedTpm
 
-from aicert.contract.network import network_policy
-from aicert.contract.pod import PodSettings, training_pod
-from aicert.contract.status import (
+from aicert.digest import CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
+from aicert_agent.cri_client import CriClient
+from aicert_agent.kube import AgentKube
+from aicert_agent.local_run import ak_identity
+from aicert_agent.measurement_log import MeasurementLog
+from aicert_agent.network_ledger import NETWORK_POLICIES, NetworkLedger
+from aicert_agent.node_agent import AgentConfig, NodeAgent
+from aicert_agent.sealing import SealFailures
+from aicert_agent.tpm.client import Quote, Tpm
+from aicert_agent.volumes import empty_dir_path
+from aicert_contract.network import network_policy
+from aicert_contract.pod import PodSettings, training_pod
+from aicert_contract.status import (
     MESSAGE_MAX_BYTES,
     REPORTER_OPERATOR,
     ConditionType,
@@ -36,8 +46,7 @@ from aicert.contract.status import (
     status_apply_body,
     status_message,
 )
-from aicert.digest import CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
-from aicert.training import (
+from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
     CONTAINER_TRAIN,
@@ -51,15 +60,6 @@ from aicert.training import (
     VERSION,
     TrainingSpec,
 )
-from aicert_agent.cri_client import CriClient
-from aicert_agent.kube import AgentKube
-from aicert_agent.local_run import ak_identity
-from aicert_agent.measurement_log import MeasurementLog
-from aicert_agent.network_ledger import NETWORK_POLICIES, NetworkLedger
-from aicert_agent.node_agent import AgentConfig, NodeAgent
-from aicert_agent.sealing import SealFailures
-from aicert_agent.tpm.client import Quote, Tpm
-from aicert_agent.volumes import empty_dir_path
 from aicert_kube import TrainingClient
 from aicert_localcluster import LocalCluster
 

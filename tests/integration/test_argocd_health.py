@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aicert.contract.status import Reason
+from aicert_contract.status import Reason
 from aicert_localcluster.binaries import cached_go_build
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,12 +25,12 @@ from tests.integration.realnode_tools import (
     wait_pod,
 )
 
-from aicert.contract.status import Reason
-from aicert.training import CONTAINER_TRAIN
 from aicert_agent.cri_client import CriClient
 from aicert_agent.image_proof import image_ref_problem, spec_image
 from aicert_agent.pod_state import container_status
 from aicert_agent.train_image import train_image_problem
+from aicert_contract.status import Reason
+from aicert_contract.training import CONTAINER_TRAIN
 from aicert_localcluster import LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import RealNode, free_node_index

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from aicert.contract.status import ConditionType, Reason, set_condition
-from aicert.training import FIELD_MANAGER_AGENT, GROUP, PLURAL, TrainingSpec
+from aicert_contract.status import ConditionType, Reason, set_condition
+from aicert_contract.training import FIELD_MANAGER_AGENT, GROUP, PLURAL, TrainingSpec
 from aicert_kube import TrainingClient
 from aicert_localcluster import LocalCluster
 from aicert_operator.kube import Kube

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client, config
 
-from aicert.contract.network import network_policy
 from aicert_agent.network_ledger import NetworkLedger, NotWatching
 from aicert_agent.policy_watch import PolicyWatch
+from aicert_contract.network import network_policy
 from aicert_localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration

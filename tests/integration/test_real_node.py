@@ -35,9 +35,9 @@ from tests.integration.realnode_tools import (
     wait_pod,
 )
 
-from aicert.training import CONTROL_VOLUME, MARKER_GATE
 from aicert_agent.markers import write_marker
 from aicert_agent.volumes import empty_dir_path, pvc_path
+from aicert_contract.training import CONTROL_VOLUME, MARKER_GATE
 from aicert_localcluster import LocalCluster
 from aicert_localcluster.images import ImageStore
 from aicert_localcluster.realnode import GPU_RESOURCE, KUBELET_SYSCTLS, RealNode, free_node_index, host

@@ -22,20 +22,8 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from tests.reads import Reads
 
-from aicert.contract.pod import PodSettings, training_pod
-from aicert.contract.status import REFUSALS, Reason
 from aicert.digest import INPUT_EXCLUDED, Manifest, hash_tree
 from aicert.events import INPUT, RUN
-from aicert.training import (
-    CONTAINER_GATE,
-    CONTAINER_SEAL,
-    CONTAINER_TRAIN,
-    CONTROL_VOLUME,
-    MARKER_GATE,
-    MARKER_REFUSED,
-    MAX_EXACT_INTEGER,
-    TrainingSpec,
-)
 from aicert_agent.measurement_log import Entry
 from aicert_agent.measuring import (
     DEFAULT_MAX_FILES,
@@ -52,6 +40,18 @@ from aicert_agent.node_agent import AgentConfig, NodeAgent, PodContext, pod_fact
 from aicert_agent.pod_plan import GATE_LANE, SEAL_LANE, work_lane
 from aicert_agent.recorder import RunRecorder
 from aicert_agent.volumes import empty_dir_path, pod_volumes_dir
+from aicert_contract.pod import PodSettings, training_pod
+from aicert_contract.status import REFUSALS, Reason
+from aicert_contract.training import (
+    CONTAINER_GATE,
+    CONTAINER_SEAL,
+    CONTAINER_TRAIN,
+    CONTROL_VOLUME,
+    MARKER_GATE,
+    MARKER_REFUSED,
+    MAX_EXACT_INTEGER,
+    TrainingSpec,
+)
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 CRD = Path(__file__).resolve().parents[2] / "crds" / "certifiedtrainings.aicert.dev.yaml"

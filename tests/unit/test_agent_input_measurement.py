@@ -11,16 +11,16 @@ from typing import Any, cast
 
 import pytest
 
-from aicert.contract.pod import PodSettings
-from aicert.contract.status import Reason
 from aicert.digest import Manifest, hash_tree
 from aicert.events import INPUT
-from aicert.training import TrainingSpec
 from aicert_agent.measurement_log import Entry
 from aicert_agent.network_ledger import NetworkLedger
 from aicert_agent.node_agent import AgentConfig, NodeAgent, PodContext, Refusal
 from aicert_agent.pod_plan import Step
 from aicert_agent.recorder import RunRecorder
+from aicert_contract.pod import PodSettings
+from aicert_contract.status import Reason
+from aicert_contract.training import TrainingSpec
 
 POD_UID = "pod-uid-1"
 SPEC: dict[str, Any] = {

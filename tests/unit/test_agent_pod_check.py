@@ -8,11 +8,7 @@ from typing import Any
 import pytest
 
 from aicert.certificate import Assurance
-from aicert.contract.network import egress_denied, network_policy, policy_record, selecting
-from aicert.contract.pod import PodSettings, training_pod
-from aicert.contract.status import REFUSALS, Reason
 from aicert.jcs import sha256_jcs
-from aicert.training import TrainingSpec
 from aicert_agent.network_ledger import NETWORK_POLICIES, NetworkLedger
 from aicert_agent.pod_check import (
     MEASURE,
@@ -23,6 +19,10 @@ from aicert_agent.pod_check import (
     network_problem,
     volume_problem,
 )
+from aicert_contract.network import egress_denied, network_policy, policy_record, selecting
+from aicert_contract.pod import PodSettings, training_pod
+from aicert_contract.status import REFUSALS, Reason
+from aicert_contract.training import TrainingSpec
 
 SETTINGS = PodSettings(agent_image="registry.example/aicert/agent@sha256:" + "b" * 64)
 SPEC: dict[str, Any] = {
@@ -399,7 +399,7 @@ def test_policy_record_digests_the_spec() -> None:
 
 
 def test_the_attempts_own_claim_from_a_template_is_checked_like_a_named_one() -> None:
-    from aicert.training import output_claim
+    from aicert_contract.training import output_claim
 
     spec = TrainingSpec.model_validate(
         {**SPEC, "output": {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/out"}}

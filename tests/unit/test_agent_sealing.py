@@ -13,8 +13,6 @@ from typing import Any, cast
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from aicert.contract.status import Reason
-from aicert.training import MARKER_REFUSED, TrainingSpec
 from aicert_agent.kube import AgentKube
 from aicert_agent.node_agent import PodContext
 from aicert_agent.recorder import AkIdentity
@@ -26,6 +24,8 @@ from aicert_agent.sealing import (
     after_failure,
     describe,
 )
+from aicert_contract.status import Reason
+from aicert_contract.training import MARKER_REFUSED, TrainingSpec
 
 SPEC = {"image": "r/t@sha256:" + "a" * 64, "output": {"emptyDir": {}, "mountPath": "/out"}}
 

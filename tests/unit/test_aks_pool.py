@@ -18,7 +18,7 @@ from aicert.aks.pool import (
 )
 from aicert.aks.regions import region_missing
 from aicert.aks.sizes import CATALOGUE, LEVELS, find_size, series_for
-from aicert.contract.pod import DEFAULT_GPU_TOLERATIONS
+from aicert_contract.pod import DEFAULT_GPU_TOLERATIONS
 
 A100 = "Standard_NC24ads_A100_v4"
 CONFIDENTIAL_H100 = "Standard_NCC40ads_H100_v5"

@@ -11,9 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, Evidence, FormatError, VerifiedAssurance, convert
-from aicert.contract.pod import allowed_levels
-from aicert.training import TrainingSpec
 from aicert.verify import MalformedError, Policy
+from aicert_contract.pod import allowed_levels
+from aicert_contract.training import TrainingSpec
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "certifiedtrainings.aicert.dev.yaml"
 SPEC: dict[str, Any] = {

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from aicert.contract.status import (
+from aicert_contract.status import (
     CONDITION_MESSAGE_MAX,
     MESSAGE_MAX_BYTES,
     REFUSALS,

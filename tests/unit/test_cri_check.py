@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from aicert.contract.status import Reason
 from aicert_agent.cri import RuntimeContainer, RuntimeImage, runtime_problem
 from aicert_agent.image_proof import spec_image
+from aicert_contract.status import Reason
 
 MANIFEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import pytest
 
-from aicert.contract.status import Reason
 from aicert_agent.cri import RuntimeContainer
 from aicert_agent.cri_client import MAX_RESPONSE_BYTES, CriClient, CriError
 from aicert_agent.protowire import encode_bytes, encode_string
 from aicert_agent.train_image import train_image_problem
+from aicert_contract.status import Reason
 
 MANIFEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64

@@ -6,14 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aicert.contract.markers import (
+from aicert_agent.markers import wait_gate, wait_seal, write_marker
+from aicert_contract.markers import (
     GATE_TIMEOUT_EXIT,
     MARKER_GATE,
     MARKER_REFUSED,
     MARKER_SEALED,
     SEAL_REFUSED_EXIT,
 )
-from aicert_agent.markers import wait_gate, wait_seal, write_marker
 
 
 def test_gate_opens_on_the_marker(tmp_path: Path) -> None:

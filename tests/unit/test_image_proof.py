@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from aicert.contract.status import Reason
 from aicert_agent.image_proof import (
     PinnedImage,
     image_ref_problem,
@@ -13,6 +12,7 @@ from aicert_agent.image_proof import (
     parse_pinned,
     spec_image,
 )
+from aicert_contract.status import Reason
 
 MANIFEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64

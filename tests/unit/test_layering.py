@@ -1,4 +1,6 @@
-"""Layering: `aicert` imports no Kubernetes/TPM library and no other package of ours; `aicert_kube`
+"""Layering: `aicert` imports no Kubernetes/TPM library and no other package of ours (not even the
+contract, so the verifier's install carries no pydantic); `aicert_contract` (the pod, status and spec
+contract) imports only `aicert` and pure libraries; `aicert_kube`
 (the shared Kubernetes edge) imports neither product package; the agent and the operator never
 import each other; nothing outside `aicert.cli` imports `aicert.cli` (CLIs use the library, the
 library never uses a CLI)."""
@@ -13,12 +15,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {
     "aicert": REPO / "verifier/src/aicert",
+    "aicert_contract": REPO / "contract/src/aicert_contract",
     "aicert_kube": REPO / "kube/src/aicert_kube",
     "aicert_agent": REPO / "node-agent/src/aicert_agent",
     "aicert_operator": REPO / "operator/src/aicert_operator",
 }
 FORBIDDEN = {
     "aicert": {
+        "kopf",
+        "kubernetes",
+        "tpm2_pytss",
+        "pydantic",
+        "aicert_contract",
+        "aicert_kube",
+        "aicert_agent",
+        "aicert_operator",
+        "prometheus_client",
+    },
+    "aicert_contract": {
         "kopf",
         "kubernetes",
         "tpm2_pytss",

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from aicert.contract.network import network_policy
 from aicert_agent.network_ledger import (
     MAX_POLICY_STATES,
     NETWORK_POLICIES,
@@ -21,6 +20,7 @@ from aicert_agent.network_ledger import (
     NotWatching,
     PolicyKind,
 )
+from aicert_contract.network import network_policy
 
 NS = "team-a"
 LABELS = {"aicert.dev/training": "run", "aicert.dev/training-uid": "t1", "aicert.dev/attempt": "1"}

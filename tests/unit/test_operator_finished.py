@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aicert.contract.status import REFUSALS, ConditionType, Reason
-from aicert.training import SEAL_REFUSED_EXIT, TrainingSpec
+from aicert_contract.status import REFUSALS, ConditionType, Reason
+from aicert_contract.training import SEAL_REFUSED_EXIT, TrainingSpec
 from aicert_operator.observe import ContainerState, PodView
 from aicert_operator.reconcile import (
     Decision,
@@ -268,7 +268,7 @@ OTHER_OBJECTS_CONDITIONS = {"ak_chain.py"}
 
 def test_no_condition_is_built_but_by_set_condition() -> None:
     """The operator and the agent write CertifiedTraining conditions only through
-    aicert.contract.status.set_condition, which sets observedGeneration: no other module spells out
+    aicert_contract.status.set_condition, which sets observedGeneration: no other module spells out
     a condition's transition time (but those that build another object's conditions, named above)."""
     sources = [*(ROOT / "operator" / "src").rglob("*.py"), *(ROOT / "node-agent" / "src").rglob("*.py")]
     sources = [p for p in sources if p.name not in OTHER_OBJECTS_CONDITIONS]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from aicert.contract.pod import PodSettings, training_pod
-from aicert.contract.status import Reason
-from aicert.training import SEAL_REFUSED_EXIT, TrainingSpec
+from aicert_contract.pod import PodSettings, training_pod
+from aicert_contract.status import Reason
+from aicert_contract.training import SEAL_REFUSED_EXIT, TrainingSpec
 from aicert_operator.observe import ContainerState, PodView, owned_pods
 from aicert_operator.reconcile import Event, Training, pod_not_created, reconcile
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aicert.training import LABEL_TRAINING_UID
+from aicert_contract.training import LABEL_TRAINING_UID
 from aicert_operator.observe import PodView
 from aicert_operator.view import WatchView, needs_pod_list
 

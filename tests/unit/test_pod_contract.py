@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from aicert.contract.pod import ContractError, PodSettings, pod_deviations, training_pod
-from aicert.training import LABEL_ASSURANCE, TrainingSpec
+from aicert_contract.pod import ContractError, PodSettings, pod_deviations, training_pod
+from aicert_contract.training import LABEL_ASSURANCE, TrainingSpec
 
 AGENT_IMAGE = "registry.example/aicert/agent@sha256:" + "b" * 64
 SETTINGS = PodSettings(agent_image=AGENT_IMAGE)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from aicert.contract.status import Reason
 from aicert_agent.storage import Backing, backing, shared_storage_problem
+from aicert_contract.status import Reason
 
 
 def pv(

@@ -10,8 +10,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aicert.contract.status import Reason, event_body, status_apply_body
-from aicert.training import GROUP, PLURAL, VERSION
+from aicert_contract.status import Reason, event_body, status_apply_body
+from aicert_contract.training import GROUP, PLURAL, VERSION
 
 APPLY = "application/apply-patch+yaml"
 STATUS_WRITE_TRIES = 5

@@ -19,11 +19,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from aicert.contract.status import REPORTER_AGENT, object_event, timestamp
 from aicert.trust import ChainError, TrustStore
 from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_intermediates
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
 from aicert_agent.recorder import AkIdentity
+from aicert_contract.status import REPORTER_AGENT, object_event, timestamp
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from aicert.contract.status import Reason
-from aicert.training import CONTAINER_TRAIN
 from aicert_agent.image_proof import PULLABLE_PREFIX, PinnedImage, image_ref_problem, parse_pinned
 from aicert_agent.pod_check import Problem
 from aicert_agent.protowire import Message, WireError, encode_bytes, encode_string
+from aicert_contract.status import Reason
+from aicert_contract.training import CONTAINER_TRAIN
 
 CONTAINER_STATUS = "/runtime.v1.RuntimeService/ContainerStatus"
 IMAGE_STATUS = "/runtime.v1.ImageService/ImageStatus"

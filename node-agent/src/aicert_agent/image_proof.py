@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aicert.contract.status import Reason
 from aicert_agent.pod_check import Problem
+from aicert_contract.status import Reason
 
 DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DEFAULT_DOMAINS = frozenset({"index.docker.io", "registry-1.docker.io"})

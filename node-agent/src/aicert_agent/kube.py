@@ -9,8 +9,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aicert.contract.status import REPORTER_AGENT
-from aicert.training import FIELD_MANAGER_AGENT, LABEL_ASSURANCE, LABEL_TRAINING
+from aicert_contract.status import REPORTER_AGENT
+from aicert_contract.training import FIELD_MANAGER_AGENT, LABEL_ASSURANCE, LABEL_TRAINING
 from aicert_kube import TrainingClient, raw_json
 
 

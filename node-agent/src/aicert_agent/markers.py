@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     GATE_TIMEOUT_EXIT,
     MARKER_GATE,
     MARKER_REFUSED,

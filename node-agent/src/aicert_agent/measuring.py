@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from aicert.contract.pod import quantity_bytes
-from aicert.contract.status import REFUSALS, Reason
 from aicert.digest import BudgetExceeded, HashingCancelled, Manifest, hash_tree
-from aicert.training import TrainingSpec
 from aicert_agent import metrics
+from aicert_contract.pod import quantity_bytes
+from aicert_contract.status import REFUSALS, Reason
+from aicert_contract.training import TrainingSpec
 
 log = logging.getLogger("aicert_agent")
 

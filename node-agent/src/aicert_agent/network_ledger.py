@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aicert.contract.network import allows_egress, egress_denied, policy_record, selecting
+from aicert_contract.network import allows_egress, egress_denied, policy_record, selecting
 
 MAX_POLICY_STATES = 64  # distinct (name, spec) NetworkPolicy states recorded for one run
 MAX_NOTES = 8  # `opened` and `unknown` entries kept for one run

@@ -22,8 +22,6 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, root_level
-from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
-from aicert.contract.status import Reason
 from aicert.digest import (
     INPUT_EXCLUDED,
     MANIFEST_FILE,
@@ -33,17 +31,6 @@ from aicert.digest import (
     Manifest,
 )
 from aicert.events import IMAGE, INPUT, OUTPUT
-from aicert.training import (
-    CONTROL_VOLUME,
-    LABEL_ATTEMPT,
-    LABEL_TRAINING,
-    MARKER_GATE,
-    MARKER_REFUSED,
-    MARKER_SEALED,
-    Input,
-    TrainingSpec,
-    output_claim,
-)
 from aicert.trust import ChainError, TrustStore, build_path
 from aicert.trust.measurements import KnownMeasurements
 from aicert_agent import metrics
@@ -80,6 +67,19 @@ from aicert_agent.storage import shared_storage_problem
 from aicert_agent.train_image import train_image_problem
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
+from aicert_contract.pod import OUTPUT_VOLUME, PodSettings
+from aicert_contract.status import Reason
+from aicert_contract.training import (
+    CONTROL_VOLUME,
+    LABEL_ATTEMPT,
+    LABEL_TRAINING,
+    MARKER_GATE,
+    MARKER_REFUSED,
+    MARKER_SEALED,
+    Input,
+    TrainingSpec,
+    output_claim,
+)
 
 log = logging.getLogger("aicert_agent")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
-from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
-from aicert.contract.status import Reason
-from aicert.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
+from aicert_contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert_contract.status import Reason
+from aicert_contract.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
 
 
 class Action(enum.Enum):
@@ -140,7 +140,7 @@ def volume_problem(
 ) -> Problem | None:
     """The output must be this pod's alone, the inputs unwritable by anyone: by the claims' access
     modes, and by what the other live pods of the namespace mount now. `claims`: name -> PVC, for
-    every input claim and `output_claim` (the attempt's, see aicert.training.output_claim)."""
+    every input claim and `output_claim` (the attempt's, see aicert_contract.training.output_claim)."""
     if output_claim is not None:
         modes = set((claims[output_claim].get("spec") or {}).get("accessModes") or [])
         if not modes or not modes <= EXCLUSIVE_OUTPUT_MODES:

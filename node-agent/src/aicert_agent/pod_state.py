@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aicert.events import INPUT, OUTPUT, RUN, SEAL
-from aicert.training import CONTAINER_GATE, CONTAINER_SEAL, CONTAINER_TRAIN
 from aicert_agent.measurement_log import Entry
 from aicert_agent.pod_plan import PodFacts, RunProgress
+from aicert_contract.training import CONTAINER_GATE, CONTAINER_SEAL, CONTAINER_TRAIN
 
 
 def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:

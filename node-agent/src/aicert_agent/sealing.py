@@ -28,21 +28,21 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client.exceptions import ApiException
 
 from aicert.certificate import Assurance
-from aicert.contract.status import (
-    REFUSALS,
-    ConditionType,
-    Reason,
-    set_condition,
-    status_message,
-)
 from aicert.digest import CERTIFICATE_FILE
-from aicert.training import CERTIFICATE_MAX_BYTES, MARKER_REFUSED, MARKER_SEALED, short_digest
 from aicert_agent import metrics
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.pod_check import Problem
 from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.timestamping import add_timestamp
+from aicert_contract.status import (
+    REFUSALS,
+    ConditionType,
+    Reason,
+    set_condition,
+    status_message,
+)
+from aicert_contract.training import CERTIFICATE_MAX_BYTES, MARKER_REFUSED, MARKER_SEALED, short_digest
 
 if TYPE_CHECKING:
     from aicert_agent.node_agent import PodContext

@@ -13,8 +13,6 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
-from aicert.contract.pod import ContractError, PodSettings
-from aicert.training import agent_lease_name
 from aicert.trust import TrustError, load_trust_store
 from aicert.trust.measurements import load_paravisor_measurements, read_paravisor_measurements
 from aicert_agent.ak_chain import ChainReport, chain_at_start, node_condition, node_event
@@ -27,6 +25,8 @@ from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.platform import PlatformError
 from aicert_agent.policy_watch import PolicyWatch
 from aicert_agent.tpm.client import Tpm, TpmError
+from aicert_contract.pod import ContractError, PodSettings
+from aicert_contract.training import agent_lease_name
 from aicert_kube.lease import LeaseLock
 
 NETWORK_FILE = "network.json"  # the network ledger's state, beside the measurement log

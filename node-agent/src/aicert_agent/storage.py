@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aicert.contract.status import Reason
 from aicert_agent.pod_check import Problem
+from aicert_contract.status import Reason
 
 WRITABLE_MODES = frozenset({"ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"})
 

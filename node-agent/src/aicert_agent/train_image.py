@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aicert.contract.status import Reason
-from aicert.training import CONTAINER_TRAIN
 from aicert_agent.cri import RuntimeReader, runtime_container_id, runtime_problem
 from aicert_agent.image_proof import PinnedImage, image_ref_problem, spec_image
 from aicert_agent.pod_check import Problem
 from aicert_agent.pod_state import container_status
+from aicert_contract.status import Reason
+from aicert_contract.training import CONTAINER_TRAIN
 
 
 def train_image_problem(

@@ -18,9 +18,9 @@ from typing import Any
 
 import kopf
 
-from aicert.contract.network import network_policy
-from aicert.contract.pod import attempt_output_claim, training_pod
-from aicert.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
+from aicert_contract.network import network_policy
+from aicert_contract.pod import attempt_output_claim, training_pod
+from aicert_contract.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
 from aicert_operator.kube import Kube, Rejected
 from aicert_operator.observe import PodView, owned_pods

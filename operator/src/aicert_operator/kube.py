@@ -10,8 +10,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aicert.contract.status import REPORTER_OPERATOR
-from aicert.training import AGENT_LEASE_PREFIX, FIELD_MANAGER_OPERATOR, LABEL_ASSURANCE, LABEL_TRAINING_UID
+from aicert_contract.status import REPORTER_OPERATOR
+from aicert_contract.training import (
+    AGENT_LEASE_PREFIX,
+    FIELD_MANAGER_OPERATOR,
+    LABEL_ASSURANCE,
+    LABEL_TRAINING_UID,
+)
 from aicert_kube import TrainingClient
 
 

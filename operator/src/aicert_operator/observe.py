@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
-from aicert.training import (
+from aicert_contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
     CONTAINER_TRAIN,

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aicert.contract.status import (
+from aicert_contract.status import (
     REFUSALS,
     ConditionType,
     Reason,
@@ -28,7 +28,7 @@ from aicert.contract.status import (
     status_message,
     timestamp,
 )
-from aicert.training import (
+from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
     CONTAINER_TRAIN,

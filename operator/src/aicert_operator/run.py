@@ -14,7 +14,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from aicert.contract.pod import ContractError
+from aicert_contract.pod import ContractError
 from aicert_kube.lease import LeaseLock
 from aicert_operator import handlers
 from aicert_operator.compat import version_problem

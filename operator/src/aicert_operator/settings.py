@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aicert.contract.pod import PodSettings
+from aicert_contract.pod import PodSettings
 
 DEFAULT_DEADLINE_SECONDS = 7 * 24 * 3600  # a run that sets no activeDeadlineSeconds ends after a week
 

@@ -17,7 +17,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aicert.training import LABEL_TRAINING_UID
+from aicert_contract.training import LABEL_TRAINING_UID
 from aicert_operator.observe import PodView
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from aicert.training import GROUP, KIND, VERSION
+from aicert_contract.training import GROUP, KIND, VERSION
 
 
 class ConditionType(enum.StrEnum):

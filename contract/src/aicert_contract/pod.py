@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from aicert.certificate import ASSURANCE_ORDER
-from aicert.training import (
+from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
     CONTAINER_TRAIN,

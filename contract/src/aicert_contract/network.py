@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aicert.contract.pod import owner_reference
 from aicert.jcs import sha256_jcs
-from aicert.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, pod_name
+from aicert_contract.pod import owner_reference
+from aicert_contract.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, pod_name
 
 
 def network_policy(*, name: str, namespace: str, uid: str, attempt: int, egress: str) -> dict[str, Any]:

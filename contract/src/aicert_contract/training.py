@@ -12,25 +12,25 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aicert.certificate import Assurance
-from aicert.contract.markers import (  # re-exported: the pod's control protocol
+from aicert_contract.markers import (  # re-exported: the pod's control protocol
     CONTROL_MOUNT as CONTROL_MOUNT,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     CONTROL_VOLUME as CONTROL_VOLUME,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     GATE_TIMEOUT_EXIT as GATE_TIMEOUT_EXIT,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     MARKER_GATE as MARKER_GATE,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     MARKER_REFUSED as MARKER_REFUSED,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     MARKER_SEALED as MARKER_SEALED,
 )
-from aicert.contract.markers import (
+from aicert_contract.markers import (
     SEAL_REFUSED_EXIT as SEAL_REFUSED_EXIT,
 )
 
