@@ -9,7 +9,7 @@ APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc bubblewr
   libc6-dev libseccomp-dev iproute2 iptables busybox-static apache2-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema clean tools cluster-binaries node-binaries fuzz chart images
+.PHONY: all deps venv test unit integration e2e lint demo demo-local bench schema crd-reference clean tools cluster-binaries node-binaries fuzz chart images
 all: test
 
 deps:
@@ -102,6 +102,10 @@ bench: venv cluster-binaries
 
 schema: venv
 	$(BIN)/python tools/export_schema.py
+
+# The field tables of docs/crd-reference.md, from the CRD's schema and descriptions (crds/ is the source).
+crd-reference: venv
+	$(BIN)/python tools/crd_reference.py
 
 clean:
 	rm -rf demo-output bench-output .pytest_cache .mypy_cache .ruff_cache

@@ -11,9 +11,10 @@ import datetime as dt
 import enum
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
 
-from aicert_contract.training import GROUP, KIND, VERSION
+from aicert.certificate import Assurance
+from aicert_contract.training import GROUP, KIND, VERSION, Phase
 
 
 class ConditionType(enum.StrEnum):
@@ -82,6 +83,41 @@ class Reason(enum.StrEnum):
     CERTIFICATE_TOO_LARGE = "CertificateTooLarge"
     CERTIFICATION_REFUSED = "CertificationRefused"  # the agent refused; its condition was lost
     FOREIGN_POD = "ForeignPod"  # Event only: a pod posing as this training's was not measured
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(TypedDict):
+    """One of status.conditions, as `set_condition` makes it."""
+
+    type: Annotated[str, ConditionType]  # a ConditionType's value
+    status: ConditionStatus
+    observedGeneration: NotRequired[int]
+    lastTransitionTime: str  # RFC 3339, `timestamp`
+    reason: str  # a Reason's value, except on conditions an older release wrote
+    message: str  # `status_message`
+
+
+class TrainingStatus(TypedDict, total=False):
+    """The status of a CertifiedTraining. The CRD describes each field and who writes it;
+    tests/unit/test_crd_models.py holds this model to the CRD's schema."""
+
+    phase: Phase
+    reason: str
+    message: str
+    observedGeneration: int
+    conditions: list[Condition]
+    node: str
+    podName: str
+    podUID: str
+    attempt: int
+    assurance: Assurance
+    startTime: str
+    completionTime: str
+    modelDigest: str
+    modelShortDigest: str
+    certificate: str
 
 
 # Reasons the agent may put in Certified=False: each ends the run as Failed, never retried.
@@ -165,13 +201,13 @@ def find_condition(conditions: Sequence[dict[str, Any]] | None, kind: ConditionT
 def set_condition(
     conditions: Sequence[dict[str, Any]] | None,
     kind: ConditionType,
-    status: str,
+    status: ConditionStatus,
     reason: Reason,
     message: str,
     *,
     generation: int,
     now: dt.datetime,
-) -> dict[str, Any]:
+) -> Condition:
     """The condition to write: `lastTransitionTime` moves only when `status` changes."""
     previous = find_condition(conditions, kind)
     since = previous.get("lastTransitionTime") if previous and previous.get("status") == status else None

@@ -1,8 +1,10 @@
 """The CertifiedTraining contract shared by the operator and the node agent.
 
 Names (labels, containers, marker files, field managers) and a typed view of the resource's
-spec. Pure: no Kubernetes library. The CRD in crds/ is the schema the API server enforces; this
-model reads what it admitted.
+spec. Pure: no Kubernetes library. The CRD in crds/ is the one source of the API: the schema the API
+server enforces and every field's description. This model reads what it admitted, and
+tests/unit/test_crd_models.py holds it to the CRD field by field (names, types, enums, defaults,
+required, bounds).
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ FIELD_MANAGER_AGENT: Final = "aicert-agent"
 
 Phase = Literal["Pending", "Measuring", "Training", "Sealing", "Succeeded", "Failed"]
 TERMINAL_PHASES: Final = ("Succeeded", "Failed")
-ConditionType = Literal["Scheduled", "InputsMeasured", "Trained", "Certified"]
 
 
 class _Spec(BaseModel):
@@ -108,9 +109,9 @@ class EnvVar(_Spec):
 
 class Toleration(_Spec):
     key: str | None = None
-    operator: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
-    effect: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     tolerationSeconds: int | None = None
 
 

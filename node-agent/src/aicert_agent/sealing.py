@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kubernetes.client.exceptions import ApiException
 
@@ -37,6 +37,8 @@ from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.timestamping import add_timestamp
 from aicert_contract.status import (
     REFUSALS,
+    Condition,
+    ConditionStatus,
     ConditionType,
     Reason,
     set_condition,
@@ -275,7 +277,7 @@ class Sealer:
             what,
         )
 
-    def _condition(self, ctx: PodContext, status: str, reason: Reason, message: str) -> dict[str, Any]:
+    def _condition(self, ctx: PodContext, status: ConditionStatus, reason: Reason, message: str) -> Condition:
         return set_condition(
             (ctx.training.get("status") or {}).get("conditions"),
             ConditionType.CERTIFIED,

@@ -21,6 +21,8 @@ from typing import Any
 
 from aicert_contract.status import (
     REFUSALS,
+    Condition,
+    ConditionStatus,
     ConditionType,
     Reason,
     find_condition,
@@ -69,12 +71,16 @@ class Decision:
     requeue_after: float | None = None
 
 
+# The conditions an outcome sets: each type's status, reason and message.
+Wanted = dict[ConditionType, tuple[ConditionStatus, Reason, str]]
+
+
 @dataclass
 class _Outcome:
     phase: str
     reason: Reason
     message: str
-    conditions: dict[ConditionType, tuple[str, Reason, str]] = field(default_factory=dict)
+    conditions: Wanted = field(default_factory=dict)
     create_attempt: int | None = None
     delete: tuple[str, ...] = ()
     events: list[Event] = field(default_factory=list)
@@ -90,9 +96,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return None
 
 
-def _conditions(
-    training: Training, wanted: dict[ConditionType, tuple[str, Reason, str]], now: dt.datetime
-) -> list[dict[str, Any]]:
+def _conditions(training: Training, wanted: Wanted, now: dt.datetime) -> list[Condition]:
     current = training.status.get("conditions")
     return [
         set_condition(current, kind, status, reason, message, generation=training.generation, now=now)
@@ -175,7 +179,7 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
             message,
             conditions={ConditionType.SCHEDULED: ("False", Reason.PENDING, message)},
         )
-    conditions = {ConditionType.SCHEDULED: ("True", Reason.SCHEDULED, f"on node {pod.node}")}
+    conditions: Wanted = {ConditionType.SCHEDULED: ("True", Reason.SCHEDULED, f"on node {pod.node}")}
     for container in (gate, train):
         if container.state == "waiting" and container.reason in _WAITING_REASONS:
             message = container.message or container.reason
@@ -239,9 +243,7 @@ def input_claim_missing(spec: TrainingSpec, unschedulable: str | None) -> str | 
     return None
 
 
-def finish_conditions(
-    training: Training, phase: str, reason: Reason, message: str
-) -> dict[ConditionType, tuple[str, Reason, str]]:
+def finish_conditions(training: Training, phase: str, reason: Reason, message: str) -> Wanted:
     """Finished: True once the run is Succeeded or Failed, with the outcome's reason and message
     (what `kubectl wait --for=condition=Finished` waits for, either way); False while it runs, with
     the current reason. A Failed run also gets Certified False with the failure's reason, unless
@@ -249,7 +251,7 @@ def finish_conditions(
     the agent's word stands, and the two writers never fight over the condition."""
     if phase not in TERMINAL_PHASES:
         return {ConditionType.FINISHED: ("False", reason, message)}
-    wanted = {ConditionType.FINISHED: ("True", reason, message)}
+    wanted: Wanted = {ConditionType.FINISHED: ("True", reason, message)}
     if phase == "Failed" and training.condition(ConditionType.CERTIFIED) is None:
         wanted[ConditionType.CERTIFIED] = ("False", reason, message)
     return wanted
