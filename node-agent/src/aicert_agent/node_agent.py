@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance, root_level
-from aicert.contract.pod import OUTPUT_VOLUME, PodSettings
+from aicert.contract.pod import OUTPUT_VOLUME, PodSettings, pod_agent_image
 from aicert.contract.status import Reason
 from aicert.digest import (
     INPUT_EXCLUDED,
@@ -403,6 +403,7 @@ class NodeAgent:
                 attempt=ctx.attempt,
                 spec=ctx.spec.recorded(),
                 network=self._network(ctx),
+                agent_image=pod_agent_image(ctx.pod),  # the accepted release's: check_pod said so
             )
         elif step is Step.MEASURE_INPUTS:
             measured = [e.content for e in entries if e.run == ctx.uid and e.type == INPUT]

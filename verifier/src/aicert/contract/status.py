@@ -58,6 +58,8 @@ class Reason(enum.StrEnum):
     INVALID_IMAGE_NAME = "InvalidImageName"
     # the agent refused to certify (Certified=False; the run is Failed, never retried)
     POD_MISMATCH = "PodMismatch"  # the live pod is not the contract's pod
+    # its gate and seal run an agent image neither the current nor the previous release has
+    POD_FROM_UNKNOWN_RELEASE = "PodFromUnknownRelease"
     NOT_OWNED = "NotOwned"
     IMAGE_MISMATCH = "ImageMismatch"
     IMAGE_UNKNOWN = "ImageUnknown"
@@ -88,6 +90,7 @@ class Reason(enum.StrEnum):
 REFUSALS: Final = frozenset(
     {
         Reason.POD_MISMATCH,
+        Reason.POD_FROM_UNKNOWN_RELEASE,
         Reason.NOT_OWNED,
         Reason.IMAGE_MISMATCH,
         Reason.IMAGE_UNKNOWN,
