@@ -137,6 +137,19 @@ def test_a_pod_from_any_other_agent_image_is_from_an_unknown_release(image: str)
     assert image in verdict.message and verdict.reason in REFUSALS
 
 
+def test_at_the_gate_a_pod_of_an_agent_image_this_agent_does_not_know_waits() -> None:
+    """A newer release's pod on a node whose agent has not been replaced yet: nothing is measured,
+    nothing refused, until this node's agent is the release that knows it (or the gate times out)."""
+    newer = set_agent_images(built_by(CURRENT), ATTACKER, ATTACKER)
+    assert check_pod(newer, training(), SETTINGS, "dev", gated=False) == Verdict(Action.WAIT)
+    # a tampered pod of an accepted release is refused at the gate all the same
+    tampered = built_by(PREVIOUS)
+    _host_pid(tampered)
+    assert check_pod(tampered, training(), SETTINGS, "dev", gated=False).reason is Reason.POD_MISMATCH
+    mixed = set_agent_images(built_by(CURRENT), CURRENT, ATTACKER)
+    assert check_pod(mixed, training(), SETTINGS, "dev", gated=False).reason is Reason.POD_MISMATCH
+
+
 def test_without_a_previous_release_configured_its_pods_are_from_an_unknown_release() -> None:
     only_current = PodSettings(agent_image=CURRENT)
     found = conformance(built_by(PREVIOUS), only_current)

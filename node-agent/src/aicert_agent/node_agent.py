@@ -291,7 +291,9 @@ class NodeAgent:
             return
         ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
         ctx.cancel = cancel or ctx.cancel
-        verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
+        verdict = check_pod(
+            pod, training, self.config.pod, self.config.assurance, gated=facts.gate_done or markers.gate
+        )
         if verdict.action is Action.WAIT:
             return
         if verdict.action is not Action.MEASURE:

@@ -37,8 +37,17 @@ MEASURE = Verdict(Action.MEASURE)
 
 
 def check_pod(
-    pod: Mapping[str, Any], training: Mapping[str, Any], settings: PodSettings, node_assurance: Assurance
+    pod: Mapping[str, Any],
+    training: Mapping[str, Any],
+    settings: PodSettings,
+    node_assurance: Assurance,
+    *,
+    gated: bool = True,
 ) -> Verdict:
+    """`gated`: the pod's gate is open (or done). Before that, a pod of an agent image this agent
+    does not accept waits: it may be the next release's, made while this node's agent has not
+    been replaced yet (a DaemonSet roll, or OnDelete); nothing is measured for it meanwhile, and
+    the operator fails a pod of an older release itself. After the gate it is refused."""
     meta, tmeta = pod.get("metadata") or {}, training.get("metadata") or {}
     status = training.get("status") or {}
     name, uid = str(tmeta.get("name")), str(tmeta.get("uid"))
@@ -93,6 +102,8 @@ def check_pod(
         recorded_agent_image=recorded_agent_image(status),
     )
     if found.unknown_release is not None:
+        if not gated:
+            return Verdict(Action.WAIT)
         accepted = " or ".join(settings.accepted_agent_images)
         return Verdict(
             Action.REFUSE,
