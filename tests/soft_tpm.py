@@ -194,6 +194,7 @@ def certified_run(
     platform: Json | None = None,
     network: Json | None = None,
     whole_run_network: Json | None = None,
+    agent_image: str | None = None,
 ) -> Run:
     """A run measured into a `SoftTpm` and sealed by the agent's recorder, its model and data
     directories, and the real old AICert proof in tests/assets/azure. `ca` issues the AK
@@ -201,7 +202,8 @@ def certified_run(
     `ak_key` is the AK (default: a new P-256 key); `assurance` the level claimed, with
     `platform` as `evidence.platform` (level cvm: tests.cvm_vectors' `evidence_platform()`);
     `network`: what the agent found of the pod's network at the gate (the run event), and
-    `whole_run_network` from gate to seal (the output event; `predicate.run.network` when given)."""
+    `whole_run_network` from gate to seal (the output event; `predicate.run.network` when given);
+    `agent_image`: the pod's gate and seal image (the run event; `predicate.run.agentImage`)."""
     ca = ca or issue("hostile-input test CA")
     ak_key = ak_key or ec.generate_private_key(ec.SECP256R1())
     ak_certificate = certificate_with_key(ca, ak_key.public_key())
@@ -224,6 +226,7 @@ def certified_run(
         namespace="default",
         uid=UID,
         network=network,
+        agent_image=agent_image,
     )
     recorder.image("registry.local/train@sha256:" + "cd" * 32, "sha256:" + "cd" * 32)
     recorder.input("data", hash_tree(data))

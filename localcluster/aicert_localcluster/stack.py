@@ -75,6 +75,7 @@ class Stack:
     audit: bool = False  # kube-apiserver's audit log: requests by client (benchmarks)
     agent_image: str = field(init=False)  # registry.local/aicert/agent@sha256:..., as the nodes pull it
     operator_image: str = field(init=False)
+    previous_agent_image: str | None = field(default=None, init=False)  # agent.previousImage (`upgrade`)
     cluster: LocalCluster = field(init=False)
     registry: Registry = field(init=False)
     enforcer: NetworkPolicyEnforcer = field(init=False)
@@ -221,13 +222,67 @@ class Stack:
         return local_reference
 
     def _chart_values(self) -> dict[str, object]:
-        return {
+        values: dict[str, object] = {
             **helm.POLICY_VALUES,
             "operator.image": _image_values(self.operator_image),
             "agent.image": _image_values(self.agent_image),
             "kubernetesService.host": self.cluster.api_address,
             "kubernetesService.port": str(self.cluster.apiserver_port),
         }
+        if self.previous_agent_image is not None:
+            values["agent.previousImage"] = _image_values(self.previous_agent_image)
+        return values
+
+    def release_variant(self, marker: str) -> tuple[str, str]:
+        """The agent and operator images of a new release, as far as digests go: the stack's current
+        ones with a file /app/release holding `marker` on top (same code, another digest), pushed to
+        the registry. Returns (agent image, operator image)."""
+        files = {"release": marker.encode()}
+        agent = self.images.build(
+            AGENT_REPOSITORY,
+            files=files,
+            entrypoint=["/opt/venv/bin/aicert-agent"],  # images/agent.Dockerfile's
+            cmd=None,
+            workdir="/",
+            base=self.agent_image,
+        )
+        operator = self.images.build(
+            OPERATOR_REPOSITORY,
+            files=files,
+            entrypoint=["/opt/venv/bin/python", "-m", "aicert_operator"],  # images/operator.Dockerfile's
+            cmd=None,
+            workdir="/",
+            base=self.operator_image,
+        )
+        return self._publish(agent), self._publish(operator)
+
+    def upgrade(
+        self, *, agent_image: str, operator_image: str, previous_agent_image: str | None, timeout: float = 300
+    ) -> None:
+        """What `helm upgrade` does to the workloads, as this stack deploys them (`helm template` and
+        server-side apply, as GitOps does: no `lookup`, so the previous agent image is given as
+        agent.previousImage): the operator Deployment and the agent DaemonSet with these images,
+        rolled out (the agents node by node, the chart's default strategy). Returns once every
+        replica and every node's agent runs the new images and the nodes carry their label again."""
+        self.agent_image, self.operator_image = agent_image, operator_image
+        self.previous_agent_image = previous_agent_image
+        replaced = self.operator
+        self.operator = self._operator_deployment()
+        self.operator.started_pods = replaced.started_pods  # tail() goes on over the old replicas' logs
+        self._apply_agent_daemonset()
+        daemonset = next(
+            d["metadata"]["name"]
+            for d in self.cluster.kubectl_json("get", "daemonsets", "-n", SYSTEM_NAMESPACE)["items"]
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
+        )
+        for workload in (f"daemonset/{daemonset}", f"deployment/{self.operator.deployment}"):
+            self.cluster.kubectl(
+                "rollout", "status", workload, "-n", SYSTEM_NAMESPACE, f"--timeout={int(timeout)}s"
+            )
+        self.operator.start(timeout)
+        for agent in self.agents.values():
+            agent.start(timeout)
+        self.wait_for_label(timeout)
 
     def _operator_deployment(self) -> OperatorPods:
         """The chart's operator Deployment (short lease and agent checks), on the plain nodes."""
@@ -253,6 +308,17 @@ class Stack:
     def _agent_daemonset(self) -> None:
         """The chart's agent DaemonSet: each pod reaches its node's swtpm on the node's IP, trusts the
         dev CA from a ConfigMap; kubelet's root and the state directory are the chart's defaults."""
+        self.cluster.kubectl(
+            "create",
+            "configmap",
+            DEV_CA_CONFIGMAP,
+            "-n",
+            SYSTEM_NAMESPACE,
+            f"--from-file=ca.pem={self.ca_pem}",
+        )
+        self._apply_agent_daemonset()
+
+    def _apply_agent_daemonset(self) -> None:
         values: dict[str, object] = {
             **self._chart_values(),
             "agent.deploy": True,
@@ -264,14 +330,6 @@ class Stack:
         }
         manifest = helm.template(
             values, show_only=["templates/agent-daemonset.yaml"], home=self.workdir / "helm"
-        )
-        self.cluster.kubectl(
-            "create",
-            "configmap",
-            DEV_CA_CONFIGMAP,
-            "-n",
-            SYSTEM_NAMESPACE,
-            f"--from-file=ca.pem={self.ca_pem}",
         )
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
 

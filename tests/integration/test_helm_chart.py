@@ -239,6 +239,84 @@ def test_workloads_use_images_by_digest_and_the_same_gate_image(helm_home: Path)
             assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", ref), ref
 
 
+PREVIOUS_AGENT_IMAGE = "registry.local/aicert/agent@sha256:" + "0f" * 32
+
+
+def previous_images(docs: list[dict[str, Any]]) -> tuple[str, str]:
+    """AICERT_PREVIOUS_AGENT_IMAGE of the operator and of the agent."""
+    return (
+        env(container(one(docs, "Deployment", OPERATOR_SA)))["AICERT_PREVIOUS_AGENT_IMAGE"],
+        env(container(one(docs, "DaemonSet", AGENT_SA)))["AICERT_PREVIOUS_AGENT_IMAGE"],
+    )
+
+
+def test_the_previous_agent_image_reaches_the_operator_and_the_agent_alike(helm_home: Path) -> None:
+    docs = render(helm_home, {"agent.previousImage": image(PREVIOUS_AGENT_IMAGE)})
+    assert previous_images(docs) == (PREVIOUS_AGENT_IMAGE, PREVIOUS_AGENT_IMAGE)
+    # helm template sees no cluster: without the value there is no previous release to accept
+    assert previous_images(render(helm_home)) == ("", "")
+    # the current image named as the previous one is no second release
+    assert previous_images(render(helm_home, {"agent.previousImage": image(AGENT_IMAGE)})) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("previous", "message"),
+    [
+        (
+            {"repository": "registry.local/aicert/agent", "digest": ""},
+            "agent.previousImage.digest is required",
+        ),
+        ({"repository": "", "digest": "sha256:" + "0f" * 32}, "agent.previousImage.repository is required"),
+    ],
+)
+def test_a_previous_agent_image_not_pinned_by_digest_is_refused(
+    helm_home: Path, previous: dict[str, str], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(helm_home, {"agent.previousImage": previous})
+
+
+@pytest.mark.parametrize(
+    "previous",
+    [
+        {"repository": "registry.local/aicert/agent", "digest": "latest"},
+        {"repository": "registry.local/aicert/agent:v1", "digest": "sha256:" + "0f" * 32},
+        {"repository": "registry.local/aicert/agent", "digest": "sha256:" + "0f" * 32, "tag": "v1"},
+    ],
+)
+def test_the_schema_refuses_a_malformed_previous_agent_image(
+    helm_home: Path, previous: dict[str, str]
+) -> None:
+    with pytest.raises(helm.HelmError, match="previousImage"):
+        render(helm_home, {"agent.previousImage": previous})
+
+
+def test_the_agents_roll_node_by_node_by_default(helm_home: Path) -> None:
+    strategy = one(render(helm_home), "DaemonSet", AGENT_SA)["spec"]["updateStrategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+
+
+def test_a_gpu_pool_may_replace_its_agents_only_when_deleted(helm_home: Path) -> None:
+    docs = render(helm_home, {"agent.updateStrategy": {"type": "OnDelete"}})
+    assert one(docs, "DaemonSet", AGENT_SA)["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    # `--set agent.updateStrategy.type=OnDelete` merges with the default's rollingUpdate: not rendered
+    merged = render(helm_home, {"agent.updateStrategy.type": "OnDelete"})
+    assert one(merged, "DaemonSet", AGENT_SA)["spec"]["updateStrategy"] == {"type": "OnDelete"}
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"type": "Recreate"},
+        {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1.5}},
+    ],
+)
+def test_the_schema_refuses_another_update_strategy(helm_home: Path, strategy: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmError, match="updateStrategy"):
+        render(helm_home, {"agent.updateStrategy": strategy})
+
+
 def test_operator_runs_two_leader_elected_replicas_under_restricted(helm_home: Path) -> None:
     operator = one(render(helm_home), "Deployment", OPERATOR_SA)
     spec = operator["spec"]["template"]["spec"]
@@ -876,6 +954,47 @@ def test_upgrade_with_a_changed_value_keeps_crd_and_trainings(
     ][0]["args"]
     assert args[args.index("--lease-seconds") + 1] == "45"
     assert crd(cluster)["metadata"]["uid"] == definition["metadata"]["uid"]
+    assert_trainings_intact(cluster, installed)
+
+
+def live_previous_images(cluster: LocalCluster) -> tuple[str, str]:
+    """As previous_images; the API server stores `value: ""` as no value."""
+    operator, agent = previous_images(
+        [
+            cluster.kubectl_json("get", "deployment", OPERATOR_SA, "-n", NAMESPACE),
+            cluster.kubectl_json("get", "daemonset", AGENT_SA, "-n", NAMESPACE),
+        ]
+    )
+    return operator or "", agent or ""
+
+
+def test_an_upgrade_to_a_new_agent_image_accepts_the_previous_ones_pods(
+    cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
+) -> None:
+    """`helm upgrade` reads the live release (`lookup`): the agent image it replaces becomes the
+    previous one, for the operator and the agent alike; an upgrade that keeps the image keeps it."""
+    assert live_previous_images(cluster) == ("", "")  # the upgrades so far kept the image
+    newer = "registry.local/aicert/agent@sha256:" + "1e" * 32
+    values = {**VALUES, "agent.image": image(newer)}
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(values))
+    assert live_previous_images(cluster) == (AGENT_IMAGE, AGENT_IMAGE)
+    changed = {**values, "agent.leaseSeconds": 40}
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(changed))
+    assert live_previous_images(cluster) == (AGENT_IMAGE, AGENT_IMAGE)
+    # the next image upgrade moves the window: the release two back is no longer accepted
+    newest = "registry.local/aicert/agent@sha256:" + "2d" * 32
+    latest = {**changed, "agent.image": image(newest)}
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(latest))
+    assert live_previous_images(cluster) == (newer, newer)
+    # an explicit value wins over the lookup; previousImageLookup=false with none accepts no other
+    explicit = {**latest, "agent.previousImage": image(PREVIOUS_AGENT_IMAGE)}
+    run(
+        cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(explicit)
+    )
+    assert live_previous_images(cluster) == (PREVIOUS_AGENT_IMAGE, PREVIOUS_AGENT_IMAGE)
+    closed = {**latest, "agent.previousImageLookup": False}
+    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(closed))
+    assert live_previous_images(cluster) == ("", "")
     assert_trainings_intact(cluster, installed)
 
 

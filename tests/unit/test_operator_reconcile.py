@@ -512,6 +512,7 @@ def owned(pods: list[dict[str, Any]]) -> list[PodView]:
         spec=TrainingSpec.model_validate(SPEC),
         pods=pods,
         settings=SETTINGS,
+        status={},
     )
 
 

@@ -4,6 +4,12 @@ The operator creates exactly `training_pod(...)`. The node agent measures a pod 
 `pod_deviations(live, training_pod(...))` is empty, so a pod made by anyone else, or changed after
 the operator made it, is never certified (see docs/threat-model.md).
 
+Upgrades: both accept the pod of the current release or of the previous one (`PodSettings.
+previous_agent_image`, which the chart sets), so that a run outlives a routine upgrade.
+`pod_conformance` is that decision, for both: the release is named by the exact agent image of the
+pod's gate and seal containers (or by the one the status recorded for the attempt), and the whole
+pod must then be that release's contract. Any other agent image is an unknown release.
+
 Order: init `aicert-gate` (waits until the agent has measured the inputs), init `train` (the user's
 image and command, inputs read-only, no token, no host access), container `aicert-seal` (waits
 until the agent has certified the outputs; it keeps every volume mounted meanwhile).
@@ -14,11 +20,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from aicert.certificate import ASSURANCE_ORDER
+from aicert_contract.status import PodContract
 from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -46,6 +53,9 @@ DEFAULT_GPU_TOLERATIONS: Final[tuple[dict[str, Any], ...]] = (
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},  # AKS GPU node pools
 )
 DEFAULT_GATE_TIMEOUT_SECONDS: Final = 6 * 3600
+# The shape of the pod `training_pod` makes, apart from its settings. A release that changes the
+# shape raises it; the status records it per attempt (`pod_contract_record`).
+CONTRACT_VERSION: Final = 1
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
@@ -60,28 +70,52 @@ class PodSettings:
     agent_image: str  # the gate and seal containers' image, pinned by digest
     gate_timeout_seconds: int = DEFAULT_GATE_TIMEOUT_SECONDS
     gpu_tolerations: tuple[dict[str, Any], ...] = field(default=DEFAULT_GPU_TOLERATIONS)
+    # The previous release's agent image: pods it built (same contract, that image) still count.
+    previous_agent_image: str | None = None
 
     def __post_init__(self) -> None:
         if not _DIGEST_REF.match(self.agent_image):
             raise ContractError(
                 f"the agent image must be pinned by digest (repository@sha256:<64 hex>), not {self.agent_image!r}"
             )
+        if self.previous_agent_image is not None and not _DIGEST_REF.match(self.previous_agent_image):
+            raise ContractError(
+                "the previous agent image must be pinned by digest (repository@sha256:<64 hex>), "
+                f"not {self.previous_agent_image!r}"
+            )
         if self.gate_timeout_seconds < 1:
             raise ContractError("the gate timeout must be at least 1 second")
 
+    @property
+    def accepted_agent_images(self) -> tuple[str, ...]:
+        """The agent images whose pods count: this release's, then the previous release's."""
+        previous = self.previous_agent_image
+        return (self.agent_image,) if previous in (None, self.agent_image) else (self.agent_image, previous)
+
+    def of_release(self, agent_image: str) -> PodSettings:
+        """The settings the release with this agent image built its pods with."""
+        return replace(self, agent_image=agent_image, previous_agent_image=None)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodSettings:
-        """AICERT_AGENT_IMAGE (required) and AICERT_GATE_TIMEOUT_SECONDS: the chart sets both
-        identically for the operator and the agent."""
+        """AICERT_AGENT_IMAGE (required), AICERT_PREVIOUS_AGENT_IMAGE (empty: none) and
+        AICERT_GATE_TIMEOUT_SECONDS: the chart sets them identically for the operator and the agent."""
         e = os.environ if env is None else env
         image = e.get("AICERT_AGENT_IMAGE")
         if not image:
             raise ContractError("AICERT_AGENT_IMAGE is not set: the gate and seal image, pinned by digest")
+        previous = e.get("AICERT_PREVIOUS_AGENT_IMAGE") or None
+        if previous is not None and not _DIGEST_REF.match(previous):
+            raise ContractError(
+                "AICERT_PREVIOUS_AGENT_IMAGE: the previous agent image must be pinned by digest "
+                f"(repository@sha256:<64 hex>), not {previous!r}"
+            )
         timeout = e.get("AICERT_GATE_TIMEOUT_SECONDS")
         try:
-            return cls(image, int(timeout) if timeout else DEFAULT_GATE_TIMEOUT_SECONDS)
+            timeout_seconds = int(timeout) if timeout else DEFAULT_GATE_TIMEOUT_SECONDS
         except ValueError as exc:
             raise ContractError(f"AICERT_GATE_TIMEOUT_SECONDS: {exc}") from None
+        return cls(image, timeout_seconds, previous_agent_image=previous)
 
 
 def input_volume(name: str) -> str:
@@ -362,6 +396,80 @@ def pod_deviations(live: Mapping[str, Any], expected: Mapping[str, Any]) -> list
             ]
     found += [f"spec.{k}" for k in _COMPARED_POD_FIELDS if _clean(spec.get(k)) != _clean(want.get(k))]
     return found
+
+
+# --- which release built a live pod -------------------------------------------------------------------
+
+
+def pod_agent_image(live: Mapping[str, Any]) -> str | None:
+    """The image the pod's gate and seal containers run, when there is one of each and they agree."""
+    spec = live.get("spec") or {}
+    gates = [c for c in spec.get("initContainers") or [] if c.get("name") == CONTAINER_GATE]
+    seals = [c for c in spec.get("containers") or [] if c.get("name") == CONTAINER_SEAL]
+    if len(gates) != 1 or len(seals) != 1:
+        return None
+    gate, seal = gates[0].get("image"), seals[0].get("image")
+    return gate if isinstance(gate, str) and gate == seal else None
+
+
+@dataclass(frozen=True)
+class PodConformance:
+    """How a live pod stands against the contracts of the releases the settings accept."""
+
+    agent_image: str | None  # the accepted release whose contract it was compared with (None: none)
+    deviations: tuple[str, ...]  # where it departs from that contract (or from the current one)
+    unknown_release: str | None = None  # its agent image, when no accepted release has it
+
+    @property
+    def conforms(self) -> bool:
+        return self.agent_image is not None and not self.deviations
+
+
+def pod_conformance(
+    live: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingSpec,
+    attempt: int,
+    settings: PodSettings,
+    recorded_agent_image: str | None = None,
+) -> PodConformance:
+    """Is `live` the pod of `attempt` as the current or the previous release made it?
+
+    The release is the one the status recorded for the attempt (`recorded_agent_image`), else the
+    one the gate and seal images name; it must be one of `settings.accepted_agent_images`, exactly,
+    and the whole pod that release's `training_pod`. A pod whose (agreeing) agent image no accepted
+    release has is from an unknown release: an older one, or anyone's image (refused either way)."""
+    claimed = pod_agent_image(live)
+    release = recorded_agent_image or claimed
+
+    def contract(release_settings: PodSettings) -> dict[str, Any]:
+        return training_pod(
+            name=name, namespace=namespace, uid=uid, spec=spec, attempt=attempt, settings=release_settings
+        )
+
+    if release is not None and release in settings.accepted_agent_images:
+        return PodConformance(release, tuple(pod_deviations(live, contract(settings.of_release(release)))))
+    deviations = tuple(pod_deviations(live, contract(settings)))
+    if claimed is not None and release == claimed:
+        return PodConformance(None, deviations, unknown_release=claimed)
+    return PodConformance(None, deviations)
+
+
+def pod_contract_record(attempt: int, agent_image: str) -> PodContract:
+    """status.podContract: the contract the pod of `attempt` was built with."""
+    return {"attempt": attempt, "agentImage": agent_image, "contractVersion": CONTRACT_VERSION}
+
+
+def recorded_agent_image(status: Mapping[str, Any]) -> str | None:
+    """The agent image status.podContract records for the status's current attempt, if any."""
+    record = status.get("podContract")
+    if not isinstance(record, Mapping) or record.get("attempt") != status.get("attempt"):
+        return None
+    image = record.get("agentImage")
+    return image if isinstance(image, str) and image else None
 
 
 def controller_uid(pod: Mapping[str, Any]) -> str | None:

@@ -59,6 +59,8 @@ class Reason(enum.StrEnum):
     INVALID_IMAGE_NAME = "InvalidImageName"
     # the agent refused to certify (Certified=False; the run is Failed, never retried)
     POD_MISMATCH = "PodMismatch"  # the live pod is not the contract's pod
+    # its gate and seal run an agent image neither the current nor the previous release has
+    POD_FROM_UNKNOWN_RELEASE = "PodFromUnknownRelease"
     NOT_OWNED = "NotOwned"
     IMAGE_MISMATCH = "ImageMismatch"
     IMAGE_UNKNOWN = "ImageUnknown"
@@ -99,6 +101,14 @@ class Condition(TypedDict):
     message: str  # `status_message`
 
 
+class PodContract(TypedDict):
+    """status.podContract: the contract the pod of one attempt was built with."""
+
+    attempt: int
+    agentImage: str  # the image of the pod's aicert-gate and aicert-seal containers
+    contractVersion: int
+
+
 class TrainingStatus(TypedDict, total=False):
     """The status of a CertifiedTraining. The CRD describes each field and who writes it;
     tests/unit/test_crd_models.py holds this model to the CRD's schema."""
@@ -111,6 +121,7 @@ class TrainingStatus(TypedDict, total=False):
     node: str
     podName: str
     podUID: str
+    podContract: PodContract
     attempt: int
     assurance: Assurance
     startTime: str
@@ -124,6 +135,7 @@ class TrainingStatus(TypedDict, total=False):
 REFUSALS: Final = frozenset(
     {
         Reason.POD_MISMATCH,
+        Reason.POD_FROM_UNKNOWN_RELEASE,
         Reason.NOT_OWNED,
         Reason.IMAGE_MISMATCH,
         Reason.IMAGE_UNKNOWN,

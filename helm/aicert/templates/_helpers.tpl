@@ -146,3 +146,46 @@ reach templates as floats, which would print as 1.099511627776e+12). */}}
   value: {{ . | toString | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+The previous release's agent image (AICERT_PREVIOUS_AGENT_IMAGE of the operator and the agent):
+training pods it built are still accepted, so that runs outlive an upgrade. Only this exact
+digest reference counts. agent.previousImage when set; otherwise, with agent.previousImageLookup,
+what the release's live DaemonSet (else its operator Deployment) says: its AICERT_AGENT_IMAGE when
+this upgrade changes the agent image, else its AICERT_PREVIOUS_AGENT_IMAGE (an upgrade that keeps
+the image keeps the window). `lookup` sees nothing under `helm template`, --dry-run=client or Argo
+CD: set agent.previousImage there. Empty when there is none, or when it equals the current image.
+*/}}
+{{- define "aicert.previousAgentImage" -}}
+{{- $current := include "aicert.agentImage" . }}
+{{- $explicit := .Values.agent.previousImage | default dict }}
+{{- $previous := "" }}
+{{- if or $explicit.repository $explicit.digest }}
+{{- $previous = include "aicert.image" (dict "image" $explicit "path" "agent.previousImage") }}
+{{- else if .Values.agent.previousImageLookup }}
+{{- $live := dict }}
+{{- $workloads := list (list "DaemonSet" (include "aicert.agentName" .)) (list "Deployment" (include "aicert.operatorName" .)) }}
+{{- range $workloads }}
+{{- if not (hasKey $live "AICERT_AGENT_IMAGE") }}
+{{- $object := lookup "apps/v1" (index . 0) $.Release.Namespace (index . 1) }}
+{{- range ((($object.spec | default dict).template | default dict).spec | default dict).containers }}
+{{- range .env }}
+{{- if and (has .name (list "AICERT_AGENT_IMAGE" "AICERT_PREVIOUS_AGENT_IMAGE")) .value }}
+{{- $_ := set $live .name .value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $liveImage := get $live "AICERT_AGENT_IMAGE" }}
+{{- if and $liveImage (ne $liveImage $current) }}
+{{- $previous = $liveImage }}
+{{- else if $liveImage }}
+{{- $previous = get $live "AICERT_PREVIOUS_AGENT_IMAGE" }}
+{{- end }}
+{{- if not (regexMatch "^[^@\\s]+@sha256:[0-9a-f]{64}$" $previous) }}
+{{- $previous = "" }}
+{{- end }}
+{{- end }}
+{{- if ne $previous $current }}{{ $previous }}{{ end }}
+{{- end }}

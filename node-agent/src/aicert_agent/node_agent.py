@@ -67,7 +67,7 @@ from aicert_agent.storage import shared_storage_problem
 from aicert_agent.train_image import train_image_problem
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
-from aicert_contract.pod import OUTPUT_VOLUME, PodSettings
+from aicert_contract.pod import OUTPUT_VOLUME, PodSettings, pod_agent_image
 from aicert_contract.status import Reason
 from aicert_contract.training import (
     CONTROL_VOLUME,
@@ -291,7 +291,9 @@ class NodeAgent:
             return
         ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
         ctx.cancel = cancel or ctx.cancel
-        verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
+        verdict = check_pod(
+            pod, training, self.config.pod, self.config.assurance, gated=facts.gate_done or markers.gate
+        )
         if verdict.action is Action.WAIT:
             return
         if verdict.action is not Action.MEASURE:
@@ -403,6 +405,7 @@ class NodeAgent:
                 attempt=ctx.attempt,
                 spec=ctx.spec.recorded(),
                 network=self._network(ctx),
+                agent_image=pod_agent_image(ctx.pod),  # the accepted release's: check_pod said so
             )
         elif step is Step.MEASURE_INPUTS:
             measured = [e.content for e in entries if e.run == ctx.uid and e.type == INPUT]

@@ -1,7 +1,7 @@
 """May the agent measure this pod for this training? Pure: the decision, not the API calls.
 
 The agent measures a pod only when it is exactly the pod the operator made for the attempt the
-training's status names (by uid), unchanged, on a node of sufficient assurance, while the training
+training's status names (by uid), unchanged (as the current or the previous release made it), on a node of sufficient assurance, while the training
 runs, with volumes and network that nobody else shares. This holds even with the admission policies
 switched off: they keep tenants out, this check keeps the agent from certifying what got through.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
-from aicert_contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert_contract.pod import PodSettings, controller_uid, pod_conformance, recorded_agent_image
 from aicert_contract.status import Reason
 from aicert_contract.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
 
@@ -37,8 +37,17 @@ MEASURE = Verdict(Action.MEASURE)
 
 
 def check_pod(
-    pod: Mapping[str, Any], training: Mapping[str, Any], settings: PodSettings, node_assurance: Assurance
+    pod: Mapping[str, Any],
+    training: Mapping[str, Any],
+    settings: PodSettings,
+    node_assurance: Assurance,
+    *,
+    gated: bool = True,
 ) -> Verdict:
+    """`gated`: the pod's gate is open (or done). Before that, a pod of an agent image this agent
+    does not accept waits: it may be the next release's, made while this node's agent has not
+    been replaced yet (a DaemonSet roll, or OnDelete); nothing is measured for it meanwhile, and
+    the operator fails a pod of an older release itself. After the gate it is refused."""
     meta, tmeta = pod.get("metadata") or {}, training.get("metadata") or {}
     status = training.get("status") or {}
     name, uid = str(tmeta.get("name")), str(tmeta.get("uid"))
@@ -82,20 +91,31 @@ def check_pod(
             f"pod {pod_name} runs on {pod_node}, but CertifiedTraining {name} says its pod runs on {status['node']}",
         )
     spec = TrainingSpec.model_validate(training.get("spec") or {})
-    expected = training_pod(
+    found = pod_conformance(
+        pod,
         name=name,
         namespace=str(tmeta.get("namespace")),
         uid=uid,
         spec=spec,
         attempt=attempt,
         settings=settings,
+        recorded_agent_image=recorded_agent_image(status),
     )
-    deviations = pod_deviations(pod, expected)
-    if deviations:
+    if found.unknown_release is not None:
+        if not gated:
+            return Verdict(Action.WAIT)
+        accepted = " or ".join(settings.accepted_agent_images)
+        return Verdict(
+            Action.REFUSE,
+            Reason.POD_FROM_UNKNOWN_RELEASE,
+            f"pod {pod_name} was built with agent image {found.unknown_release}; this release accepts only "
+            f"pods built with {accepted} (the current and the previous release)",
+        )
+    if not found.conforms:
         return Verdict(
             Action.REFUSE,
             Reason.POD_MISMATCH,
-            f"pod {pod_name} is not the pod the operator made: {', '.join(deviations)} differ from the contract",
+            f"pod {pod_name} is not the pod the operator made: {', '.join(found.deviations)} differ from the contract",
         )
     if ASSURANCE_ORDER[node_assurance] < ASSURANCE_ORDER[spec.minAssurance]:
         return Verdict(

@@ -74,7 +74,9 @@ class RunRecorder:
         namespace: str | None = None,
         uid: str | None = None,
         network: dict[str, Any] | None = None,
+        agent_image: str | None = None,
     ) -> None:
+        """`agent_image`: the image of the pod's gate and seal containers (Kubernetes runs)."""
         fields: dict[str, Any] = {
             "node": node,
             "startedOn": utc_now(),
@@ -88,6 +90,8 @@ class RunRecorder:
             fields["uid"] = uid
         if network is not None:
             fields["network"] = network
+        if agent_image is not None:
+            fields["agentImage"] = agent_image
         self._record(RUN, fields)
 
     def image(self, ref: str, digest: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from aicert_contract.network import network_policy
-from aicert_contract.pod import attempt_output_claim, training_pod
+from aicert_contract.pod import attempt_output_claim, pod_contract_record, training_pod
 from aicert_contract.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
 from aicert_operator.kube import Kube, Rejected
@@ -109,6 +109,7 @@ def _owned(settings: Settings, training: Training, pods: list[dict[str, Any]]) -
         spec=training.spec,
         pods=pods,
         settings=settings.pod,
+        status=training.status,
     )
 
 
@@ -159,7 +160,10 @@ def _create_attempt(
         message = f"pod {name} exists and is not this training's; delete it to let attempt {attempt} start"
         logger.warning("%s", message)
         return pod_not_created(training, decision, message, name_taken=True, transient=False, now=now)
-    return replace(decision, status={**decision.status, "podUID": created.pod["metadata"]["uid"]})
+    status = {**decision.status, "podUID": created.pod["metadata"]["uid"]}
+    if created.new:  # the contract it was built with; a pod found made gets it from the next reconcile
+        status["podContract"] = pod_contract_record(attempt, settings.pod.agent_image)
+    return replace(decision, status=status)
 
 
 async def reconcile_training(namespace: str | None, name: str, memo: Any, logger: Logger) -> None:

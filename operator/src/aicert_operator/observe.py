@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aicert_contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert_contract.pod import PodSettings, controller_uid, pod_conformance, recorded_agent_image
 from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -37,6 +38,8 @@ class PodView:
     containers: dict[str, ContainerState]
     uid: str = ""
     deviations: tuple[str, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
+    agent_image: str | None = None  # the accepted release (its agent image) it was compared with
+    unknown_release: str | None = None  # its agent image, when neither accepted release has it
 
     def container(self, name: str) -> ContainerState:
         return self.containers.get(name, ContainerState("unknown"))
@@ -95,17 +98,34 @@ def owned_pods(
     spec: TrainingSpec,
     pods: list[dict[str, Any]],
     settings: PodSettings,
+    status: Mapping[str, Any],
 ) -> list[PodView]:
     """The training's own pods: controlled by its uid and named for their attempt. Anything else
-    that carries its labels is not the operator's and never counts. Each view says where the pod
-    departs from the contract."""
+    that carries its labels is not the operator's and never counts. Each view says which accepted
+    release's contract it was compared with (the one `status` recorded for its attempt, else the
+    one its agent image names) and where the pod departs from it."""
     views = []
+    recorded = recorded_agent_image(status)
     for pod in pods:
         view = pod_view(pod)
         if controller_uid(pod) != uid or view.attempt < 1 or view.name != pod_name(name, view.attempt):
             continue
-        expected = training_pod(
-            name=name, namespace=namespace, uid=uid, spec=spec, attempt=view.attempt, settings=settings
+        found = pod_conformance(
+            pod,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            attempt=view.attempt,
+            settings=settings,
+            recorded_agent_image=recorded if view.attempt == status.get("attempt") else None,
         )
-        views.append(replace(view, deviations=tuple(pod_deviations(pod, expected))))
+        views.append(
+            replace(
+                view,
+                deviations=found.deviations,
+                agent_image=found.agent_image,
+                unknown_release=found.unknown_release,
+            )
+        )
     return views

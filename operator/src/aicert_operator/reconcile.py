@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicert_contract.pod import pod_contract_record
 from aicert_contract.status import (
     REFUSALS,
     Condition,
@@ -127,6 +128,15 @@ _WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Cre
 
 def _from_pod(training: Training, pod: PodView) -> _Outcome:
     gate, train, seal = (pod.container(n) for n in (CONTAINER_GATE, CONTAINER_TRAIN, CONTAINER_SEAL))
+    if pod.unknown_release is not None:
+        message = (
+            f"pod {pod.name} was built with agent image {pod.unknown_release}, which is neither this "
+            "release's nor the previous release's: an upgrade skipped a release, or the pod was changed"
+        )
+        reason = Reason.POD_FROM_UNKNOWN_RELEASE
+        outcome = _Outcome("Failed", reason, message, events=[Event("Warning", reason, message)])
+        outcome.complete, outcome.delete = True, (pod.name,)
+        return outcome
     if pod.deviations:
         message = f"pod {pod.name} is not the pod the operator made: {', '.join(pod.deviations)} changed"
         outcome = _Outcome(
@@ -266,6 +276,7 @@ _OPERATOR_FIELDS = (
     "attempt",
     "podName",
     "podUID",
+    "podContract",
     "node",
     "startTime",
     "completionTime",
@@ -380,6 +391,9 @@ def reconcile(
         new_status["podUID"] = pod.uid
         if pod.node:
             new_status["node"] = pod.node
+    contract = pod_contract(status, attempt, pod)
+    if contract is not None:
+        new_status["podContract"] = contract
     if outcome.complete:
         new_status["completionTime"] = timestamp(now)
     events = tuple(outcome.events) if (outcome.phase != phase or outcome.create_attempt) else ()
@@ -393,6 +407,18 @@ def reconcile(
         events=events,
         requeue_after=requeue,
     )
+
+
+def pod_contract(status: dict[str, Any], attempt: int, pod: PodView | None) -> dict[str, Any] | None:
+    """status.podContract for `attempt`: what the status recorded when the operator made its pod;
+    else, for a pod that conforms to an accepted release (made before the operator recorded it,
+    or its write lost), that release's. None before the attempt's pod exists."""
+    recorded = status.get("podContract")
+    if isinstance(recorded, dict) and recorded.get("attempt") == attempt:
+        return recorded
+    if pod is not None and pod.attempt == attempt and pod.agent_image is not None and not pod.deviations:
+        return dict(pod_contract_record(attempt, pod.agent_image))
+    return None
 
 
 def _reason(value: Any, default: Reason) -> Reason:
@@ -416,7 +442,8 @@ def pod_not_created(
     training's, or a transient refusal (quota), leaves the run Pending and the attempt unchanged; any
     other refusal (PodSecurity, validation) cannot pass with this immutable spec: Failed."""
     reason = Reason.POD_NAME_TAKEN if name_taken else Reason.POD_REJECTED
-    keep = {k: v for k, v in training.status.items() if k in ("attempt", "podName", "podUID", "node")}
+    kept = ("attempt", "podName", "podUID", "podContract", "node")
+    keep = {k: v for k, v in training.status.items() if k in kept}
     phase = "Pending" if name_taken or transient else "Failed"
     wanted = {
         ConditionType.SCHEDULED: ("False", reason, message),

@@ -49,6 +49,7 @@ _BASE64: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 _RFC3339_UTC: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$(?!\n)"
 _PCR_INDEX: Final = r"^(?:[0-9]|1[0-9]|2[0-3])$(?!\n)"
 _IMAGE_DIGEST: Final = r"^sha256:[0-9a-f]{64}$(?!\n)"
+_PINNED_IMAGE: Final = r"^[^@\s]{1,400}@sha256:[0-9a-f]{64}$(?!\n)"
 _PEM_CERTIFICATE: Final = r"-----BEGIN CERTIFICATE-----"
 _PEM_PUBLIC_KEY: Final = r"-----BEGIN PUBLIC KEY-----"
 # What each pattern means, for error messages a person reads.
@@ -60,10 +61,12 @@ FORMATS: Final[dict[str, str]] = {
     _PEM_CERTIFICATE: "a PEM certificate",
     _PEM_PUBLIC_KEY: "a PEM public key (SubjectPublicKeyInfo)",
     _IMAGE_DIGEST: "sha256: and 64 lowercase hexadecimal digits",
+    _PINNED_IMAGE: "an image reference pinned by digest, repository@sha256:<64 lowercase hex>",
 }
 
 Hex64 = Annotated[str, Meta(pattern=_HEX64)]
 ImageDigest = Annotated[str, Meta(pattern=_IMAGE_DIGEST)]
+PinnedImage = Annotated[str, Meta(pattern=_PINNED_IMAGE)]
 Name = Annotated[str, Meta(min_length=1, max_length=253)]
 Count = Annotated[int, Meta(ge=0)]
 Timestamp = Annotated[str, Meta(pattern=_RFC3339_UTC)]
@@ -202,6 +205,9 @@ class RunIdentity(Model, frozen=True, kw_only=True):
     attempt: Count
     spec: JsonObject
     network: NetworkRecord | None = None  # absent for `aicert-agent run` (no Kubernetes)
+    # the image of the pod's aicert-gate and aicert-seal containers (absent for `aicert-agent run`,
+    # and from agents before it was recorded): which release's agent gated and sealed the run
+    agentImage: PinnedImage | None = None
 
 
 class ImageRecord(Model, frozen=True, kw_only=True):

@@ -29,6 +29,7 @@ from aicert.certificate import (
     NetworkRecord,
     NodeRecord,
     OutputRecord,
+    PinnedImage,
     RunIdentity,
     Statement,
     Subject,
@@ -65,6 +66,7 @@ class RunEvent(_Event, frozen=True, kw_only=True):
     attempt: Count
     spec: JsonObject
     network: NetworkRecord | None = None
+    agentImage: PinnedImage | None = None  # the pod's gate and seal image (Kubernetes runs)
 
 
 class ImageEvent(_Event, frozen=True, kw_only=True):
@@ -162,6 +164,7 @@ def statement_from_events(
             attempt=run.attempt,
             spec=run.spec,
             network=output.network or run.network,  # the whole run's record when there is one
+            agentImage=run.agentImage,
         ),
         image=ImageRecord(ref=image[0].ref, digest=image[0].digest) if image else None,
         inputs=[InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes) for i in inputs],
