@@ -24,6 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from tests.integration.conftest import ProvisionedTpm
 
+from aicert.bundle import rebuild_bundle
 from aicert.contract.network import network_policy
 from aicert.contract.pod import PodSettings, training_pod
 from aicert.contract.status import (
@@ -36,7 +37,7 @@ from aicert.contract.status import (
     status_apply_body,
     status_message,
 )
-from aicert.digest import CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
+from aicert.digest import BUNDLE_FILE, CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
 from aicert.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -319,6 +320,13 @@ def test_a_run_is_certified_with_one_quote(node: Node) -> None:
     assert (node.output / MANIFEST_FILE).exists()
     assert (node.control / MARKER_SEALED).exists() and node.tpm.quotes == 1
     assert json.loads((node.output / CERTIFICATE_FILE).read_text())["statement"]
+    # the Sigstore bundle beside it, and in the status the signature it is rebuilt from (the CRD's
+    # schema took it), byte for byte
+    status = node.status()
+    rebuilt = rebuild_bundle(status["certificate"], status["envelopeSignature"])
+    assert (node.output / BUNDLE_FILE).read_bytes() == json.dumps(
+        rebuilt, separators=(",", ":")
+    ).encode() + b"\n"
     node.seal()
     assert node.tpm.quotes == 1  # sealed: nothing more to do
 

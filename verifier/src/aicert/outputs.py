@@ -1,4 +1,5 @@
-"""The files aicert writes next to a run's outputs, by name: the manifest and the certificate.
+"""The files aicert writes next to a run's outputs, by name: the manifest, the certificate and the
+certificate as a Sigstore bundle.
 
 They are never part of the root they describe (aicert.digest leaves them out of an output's root,
 and a training that writes either is refused). A module of its own so that a command that only
@@ -13,3 +14,4 @@ MANIFEST_FILE: Final = "manifest.json"
 CERTIFICATE_FILE: Final = (
     "aicert-certificate.json"  # the run's certificate, so that it travels with the weights
 )
+BUNDLE_FILE: Final = "aicert.sigstore.json"  # the certificate as a Sigstore bundle (aicert.bundle)

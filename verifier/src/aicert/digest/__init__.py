@@ -9,6 +9,7 @@ from aicert.digest.hashing import (
     hash_tree,
 )
 from aicert.digest.manifest import (
+    BUNDLE_FILE,
     CERTIFICATE_FILE,
     INPUT_EXCLUDED,
     MANIFEST_FILE,
@@ -22,6 +23,7 @@ from aicert.digest.manifest import (
 from aicert.digest.patterns import PathPatterns, PatternError
 
 __all__ = [
+    "BUNDLE_FILE",
     "CERTIFICATE_FILE",
     "INPUT_EXCLUDED",
     "MANIFEST_FILE",
