@@ -327,3 +327,32 @@ def test_a_chain_longer_than_8_is_malformed_and_never_handed_out(run: Run) -> No
         Verifier(TrustStore.from_pem_file(run.ca_pem)).verify(json.dumps(too_long), at=WHEN)
     with pytest.raises(BundleError, match="does not read back"):
         sign_bundle(certificate, SoftTpm(run.ak_key))
+
+
+def test_the_sigstore_client_refuses_it_as_docs_verification_md_says(bundle: Json) -> None:
+    """sigstore-python's verifier wants, in a v0.3 bundle, the leaf certificate alone (not a chain)
+    and one transparency log entry: it reads no aicert bundle, and proves nothing of one anyway
+    (docs/verification.md, "What each tool proves")."""
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import Bundle as SigstoreBundle
+
+    with pytest.raises(SigstoreError, match="expected certificate in bundle"):
+        SigstoreBundle.from_json(json.dumps(bundle))
+
+
+def test_a_directory_named_like_the_bundle_in_the_model_fails_model_files(run: Run, tmp_path: Path) -> None:
+    """aicert writes aicert.sigstore.json beside the weights and leaves it out of the root: a
+    directory of that name would take the files in it out of the comparison unseen."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(run.model, model)
+    (model / "aicert.sigstore.json").mkdir()
+    (model / "aicert.sigstore.json" / "extra.bin").write_bytes(b"not certified")
+    with pytest.raises(VerificationError) as caught:
+        verify(run, run.certificate, model_dir=model)
+    assert caught.value.check == Check.MODEL_FILES and "is a directory" in caught.value.reason
+    (model / "aicert.sigstore.json" / "extra.bin").unlink()
+    (model / "aicert.sigstore.json").rmdir()
+    (model / "aicert.sigstore.json").write_text("{}")  # a file of that name is left out
+    assert Check.MODEL_FILES in verify(run, run.certificate, model_dir=model).passed
