@@ -37,7 +37,14 @@ from aicert.contract.status import (
     status_apply_body,
     status_message,
 )
-from aicert.digest import BUNDLE_FILE, CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
+from aicert.digest import (
+    BUNDLE_FILE,
+    CERTIFICATE_FILE,
+    MANIFEST_FILE,
+    MODEL_SIGNATURE_FILE,
+    OUTPUT_EXCLUDED,
+    hash_tree,
+)
 from aicert.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -327,6 +334,7 @@ def test_a_run_is_certified_with_one_quote(node: Node) -> None:
     assert (node.output / BUNDLE_FILE).read_bytes() == json.dumps(
         rebuilt, separators=(",", ":")
     ).encode() + b"\n"
+    assert json.loads((node.output / MODEL_SIGNATURE_FILE).read_text())["dsseEnvelope"]  # model.sig
     node.seal()
     assert node.tpm.quotes == 1  # sealed: nothing more to do
 

@@ -110,24 +110,17 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def assemble_bundle(certificate: dict[str, Any], payload: bytes, signature: bytes) -> dict[str, Any]:
-    """The bundle of `certificate`, whose `envelope_payload` the AK signed (`signature`, as
-    `dsse_signature` gives it)."""
-    from cryptography.hazmat.primitives.serialization import Encoding  # the agent's, not the verifier's
-
-    evidence = certificate["evidence"]
-    chain = [
-        _b64(x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER))
-        for pem in evidence["ak"]["certificateChain"]
-    ]
+def bundle_document(
+    payload: bytes, signature: bytes, chain_der: list[bytes], token: str | None = None
+) -> dict[str, Any]:
+    """A Sigstore bundle v0.3 of one DSSE envelope (an in-toto payload, one signature), the
+    certificate chain (DER, signer first) and, when given, an RFC 3161 token (base64)."""
     material: dict[str, Any] = {
-        "x509CertificateChain": {"certificates": [{"rawBytes": der} for der in chain]},
+        "x509CertificateChain": {"certificates": [{"rawBytes": _b64(der)} for der in chain_der]},
         "tlogEntries": [],
     }
-    if evidence.get("timestamp"):
-        material["timestampVerificationData"] = {
-            "rfc3161Timestamps": [{"signedTimestamp": evidence["timestamp"]}]
-        }
+    if token:
+        material["timestampVerificationData"] = {"rfc3161Timestamps": [{"signedTimestamp": token}]}
     return {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": material,
@@ -137,6 +130,21 @@ def assemble_bundle(certificate: dict[str, Any], payload: bytes, signature: byte
             "signatures": [{"sig": _b64(signature), "keyid": ""}],
         },
     }
+
+
+def pem_chain_der(chain: list[str]) -> list[bytes]:
+    """PEM certificates (evidence.ak.certificateChain) as DER."""
+    from cryptography.hazmat.primitives.serialization import Encoding  # the agent's, not the verifier's
+
+    return [x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER) for pem in chain]
+
+
+def assemble_bundle(certificate: dict[str, Any], payload: bytes, signature: bytes) -> dict[str, Any]:
+    """The bundle of `certificate`, whose `envelope_payload` the AK signed (`signature`, as
+    `dsse_signature` gives it)."""
+    evidence = certificate["evidence"]
+    chain = pem_chain_der(evidence["ak"]["certificateChain"])
+    return bundle_document(payload, signature, chain, evidence.get("timestamp"))
 
 
 def rebuild_bundle(certificate_text: str, signature: str) -> dict[str, Any]:
@@ -334,11 +342,13 @@ __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
     "Envelope",
     "assemble_bundle",
+    "bundle_document",
     "bundle_field",
     "dsse_signature",
     "envelope_payload",
     "is_bundle",
     "pae",
+    "pem_chain_der",
     "read_bundle",
     "rebuild_bundle",
     "starts_with_tpm_generated",

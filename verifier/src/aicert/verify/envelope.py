@@ -25,17 +25,25 @@ from aicert.verify.errors import Check, VerificationError
 NOT_A_BUNDLE = "the input is not a Sigstore bundle: it carries no DSSE envelope to check"
 
 
-def envelope_problem(envelope: Envelope, key: PublicKeyTypes, bound_subject: Any) -> str | None:
-    """None when the envelope is the AK's over a payload naming the bound statement's subject."""
+def dsse_signature_problem(key: PublicKeyTypes, signature: bytes, signed: bytes) -> str | None:
+    """None when `signature` (PKCS#1 v1.5, or DER ECDSA) over `signed` verifies with `key` (SHA-256)."""
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(envelope.signature, envelope.signed_bytes, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(envelope.signature, envelope.signed_bytes, ec.ECDSA(hashes.SHA256()))
+            key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
         else:
             return "the AK certificate's key is neither RSA nor ECC"
     except InvalidSignature:
         return "the DSSE envelope's signature does not verify with the AK certificate's key"
+    return None
+
+
+def envelope_problem(envelope: Envelope, key: PublicKeyTypes, bound_subject: Any) -> str | None:
+    """None when the envelope is the AK's over a payload naming the bound statement's subject."""
+    problem = dsse_signature_problem(key, envelope.signature, envelope.signed_bytes)
+    if problem:
+        return problem
     if envelope.subject != bound_subject:
         return (
             f"the envelope's payload names the subject {json.dumps(envelope.subject)}, but the statement "
