@@ -87,6 +87,13 @@ class SoftTpm:
         )
         return SoftQuote(attest, self.sign(attest), values)
 
+    def sign_external(self, data: bytes) -> bytes:
+        """As a TPM signs external data with a restricted key: only data that does not begin with
+        TPM_GENERATED_VALUE (it gives no hash ticket for that), over its sha256."""
+        if data[:4] == struct.pack(">I", 0xFF544347):
+            raise ValueError("TPM_RC_TICKET: the data begins with TPM_GENERATED_VALUE")
+        return self.sign(data)
+
     def sign(self, attest: bytes) -> bytes:
         """A TPMT_SIGNATURE over `attest` with the AK, whatever `attest` is: RSASSA-SHA256 (PKCS#1
         v1.5) for an RSA AK, as Azure's vTPM AK signs, else ECDSA-SHA256."""

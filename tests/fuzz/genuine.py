@@ -114,6 +114,17 @@ def timestamped(seed: Seed) -> Seed:
     return Seed("certificate-timestamped.json", json.dumps(document, indent=1).encode())
 
 
+def bundled(seed: Seed, name: str) -> Seed:
+    """`seed` (a certificate) as the agent's Sigstore bundle, its envelope signed by the soft AK. Its
+    token, in the verification material, is not under the envelope's signature (as in a certificate
+    it is not under the quote's): the bundle without it is the bundle of the certificate without it."""
+    from aicert_agent.bundling import sign_bundle
+    from tests.soft_tpm import SoftTpm
+
+    bundle = sign_bundle(json.loads(seed.data), SoftTpm(AK_KEY))
+    return Seed(name, json.dumps(bundle, indent=1).encode())
+
+
 def trust_store() -> TrustStore:
     """The test CA (level dev) and the Azure Virtual TPM Root CA 2023 (the old proof's root)."""
     ours = TrustStore.from_certificates([ca_certificate()], "fuzz test CA", dev_level=True)
@@ -190,6 +201,8 @@ def genuine_seeds() -> list[Seed]:
     with tempfile.TemporaryDirectory(prefix="aicert-fuzz-") as tmp:
         seeds = _recorded_certificates(Path(tmp))
     seeds.append(timestamped(seeds[0]))
+    seeds.append(bundled(seeds[0], "bundle-full.json"))
+    seeds.append(bundled(seeds[-2], "bundle-timestamped.json"))
     seeds.append(Seed("legacy-azure.json", (ASSETS / "aicert-proof-sample.json").read_bytes()))
     seeds.append(
         Seed("legacy-soft.json", json.dumps(signed_legacy_proof([IMAGE_EVENT, OUTPUTS_EVENT])).encode())
@@ -271,7 +284,12 @@ def meaning(document: Document) -> tuple[Any, ...]:
         document.certificate.evidence.timestamp, evidence.signature
     )
     whole["evidence"]["platform"] = platform_meaning(whole["evidence"].get("platform"))
-    return ("certificate", canonical(document.raw_statement), canonical(whole), _evidence_meaning(evidence))
+    said = ("certificate", canonical(document.raw_statement), canonical(whole), _evidence_meaning(evidence))
+    if document.envelope is None:
+        return said
+    # a bundle: also the payload its envelope signs (not the signature's bytes: ECDSA's are
+    # malleable, and any valid signature over the same payload proves the same)
+    return ("bundle", *said, document.envelope.payload, canonical(document.envelope.subject))
 
 
 def token_meaning(token: str | None, quote_signature: bytes) -> Any:

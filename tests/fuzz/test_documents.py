@@ -39,6 +39,7 @@ DOCUMENTS = [
     "certificate-full.json",
     "certificate-redacted.json",
     "certificate-timestamped.json",
+    "bundle-timestamped.json",
     "legacy-azure.json",
     "legacy-soft.json",
 ]

@@ -418,7 +418,9 @@ def test_the_fuzzers_start_from_genuine_documents(seeds: list[Seed], oracle: Ora
         "certificate-full.json",
         "certificate-redacted.json",
         "certificate-timestamped.json",
+        "bundle-full.json",
+        "bundle-timestamped.json",
         "legacy-azure.json",
         "legacy-soft.json",
     }
-    assert [oracle.check(s.data) for s in documents] == [0, 0, 0, 0, 0]
+    assert [oracle.check(s.data) for s in documents] == [0, 0, 0, 0, 0, 0, 0]

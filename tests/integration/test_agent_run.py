@@ -54,11 +54,13 @@ def test_input_changed_during_training_gives_no_certificate(run: CertifiedRun) -
     assert not certificate.exists()
 
 
-@pytest.mark.parametrize("reserved", ["manifest.json", "aicert-certificate.json"])
+@pytest.mark.parametrize(
+    "reserved", ["manifest.json", "aicert-certificate.json", "aicert.sigstore.json", "model.sig"]
+)
 def test_command_may_not_write_a_file_aicert_writes_beside_the_outputs(
     run: CertifiedRun, reserved: str
 ) -> None:
-    """Both names are left out of the output root: a training that wrote one would have put a file
+    """These names are left out of the output root: a training that wrote one would have put a file
     into the output that the certificate does not cover."""
     script = f"open({str(run.root / 'model2' / reserved)!r}, 'w').write('{{}}')"
     code, err, certificate = attempt(run, script)

@@ -24,7 +24,15 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from tests.integration.conftest import ProvisionedTpm
 
-from aicert.digest import CERTIFICATE_FILE, MANIFEST_FILE, OUTPUT_EXCLUDED, hash_tree
+from aicert.bundle import rebuild_bundle
+from aicert.digest import (
+    BUNDLE_FILE,
+    CERTIFICATE_FILE,
+    MANIFEST_FILE,
+    MODEL_SIGNATURE_FILE,
+    OUTPUT_EXCLUDED,
+    hash_tree,
+)
 from aicert_agent.cri_client import CriClient
 from aicert_agent.kube import AgentKube
 from aicert_agent.local_run import ak_identity
@@ -319,6 +327,14 @@ def test_a_run_is_certified_with_one_quote(node: Node) -> None:
     assert (node.output / MANIFEST_FILE).exists()
     assert (node.control / MARKER_SEALED).exists() and node.tpm.quotes == 1
     assert json.loads((node.output / CERTIFICATE_FILE).read_text())["statement"]
+    # the Sigstore bundle beside it, and in the status the signature it is rebuilt from (the CRD's
+    # schema took it), byte for byte
+    status = node.status()
+    rebuilt = rebuild_bundle(status["certificate"], status["envelopeSignature"])
+    assert (node.output / BUNDLE_FILE).read_bytes() == json.dumps(
+        rebuilt, separators=(",", ":")
+    ).encode() + b"\n"
+    assert json.loads((node.output / MODEL_SIGNATURE_FILE).read_text())["dsseEnvelope"]  # model.sig
     node.seal()
     assert node.tpm.quotes == 1  # sealed: nothing more to do
 

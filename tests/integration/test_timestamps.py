@@ -403,3 +403,28 @@ def test_the_same_tsa_root_given_twice_is_not_a_traceback(
     assert code == 0, out
     code, out = verify(run, tmp_path, certificate, capsys, "--tsa-bundle", str(twice))
     assert code == 0, out
+
+
+def test_the_sigstore_bundle_carries_the_token_and_verifies_after_the_ak_certificate_expired(
+    run: Run,
+    tsa_url: str,
+    tsa_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Go TSA's token, as the agent puts it in aicert.sigstore.json, dates the bundle as it dates
+    the certificate; the bundle without it fails ak-chain, as the certificate without it does."""
+    from tests.soft_tpm import SoftTpm
+
+    from aicert_agent.bundling import sign_bundle
+
+    certificate = stamped(run, tsa_url)
+    bundle = sign_bundle(certificate, SoftTpm(run.ak_key))
+    (token,) = bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
+    assert token["signedTimestamp"] == certificate["evidence"]["timestamp"]
+    code, out = verify(run, tmp_path, bundle, capsys, "--tsa-bundle", str(tsa_files[0]))
+    assert code == 0, out
+    assert {"timestamp", "ak-chain", "envelope-signature"} <= set(json.loads(out)["checks"])
+    del bundle["verificationMaterial"]["timestampVerificationData"]
+    code, out = verify(run, tmp_path, bundle, capsys, "--tsa-bundle", str(tsa_files[0]))
+    assert code == 1 and failure(out)["check"] == "ak-chain", out

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import pytest
 from cryptography import x509
 from tests.cvm_vectors import KNOWN_GOOD, MEASUREMENT, CvmVector, make_vector, rsa_key
-from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, Run, certified_run
+from tests.soft_tpm import AT, IMAGE_EVENT, OUTPUTS_EVENT, Run, SoftTpm, certified_run
 
 from aicert.cli import kubectl_plugin
 from aicert.cli import main as aicert_main
@@ -27,6 +27,7 @@ from aicert.trust import TrustAnchor, TrustStore
 from aicert.verify import BindingCheck, Check, IncompleteVerification, Policy, VerifiedTraining, Verifier
 from aicert.verify.checklog import CheckLog
 from aicert.verify.policy import MinimumTcb
+from aicert_agent.bundling import sign_bundle
 
 WHEN = dt.datetime.fromisoformat(AT.replace("Z", "+00:00"))
 NO_EGRESS = {"egress": "none", "policies": [{"name": "deny-all", "spec": "ab" * 32}]}
@@ -79,6 +80,9 @@ def scenario(name: str, run: Run, cvm: CvmRun) -> Scenario:
     proof = json.dumps(run.signed_legacy_proof([IMAGE_EVENT, OUTPUTS_EVENT]))
     if name == "certificate":
         return Scenario(Verifier(dev_trust(run)), certificate, {})
+    if name == "bundle":  # the certificate as a Sigstore bundle, signed by the (ECC) AK
+        bundle = sign_bundle(json.loads(certificate), SoftTpm(run.ak_key))
+        return Scenario(Verifier(dev_trust(run)), json.dumps(bundle), {})
     if name == "certificate-policy-model-data":
         options = {"model_dir": run.model, "data_dirs": both_inputs}
         return Scenario(Verifier(dev_trust(run), dev_policy), certificate, options)
@@ -90,7 +94,9 @@ def scenario(name: str, run: Run, cvm: CvmRun) -> Scenario:
     root = x509.load_pem_x509_certificate(cvm.run.ca_pem.read_bytes())
     vtpm = TrustStore((TrustAnchor(root, "vtpm", "test vTPM root"),))
     cvm_certificate = json.dumps(cvm.run.certificate)
-    if name == "cvm":
+    if name in ("cvm", "cvm-bundle"):  # the bundle: signed by the RSA AK
+        if name == "cvm-bundle":
+            cvm_certificate = json.dumps(sign_bundle(cvm.run.certificate, SoftTpm(cvm.run.ak_key)))
         return Scenario(
             Verifier(vtpm, ark_fingerprints=cvm.vector.ark_fingerprints, paravisor_measurements=KNOWN_GOOD),
             cvm_certificate,
@@ -118,7 +124,9 @@ def scenario(name: str, run: Run, cvm: CvmRun) -> Scenario:
 SCENARIOS = (
     "certificate",
     "certificate-policy-model-data",
+    "bundle",
     "cvm",
+    "cvm-bundle",
     "cvm-policy-model-data",
     "legacy",
     "legacy-policy-model",
@@ -188,7 +196,7 @@ def test_the_cvm_and_policy_path_runs_every_check_but_the_timestamp_and_the_epoc
     check and the other log format's replay do not run."""
     result = scenario("cvm-policy-model-data", run, cvm).verify()
     assert result.assurance == "cvm"
-    assert [c for c, _ in result.skipped] == [Check.TIMESTAMP, Check.EVENT_REPLAY]
+    assert [c for c, _ in result.skipped] == [Check.TIMESTAMP, Check.ENVELOPE_SIGNATURE, Check.EVENT_REPLAY]
 
 
 @pytest.mark.parametrize("forgotten", list(Check))

@@ -80,6 +80,10 @@ NO_TIMESTAMP = {
     "reason": "the certificate carries no timestamp: the AK certificate is checked at --at or now",
 }
 NO_DATA = {"check": "data-files", "reason": "no input directory given (--data)"}
+NO_ENVELOPE = {
+    "check": "envelope-signature",
+    "reason": "the input is not a Sigstore bundle: it carries no DSSE envelope to check",
+}
 NOT_AN_EPOCH = {
     "check": "event-replay",
     "reason": "the log is checkpointed: each entry is checked against its own quote (log-checkpoints), "
@@ -91,12 +95,20 @@ def test_without_policy_model_or_data_those_checks_are_skipped(
     run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc = verify_json(run.verify_argv(run.write(tmp_path / "c.json", run.certificate)), capsys)
-    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, NOT_AN_EPOCH, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [
+        NO_TIMESTAMP,
+        NO_ENVELOPE,
+        *NOT_CVM,
+        NOT_AN_EPOCH,
+        *NO_POLICY,
+        NO_MODEL,
+        NO_DATA,
+    ]
     assert doc["checks"] == [
         c
         for c in map(str, Check)
         if not c.startswith(("policy-", "cvm-"))
-        and c not in ("model-files", "data-files", "timestamp", "event-replay")
+        and c not in ("model-files", "data-files", "timestamp", "envelope-signature", "event-replay")
     ]
 
 
@@ -124,10 +136,19 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     del policy["egress"]
     run.write(tmp_path / "policy.json", policy)
     doc = verify_json(argv, capsys)
-    not_run = {"timestamp", *CVM, "event-replay", "policy-egress", "policy-tcb", "policy-measurement"}
+    not_run = {
+        "timestamp",
+        "envelope-signature",
+        *CVM,
+        "event-replay",
+        "policy-egress",
+        "policy-tcb",
+        "policy-measurement",
+    }
     assert doc["checks"] == [str(c) for c in Check if c not in not_run]
     assert doc["skipped"] == [
         NO_TIMESTAMP,
+        NO_ENVELOPE,
         *NOT_CVM,
         NOT_AN_EPOCH,
         {"check": "policy-egress", "reason": "the policy sets no egress"},
@@ -160,7 +181,8 @@ def test_the_summary_prints_a_skipped_line(
     assert code == 0
     assert (
         "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
-        "or now; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
+        "or now; envelope-signature: the input is not a Sigstore bundle: it carries no DSSE envelope to "
+        "check; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
         "cvm-measurement: the certificate claims dev, not cvm; event-replay: the log is checkpointed: each "
         "entry is checked against its own quote (log-checkpoints), not replayed from zero; "
         "policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
@@ -179,6 +201,7 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
     assert skipped == [
         "timestamp",
         "ak-key",
+        "envelope-signature",
         *CVM,
         "quote-binding",
         "log-checkpoints",
@@ -204,7 +227,15 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     code = kubectl_plugin.main(["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert doc["skipped"] == [NO_TIMESTAMP, *NOT_CVM, NOT_AN_EPOCH, *NO_POLICY, NO_MODEL, NO_DATA]
+    assert doc["skipped"] == [
+        NO_TIMESTAMP,
+        NO_ENVELOPE,
+        *NOT_CVM,
+        NOT_AN_EPOCH,
+        *NO_POLICY,
+        NO_MODEL,
+        NO_DATA,
+    ]
     assert doc["checks"][-3:] == ["resource-identity", "resource-model-digest", "resource-phase"]
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
 

@@ -129,6 +129,7 @@ class TrainingStatus(TypedDict, total=False):
     modelDigest: str
     modelShortDigest: str
     certificate: str
+    envelopeSignature: str  # base64: the AK's DSSE signature of the certificate's Sigstore bundle
 
 
 # Reasons the agent may put in Certified=False: each ends the run as Failed, never retried.

@@ -55,6 +55,12 @@ class QuotingDevice(PcrDevice, Protocol):
     def quote(self, pcrs: Sequence[int], extra_data: bytes) -> QuoteLike: ...
 
 
+class AttestingDevice(QuotingDevice, Protocol):
+    """A TPM whose AK also signs external data (a Sigstore bundle's envelope, aicert_agent.bundling)."""
+
+    def sign_external(self, data: bytes) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A quote taken right after an entry was extended, and the PCR values it covers."""

@@ -25,15 +25,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from aicert.certificate import Assurance
 from aicert.digest import (
+    BUNDLE_FILE,
     CERTIFICATE_FILE,
     INPUT_EXCLUDED,
     MANIFEST_FILE,
+    MODEL_SIGNATURE_FILE,
     OUTPUT_EXCLUDED,
     DigestError,
     Manifest,
     hash_tree,
 )
 from aicert.trust.pem import load_certificates
+from aicert_agent.bundling import BundleError, sign_bundle, sign_model
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
@@ -134,7 +137,7 @@ def execute(run: LocalRun) -> int:
 
     try:
         return _execute(run)
-    except (RunRefused, LogError, SealError, TpmError) as exc:
+    except (RunRefused, LogError, SealError, TpmError, BundleError) as exc:
         print(f"aicert-agent run: refused, no certificate: {exc}", file=sys.stderr)
     except TSS2_Exception as exc:
         print(f"aicert-agent run: refused, no certificate: the TPM failed: {exc}", file=sys.stderr)
@@ -196,11 +199,17 @@ def _execute(run: LocalRun) -> int:
             add_timestamp(certificate, run.tsa_url)
         except TimestampError as exc:
             raise RunRefused(str(exc)) from None
+    with Tpm(run.tpm) as tpm:  # the AK signs the bundle, which carries the timestamp, and model.sig
+        bundle = sign_bundle(certificate, tpm)
+        model_signature = sign_model(certificate, output, tpm)
     output.write(run.outputs / MANIFEST_FILE)
     for name, manifest in inputs.items():
         manifest.write(run.certificate.parent / f"input-{name}.manifest.json")
     write_json_atomic(run.certificate, certificate)
     write_json_atomic(run.outputs / CERTIFICATE_FILE, certificate)  # it travels with the weights
+    write_json_atomic(run.certificate.parent / BUNDLE_FILE, bundle)  # the same, as a Sigstore bundle
+    write_json_atomic(run.outputs / BUNDLE_FILE, bundle)
+    write_json_atomic(run.outputs / MODEL_SIGNATURE_FILE, model_signature)  # OpenSSF Model Signing
     print(
         f"aicert-agent: certified {run.output_name} sha256 {output.root} ({output.file_count} files) -> {run.certificate}",
         file=sys.stderr,

@@ -26,7 +26,7 @@ from aicert.digest import Manifest
 from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL, statement_from_events
 from aicert.jcs import sha256_jcs
 from aicert.tpm.pcrs import replay
-from aicert_agent.checkpoints import Checkpoint, QuotingDevice
+from aicert_agent.checkpoints import AttestingDevice, Checkpoint
 from aicert_agent.evidence_log import evidence_log, is_checkpointed, log_problem
 from aicert_agent.measurement_log import MeasurementLog
 
@@ -55,7 +55,7 @@ class AkIdentity:
 @dataclass
 class RunRecorder:
     log: MeasurementLog
-    tpm: QuotingDevice
+    tpm: AttestingDevice  # quotes; its AK signs the certificate's Sigstore bundle (aicert_agent.bundling)
     run_id: str
     salt: str
 

@@ -1,7 +1,8 @@
 """How a run ends on this node: its certificate published, or a refusal; never a loop.
 
-- **Publish**: seal (the quote), timestamp, write the certificate beside the weights (`write_atomic`:
-  through no name a training could have prepared), put it in the training's status, mark the pod sealed.
+- **Publish**: seal (the quote), timestamp, have the AK sign the certificate's Sigstore bundle and
+  the weights' OMS signature (`model.sig`), write them beside the weights (`write_atomic`: through no name a training could have prepared), put the
+  certificate and the bundle's signature in the training's status, mark the pod sealed.
 - **Refuse**: the decision is kept in the pod's control volume before anything else, so that it is
   finished (status, marker, Event) even when a write fails or the agent restarts, without running
   any step again; the message is one the API server accepts (`status_message`).
@@ -28,8 +29,9 @@ from typing import TYPE_CHECKING
 from kubernetes.client.exceptions import ApiException
 
 from aicert.certificate import Assurance
-from aicert.digest import CERTIFICATE_FILE
+from aicert.digest import BUNDLE_FILE, CERTIFICATE_FILE, MANIFEST_FILE, MODEL_SIGNATURE_FILE, Manifest
 from aicert_agent import metrics
+from aicert_agent.bundling import sign_bundle, sign_model
 from aicert_agent.kube import AgentKube
 from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.pod_check import Problem
@@ -178,8 +180,14 @@ class Sealer:
                 Reason.CERTIFICATE_TOO_LARGE,
                 f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
             )
+        bundle = sign_bundle(certificate, recorder.tpm)  # after the timestamp, which it carries
+        # the weights' OMS signature, over the manifest the agent wrote beside them (checked against
+        # the certified root)
+        model_signature = sign_model(certificate, Manifest.read(output / MANIFEST_FILE), recorder.tpm)
         # Beside the weights and their manifest first, so that a certificate in the status is also
         # in the output volume (it travels with the weights and outlives the resource).
+        write_atomic(output / MODEL_SIGNATURE_FILE, json.dumps(model_signature).encode() + b"\n")
+        write_atomic(output / BUNDLE_FILE, json.dumps(bundle, separators=(",", ":")).encode() + b"\n")
         write_atomic(output / CERTIFICATE_FILE, text.encode() + b"\n")
         written = self.kube.apply_status(
             ctx.namespace,
@@ -188,6 +196,8 @@ class Sealer:
             {
                 "assurance": self.assurance,
                 "certificate": text,
+                # the bundle is the certificate and this signature (kubectl aicert get rebuilds it)
+                "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
                 "modelDigest": f"sha256:{root}",
                 "modelShortDigest": short_digest(root),
                 "conditions": [

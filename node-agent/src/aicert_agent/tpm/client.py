@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from aicert.bundle import starts_with_tpm_generated
 from aicert.tpm.attest import ALG_SHA256, TPM_GENERATED_VALUE, parse_attest
 from aicert.tpm.pcrs import pcr_digest
 from aicert.tpm.reader import StructureError
@@ -35,6 +36,10 @@ PCR_COUNT = 24
 SHA256_SIZE = 32
 MAX_EXTRA_DATA = 64
 """TPM2B_DATA holds at most sizeof(TPMU_HA) = 64 bytes of qualifying data."""
+
+MAX_DIGEST_BUFFER = 1024
+"""The largest TPM2B_MAX_BUFFER a PC-client TPM must take (TPM2_PT_INPUT_BUFFER is at least this):
+data up to it is hashed by TPM2_Hash, longer data by a hash sequence of chunks of it."""
 
 QUOTE_ATTEMPTS = 5
 """How often `Tpm.quote` retries when the quoted PCRs change while it quotes."""
@@ -421,6 +426,58 @@ class Tpm:
                 check_quote_attest(attest, indices, extra_data, before)
                 return Quote(attest=attest, signature=bytes(signature.marshal()), pcr_values=before)
         raise TpmError(f"PCRs {indices} kept changing during {QUOTE_ATTEMPTS} quote attempts")
+
+    # -- signing external data with the (restricted) AK ------------------------------------------
+
+    def _hash_with_ticket(self, data: bytes) -> tuple[Any, Any]:
+        """sha256(data) computed by the TPM, with the TPMT_TK_HASHCHECK ticket (owner hierarchy)
+        that lets a restricted key sign it: TPM2_Hash for data up to MAX_DIGEST_BUFFER bytes, a
+        hash sequence (TPM2_HashSequenceStart, SequenceUpdate, SequenceComplete) beyond. The TPM
+        gives a real ticket only for data that does not begin with TPM_GENERATED_VALUE."""
+        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
+        from tpm2_pytss.types import TPM2B_AUTH, TPM2B_MAX_BUFFER
+
+        if len(data) <= MAX_DIGEST_BUFFER:
+            digest, ticket = self.esapi.hash(TPM2B_MAX_BUFFER(data), TPM2_ALG.SHA256, ESYS_TR.OWNER)
+            return digest, ticket
+        sequence = self.esapi.hash_sequence_start(TPM2B_AUTH(b""), TPM2_ALG.SHA256)
+        completed = False
+        try:
+            last = (len(data) - 1) // MAX_DIGEST_BUFFER * MAX_DIGEST_BUFFER
+            for offset in range(0, last, MAX_DIGEST_BUFFER):
+                self.esapi.sequence_update(
+                    sequence, TPM2B_MAX_BUFFER(data[offset : offset + MAX_DIGEST_BUFFER])
+                )
+            digest, ticket = self.esapi.sequence_complete(
+                sequence, TPM2B_MAX_BUFFER(data[last:]), ESYS_TR.OWNER
+            )
+            completed = True  # SequenceComplete flushed the sequence object
+            return digest, ticket
+        finally:
+            if not completed and self._esys is not None:
+                self._esys.flush_context(sequence)
+
+    def sign_external(self, data: bytes) -> bytes:
+        """The AK's signature over sha256(`data`), as a marshaled TPMT_SIGNATURE (the AK's scheme,
+        else RSASSA or ECDSA with SHA-256, as for quotes).
+
+        The AK is a restricted signing key: it signs a digest only with the ticket the TPM gives when
+        it hashed the data itself and the data does not begin with TPM_GENERATED_VALUE, so that
+        nothing it signs can pass for one of its attestations. Data that begins with it is refused
+        here, before the TPM is asked (a DSSE PAE begins with `DSSEv1`, never with it)."""
+        if not isinstance(data, bytes):
+            raise TypeError("sign_external takes bytes")
+        if starts_with_tpm_generated(data):
+            raise ValueError(
+                "the data begins with TPM_GENERATED_VALUE: the AK signs it only as one of its own attestations"
+            )
+        self._require_ak()
+        with self.tr_from_handle(AK_PERSISTENT_HANDLE) as ak:
+            public, _, _ = self.esapi.read_public(ak)
+            scheme = self._quote_scheme(public.publicArea)
+            digest, ticket = self._hash_with_ticket(data)
+            signature = self.esapi.sign(ak, digest, scheme, ticket)
+        return bytes(signature.marshal())
 
 
 def check_quote_attest(

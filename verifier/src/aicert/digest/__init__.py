@@ -9,9 +9,11 @@ from aicert.digest.hashing import (
     hash_tree,
 )
 from aicert.digest.manifest import (
+    BUNDLE_FILE,
     CERTIFICATE_FILE,
     INPUT_EXCLUDED,
     MANIFEST_FILE,
+    MODEL_SIGNATURE_FILE,
     OUTPUT_EXCLUDED,
     FileEntry,
     Manifest,
@@ -22,9 +24,11 @@ from aicert.digest.manifest import (
 from aicert.digest.patterns import PathPatterns, PatternError
 
 __all__ = [
+    "BUNDLE_FILE",
     "CERTIFICATE_FILE",
     "INPUT_EXCLUDED",
     "MANIFEST_FILE",
+    "MODEL_SIGNATURE_FILE",
     "OUTPUT_EXCLUDED",
     "BudgetExceeded",
     "DigestError",

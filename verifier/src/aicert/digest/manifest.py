@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aicert.outputs import CERTIFICATE_FILE, MANIFEST_FILE
+from aicert.outputs import BUNDLE_FILE, CERTIFICATE_FILE, MANIFEST_FILE, MODEL_SIGNATURE_FILE
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 __all__ = [
+    "BUNDLE_FILE",
     "CERTIFICATE_FILE",
     "INPUT_EXCLUDED",
     "MANIFEST_FILE",
+    "MODEL_SIGNATURE_FILE",
     "OUTPUT_EXCLUDED",
     "FileEntry",
     "Manifest",
@@ -42,10 +44,12 @@ _ENTRY_KEYS = frozenset({"path", "size", "sha256", "type"})
 _MANIFEST_KEYS = frozenset({"root", "files"})
 
 
-# What a root leaves out. An output's: the two files aicert writes there (a training that writes
-# either is refused). An input's: nothing, an input is measured whole (a manifest.json in it is
+# What a root leaves out. An output's: the files aicert writes there, the manifest, the certificate,
+# its Sigstore bundle and the OMS signature (a training that writes any of them is refused). An input's: nothing, an input is measured whole (a manifest.json in it is
 # data the training can read like any other).
-OUTPUT_EXCLUDED: frozenset[str] = frozenset({MANIFEST_FILE, CERTIFICATE_FILE})
+OUTPUT_EXCLUDED: frozenset[str] = frozenset(
+    {MANIFEST_FILE, CERTIFICATE_FILE, BUNDLE_FILE, MODEL_SIGNATURE_FILE}
+)
 INPUT_EXCLUDED: frozenset[str] = frozenset()
 
 

@@ -45,6 +45,7 @@ class TrainingResource(msgspec.Struct, frozen=True):
     phase: str | None
     model_digest: str | None
     certificate: str | None
+    envelope_signature: str | None = None  # the AK's signature of the certificate's Sigstore bundle
 
     @classmethod
     def from_json(cls, obj: object) -> TrainingResource:
@@ -60,6 +61,7 @@ class TrainingResource(msgspec.Struct, frozen=True):
             phase=_string(status, "status.phase"),
             model_digest=_string(status, "status.modelDigest"),
             certificate=_string(status, "status.certificate") or None,
+            envelope_signature=_string(status, "status.envelopeSignature") or None,
         )
 
 

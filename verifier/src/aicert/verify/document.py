@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from aicert.bundle import Envelope, bundle_field, is_bundle, read_bundle
 from aicert.certificate import BOOT_PCRS, FormatError, TrainingCertificate, convert
 from aicert.jcs import canonical, sha256_jcs
 from aicert.verify.errors import MalformedError
@@ -25,11 +26,13 @@ if TYPE_CHECKING:  # aicert.legacy loads only for an old AICert proof
 
 
 class Document(msgspec.Struct, frozen=True):
-    """A parsed input: our certificate (with the statement as it was signed) or an old proof."""
+    """A parsed input: our certificate (with the statement as it was signed), from its JSON or from
+    a Sigstore bundle (then with the bundle's DSSE envelope), or an old proof."""
 
     certificate: TrainingCertificate | None
     raw_statement: dict[str, Any] | None
     legacy: LegacyProof | None
+    envelope: Envelope | None = None  # the certificate came in a Sigstore bundle (aicert.bundle)
 
 
 def looks_legacy(document: Any) -> bool:
@@ -45,6 +48,13 @@ def load_document(data: bytes | str) -> Document:
     raw = loads_strict(data, what="the certificate", max_bytes=CERTIFICATE_MAX_BYTES)
     if not isinstance(raw, dict):
         raise MalformedError("", "a certificate is a JSON object")
+    if is_bundle(raw):
+        carried, envelope = read_bundle(raw)
+        try:
+            certificate = convert(carried, TrainingCertificate)
+        except FormatError as exc:
+            raise MalformedError(bundle_field(exc.field), exc.reason) from None
+        return Document(certificate, carried["statement"], None, envelope)
     try:
         if looks_legacy(raw):
             from aicert.legacy import LegacyProof
@@ -56,7 +66,9 @@ def load_document(data: bytes | str) -> Document:
     return Document(certificate, raw["statement"], None)
 
 
-def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[str, Any]) -> QuoteEvidence:
+def certificate_evidence(
+    certificate: TrainingCertificate, raw_statement: dict[str, Any], envelope: Envelope | None = None
+) -> QuoteEvidence:
     ev = certificate.evidence
     certificates = []
     for index, pem in enumerate(ev.ak.certificateChain):
@@ -106,4 +118,6 @@ def certificate_evidence(certificate: TrainingCertificate, raw_statement: dict[s
         platform=ev.platform,
         platform_certificates=platform_certs,
         log_format=ev.eventLogFormat,
+        envelope=envelope,
+        bound_subject=raw_statement.get("subject"),
     )

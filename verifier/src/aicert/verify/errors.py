@@ -12,6 +12,7 @@ class Check(StrEnum):
     AK_CHAIN = "ak-chain"  # 2. AK certificate path to a trusted root, valid at the time
     ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for
     AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK
+    ENVELOPE_SIGNATURE = "envelope-signature"  # 3. (a Sigstore bundle) the AK signed its DSSE envelope
     CVM_CHAIN = "cvm-chain"  # 3. VCEK -> ASK -> pinned AMD ARK, valid at the time, VCEK TCB/chip = report's
     CVM_REPORT_SIGNATURE = "cvm-report-signature"  # 3. the VCEK signed the SEV-SNP report
     CVM_VMPL = "cvm-vmpl"  # 3. the report was asked for at VMPL 0 (the paravisor, not the guest OS)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import msgspec
 from cryptography import x509
 
+from aicert.bundle import Envelope
 from aicert.certificate import Assurance, PlatformRecord
 
 
@@ -40,3 +41,7 @@ class QuoteEvidence(msgspec.Struct, frozen=True):
     # `epoch`: events are every entry since the PCR's reset; `checkpointed`: the run's own, each with
     # its quote (old proofs are epochs)
     log_format: Literal["epoch", "checkpointed"] = "epoch"
+    # a Sigstore bundle's DSSE envelope (aicert.bundle), and the subject of the statement the quote
+    # binds, which the envelope's payload must state; None: a certificate or an old proof
+    envelope: Envelope | None = None
+    bound_subject: Any = None

@@ -125,8 +125,8 @@ def _explain(listing: Manifest | None, local: LocalTree) -> str:
 
 
 def _no_excluded_directory(directory: Path, check: Check, exclude: frozenset[str]) -> None:
-    """The names left out of a root (the manifest.json and aicert-certificate.json aicert writes
-    beside the outputs) must not be directories: aicert writes files there, and a directory of that
+    """The names left out of a root (the manifest.json, aicert-certificate.json and
+    aicert.sigstore.json aicert writes beside the outputs) must not be directories: aicert writes files there, and a directory of that
     name would take its whole subtree out of the comparison unseen."""
     for name in sorted(exclude):
         try:

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from cryptography import x509
 
+from aicert.bundle import bundle_field
 from aicert.certificate import (
     ASSURANCE_ORDER,
     BOOT_PCRS,
     REDACTED,
     Assurance,
     Statement,
-    TrainingCertificate,
     VerifiedAssurance,
     root_level,
 )
@@ -42,6 +42,7 @@ from aicert.trust.measurements import KnownMeasurements
 from aicert.trust.store import TrustStore
 from aicert.verify.checklog import CheckLog
 from aicert.verify.document import Document, certificate_evidence, load_document
+from aicert.verify.envelope import check_envelope
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.event_log import check_event_log
 from aicert.verify.evidence import QuoteEvidence
@@ -243,6 +244,7 @@ def verify_quote_evidence(
     launch measurements trusted for level cvm."""
     path, assurance = check_chain(ev, trust, at, log, timestamped=timestamped)
     check_ak_key(ev, path, log)
+    check_envelope(ev.envelope, path.certificates[0].public_key(), ev.bound_subject, log)
     platform = None
     if assurance == "cvm":  # (3) cvm-*, then assurance
         platform = check_platform(
@@ -359,9 +361,12 @@ class Verifier:
             when = at or dt.datetime.now(dt.UTC)
             return self._verify_legacy(parsed.legacy, model_dir, data_dirs, when, patterns, log)
         assert parsed.certificate is not None and parsed.raw_statement is not None
-        return self._verify_certificate(
-            parsed.certificate, parsed.raw_statement, model_dir, data_dirs, at, patterns, log
-        )
+        try:
+            return self._verify_certificate(parsed, model_dir, data_dirs, at, patterns, log)
+        except MalformedError as exc:
+            if parsed.envelope is None:
+                raise
+            raise MalformedError(bundle_field(exc.field), exc.reason) from None
 
     def _timestamp(
         self, token: str | None, quote_signature: bytes, at: dt.datetime, log: CheckLog[Check]
@@ -382,16 +387,17 @@ class Verifier:
 
     def _verify_certificate(
         self,
-        certificate: TrainingCertificate,
-        raw_statement: dict[str, Any],
+        parsed: Document,
         model_dir: Path | None,
         data_dirs: Mapping[str, Path] | None,
         at: dt.datetime | None,
         ignore: PathPatterns | None,
         log: CheckLog[Check],
     ) -> VerifiedTraining:
+        certificate, raw_statement = parsed.certificate, parsed.raw_statement
+        assert certificate is not None and raw_statement is not None
         try:
-            ev = certificate_evidence(certificate, raw_statement)
+            ev = certificate_evidence(certificate, raw_statement, parsed.envelope)
         except (binascii.Error, ValueError) as exc:  # pragma: no cover - the schema checked base64 and hex
             raise MalformedError("evidence", str(exc)) from None
         now = dt.datetime.now(dt.UTC)
