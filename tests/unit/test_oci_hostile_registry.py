@@ -431,3 +431,26 @@ def test_references() -> None:
     ]:
         with pytest.raises(OciError, match=message):
             parse_reference(bad)
+
+
+def test_a_listing_of_endless_referrers_is_read_only_so_far(server: Scripted) -> None:
+    """A fallback index listing 1000 referrers (none of them served): at most 64 are fetched."""
+    model = digest(b"model")
+    index = canonical_json(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(b"%d" % i),
+                    "size": 1,
+                }
+                for i in range(1000)
+            ],
+        }
+    )
+    server.routes["GET", f"/v2/m/manifests/sha256-{model[7:]}"] = answer(index, length=len(index))
+    found = attachments_of(client(server), "m", model, ARTIFACT_CERTIFICATE, max_bytes=1 << 20)
+    assert found.referrers == []
+    assert len(found.passed_over) == 65 and "and the rest" in found.passed_over[-1]
+    assert sum("/manifests/sha256:" in path for _, path, _ in server.seen) == 64

@@ -480,6 +480,8 @@ def read_capped(
 
 
 def stream_blob(answer: _Answer, descriptor: Descriptor, sink: IO[bytes], timeout: float) -> None:
+    """Copy the body to `sink`: exactly `descriptor.size` bytes hashing to its digest, else an error
+    (OciContentError for other bytes, OciError for a registry that breaks off or stalls)."""
     what = f"blob {descriptor.digest}"
     length = _content_length(answer)
     if length is not None and length != descriptor.size:
@@ -489,26 +491,25 @@ def stream_blob(answer: _Answer, descriptor: Descriptor, sink: IO[bytes], timeou
     deadline = _deadline(answer, descriptor.size, timeout)
     hasher = hashlib.sha256()
     total = 0
-    try:
-        while True:
+    while True:
+        try:
             chunk = answer.response.read1(min(CHUNK, descriptor.size + 1 - total))
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > descriptor.size:
-                raise OciContentError(
-                    f"{what}: the registry sends more than the {descriptor.size} bytes the manifest says"
-                )
-            hasher.update(chunk)
-            sink.write(chunk)
-            if time.monotonic() > deadline:
-                raise OciError(
-                    f"{what} arrives too slowly (stopped after {total} of {descriptor.size} bytes)"
-                )
-    except (OSError, http.client.HTTPException) as exc:
-        raise OciError(
-            f"{what}: truncated: the registry broke off after {total} of {descriptor.size} bytes ({exc or type(exc).__name__})"
-        ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise OciError(
+                f"{what}: truncated: the registry broke off after {total} of {descriptor.size} bytes "
+                f"({exc or type(exc).__name__})"
+            ) from None
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > descriptor.size:
+            raise OciContentError(
+                f"{what}: the registry sends more than the {descriptor.size} bytes the manifest says"
+            )
+        hasher.update(chunk)
+        sink.write(chunk)  # an OSError here (disk full) is the caller's, not the registry's
+        if time.monotonic() > deadline:
+            raise OciError(f"{what} arrives too slowly (stopped after {total} of {descriptor.size} bytes)")
     if total != descriptor.size:
         raise OciError(f"{what}: truncated: {total} of the {descriptor.size} bytes the manifest says")
     if "sha256:" + hasher.hexdigest() != descriptor.digest:

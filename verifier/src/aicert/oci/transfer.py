@@ -35,7 +35,8 @@ RAW_LAYER_TYPES = frozenset(
     f"application/vnd.cncf.model.{kind}.v1.raw"
     for kind in ("weight", "weight.config", "doc", "code", "dataset")
 )
-MAX_REFERRERS_USED = 16
+MAX_REFERRERS_USED = 16  # certificates verified, at most
+MAX_REFERRERS_FETCHED = 64  # referrer manifests fetched, at most (a listing may hold any number)
 
 
 @dataclass(frozen=True)
@@ -165,17 +166,21 @@ def attachments_of(
     client: RegistryClient, repository: str, subject: str, artifact_type: str, *, max_bytes: int
 ) -> Found:
     """The referrers of `subject` of `artifact_type` whose manifest names `subject` and holds one
-    layer of that type (at most `max_bytes`), at most MAX_REFERRERS_USED of them. The registry's
+    layer of that type (at most `max_bytes`), at most MAX_REFERRERS_USED of them, fetching at most
+    MAX_REFERRERS_FETCHED referrer manifests. The registry's
     listing is only a hint: each is fetched by digest and checked; the others are passed over, with why."""
     found = Found()
+    fetched = 0
     for listed in client.referrers(repository, subject):
         if listed.artifact_type is not None and listed.artifact_type != artifact_type:
             continue
-        if len(found.referrers) >= MAX_REFERRERS_USED:
+        if len(found.referrers) >= MAX_REFERRERS_USED or fetched >= MAX_REFERRERS_FETCHED:
             found.passed_over.append(
-                f"{listed.digest}: more than {MAX_REFERRERS_USED} referrers of this type"
+                f"{listed.digest} and the rest: over {MAX_REFERRERS_USED} certificates or "
+                f"{MAX_REFERRERS_FETCHED} referrers fetched"
             )
-            continue
+            break
+        fetched += 1
         try:
             data, _, _ = client.get_manifest(repository, listed.digest)
             manifest = parse_manifest(data, listed.digest, f"referrer {listed.digest}")
