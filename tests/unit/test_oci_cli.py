@@ -11,6 +11,7 @@ from tests.unit.test_kubectl_binding import resource_json
 
 from aicert.cli import kubectl_plugin
 from aicert.cli import main as aicert_main
+from aicert.verify import TrainingResource
 
 NOWHERE = "oci://registry.invalid/models/digits"
 
@@ -58,3 +59,32 @@ def test_push_of_a_malformed_certificate_names_the_field(
     kubectl.write_text(json.dumps(resource_json('{"apiVersion": 1}')))
     assert kubectl_plugin.main(["push", "digits", f"{NOWHERE}:v1", "--model", str(tmp_path)]) == 2
     assert "status.certificate" in capsys.readouterr().err
+
+
+def test_push_refuses_a_model_that_is_not_a_directory(
+    tmp_path: Path, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w")
+    kubectl.write_text(json.dumps(resource_json("{}")))
+    assert kubectl_plugin.main(["push", "digits", f"{NOWHERE}:v1", "--model", str(weights)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_an_attachment_beside_the_weights_is_read_bounded(tmp_path: Path) -> None:
+    from aicert.cli.kubectl_push import beside_weights
+    from aicert.verify import MalformedError
+
+    read = beside_weights("extra.json", "application/x-test")
+    resource = TrainingResource("ns", "n", "u", "Succeeded", None, "{}")
+    assert read(resource, tmp_path) is None
+    (tmp_path / "extra.json").write_bytes(b"{}")
+    attachment = read(resource, tmp_path)
+    assert attachment is not None and (attachment.artifact_type, attachment.data) == (
+        "application/x-test",
+        b"{}",
+    )
+    (tmp_path / "extra.json").unlink()
+    (tmp_path / "extra.json").mkdir()
+    with pytest.raises(MalformedError, match="not a regular file"):
+        read(resource, tmp_path)

@@ -454,3 +454,32 @@ def test_a_listing_of_endless_referrers_is_read_only_so_far(server: Scripted) ->
     assert found.referrers == []
     assert len(found.passed_over) == 65 and "and the rest" in found.passed_over[-1]
     assert sum("/manifests/sha256:" in path for _, path, _ in server.seen) == 64
+
+
+def test_a_blob_trickled_a_byte_at_a_time_is_given_up(server: Scripted) -> None:
+    """Each byte arrives within the socket timeout, but the whole answer would take far longer than
+    its size allows (timeout + size at 64 KiB/s): the client stops, the error says why."""
+    data = b"w" * 4096
+    release = threading.Event()
+
+    def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        for byte in data:
+            if release.wait(0.05):
+                return
+            try:
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+            except OSError:
+                return
+
+    server.routes["GET", f"/v2/m/blobs/{digest(data)}"] = trickle
+    try:
+        with pytest.raises(OciError, match="arrives too slowly"):
+            RegistryClient(server.host, plain_http=True, timeout=0.2).fetch_blob(
+                "m", blob_descriptor(data), io.BytesIO()
+            )
+    finally:
+        release.set()

@@ -29,13 +29,34 @@ EXIT_OK, EXIT_MISMATCH, EXIT_UNUSABLE = 0, 1, 2
 
 
 def _certificate(resource: TrainingResource, model: Path) -> Attachment | None:
+    """The certificate, byte for byte as the status holds it."""
     from aicert.oci.documents import ARTIFACT_CERTIFICATE, Attachment
 
     assert resource.certificate is not None
     return Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, resource.certificate.encode())
 
 
+def beside_weights(
+    filename: str, artifact_type: str
+) -> Callable[[TrainingResource, Path], Attachment | None]:
+    """An attachment read from DIR/`filename` (a regular file of at most 16 MiB), when it is there."""
+
+    def read(resource: TrainingResource, model: Path) -> Attachment | None:
+        from aicert.oci.documents import Attachment
+        from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file
+
+        path = model / filename
+        if not path.exists() and not path.is_symlink():
+            return None
+        return Attachment(
+            artifact_type, filename, read_bounded_file(path, limit=CERTIFICATE_MAX_BYTES, field="--model")
+        )
+
+    return read
+
+
 # What is attached to the model, in order: each returns its Attachment, or None when there is none.
+# Another attestation is one more entry, e.g. beside_weights("aicert.sigstore.json", ARTIFACT_SIGSTORE_BUNDLE).
 ATTACHMENTS: tuple[Callable[[TrainingResource, Path], Attachment | None], ...] = (_certificate,)
 
 
@@ -97,6 +118,8 @@ def run(args: argparse.Namespace, resource: TrainingResource) -> int:
                 f"(phase {resource.phase or 'not set'})"
             )
             return EXIT_UNUSABLE
+        if not args.model.is_dir():
+            raise MalformedError("--model", f"{args.model} is not a directory")
         root = certified_root(resource)
         local = hash_tree(args.model, exclude=OUTPUT_EXCLUDED)
     except OciError as exc:
@@ -115,7 +138,11 @@ def run(args: argparse.Namespace, resource: TrainingResource) -> int:
             "nothing was pushed"
         )
         return EXIT_MISMATCH
-    attachments = [a for make in ATTACHMENTS if (a := make(resource, args.model)) is not None]
+    try:
+        attachments = [a for make in ATTACHMENTS if (a := make(resource, args.model)) is not None]
+    except MalformedError as exc:
+        _say(f"{exc.field}: {exc.reason}")
+        return EXIT_UNUSABLE
     try:
         client = connect(reference, args)
         pushed = push_model(
