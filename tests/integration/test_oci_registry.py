@@ -260,3 +260,35 @@ def test_a_registry_that_needs_credentials_works_with_a_docker_config(
         assert capsys.readouterr().out.startswith("VERIFIED")
         assert verify(reference, certified) == 2
         assert "has none for it" in capsys.readouterr().err
+
+
+def forged(certified: CertifiedRun) -> bytes:
+    """The run's certificate with one byte of its quote signature changed."""
+    cert = certified.certificate
+    signature = bytearray(base64.b64decode(cert["evidence"]["quote"]["signature"]))
+    signature[-1] ^= 1
+    cert["evidence"]["quote"]["signature"] = base64.b64encode(bytes(signature)).decode()
+    return json.dumps(cert).encode()
+
+
+def test_of_several_certificates_one_that_verifies_is_the_result_and_the_others_are_named(
+    registry: Registry, certified: CertifiedRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = RegistryClient(registry.host, plain_http=True)
+    files = hash_tree(certified.model, exclude=OUTPUT_EXCLUDED).files
+    bad = Attachment(ARTIFACT_CERTIFICATE, "forged.json", forged(certified))
+    good = Attachment(
+        ARTIFACT_CERTIFICATE, "aicert-certificate.json", certified.certificate_path.read_bytes()
+    )
+    pushed = push_model(client, "models/several", None, certified.model, files, "digits", [bad, good])
+    model = pushed.manifest
+    forged_digest, genuine_digest = (digest for _, digest in pushed.attached)
+    assert verify(f"oci://{registry.host}/models/several@{model.digest}", certified) == 0
+    out = capsys.readouterr().out
+    assert f"  referrer {genuine_digest}" in out
+    assert f"  not used {forged_digest}: check quote-signature failed" in out
+
+    only_forged = push_model(client, "models/forged", None, certified.model, files, "digits", [bad]).manifest
+    assert verify(f"oci://{registry.host}/models/forged@{only_forged.digest}", certified) == 1
+    err = capsys.readouterr().err
+    assert "NOT VERIFIED  check quote-signature failed:" in err and f"(certificate {forged_digest})" in err

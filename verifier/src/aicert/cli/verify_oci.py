@@ -131,7 +131,7 @@ def _verify_each(
 ) -> int:
     failures: list[dict[str, str]] = []
     unusable: list[tuple[str, MalformedError]] = []
-    for referrer in referrers:
+    for position, referrer in enumerate(referrers):
         try:
             result = verifier.verify(
                 referrer.data, model_dir=model_dir, data_dirs=data_dirs, at=at, ignore=args.ignore
@@ -147,6 +147,7 @@ def _verify_each(
             continue
         others = [f"{f['referrer']}: check {f['check']} failed" for f in failures]
         others += [f"{digest}: unusable: {bad.field}: {bad.reason}" for digest, bad in unusable]
+        others += [f"{r.digest}: not tried, {referrer.digest} verified" for r in referrers[position + 1 :]]
         _print_verified(args, result, pinned, referrer, tag_note, others + passed_over)
         return verify_cmd.EXIT_OK
     if failures:
