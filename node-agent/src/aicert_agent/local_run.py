@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from aicert.bundle import bundle_bytes
 from aicert.certificate import Assurance
 from aicert.digest import (
     BUNDLE_FILE,
@@ -37,6 +38,7 @@ from aicert.digest import (
 )
 from aicert.trust.pem import load_certificates
 from aicert_agent.bundling import BundleError, sign_bundle, sign_model
+from aicert_agent.markers import write_atomic
 from aicert_agent.measurement_log import LogError, MeasurementLog
 from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
@@ -207,8 +209,8 @@ def _execute(run: LocalRun) -> int:
         manifest.write(run.certificate.parent / f"input-{name}.manifest.json")
     write_json_atomic(run.certificate, certificate)
     write_json_atomic(run.outputs / CERTIFICATE_FILE, certificate)  # it travels with the weights
-    write_json_atomic(run.certificate.parent / BUNDLE_FILE, bundle)  # the same, as a Sigstore bundle
-    write_json_atomic(run.outputs / BUNDLE_FILE, bundle)
+    write_atomic(run.certificate.parent / BUNDLE_FILE, bundle_bytes(bundle))  # the same, as a Sigstore bundle
+    write_atomic(run.outputs / BUNDLE_FILE, bundle_bytes(bundle))
     write_json_atomic(run.outputs / MODEL_SIGNATURE_FILE, model_signature)  # OpenSSF Model Signing
     print(
         f"aicert-agent: certified {run.output_name} sha256 {output.root} ({output.file_count} files) -> {run.certificate}",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from kubernetes.client.exceptions import ApiException
 
+from aicert.bundle import bundle_bytes
 from aicert.certificate import Assurance
 from aicert.digest import BUNDLE_FILE, CERTIFICATE_FILE, MANIFEST_FILE, MODEL_SIGNATURE_FILE, Manifest
 from aicert_agent import metrics
@@ -187,7 +188,7 @@ class Sealer:
         # Beside the weights and their manifest first, so that a certificate in the status is also
         # in the output volume (it travels with the weights and outlives the resource).
         write_atomic(output / MODEL_SIGNATURE_FILE, json.dumps(model_signature).encode() + b"\n")
-        write_atomic(output / BUNDLE_FILE, json.dumps(bundle, separators=(",", ":")).encode() + b"\n")
+        write_atomic(output / BUNDLE_FILE, bundle_bytes(bundle))
         write_atomic(output / CERTIFICATE_FILE, text.encode() + b"\n")
         written = self.kube.apply_status(
             ctx.namespace,

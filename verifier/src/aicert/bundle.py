@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 from typing import Any, Final
 
 import msgspec
@@ -145,6 +146,12 @@ def assemble_bundle(certificate: dict[str, Any], payload: bytes, signature: byte
     evidence = certificate["evidence"]
     chain = pem_chain_der(evidence["ak"]["certificateChain"])
     return bundle_document(payload, signature, chain, evidence.get("timestamp"))
+
+
+def bundle_bytes(bundle: dict[str, Any]) -> bytes:
+    """A bundle's file, `aicert.sigstore.json`: compact JSON and a newline. The agent writes it so, and
+    `kubectl aicert get` and `kubectl aicert push` rebuild it so from the status: the same bytes."""
+    return json.dumps(bundle, separators=(",", ":")).encode() + b"\n"
 
 
 def rebuild_bundle(certificate_text: str, signature: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ Sigstore bundle, rebuilt from the certificate and that signature, the bytes the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -83,14 +82,14 @@ def run(args: argparse.Namespace, resource: TrainingResource) -> int:
         return EXIT_UNUSABLE
     bundle = None
     if resource.envelope_signature is not None:
-        from aicert.bundle import rebuild_bundle
+        from aicert.bundle import bundle_bytes, rebuild_bundle
 
         try:
             rebuilt = rebuild_bundle(resource.certificate, resource.envelope_signature)
         except MalformedError as exc:
             print(f"kubectl aicert: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE
-        bundle = json.dumps(rebuilt, separators=(",", ":"))
+        bundle = bundle_bytes(rebuilt).decode().removesuffix("\n")  # write_certificate adds it
     try:
         target = write_certificate(args.dir, resource.certificate, force=args.force)
         if bundle is not None:

@@ -1,7 +1,8 @@
 """`kubectl aicert verify NAME`: verify a CertifiedTraining's certificate straight from the cluster.
 
 (`kubectl aicert get NAME` keeps the certificate in a file; `kubectl aicert describe NAME` shows the
-training in a few lines.)
+training in a few lines; `kubectl aicert push NAME oci://…` puts the model in a registry with its
+certificate attached.)
 
 kubectl runs plugins named kubectl-*; this one reads the resource with `kubectl get -o json`
 (so your context, namespace and kubeconfig apply), runs the same verifier as `aicert verify` on
@@ -24,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from aicert.cli import kubectl_describe, kubectl_get
+from aicert.cli import kubectl_describe, kubectl_get, kubectl_push
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
 from aicert.trust import TrustError, load_tsa_store
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kubectl aicert", description=__doc__.splitlines()[0] if __doc__ else None
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    verify_cmd.register(sub)
+    verify_cmd.register(sub, oci=False)
     p = sub.choices["verify"]
     p.description = (
         "Verify a CertifiedTraining's certificate against trusted roots, then check that it belongs to "
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig file")
     kubectl_get.register(sub)
     kubectl_describe.register(sub)
+    kubectl_push.register(sub)
     return parser
 
 
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
     if args.command == "get":
         return quiet_on_closed_pipe(lambda: get_resource(args))
+    if args.command == "push":
+        return quiet_on_closed_pipe(lambda: push_model(args))
     if args.command == "describe":
         return quiet_on_closed_pipe(lambda: describe_resource(args))
     return quiet_on_closed_pipe(lambda: verify_resource(args))
@@ -194,6 +198,11 @@ def load_resource(args: argparse.Namespace, name: str) -> TrainingResource | int
 def get_resource(args: argparse.Namespace) -> int:
     resource = load_resource(args, args.name)
     return resource if isinstance(resource, int) else kubectl_get.run(args, resource)
+
+
+def push_model(args: argparse.Namespace) -> int:
+    resource = load_resource(args, args.name)
+    return resource if isinstance(resource, int) else kubectl_push.run(args, resource)
 
 
 def describe_resource(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, rea
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: bool = True) -> None:
+    """`oci`: FILE may be an oci:// reference (not for `kubectl aicert verify`, whose input is a resource)."""
     p = sub.add_parser(
         "verify",
         help="verify a training certificate offline",
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "certificate",
         metavar="FILE",
-        help="certificate JSON file (a regular file of at most 16 MiB), or - for standard input",
+        help="certificate JSON file (a regular file of at most 16 MiB), - for standard input, or "
+        "oci://REGISTRY/REPO@sha256:… for a model in a registry with its certificate attached",
     )
     p.add_argument(
         "--trust",
@@ -86,6 +88,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="JSON policy (at most 1 MiB): minAssurance, allowedImages, bootPcrs, egress",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    if oci:
+        from aicert.cli.registry_flags import add_registry_flags
+
+        add_registry_flags(p)
     p.set_defaults(func=run)
 
 
@@ -202,6 +208,10 @@ def summary(result: VerifiedTraining) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.certificate.startswith("oci://"):
+        from aicert.cli import verify_oci  # the registry client loads only for a registry
+
+        return verify_oci.run(args)
     try:
         data = read_input(args.certificate)
         verifier = Verifier(

@@ -1,0 +1,90 @@
+"""`aicert verify oci://…` and `kubectl aicert push` refuse what does not fit before any registry is
+asked (the registry named here does not exist: a request would fail differently)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.unit.test_kubectl_binding import resource_json
+
+from aicert.cli import kubectl_plugin
+from aicert.cli import main as aicert_main
+from aicert.verify import TrainingResource
+
+NOWHERE = "oci://registry.invalid/models/digits"
+
+
+def test_verify_oci_refuses_model_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = aicert_main(["verify", f"{NOWHERE}@sha256:{'a' * 64}", "--model", str(tmp_path), "--trust", "dev"])
+    assert code == 2
+    assert "--model: the weights come from the registry" in capsys.readouterr().err
+
+
+def test_verify_oci_refuses_a_reference_that_does_not_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    assert aicert_main(["verify", "oci://registry.invalid/Models", "--trust-bundle", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert "unusable input" in err
+
+
+def test_kubectl_verify_takes_no_registry_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        kubectl_plugin.main(["verify", "digits", "--plain-http"])
+    assert exit_.value.code == 2
+
+
+def test_push_refuses_a_digest_target(
+    tmp_path: Path, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubectl.write_text(json.dumps(resource_json("{}")))
+    code = kubectl_plugin.main(["push", "digits", f"{NOWHERE}@sha256:{'a' * 64}", "--model", str(tmp_path)])
+    assert code == 2
+    assert "push names a tag or none" in capsys.readouterr().err
+
+
+def test_push_without_a_certificate_is_exit_2(
+    tmp_path: Path, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = resource_json("{}")
+    body["status"] = {"phase": "Training"}
+    kubectl.write_text(json.dumps(body))
+    assert kubectl_plugin.main(["push", "digits", f"{NOWHERE}:v1", "--model", str(tmp_path)]) == 2
+    assert "has no certificate (phase Training)" in capsys.readouterr().err
+
+
+def test_push_of_a_malformed_certificate_names_the_field(
+    tmp_path: Path, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubectl.write_text(json.dumps(resource_json('{"apiVersion": 1}')))
+    assert kubectl_plugin.main(["push", "digits", f"{NOWHERE}:v1", "--model", str(tmp_path)]) == 2
+    assert "status.certificate" in capsys.readouterr().err
+
+
+def test_push_refuses_a_model_that_is_not_a_directory(
+    tmp_path: Path, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w")
+    kubectl.write_text(json.dumps(resource_json("{}")))
+    assert kubectl_plugin.main(["push", "digits", f"{NOWHERE}:v1", "--model", str(weights)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_an_attachment_beside_the_weights_is_read_bounded(tmp_path: Path) -> None:
+    from aicert.cli.kubectl_push import beside_weights
+    from aicert.verify import MalformedError
+
+    read = beside_weights("extra.json", "application/x-test")
+    resource = TrainingResource("ns", "n", "u", "Succeeded", None, "{}")
+    assert read(resource, tmp_path) is None
+    (tmp_path / "extra.json").write_bytes(b"{}")
+    attachment = read(resource, tmp_path)
+    assert attachment is not None and (attachment.artifact_type, attachment.data) == (
+        "application/x-test",
+        b"{}",
+    )
+    (tmp_path / "extra.json").unlink()
+    (tmp_path / "extra.json").mkdir()
+    with pytest.raises(MalformedError, match="not a regular file"):
+        read(resource, tmp_path)

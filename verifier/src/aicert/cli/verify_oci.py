@@ -1,0 +1,187 @@
+"""`aicert verify oci://REGISTRY/REPO@sha256:…`: pull a model and its certificates, verify offline.
+
+The model manifest is fetched by digest (a tag is resolved to one first, and the digest shown), its
+layers are pulled into a temporary directory (each checked against its digest while it streams),
+the referrers of the manifest that are certificates are fetched (each by digest, each naming this
+manifest as its subject), and each certificate is verified exactly as `aicert verify CERT --model
+DIR` verifies it, the weights re-hashed against the certified root. The first that verifies is
+the result, and the result names it; when none does, each one's failure is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aicert.cli import verify as verify_cmd
+from aicert.cli.registry_flags import connect
+from aicert.oci.documents import ARTIFACT_CERTIFICATE
+from aicert.oci.errors import OciContentError, OciError
+from aicert.oci.reference import OciReference, parse_reference
+from aicert.oci.transfer import Referrer, attachments_of, model_manifest, pull_model
+from aicert.trust import TrustError, load_tsa_store
+from aicert.trust.measurements import load_paravisor_measurements
+from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
+from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES
+
+CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
+
+
+def _unusable(args: argparse.Namespace, field: str | None, reason: str) -> int:
+    if args.json:
+        print(json.dumps({"verified": False, "error": "unusable-input", "field": field, "reason": reason}))
+    where = f"{field}: " if field else ""
+    print(verify_cmd.printable(f"aicert verify: unusable input: {where}{reason}"), file=sys.stderr)
+    return verify_cmd.EXIT_UNUSABLE
+
+
+def _failed(args: argparse.Namespace, failures: list[dict[str, str]]) -> int:
+    for failure in failures:
+        line = f"NOT VERIFIED  check {failure['check']} failed: {failure['reason']}"
+        if "referrer" in failure:
+            line += f" (certificate {failure['referrer']})"
+        print(verify_cmd.printable(line), file=sys.stderr)
+    if args.json:
+        doc: dict[str, Any] = {
+            "verified": False,
+            "check": failures[0]["check"],
+            "reason": failures[0]["reason"],
+        }
+        if len(failures) > 1 or "referrer" in failures[0]:
+            doc["failures"] = failures
+        print(json.dumps(doc))
+    return verify_cmd.EXIT_FAILED
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.model is not None:
+            raise MalformedError(
+                "--model",
+                "the weights come from the registry with an oci:// reference; --model is for a file",
+            )
+        verifier = Verifier(
+            trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
+            policy=Policy.from_file(args.policy) if args.policy else None,
+            tsa=load_tsa_store(args.tsa_bundle),
+            paravisor_measurements=load_paravisor_measurements(),
+        )
+        data_dirs = verify_cmd.parse_data(args.data)
+        at = verify_cmd.parse_time(args.at) if args.at else None
+        reference = parse_reference(args.certificate)
+        client = connect(reference, args)
+    except MalformedError as exc:
+        return _unusable(args, exc.field, exc.reason)
+    except TrustError as exc:
+        return _unusable(args, None, str(exc))
+    except OciError as exc:
+        return _unusable(args, "oci", exc.reason)
+    tag_note = None
+    try:
+        digest = reference.digest
+        if digest is None:  # the tag only picks the digest; what is verified is the digest's content
+            digest = client.resolve(reference.repository, reference.tag or "latest")
+            tag_note = (
+                f"tag {reference.tag or 'latest'} resolved to {digest}: a tag can move, verify "
+                f"{reference.with_digest(digest)} to pin this model"
+            )
+        pinned = reference.with_digest(digest)
+        manifest = model_manifest(client, reference.repository, digest)
+        found = attachments_of(
+            client, reference.repository, digest, ARTIFACT_CERTIFICATE, max_bytes=CERTIFICATE_MAX_BYTES
+        )
+        if not found.referrers:
+            passed = "; ".join(found.passed_over)
+            return _unusable(
+                args,
+                "referrers",
+                f"no certificate ({ARTIFACT_CERTIFICATE}) is attached to {pinned}"
+                + (f" (passed over: {passed})" if passed else ""),
+            )
+        with tempfile.TemporaryDirectory(prefix="aicert-oci-") as tmp:
+            model_dir = Path(tmp) / "model"
+            model_dir.mkdir()
+            pull_model(client, manifest, reference.repository, model_dir)
+            return _verify_each(
+                args, verifier, found.referrers, found.passed_over, model_dir, data_dirs, at, pinned, tag_note
+            )
+    except OciContentError as exc:
+        return _failed(args, [{"check": CONTENT_CHECK, "reason": exc.reason}])
+    except OciError as exc:
+        return _unusable(args, "oci", exc.reason)
+    except OSError as exc:
+        return _unusable(args, "oci", f"cannot write the pulled model: {exc}")
+
+
+def _verify_each(
+    args: argparse.Namespace,
+    verifier: Verifier,
+    referrers: list[Referrer],
+    passed_over: list[str],
+    model_dir: Path,
+    data_dirs: dict[str, Path],
+    at: dt.datetime | None,
+    pinned: OciReference,
+    tag_note: str | None,
+) -> int:
+    failures: list[dict[str, str]] = []
+    unusable: list[tuple[str, MalformedError]] = []
+    for position, referrer in enumerate(referrers):
+        try:
+            result = verifier.verify(
+                referrer.data, model_dir=model_dir, data_dirs=data_dirs, at=at, ignore=args.ignore
+            )
+        except MalformedError as exc:
+            if exc.field.startswith("--"):  # a flag that does not fit: the same for every certificate
+                return _unusable(args, exc.field, exc.reason)
+            unusable.append((referrer.digest, exc))
+            continue
+        except VerificationError as exc:
+            reason = exc.reason.replace(str(model_dir), f"{pinned}'s weights (pulled)")
+            failures.append({"check": str(exc.check), "reason": reason, "referrer": referrer.digest})
+            continue
+        others = [f"{f['referrer']}: check {f['check']} failed" for f in failures]
+        others += [f"{digest}: unusable: {bad.field}: {bad.reason}" for digest, bad in unusable]
+        others += [f"{r.digest}: not tried, {referrer.digest} verified" for r in referrers[position + 1 :]]
+        _print_verified(args, result, pinned, referrer, tag_note, others + passed_over)
+        return verify_cmd.EXIT_OK
+    if failures:
+        return _failed(args, failures)
+    first_digest, problem = unusable[0]
+    return _unusable(args, f"referrer {first_digest}: {problem.field}".rstrip(": "), problem.reason)
+
+
+def _print_verified(
+    args: argparse.Namespace,
+    result: VerifiedTraining,
+    pinned: OciReference,
+    referrer: Referrer,
+    tag_note: str | None,
+    not_used: list[str],
+) -> None:
+    if args.json:
+        doc = result.to_json()
+        doc["oci"] = {
+            "model": str(pinned),
+            "referrer": referrer.digest,
+            "artifactType": referrer.artifact_type,
+            "notUsed": not_used,
+        }
+        if tag_note:
+            doc["oci"]["tag"] = tag_note
+        print(json.dumps(doc, indent=2))
+        return
+    lines = [
+        f"  oci      {pinned}",
+        f"  referrer {referrer.digest}  ({referrer.artifact_type}), the certificate verified",
+    ]
+    lines += [f"  not used {line}" for line in not_used]
+    if tag_note:
+        lines.append(f"  note     {tag_note}")
+    print(verify_cmd.summary(result))
+    print("\n".join(verify_cmd.printable(line) for line in lines))
