@@ -43,7 +43,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from aicert.jcs import canonical
 from aicert.verify.errors import MalformedError
@@ -228,6 +227,8 @@ def key_details(key: PublicKeyTypes) -> str:
 
 
 def spki_der(key: PublicKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # only with an entry
+
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -281,6 +282,8 @@ class Checkpoint(msgspec.Struct, frozen=True):
 
 def log_key_id(origin: str, key: PublicKeyTypes) -> bytes:
     """The 4-byte key hash a signature line names, for `key` signing as `origin` (pkg/note)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # only with an entry
+
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         return hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()[:4]

@@ -8,16 +8,15 @@ import json
 import re
 import sys
 from pathlib import Path
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from typing import TYPE_CHECKING
 
 from aicert.trust import TrustError, TrustStore, load_trust_store, load_tsa_store
 from aicert.trust.measurements import load_paravisor_measurements
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -113,6 +112,12 @@ TLOG_KEY_MAX_BYTES = 16 * 1024
 
 def load_tlog_keys(paths: list[Path]) -> list[PublicKeyTypes]:
     """The pinned log keys of `--tlog-key`: Ed25519 or ECDSA public keys, PEM."""
+    if not paths:
+        return []
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     keys: list[PublicKeyTypes] = []
     for path in paths:
         try:
