@@ -198,7 +198,11 @@ def read_tlog_entry(raw: Any, field: str) -> TlogEntry:
     checkpoint = _object(proof["checkpoint"], f"{where}.checkpoint", {"envelope"}, {"envelope"})["envelope"]
     if not isinstance(checkpoint, str):
         raise MalformedError(f"{where}.checkpoint.envelope", f"is {_kind(checkpoint)}, not a string")
-    if len(checkpoint.encode()) > MAX_CHECKPOINT_BYTES:
+    try:
+        size = len(checkpoint.encode())
+    except UnicodeEncodeError:  # a lone surrogate, from a reader less strict than aicert verify's
+        raise MalformedError(f"{where}.checkpoint.envelope", "is not UTF-8 text") from None
+    if size > MAX_CHECKPOINT_BYTES:
         raise MalformedError(f"{where}.checkpoint.envelope", f"is longer than {MAX_CHECKPOINT_BYTES} bytes")
     return TlogEntry(
         log_index=_int64(top["logIndex"], f"{field}.logIndex"),
