@@ -16,6 +16,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,7 @@ def test_the_cli_pins_the_key_and_requires_the_entry(
     (tmp_path / "rsa.pem").write_bytes(rsa_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     assert aicert_main([*base, "--tlog-key", str(tmp_path / "rsa.pem")]) == 2
     assert json.loads(capsys.readouterr().out)["field"] == "--tlog-key"
+    os.mkfifo(tmp_path / "fifo")  # refused unread, never a hang
+    assert aicert_main([*base, "--tlog-key", str(tmp_path / "fifo")]) == 2
+    refused = json.loads(capsys.readouterr().out)
+    assert (refused["field"], "not a regular file" in refused["reason"]) == ("--tlog-key", True)

@@ -120,13 +120,7 @@ def load_tlog_keys(paths: list[Path]) -> list[PublicKeyTypes]:
 
     keys: list[PublicKeyTypes] = []
     for path in paths:
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(TLOG_KEY_MAX_BYTES + 1)
-        except OSError as exc:
-            raise MalformedError("--tlog-key", f"{path}: {exc.strerror or exc}") from None
-        if len(data) > TLOG_KEY_MAX_BYTES:
-            raise MalformedError("--tlog-key", f"{path} is larger than {TLOG_KEY_MAX_BYTES} bytes")
+        data = read_bounded_file(path, limit=TLOG_KEY_MAX_BYTES, field="--tlog-key")
         try:
             key = load_pem_public_key(data)
         except (ValueError, TypeError, UnsupportedAlgorithm):
