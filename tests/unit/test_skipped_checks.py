@@ -258,6 +258,16 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
 
 
+def test_kubectl_aicert_with_require_tlog_fails_the_status_has_no_log_entry(
+    run: Run, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The status holds the certificate, never a transparency log entry: requiring one fails."""
+    kubectl.write_text(json.dumps(run.resource()))
+    argv = ["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json", "--require-tlog"]
+    assert kubectl_plugin.main(argv) == 1
+    assert json.loads(capsys.readouterr().out)["check"] == "tlog-inclusion"
+
+
 def test_data_files_for_some_inputs_says_which_were_not_re_hashed(
     run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
