@@ -39,8 +39,6 @@ RUNC_MODULE_DIR = LOCALCLUSTER_DIR / "runc"
 REGISTRY_MODULE_DIR = LOCALCLUSTER_DIR / "registry"
 NETPOL_MODULE_DIR = LOCALCLUSTER_DIR / "kube-network-policies"
 NETPOL_MODULE = "sigs.k8s.io/kube-network-policies"
-REKOR_MODULE_DIR = LOCALCLUSTER_DIR / "rekor-tiles"
-REKOR_MODULE = "github.com/sigstore/rekor-tiles/v2"
 CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
 CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
 RUNC_MODULE = "github.com/opencontainers/runc"
@@ -126,11 +124,6 @@ def registry_version() -> str:
 def netpol_version() -> str:
     """The pinned kube-network-policies version, e.g. "v0.8.0" (localcluster/kube-network-policies/go.mod)."""
     return _required_version(NETPOL_MODULE_DIR / "go.mod", NETPOL_MODULE)
-
-
-def rekor_version() -> str:
-    """The pinned rekor-tiles version, e.g. "v2.3.0" (from localcluster/rekor-tiles/go.mod)."""
-    return _required_version(REKOR_MODULE_DIR / "go.mod", REKOR_MODULE)
 
 
 def pinned_bin_dir() -> Path:
@@ -486,30 +479,6 @@ def ensure_node_binaries(*, jobs: int = 2, force: bool = False, log: Log = _stde
             build_one(binary, out_dir, jobs=jobs, log=log)
         log(f"[build] node binaries built in {time.monotonic() - started:.0f}s")
     return out_dir
-
-
-def rekor_server_binary() -> Binary:
-    """rekor-tiles' Rekor v2 server with Tessera's POSIX (filesystem) storage driver: the private
-    transparency log the integration tests submit bundles to, on 127.0.0.1."""
-    return Binary(
-        "rekor-server",
-        REKOR_MODULE_DIR,
-        f"{REKOR_MODULE}/cmd/rekor-server/posix",
-        (),
-        f"\nmod\t{REKOR_MODULE}\t{rekor_version()}\t",
-        buildinfo=True,
-    )
-
-
-def ensure_rekor_server(*, jobs: int = 2, log: Log = _stderr) -> Path:
-    """The pinned rekor-server (posix), built once into ~/.cache/aicert/rekor-tiles-<version>/bin/."""
-    binary = rekor_server_binary()
-    out_dir = cache_root() / f"rekor-tiles-{rekor_version()}" / "bin"
-    with _locked(out_dir.parent):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not is_current(binary, out_dir / binary.name):
-            build_one(binary, out_dir, jobs=jobs, log=log)
-    return out_dir / binary.name
 
 
 def _assets_dir(assets: Path) -> Path:

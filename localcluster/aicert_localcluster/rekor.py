@@ -1,6 +1,6 @@
 """A private Rekor v2 transparency log for the tests: rekor-tiles' server with Tessera's POSIX
 (filesystem) storage driver (cmd/rekor-server/posix, pinned in localcluster/rekor-tiles/go.mod and
-built once, see binaries.ensure_rekor_server), on 127.0.0.1, writing only under `directory`.
+built once, see `ensure_rekor_server`), on 127.0.0.1, writing only under `directory`.
 
     with LocalRekor(tmp_path) as rekor:
         rekor.url        # http://127.0.0.1:PORT
@@ -30,10 +30,51 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from aicert_localcluster.binaries import ensure_rekor_server
+from aicert_localcluster.binaries import (
+    LOCALCLUSTER_DIR,
+    Binary,
+    Log,
+    _locked,
+    _required_version,
+    _stderr,
+    build_one,
+    cache_root,
+    is_current,
+)
 
+REKOR_MODULE_DIR = LOCALCLUSTER_DIR / "rekor-tiles"
+REKOR_MODULE = "github.com/sigstore/rekor-tiles/v2"
 ORIGIN = "aicert-test-log"
 START_SECONDS = 60.0
+
+
+def rekor_version() -> str:
+    """The pinned rekor-tiles version, e.g. "v2.3.0" (from localcluster/rekor-tiles/go.mod)."""
+    return _required_version(REKOR_MODULE_DIR / "go.mod", REKOR_MODULE)
+
+
+def rekor_server_binary() -> Binary:
+    """rekor-tiles' Rekor v2 server with Tessera's POSIX (filesystem) storage driver: the private
+    transparency log the integration tests submit bundles to, on 127.0.0.1."""
+    return Binary(
+        "rekor-server",
+        REKOR_MODULE_DIR,
+        f"{REKOR_MODULE}/cmd/rekor-server/posix",
+        (),
+        f"\nmod\t{REKOR_MODULE}\t{rekor_version()}\t",
+        buildinfo=True,
+    )
+
+
+def ensure_rekor_server(*, jobs: int = 2, log: Log = _stderr) -> Path:
+    """The pinned rekor-server (posix), built once into ~/.cache/aicert/rekor-tiles-<version>/bin/."""
+    binary = rekor_server_binary()
+    out_dir = cache_root() / f"rekor-tiles-{rekor_version()}" / "bin"
+    with _locked(out_dir.parent):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not is_current(binary, out_dir / binary.name):
+            build_one(binary, out_dir, jobs=jobs, log=log)
+    return out_dir / binary.name
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from aicert.tlog import hashedrekord_request
 from aicert_agent.bundling import sign_bundle
 from aicert_agent.kube import AgentKube
 from aicert_agent.recorder import AkIdentity
-from aicert_agent.sealing import Sealer
+from aicert_agent.sealing import Sealer, certified_message
 from aicert_agent.transparency import (
     ENTRIES_PATH,
     MAX_RESPONSE_BYTES,
@@ -124,3 +124,25 @@ def test_the_sealer_publishes_without_the_entry_and_says_why(run: Run, bundle: J
     )
     without = Sealer(cast(AgentKube, None), "gpu-1", "dev", AkIdentity("", ()))
     assert without._log(ctx, run.certificate, bundle) == (bundle, "")
+
+
+def test_a_logs_own_words_cannot_make_the_status_write_fail(run: Run, bundle: Json) -> None:
+    """A log answering an error with text the API server would refuse (a character beyond the BMP,
+    sent as a surrogate pair) or a very long one: the Certified message is still one it takes."""
+    ctx = cast(Any, SimpleNamespace(namespace="ml", pod={"metadata": {"name": "run-1"}}))
+    with serving("/") as server:
+        server.status, server.body = 500, ("\U0001f600" * 400).encode()
+        sealer = Sealer(
+            cast(AgentKube, None),
+            "gpu-1",
+            "dev",
+            AkIdentity("", ()),
+            tlog=TransparencyLog(server.url, Log().key.public_key()),
+        )
+        _, said = sealer._log(ctx, run.certificate, bundle)
+    assert "\U0001f600" in said
+    message = certified_message("ab" * 32, "gpu-1", said)
+    assert "\U0001f600" not in message and "\\U0001f600" in message
+    assert message.startswith(
+        f"model sha256:{'ab' * 32} certified by a TPM quote on gpu-1; the transparency log"
+    )

@@ -123,6 +123,13 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def certified_message(root: str, node: str, logged: str) -> str:
+    """The Certified condition's message; `logged` (what the transparency log said, which may be
+    the log's own words) passes `status_message` with the rest, so no answer of a log can make the
+    API server refuse the status write."""
+    return status_message(f"model sha256:{root} certified by a TPM quote on {node}{logged}")
+
+
 @dataclass
 class Sealer:
     kube: AgentKube
@@ -208,7 +215,7 @@ class Sealer:
                         ctx,
                         "True",
                         Reason.CERTIFIED,
-                        f"model sha256:{root} certified by a TPM quote on {self.node}{logged}",
+                        certified_message(root, self.node, logged),
                     )
                 ],
             },
