@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback whose answer a test sets, standing in for Azure's IMDS."""
+"""A real HTTP server on loopback whose answer a test sets, standing in for Azure's IMDS (GET) or a
+transparency log (POST, whose bodies it keeps)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: list[dict[str, str]] = field(default_factory=list)
+    posted: list[tuple[str, bytes]] = field(default_factory=list)  # (path, body) of each POST
 
     def reset(self) -> None:
         self.status, self.body = 200, b""
@@ -36,6 +38,11 @@ def serving(path: str = "/metadata/THIM/amd/certification") -> Iterator[Answer]:
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
             self.wfile.write(answer.body)
+
+        def do_POST(self) -> None:
+            length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
+            answer.posted.append((self.path, self.rfile.read(length)))
+            self.do_GET()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -41,7 +41,10 @@ class CertifiedRun:
         return done
 
 
-def make_run(root: Path, tpm_spec: str, *, key_type: str = "ecc") -> CertifiedRun:
+def make_run(
+    root: Path, tpm_spec: str, *, key_type: str = "ecc", run_options: tuple[str, ...] = ()
+) -> CertifiedRun:
+    """`run_options`: more `aicert-agent run` options (e.g. --tlog-url and --tlog-key)."""
     data = root / "data"
     (data / "sub").mkdir(parents=True)
     (data / "train.csv").write_text("x,y\n1,2\n3,4\n")
@@ -63,6 +66,7 @@ def make_run(root: Path, tpm_spec: str, *, key_type: str = "ecc") -> CertifiedRu
         "sha256:" + "cd" * 32,
         "--certificate",
         str(run.certificate_path),
+        *run_options,
         "--",
         sys.executable,
         "-c",

@@ -595,6 +595,28 @@ def test_a_cvm_agent_reads_its_known_good_paravisor_list_from_a_config_map(helm_
     }
 
 
+def test_a_transparency_log_gives_the_agent_its_url_and_key_from_a_config_map(helm_home: Path) -> None:
+    bare = container(one(render(helm_home), "DaemonSet"))
+    assert "--tlog-url" not in bare["args"] and "--tlog-key" not in bare["args"]
+    values = {
+        "agent.transparencyLog": {
+            "url": "http://rekor.log.svc:3000",
+            "publicKey": {"configMap": "rekor-log-key", "key": "log.pem"},
+        }
+    }
+    daemonset = one(render(helm_home, values), "DaemonSet")
+    agent = container(daemonset)
+    assert agent["args"][agent["args"].index("--tlog-url") + 1] == "http://rekor.log.svc:3000"
+    path = agent["args"][agent["args"].index("--tlog-key") + 1]
+    (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "tlog-key"]
+    assert mount["readOnly"] is True and path == f"{mount['mountPath']}/log.pem"
+    (volume,) = [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if v["name"] == "tlog-key"]
+    assert volume["configMap"] == {"name": "rekor-log-key", "items": [{"key": "log.pem", "path": "log.pem"}]}
+    # a url without the log's key: the agent could keep no answer, so the schema refuses it
+    with pytest.raises(helm.HelmError, match="publicKey"):
+        render(helm_home, {"agent.transparencyLog": {"url": "http://rekor.log.svc:3000"}})
+
+
 def test_monitoring_objects_need_the_prometheus_operator_api(helm_home: Path) -> None:
     enabled: dict[str, object] = {
         "monitoring.serviceMonitor.enabled": True,

@@ -84,6 +84,10 @@ NO_ENVELOPE = {
     "check": "envelope-signature",
     "reason": "the input is not a Sigstore bundle: it carries no DSSE envelope to check",
 }
+NO_TLOG = {
+    "check": "tlog-inclusion",
+    "reason": "the input is not a Sigstore bundle: it carries no transparency log entry",
+}
 NOT_AN_EPOCH = {
     "check": "event-replay",
     "reason": "the log is checkpointed: each entry is checked against its own quote (log-checkpoints), "
@@ -98,6 +102,7 @@ def test_without_policy_model_or_data_those_checks_are_skipped(
     assert doc["skipped"] == [
         NO_TIMESTAMP,
         NO_ENVELOPE,
+        NO_TLOG,
         *NOT_CVM,
         NOT_AN_EPOCH,
         *NO_POLICY,
@@ -108,7 +113,15 @@ def test_without_policy_model_or_data_those_checks_are_skipped(
         c
         for c in map(str, Check)
         if not c.startswith(("policy-", "cvm-"))
-        and c not in ("model-files", "data-files", "timestamp", "envelope-signature", "event-replay")
+        and c
+        not in (
+            "model-files",
+            "data-files",
+            "timestamp",
+            "envelope-signature",
+            "tlog-inclusion",
+            "event-replay",
+        )
     ]
 
 
@@ -139,6 +152,7 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     not_run = {
         "timestamp",
         "envelope-signature",
+        "tlog-inclusion",
         *CVM,
         "event-replay",
         "policy-egress",
@@ -149,6 +163,7 @@ def test_with_a_full_policy_model_and_data_every_check_runs(
     assert doc["skipped"] == [
         NO_TIMESTAMP,
         NO_ENVELOPE,
+        NO_TLOG,
         *NOT_CVM,
         NOT_AN_EPOCH,
         {"check": "policy-egress", "reason": "the policy sets no egress"},
@@ -182,7 +197,8 @@ def test_the_summary_prints_a_skipped_line(
     assert (
         "  skipped  timestamp: the certificate carries no timestamp: the AK certificate is checked at --at "
         "or now; envelope-signature: the input is not a Sigstore bundle: it carries no DSSE envelope to "
-        "check; cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
+        "check; tlog-inclusion: the input is not a Sigstore bundle: it carries no transparency log entry; "
+        "cvm-chain, cvm-report-signature, cvm-vmpl, cvm-report-data, cvm-ak, cvm-debug, "
         "cvm-measurement: the certificate claims dev, not cvm; event-replay: the log is checkpointed: each "
         "entry is checked against its own quote (log-checkpoints), not replayed from zero; "
         "policy-assurance, policy-boot-pcrs, policy-image, policy-egress, policy-tcb, "
@@ -202,6 +218,7 @@ def test_an_old_proof_reports_the_checks_its_format_cannot_take(
         "timestamp",
         "ak-key",
         "envelope-signature",
+        "tlog-inclusion",
         *CVM,
         "quote-binding",
         "log-checkpoints",
@@ -230,6 +247,7 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     assert doc["skipped"] == [
         NO_TIMESTAMP,
         NO_ENVELOPE,
+        NO_TLOG,
         *NOT_CVM,
         NOT_AN_EPOCH,
         *NO_POLICY,
@@ -238,6 +256,16 @@ def test_kubectl_aicert_reports_skipped_checks_too(
     ]
     assert doc["checks"][-3:] == ["resource-identity", "resource-model-digest", "resource-phase"]
     assert not {s["check"] for s in doc["skipped"]} & set(doc["checks"])
+
+
+def test_kubectl_aicert_with_require_tlog_fails_the_status_has_no_log_entry(
+    run: Run, kubectl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The status holds the certificate, never a transparency log entry: requiring one fails."""
+    kubectl.write_text(json.dumps(run.resource()))
+    argv = ["verify", "digits", "--trust-bundle", str(run.ca_pem), "--at", AT, "--json", "--require-tlog"]
+    assert kubectl_plugin.main(argv) == 1
+    assert json.loads(capsys.readouterr().out)["check"] == "tlog-inclusion"
 
 
 def test_data_files_for_some_inputs_says_which_were_not_re_hashed(

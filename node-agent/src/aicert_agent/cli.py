@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA certificates to ship after the AK certificate (repeatable)",
     )
     _tsa_url_argument(run)
+    _tlog_arguments(run)
     _thim_url_argument(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD …")
     run.set_defaults(func=_run)
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a pod status it contradicts. Default none: kubelet's pod status alone, as the log says at "
         "start (env AICERT_CRI_SOCKET)",
     )
+    _tlog_arguments(serve)
     serve.set_defaults(func=_serve)
     return parser
 
@@ -154,6 +156,24 @@ def _tsa_url_argument(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="date each quote's signature with this RFC 3161 time-stamping authority (default: none, "
         "env AICERT_TSA_URL)",
+    )
+
+
+def _tlog_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tlog-url",
+        default=os.environ.get("AICERT_TLOG_URL") or None,
+        metavar="URL",
+        help="submit each certificate's Sigstore bundle to this Rekor v2 transparency log and keep its "
+        "inclusion proof in the bundle (default: none, env AICERT_TLOG_URL); needs --tlog-key",
+    )
+    parser.add_argument(
+        "--tlog-key",
+        type=Path,
+        default=Path(os.environ["AICERT_TLOG_KEY"]) if os.environ.get("AICERT_TLOG_KEY") else None,
+        metavar="PEM",
+        help="the transparency log's public key (PEM): an answer whose checkpoint it did not sign is not "
+        "kept (env AICERT_TLOG_KEY)",
     )
 
 
@@ -177,6 +197,13 @@ def _run(args: argparse.Namespace) -> int:
     if bool(args.image_ref) != bool(args.image_digest):
         print("aicert-agent run: --image-ref and --image-digest go together", file=sys.stderr)
         return EXIT_USAGE
+    from aicert_agent.transparency import TransparencyLogError, transparency_log
+
+    try:
+        tlog = transparency_log(args.tlog_url, args.tlog_key)
+    except TransparencyLogError as exc:
+        print(f"aicert-agent run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     names = [name for name, _ in args.inputs]
     if len(set(names)) != len(names):
         print("aicert-agent run: two --inputs have the same name", file=sys.stderr)
@@ -198,6 +225,7 @@ def _run(args: argparse.Namespace) -> int:
             extra_chain=tuple(args.ak_chain),
             tsa_url=args.tsa_url,
             thim_url=args.thim_url,
+            tlog=tlog,
         )
     )
 

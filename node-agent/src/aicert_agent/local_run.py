@@ -44,6 +44,7 @@ from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.timestamping import TimestampError, add_timestamp
 from aicert_agent.tpm.client import Tpm, TpmError
+from aicert_agent.transparency import TransparencyLog, TransparencyLogError, log_entry, with_log_entry
 
 EXIT_OK, EXIT_COMMAND_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 LOG_FILE = "measurements.log"
@@ -70,6 +71,7 @@ class LocalRun:
     extra_chain: tuple[Path, ...] = field(default=())
     node: str = field(default_factory=socket.gethostname)
     tsa_url: str | None = None  # an RFC 3161 TSA to date the quote's signature
+    tlog: TransparencyLog | None = None  # a Rekor v2 log the bundle is submitted to
     thim_url: str = THIM_URL  # level cvm: where the chip's VCEK chain is served (Azure IMDS)
 
 
@@ -204,6 +206,16 @@ def _execute(run: LocalRun) -> int:
     with Tpm(run.tpm) as tpm:  # the AK signs the bundle, which carries the timestamp, and model.sig
         bundle = sign_bundle(certificate, tpm)
         model_signature = sign_model(certificate, output, tpm)
+    if run.tlog is not None:  # a log that fails costs the certificate nothing but the entry
+        try:
+            entry = log_entry(bundle, certificate["evidence"]["ak"]["public"], run.tlog.url, run.tlog.key)
+            bundle = with_log_entry(bundle, entry)
+            print(f"aicert-agent: logged at index {entry['logIndex']} of {run.tlog.url}", file=sys.stderr)
+        except TransparencyLogError as exc:
+            print(
+                f"aicert-agent: the transparency log submission failed; the bundle has no log entry: {exc}",
+                file=sys.stderr,
+            )
     output.write(run.outputs / MANIFEST_FILE)
     for name, manifest in inputs.items():
         manifest.write(run.certificate.parent / f"input-{name}.manifest.json")

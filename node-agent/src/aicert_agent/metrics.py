@@ -28,6 +28,11 @@ QUOTE_SECONDS = Histogram(
 SEAL_FAILURES = Counter(
     "aicert_agent_seal_failures", "Seals that failed and were tried again later (or refused as SealFailed)"
 )
+TLOG_SUBMISSIONS = Counter(
+    "aicert_agent_tlog_submissions_total",
+    "Bundles submitted to the transparency log: logged, or failed (published without a log entry)",
+    ["result"],
+)
 CERTIFICATES = Counter("aicert_agent_certificates_total", "Certificates issued or refused", ["result"])
 LOG_REBASES = Counter("aicert_agent_log_rebases_total", "New measurement epochs", ["why"])
 AK_CERTIFICATE_EXPIRY = Gauge(

@@ -65,6 +65,7 @@ from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.sealing import Refusal, RetryPolicy, Sealer
 from aicert_agent.storage import shared_storage_problem
 from aicert_agent.train_image import train_image_problem
+from aicert_agent.transparency import TransparencyLog
 from aicert_agent.volumes import VolumeNotFound, empty_dir_path, pvc_path
 from aicert_agent.work_queue import PodQueue
 from aicert_contract.pod import OUTPUT_VOLUME, PodSettings, pod_agent_image
@@ -109,6 +110,7 @@ class AgentConfig:
     workers: int = 2  # pods worked on at once in each lane: gates, and seals (aicert_agent.work_queue)
     limits: MeasureLimits = field(default_factory=MeasureLimits)  # what one run may have hashed (measuring)
     seal_attempts: int = RetryPolicy.attempts  # a run whose seal failed this often is refused (SealFailed)
+    tlog: TransparencyLog | None = None  # a Rekor v2 log every bundle is submitted to (None: none)
 
 
 @dataclass
@@ -168,6 +170,7 @@ class NodeAgent:
             self.ak,
             self.config.tsa_url,
             RetryPolicy(attempts=self.config.seal_attempts),
+            tlog=self.config.tlog,
         )
 
     # --- start -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -38,6 +38,7 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.pod_check import Problem
 from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.timestamping import add_timestamp
+from aicert_agent.transparency import TransparencyLog, TransparencyLogError, log_entry, with_log_entry
 from aicert_contract.status import (
     REFUSALS,
     Condition,
@@ -123,6 +124,13 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def certified_message(root: str, node: str, logged: str) -> str:
+    """The Certified condition's message; `logged` (what the transparency log said, which may be
+    the log's own words) passes `status_message` with the rest, so no answer of a log can make the
+    API server refuse the status write."""
+    return status_message(f"model sha256:{root} certified by a TPM quote on {node}{logged}")
+
+
 @dataclass
 class Sealer:
     kube: AgentKube
@@ -131,6 +139,7 @@ class Sealer:
     ak: AkIdentity
     tsa_url: str | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    tlog: TransparencyLog | None = None  # a Rekor v2 log each bundle is submitted to (None: none)
     clock: Callable[[], float] = time.time  # wall clock: a back-off outlives an agent restart
 
     # --- bounded tries ------------------------------------------------------------------------
@@ -182,6 +191,7 @@ class Sealer:
                 f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
             )
         bundle = sign_bundle(certificate, recorder.tpm)  # after the timestamp, which it carries
+        bundle, logged = self._log(ctx, certificate, bundle)
         # the weights' OMS signature, over the manifest the agent wrote beside them (checked against
         # the certified root)
         model_signature = sign_model(certificate, Manifest.read(output / MANIFEST_FILE), recorder.tpm)
@@ -206,7 +216,7 @@ class Sealer:
                         ctx,
                         "True",
                         Reason.CERTIFIED,
-                        f"model sha256:{root} certified by a TPM quote on {self.node}",
+                        certified_message(root, self.node, logged),
                     )
                 ],
             },
@@ -225,6 +235,35 @@ class Sealer:
             f"model sha256:{root}",
             "Certify",
         )
+
+    def _log(
+        self, ctx: PodContext, certificate: dict[str, Any], bundle: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """The bundle, with its transparency log entry when a log is configured and answers, and
+        what the Certified condition says about it. A log that fails costs the certificate nothing:
+        it is published without the entry, and the condition says why (one bounded try: a retry
+        would hold this seal worker, and the log may have the entry already)."""
+        if self.tlog is None:
+            return bundle, ""
+        try:
+            entry = log_entry(
+                bundle,
+                certificate["evidence"]["ak"]["public"],
+                self.tlog.url,
+                self.tlog.key,
+                timeout=self.tlog.timeout,
+            )
+        except TransparencyLogError as exc:
+            metrics.TLOG_SUBMISSIONS.labels("failed").inc()
+            log.warning(
+                "%s/%s: the transparency log submission failed; the bundle has no log entry: %s",
+                ctx.namespace,
+                ctx.pod["metadata"]["name"],
+                exc,
+            )
+            return bundle, f"; the transparency log submission failed, the bundle has no log entry: {exc}"
+        metrics.TLOG_SUBMISSIONS.labels("logged").inc()
+        return with_log_entry(bundle, entry), f"; logged at index {entry['logIndex']} of {self.tlog.url}"
 
     # --- refuse -------------------------------------------------------------------------------
 

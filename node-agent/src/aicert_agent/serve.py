@@ -25,6 +25,7 @@ from aicert_agent.node_agent import AgentConfig, NodeAgent
 from aicert_agent.platform import PlatformError
 from aicert_agent.policy_watch import PolicyWatch
 from aicert_agent.tpm.client import Tpm, TpmError
+from aicert_agent.transparency import TransparencyLogError, transparency_log
 from aicert_contract.pod import ContractError, PodSettings
 from aicert_contract.training import agent_lease_name
 from aicert_kube.lease import LeaseLock
@@ -52,7 +53,8 @@ def serve(args: argparse.Namespace) -> int:
             paravisor = load_paravisor_measurements()
         pod_settings = PodSettings.from_env()
         limits = MeasureLimits.from_env()
-    except (TrustError, ContractError, LimitsError) as exc:
+        tlog = transparency_log(args.tlog_url, args.tlog_key)
+    except (TrustError, ContractError, LimitsError, TransparencyLogError) as exc:
         log.error("%s", exc)
         return 2
     runtime = None
@@ -102,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
                     limits=limits,
                     seal_attempts=args.seal_attempts,
                     paravisor_measurements=paravisor,
+                    tlog=tlog,
                 ),
                 kube,
                 tpm,

@@ -7,7 +7,7 @@ encoding (PAE), with the AK certificate chain and the RFC 3161 token as verifica
     {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
      "verificationMaterial": {
         "x509CertificateChain": {"certificates": [{"rawBytes": <DER>}, …]},  # evidence.ak.certificateChain
-        "tlogEntries": [],
+        "tlogEntries": [<at most one Rekor v2 entry of this envelope: aicert.tlog>],
         "timestampVerificationData": {"rfc3161Timestamps": [{"signedTimestamp": <DER>}]}},  # evidence.timestamp
      "dsseEnvelope": {"payload": <the statement below>, "payloadType": "application/vnd.in-toto+json",
                       "signatures": [{"sig": <the AK's signature over PAE>, "keyid": ""}]}}
@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from aicert.jcs import canonical
+from aicert.tlog import TLOG_FIELD, TlogEntry, read_tlog_entry
 from aicert.tpm.attest import TPM_GENERATED_VALUE
 from aicert.tpm.signature import ALG_ECDSA, ALG_RSASSA, parse_signature
 from aicert.verify.errors import MalformedError
@@ -183,6 +184,7 @@ class Envelope(msgspec.Struct, frozen=True):
     payload: bytes
     signature: bytes  # as DSSE carries it: PKCS#1 v1.5, or DER ECDSA-Sig-Value
     subject: Any
+    tlog_entries: tuple[TlogEntry, ...] = ()  # Rekor v2 entries of this envelope (aicert.tlog)
 
     @property
     def signed_bytes(self) -> bytes:
@@ -250,10 +252,10 @@ def read_bundle(raw: dict[str, Any]) -> tuple[dict[str, Any], Envelope]:
         {"x509CertificateChain", "tlogEntries", "timestampVerificationData"},
         {"x509CertificateChain", "tlogEntries"},
     )
-    if _list(material["tlogEntries"], "verificationMaterial.tlogEntries", 0, 0x7FFFFFFF):
-        raise MalformedError(
-            "verificationMaterial.tlogEntries", "holds transparency log entries, which aicert does not check"
-        )
+    tlog_entries = tuple(
+        read_tlog_entry(entry, f"{TLOG_FIELD}[{index}]")
+        for index, entry in enumerate(_list(material["tlogEntries"], TLOG_FIELD, 0, 1))
+    )
     chain_holder = _object(
         material["x509CertificateChain"],
         "verificationMaterial.x509CertificateChain",
@@ -323,7 +325,7 @@ def read_bundle(raw: dict[str, Any]) -> tuple[dict[str, Any], Envelope]:
             ak["certificateChain"] = chain
         if token is not None:
             evidence["timestamp"] = token
-    return certificate, Envelope(IN_TOTO_PAYLOAD_TYPE, payload, signature, statement["subject"])
+    return certificate, Envelope(IN_TOTO_PAYLOAD_TYPE, payload, signature, statement["subject"], tlog_entries)
 
 
 def bundle_field(field: str) -> str:

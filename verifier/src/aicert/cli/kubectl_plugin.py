@@ -121,6 +121,9 @@ def verify_resource(args: argparse.Namespace) -> int:
             policy=Policy.from_file(args.policy) if args.policy else None,
             tsa=load_tsa_store(args.tsa_bundle),
             paravisor_measurements=load_paravisor_measurements(),
+            # the status holds the certificate, never a log entry: --require-tlog fails tlog-inclusion
+            tlog_keys=verify_cmd.load_tlog_keys(args.tlog_key),
+            require_tlog=args.require_tlog,
         )
         data_dirs = verify_cmd.parse_data(args.data)
         if args.ignore:  # a bad pattern needs no trip to the cluster either

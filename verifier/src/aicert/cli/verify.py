@@ -8,11 +8,15 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aicert.trust import TrustError, TrustStore, load_trust_store, load_tsa_store
 from aicert.trust.measurements import load_paravisor_measurements
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -87,12 +91,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         metavar="FILE",
         help="JSON policy (at most 1 MiB): minAssurance, allowedImages, bootPcrs, egress",
     )
+    p.add_argument(
+        "--tlog-key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PEM",
+        help="check the bundle's transparency log entry against this pinned Rekor v2 log key "
+        "(Ed25519 or ECDSA public key, PEM; repeatable)",
+    )
+    p.add_argument(
+        "--require-tlog",
+        action="store_true",
+        help="fail tlog-inclusion when the bundle has no log entry checked against a pinned key",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     if oci:
         from aicert.cli.registry_flags import add_registry_flags
 
         add_registry_flags(p)
     p.set_defaults(func=run)
+
+
+TLOG_KEY_MAX_BYTES = 16 * 1024
+
+
+def load_tlog_keys(paths: list[Path]) -> list[PublicKeyTypes]:
+    """The pinned log keys of `--tlog-key`: Ed25519 or ECDSA public keys, PEM."""
+    if not paths:
+        return []
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    keys: list[PublicKeyTypes] = []
+    for path in paths:
+        data = read_bounded_file(path, limit=TLOG_KEY_MAX_BYTES, field="--tlog-key")
+        try:
+            key = load_pem_public_key(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise MalformedError("--tlog-key", f"{path} is not a PEM public key") from None
+        if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+            raise MalformedError(
+                "--tlog-key", f"{path} is not an Ed25519 or ECDSA key, as a Rekor v2 log signs with"
+            )
+        keys.append(key)
+    return keys
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -219,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
             policy=Policy.from_file(args.policy) if args.policy else None,
             tsa=load_tsa_store(args.tsa_bundle),
             paravisor_measurements=load_paravisor_measurements(),
+            tlog_keys=load_tlog_keys(args.tlog_key),
+            require_tlog=args.require_tlog,
         )
         result = verifier.verify(
             data,

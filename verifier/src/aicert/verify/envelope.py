@@ -19,10 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from aicert.bundle import Envelope
+from aicert.tlog import inclusion_problem
 from aicert.verify.checklog import CheckLog
 from aicert.verify.errors import Check, VerificationError
 
 NOT_A_BUNDLE = "the input is not a Sigstore bundle: it carries no DSSE envelope to check"
+NO_TLOG_BUNDLE = "the input is not a Sigstore bundle: it carries no transparency log entry"
+NO_TLOG_ENTRY = (
+    "the bundle carries no transparency log entry (the agent had no log configured, or the log failed)"
+)
+NO_TLOG_KEY = "the bundle's transparency log entry is not checked: no log key is pinned (--tlog-key)"
 
 
 def dsse_signature_problem(key: PublicKeyTypes, signature: bytes, signed: bytes) -> str | None:
@@ -62,3 +68,36 @@ def check_envelope(
     if problem:
         raise VerificationError(Check.ENVELOPE_SIGNATURE, problem)
     log.passed(Check.ENVELOPE_SIGNATURE)  # (3)
+
+
+def check_tlog(
+    envelope: Envelope | None,
+    key: PublicKeyTypes,
+    log_keys: list[PublicKeyTypes],
+    log: CheckLog[Check],
+    *,
+    required: bool = False,
+) -> None:
+    """`tlog-inclusion`: the bundle's Rekor v2 entry is this envelope's, included in a tree whose
+    checkpoint one of `log_keys` signed (aicert.tlog). Skipped, saying why, when there is no entry
+    or no pinned key; with `required` (`--require-tlog`) those fail instead."""
+    reason = None
+    if envelope is None:
+        reason = NO_TLOG_BUNDLE
+    elif not envelope.tlog_entries:
+        reason = NO_TLOG_ENTRY
+    elif not log_keys:
+        reason = NO_TLOG_KEY
+    if reason is not None:
+        if required:
+            raise VerificationError(
+                Check.TLOG_INCLUSION, f"{reason}, and --require-tlog requires one checked"
+            )
+        log.skipped(Check.TLOG_INCLUSION, reason)
+        return
+    assert envelope is not None
+    for entry in envelope.tlog_entries:
+        problem = inclusion_problem(entry, envelope.signed_bytes, envelope.signature, key, log_keys)
+        if problem:
+            raise VerificationError(Check.TLOG_INCLUSION, problem)
+    log.passed(Check.TLOG_INCLUSION)  # (3)

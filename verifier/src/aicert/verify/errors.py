@@ -13,6 +13,7 @@ class Check(StrEnum):
     ASSURANCE = "assurance"  # 2. the claimed level is one the root can vouch for
     AK_KEY = "ak-key"  # 3. the certified key is the evidence's AK
     ENVELOPE_SIGNATURE = "envelope-signature"  # 3. (a Sigstore bundle) the AK signed its DSSE envelope
+    TLOG_INCLUSION = "tlog-inclusion"  # 3. (a bundle with a Rekor v2 entry) a pinned log holds that envelope
     CVM_CHAIN = "cvm-chain"  # 3. VCEK -> ASK -> pinned AMD ARK, valid at the time, VCEK TCB/chip = report's
     CVM_REPORT_SIGNATURE = "cvm-report-signature"  # 3. the VCEK signed the SEV-SNP report
     CVM_VMPL = "cvm-vmpl"  # 3. the report was asked for at VMPL 0 (the paravisor, not the guest OS)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from aicert.bundle import bundle_field
 from aicert.certificate import (
@@ -42,7 +43,7 @@ from aicert.trust.measurements import KnownMeasurements
 from aicert.trust.store import TrustStore
 from aicert.verify.checklog import CheckLog
 from aicert.verify.document import Document, certificate_evidence, load_document
-from aicert.verify.envelope import check_envelope
+from aicert.verify.envelope import check_envelope, check_tlog
 from aicert.verify.errors import Check, MalformedError, VerificationError
 from aicert.verify.event_log import check_event_log
 from aicert.verify.evidence import QuoteEvidence
@@ -238,6 +239,8 @@ def verify_quote_evidence(
     timestamped: bool = False,
     ark_fingerprints: Collection[str] | None = None,
     paravisor_measurements: KnownMeasurements | None = None,
+    tlog_keys: Collection[PublicKeyTypes] = (),
+    require_tlog: bool = False,
 ) -> QuoteFacts:
     """Steps 2 to 6, shared by every format. `timestamped`: `at` is a trusted TSA's time;
     `ark_fingerprints` and `paravisor_measurements`: the AMD roots and the known-good paravisor
@@ -245,6 +248,7 @@ def verify_quote_evidence(
     path, assurance = check_chain(ev, trust, at, log, timestamped=timestamped)
     check_ak_key(ev, path, log)
     check_envelope(ev.envelope, path.certificates[0].public_key(), ev.bound_subject, log)
+    check_tlog(ev.envelope, path.certificates[0].public_key(), list(tlog_keys), log, required=require_tlog)
     platform = None
     if assurance == "cvm":  # (3) cvm-*, then assurance
         platform = check_platform(
@@ -329,8 +333,14 @@ class Verifier:
         tsa: TrustStore | None = None,
         ark_fingerprints: Collection[str] | None = None,
         paravisor_measurements: KnownMeasurements | None = None,
+        tlog_keys: Collection[PublicKeyTypes] = (),
+        require_tlog: bool = False,
     ) -> None:
         self.trust = trust
+        # pinned transparency log keys (`--tlog-key`); `require_tlog`: a bundle without a checked
+        # entry fails tlog-inclusion instead of skipping it
+        self.tlog_keys = tuple(tlog_keys)
+        self.require_tlog = require_tlog
         self.policy = policy  # None: the policy checks are skipped (reported as such)
         self.tsa = tsa  # trusted time-stamping authorities; None or no root: `timestamp` is skipped
         self.ark_fingerprints = ark_fingerprints  # AMD roots for level cvm (None: AMD's own, pinned)
@@ -415,6 +425,8 @@ class Verifier:
             timestamped=stamped is not None,
             ark_fingerprints=self.ark_fingerprints,
             paravisor_measurements=self.paravisor_measurements,
+            tlog_keys=self.tlog_keys,
+            require_tlog=self.require_tlog,
         )
         statement = certificate.statement
         own = check_statement(ev, statement, facts.assurance, log)
@@ -475,7 +487,15 @@ class Verifier:
         log.skipped(Check.TIMESTAMP, "an old AICert proof carries no timestamp")
         ev = legacy_evidence(proof)
         readable_certificates(ev.certificates, "remote_attestation.cert_chain")
-        facts = verify_quote_evidence(ev, self.trust, at, log, ark_fingerprints=self.ark_fingerprints)
+        facts = verify_quote_evidence(
+            ev,
+            self.trust,
+            at,
+            log,
+            ark_fingerprints=self.ark_fingerprints,
+            tlog_keys=self.tlog_keys,
+            require_tlog=self.require_tlog,
+        )
         events = legacy_events(proof)
         if self.policy is None:
             skip_policy(log)
