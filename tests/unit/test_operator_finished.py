@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aicert.contract.pod import Deviation
 from aicert.contract.status import REFUSALS, ConditionType, Reason
 from aicert.training import SEAL_REFUSED_EXIT, TrainingSpec
 from aicert_operator.observe import ContainerState, PodView
@@ -82,7 +83,17 @@ FAILURES = {
         training(run_status()),
         [
             PodView(
-                "run-1", 1, "gpu-1", "Running", False, "", "", None, {}, uid="u", deviations=("spec.hostPID",)
+                "run-1",
+                1,
+                "gpu-1",
+                "Running",
+                False,
+                "",
+                "",
+                None,
+                {},
+                uid="u",
+                deviations=(Deviation("spec.hostPID", "added", True),),
             )
         ],
         NOW,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
-from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert.contract.pod import PodSettings, controller_uid, pod_differences, refusal, training_pod
 from aicert.contract.status import Reason
 from aicert.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
 
@@ -90,13 +90,10 @@ def check_pod(
         attempt=attempt,
         settings=settings,
     )
-    deviations = pod_deviations(pod, expected)
-    if deviations:
-        return Verdict(
-            Action.REFUSE,
-            Reason.POD_MISMATCH,
-            f"pod {pod_name} is not the pod the operator made: {', '.join(deviations)} differ from the contract",
-        )
+    differences = pod_differences(pod, expected)
+    if differences:
+        reason, message = refusal(pod_name, differences)
+        return Verdict(Action.REFUSE, reason, message)
     if ASSURANCE_ORDER[node_assurance] < ASSURANCE_ORDER[spec.minAssurance]:
         return Verdict(
             Action.REFUSE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aicert.contract.pod import PodSettings, controller_uid, pod_deviations, training_pod
+from aicert.contract.pod import Deviation, PodSettings, controller_uid, pod_differences, training_pod
 from aicert.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -36,7 +36,7 @@ class PodView:
     unschedulable: str | None  # the scheduler's message when it could not place the pod
     containers: dict[str, ContainerState]
     uid: str = ""
-    deviations: tuple[str, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
+    deviations: tuple[Deviation, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
 
     def container(self, name: str) -> ContainerState:
         return self.containers.get(name, ContainerState("unknown"))
@@ -107,5 +107,5 @@ def owned_pods(
         expected = training_pod(
             name=name, namespace=namespace, uid=uid, spec=spec, attempt=view.attempt, settings=settings
         )
-        views.append(replace(view, deviations=tuple(pod_deviations(pod, expected))))
+        views.append(replace(view, deviations=tuple(pod_differences(pod, expected))))
     return views

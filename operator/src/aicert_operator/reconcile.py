@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicert.contract.pod import refusal
 from aicert.contract.status import (
     REFUSALS,
     ConditionType,
@@ -124,10 +125,8 @@ _WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Cre
 def _from_pod(training: Training, pod: PodView) -> _Outcome:
     gate, train, seal = (pod.container(n) for n in (CONTAINER_GATE, CONTAINER_TRAIN, CONTAINER_SEAL))
     if pod.deviations:
-        message = f"pod {pod.name} is not the pod the operator made: {', '.join(pod.deviations)} changed"
-        outcome = _Outcome(
-            "Failed", Reason.POD_MISMATCH, message, events=[Event("Warning", Reason.POD_MISMATCH, message)]
-        )
+        reason, message = refusal(pod.name, pod.deviations)
+        outcome = _Outcome("Failed", reason, message, events=[Event("Warning", reason, message)])
         outcome.complete, outcome.delete = True, (pod.name,)
         return outcome
     if pod.phase == "Failed":

@@ -58,6 +58,7 @@ class Reason(enum.StrEnum):
     INVALID_IMAGE_NAME = "InvalidImageName"
     # the agent refused to certify (Certified=False; the run is Failed, never retried)
     POD_MISMATCH = "PodMismatch"  # the live pod is not the contract's pod
+    POD_MUTATED = "PodMutated"  # admission (a sidecar injector) changed the pod as it was created
     NOT_OWNED = "NotOwned"
     IMAGE_MISMATCH = "ImageMismatch"
     IMAGE_UNKNOWN = "ImageUnknown"
@@ -88,6 +89,7 @@ class Reason(enum.StrEnum):
 REFUSALS: Final = frozenset(
     {
         Reason.POD_MISMATCH,
+        Reason.POD_MUTATED,
         Reason.NOT_OWNED,
         Reason.IMAGE_MISMATCH,
         Reason.IMAGE_UNKNOWN,
