@@ -367,7 +367,7 @@ def crd_version(path: Path) -> dict[str, Any]:
     "path",
     [
         ROOT / "crds" / "certifiedtrainings.aicert.dev.yaml",
-        ROOT / "helm" / "aicert" / "crds" / "certifiedtrainings.aicert.dev.yaml",
+        ROOT / "helm" / "aicert" / "files" / "certifiedtrainings.aicert.dev.yaml",  # the chart's link
     ],
 )
 def test_the_crd_accepts_every_condition_type_and_shows_the_reason(path: Path) -> None:
