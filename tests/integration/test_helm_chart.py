@@ -776,6 +776,7 @@ OPERATOR_MAY = [
     ("patch", "certifiedtrainings.aicert.dev", "default"),
     ("list", "certifiedtrainings.aicert.dev", ""),
     ("patch", "nodes", ""),
+    ("watch", "nodes", ""),
     ("create", "networkpolicies.networking.k8s.io", "default"),
     ("create", "persistentvolumeclaims", "default"),
     ("create", "events.events.k8s.io", "default"),

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from aicert.contract.status import REPORTER_AGENT, object_event, timestamp
+from aicert.training import NODE_CONDITION_AK_CHAIN
 from aicert.trust import ChainError, TrustStore
 from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_intermediates
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
@@ -46,7 +47,7 @@ def chained_identity(
     return replace(ak, certificate_chain=chain)
 
 
-CONDITION_TYPE = "AICertAKChain"
+CONDITION_TYPE = NODE_CONDITION_AK_CHAIN
 """The node condition the agent sets at start: True when its AK chains to a trusted root."""
 
 EVENT_NAMESPACE = "default"  # where Kubernetes keeps Events about cluster-scoped objects such as Nodes

@@ -31,6 +31,7 @@ class Reason(enum.StrEnum):
     SCHEDULED = "Scheduled"
     PENDING = "Pending"
     UNSCHEDULABLE = "Unschedulable"
+    NO_CHAINABLE_NODE = "NoChainableNode"  # no node is labelled, and agents say their AK does not chain
     INPUT_CLAIM_MISSING = "InputClaimMissing"  # an input's claim does not exist or is not bound
     WAITING = "Waiting"
     MEASURING = "Measuring"
