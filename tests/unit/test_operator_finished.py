@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aicert_contract.pod import Deviation
 from aicert_contract.status import REFUSALS, ConditionType, Reason
 from aicert_contract.training import SEAL_REFUSED_EXIT, TrainingSpec
 from aicert_operator.observe import ContainerState, PodView
@@ -82,7 +83,17 @@ FAILURES = {
         training(run_status()),
         [
             PodView(
-                "run-1", 1, "gpu-1", "Running", False, "", "", None, {}, uid="u", deviations=("spec.hostPID",)
+                "run-1",
+                1,
+                "gpu-1",
+                "Running",
+                False,
+                "",
+                "",
+                None,
+                {},
+                uid="u",
+                deviations=(Deviation("spec.hostPID", "added", True),),
             )
         ],
         NOW,
@@ -356,7 +367,7 @@ def crd_version(path: Path) -> dict[str, Any]:
     "path",
     [
         ROOT / "crds" / "certifiedtrainings.aicert.dev.yaml",
-        ROOT / "helm" / "aicert" / "crds" / "certifiedtrainings.aicert.dev.yaml",
+        ROOT / "helm" / "aicert" / "files" / "certifiedtrainings.aicert.dev.yaml",  # the chart's link
     ],
 )
 def test_the_crd_accepts_every_condition_type_and_shows_the_reason(path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aicert_contract.pod import PodSettings, training_pod
+from aicert_contract.pod import Deviation, PodSettings, training_pod
 from aicert_contract.status import Reason
 from aicert_contract.training import SEAL_REFUSED_EXIT, TrainingSpec
 from aicert_operator.observe import ContainerState, PodView, owned_pods
@@ -284,11 +284,15 @@ def test_a_pod_that_departs_from_the_contract_fails_the_run_and_goes() -> None:
         None,
         {"aicert-gate": DONE, "train": RUNNING},
         uid="pod-uid-1",
-        deviations=("spec.initContainers[train].command", "spec.hostPID"),
+        deviations=(
+            Deviation("spec.initContainers[train].image", "changed", False),
+            Deviation("metadata.labels[aicert.dev/attempt]", "changed", False),
+        ),
     )
     decision = reconcile(training({"attempt": 1}, backoffLimit=3), [changed], NOW, default_deadline=DEADLINE)
     message = (
-        "pod run-1 is not the pod the operator made: spec.initContainers[train].command, spec.hostPID changed"
+        "pod run-1 is not the pod the operator made: spec.initContainers[train].image changed, "
+        "metadata.labels[aicert.dev/attempt] changed"
     )
     assert (decision.status["phase"], decision.status["reason"], decision.status["message"]) == (
         "Failed",
@@ -551,7 +555,29 @@ def test_an_owned_pod_that_was_changed_carries_its_deviations() -> None:
     changed = live()
     changed["spec"]["hostNetwork"] = True
     [view] = owned([changed])
-    assert view.deviations == ("spec.hostNetwork",)
+    assert view.deviations == (Deviation("spec.hostNetwork", "added", True),)
+
+
+def test_a_pod_an_injector_mutated_fails_the_run_as_mutated_naming_the_sidecar() -> None:
+    injected = live()
+    injected["spec"]["containers"].append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2"})
+    injected["status"] = {"phase": "Pending"}
+    [view] = owned([injected])
+    assert view.deviations == (Deviation("spec.containers[istio-proxy]", "added", True),)
+    decision = reconcile(training({"attempt": 1}, backoffLimit=3), [view], NOW, default_deadline=DEADLINE)
+    message = (
+        "pod run-1 was changed by admission when it was created (a mutating webhook or policy, such as "
+        "a sidecar injector): spec.containers[istio-proxy] added"
+    )
+    assert (decision.status["phase"], decision.status["reason"], decision.status["message"]) == (
+        "Failed",
+        "PodMutated",
+        message,
+    )
+    certified = next(c for c in decision.status["conditions"] if c["type"] == "Certified")
+    assert (certified["status"], certified["reason"]) == ("False", "PodMutated")
+    assert decision.delete_pods == ("run-1",) and decision.create_attempt is None
+    assert decision.events == (Event("Warning", Reason.POD_MUTATED, message),)
 
 
 def test_nodes_whose_agent_lease_lapsed_or_is_missing_are_stale() -> None:

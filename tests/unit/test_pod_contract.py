@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from aicert_contract.pod import ContractError, PodSettings, pod_deviations, training_pod
+from aicert_contract.pod import (
+    INJECTION_OPT_OUT_LABELS,
+    ContractError,
+    PodSettings,
+    pod_deviations,
+    training_pod,
+)
 from aicert_contract.training import LABEL_ASSURANCE, TrainingSpec
 
 AGENT_IMAGE = "registry.example/aicert/agent@sha256:" + "b" * 64
@@ -49,6 +55,7 @@ def test_gate_train_seal_order_and_identity() -> None:
         "aicert.dev/training": "run",
         "aicert.dev/training-uid": "u1",
         "aicert.dev/attempt": "2",
+        **INJECTION_OPT_OUT_LABELS,
     }
     assert [c["name"] for c in p["spec"]["initContainers"]] == ["aicert-gate", "train"]
     assert [c["name"] for c in p["spec"]["containers"]] == ["aicert-seal"]
@@ -387,7 +394,7 @@ def test_an_honest_pod_with_a_non_canonical_size_limit_conforms() -> None:
     output["emptyDir"]["sizeLimit"] = "1Gi"
     assert pod_deviations(live, expected) == []
     output["emptyDir"]["sizeLimit"] = "2Gi"  # a different size still differs
-    assert pod_deviations(live, expected) == ["spec.volumes"]
+    assert pod_deviations(live, expected) == ["spec.volumes[output]"]
 
 
 # --- pod_deviations: what a tenant could change --------------------------------------------------------
@@ -423,7 +430,7 @@ ATTACKS: list[Any] = [
     ),
     pytest.param(
         lambda p: _train(p).update(env=[{"name": "EPOCHS", "value": "300"}]),
-        ["spec.initContainers[train].env"],
+        ["spec.initContainers[train].env[EPOCHS]"],
         id="train-env",
     ),
     pytest.param(
@@ -431,16 +438,18 @@ ATTACKS: list[Any] = [
         ["spec.initContainers[train].envFrom"],
         id="train-envFrom",
     ),
-    pytest.param(_input_mount_writable, ["spec.initContainers[train].volumeMounts"], id="input-writable"),
+    pytest.param(
+        _input_mount_writable, ["spec.initContainers[train].volumeMounts[/data]"], id="input-writable"
+    ),
     pytest.param(
         lambda p: p["spec"]["volumes"].append({"name": "host", "hostPath": {"path": "/dev/tpmrm0"}}),
-        ["spec.volumes"],
+        ["spec.volumes[host]"],
         id="hostPath-volume",
     ),
-    pytest.param(_output_other_claim, ["spec.volumes"], id="output-other-claim"),
+    pytest.param(_output_other_claim, ["spec.volumes[output]"], id="output-other-claim"),
     pytest.param(
         lambda p: p["spec"]["containers"].append(dict(SIDECAR)),
-        ["spec.containers[*].name"],
+        ["spec.containers[exfil]"],
         id="extra-container",
     ),
     pytest.param(

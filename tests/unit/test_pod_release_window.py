@@ -19,6 +19,7 @@ from aicert_agent.pod_check import Action, Verdict, check_pod
 from aicert_contract.pod import (
     CONTRACT_VERSION,
     ContractError,
+    Deviation,
     PodConformance,
     PodSettings,
     pod_agent_image,
@@ -103,7 +104,7 @@ def agent_verdict(pod: dict[str, Any], settings: PodSettings = SETTINGS, **statu
 @pytest.mark.parametrize("image", [CURRENT, PREVIOUS])
 def test_a_pod_built_by_the_current_or_the_previous_release_conforms(image: str) -> None:
     found = conformance(built_by(image))
-    assert found == PodConformance(agent_image=image, deviations=())
+    assert found == PodConformance(agent_image=image, differences=())
     assert found.conforms and found.unknown_release is None
     assert agent_verdict(built_by(image)) == Verdict(Action.MEASURE)
 
@@ -145,7 +146,7 @@ def test_at_the_gate_a_pod_of_an_agent_image_this_agent_does_not_know_waits() ->
     # a tampered pod of an accepted release is refused at the gate all the same
     tampered = built_by(PREVIOUS)
     _host_pid(tampered)
-    assert check_pod(tampered, training(), SETTINGS, "dev", gated=False).reason is Reason.POD_MISMATCH
+    assert check_pod(tampered, training(), SETTINGS, "dev", gated=False).reason is Reason.POD_MUTATED
     mixed = set_agent_images(built_by(CURRENT), CURRENT, ATTACKER)
     assert check_pod(mixed, training(), SETTINGS, "dev", gated=False).reason is Reason.POD_MISMATCH
 
@@ -224,18 +225,19 @@ def _writable_input(pod: dict[str, Any]) -> None:
         (_gate_command, "spec.initContainers[aicert-gate].command"),
         (_seal_command, "spec.containers[aicert-seal].command"),
         (_host_pid, "spec.hostPID"),
-        (_extra_container, "spec.containers[*].name"),
-        (_writable_input, "spec.initContainers[train].volumeMounts"),
+        (_extra_container, "spec.containers[sidecar]"),
+        (_writable_input, "spec.initContainers[train].volumeMounts[/data]"),
     ],
 )
 def test_a_previous_release_pod_must_still_be_that_releases_contract(tamper: Any, path: str) -> None:
     pod = built_by(PREVIOUS)
     tamper(pod)
     found = conformance(pod)
-    assert found == PodConformance(agent_image=PREVIOUS, deviations=(path,))
+    assert (found.agent_image, found.deviations) == (PREVIOUS, (path,))
     assert not found.conforms
     verdict = agent_verdict(pod)
-    assert (verdict.action, verdict.reason) == (Action.REFUSE, Reason.POD_MISMATCH)
+    # each is a part of a pod only its creation sets: refused as made at admission
+    assert (verdict.action, verdict.reason) == (Action.REFUSE, Reason.POD_MUTATED)
     assert path in verdict.message
 
 
@@ -276,7 +278,7 @@ def test_the_operator_sees_an_unknown_release_and_a_swap() -> None:
     assert (view.agent_image, view.unknown_release) == (None, OLDER)
     swapped = set_agent_images(built_by(CURRENT), PREVIOUS, PREVIOUS)
     view = _owned(swapped, {"attempt": 2, "podContract": pod_contract_record(2, CURRENT)})
-    assert view.agent_image == CURRENT and set(view.deviations) == {GATE_IMAGE, SEAL_IMAGE}
+    assert view.agent_image == CURRENT and {d.path for d in view.deviations} == {GATE_IMAGE, SEAL_IMAGE}
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -363,7 +365,8 @@ def test_the_recorded_contract_of_the_attempt_stays() -> None:
 
 
 def test_a_pod_from_an_unknown_release_fails_the_run_and_is_deleted_never_retried() -> None:
-    decision = decide(view(agent_image=None, unknown_release=OLDER, deviations=(GATE_IMAGE, SEAL_IMAGE)))
+    images = (Deviation(GATE_IMAGE, "changed", False), Deviation(SEAL_IMAGE, "changed", False))
+    decision = decide(view(agent_image=None, unknown_release=OLDER, deviations=images))
     status = decision.status
     assert (status["phase"], status["reason"]) == ("Failed", "PodFromUnknownRelease")
     assert OLDER in status["message"] and decision.create_attempt is None
@@ -373,6 +376,6 @@ def test_a_pod_from_an_unknown_release_fails_the_run_and_is_deleted_never_retrie
 
 
 def test_a_tampered_previous_release_pod_is_a_mismatch() -> None:
-    decision = decide(view(deviations=("spec.hostPID",)))
+    decision = decide(view(deviations=(Deviation("metadata.labels[aicert.dev/attempt]", "changed", False),)))
     assert (decision.status["phase"], decision.status["reason"]) == ("Failed", "PodMismatch")
     assert decision.delete_pods == ("run-2",) and "podContract" not in decision.status

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from aicert.certificate import ASSURANCE_ORDER
-from aicert_contract.status import PodContract
+from aicert_contract.status import PodContract, Reason
 from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -56,6 +56,19 @@ DEFAULT_GATE_TIMEOUT_SECONDS: Final = 6 * 3600
 # The shape of the pod `training_pod` makes, apart from its settings. A release that changes the
 # shape raises it; the status records it per attempt (`pod_contract_record`).
 CONTRACT_VERSION: Final = 1
+# The opt-outs of the common admission injectors (docs/operations.md, "Sidecar injectors"): a pod
+# they change anyway is refused as PodMutated. Azure workload identity mutates only pods labelled
+# `azure.workload.identity/use: "true"`; the others inject unless told not to on the pod.
+INJECTION_OPT_OUT_LABELS: Final = {
+    "sidecar.istio.io/inject": "false",  # Istio (the label; the annotation is its older form)
+    "azure.workload.identity/use": "false",  # Azure workload identity
+}
+INJECTION_OPT_OUT_ANNOTATIONS: Final = {
+    "sidecar.istio.io/inject": "false",  # Istio
+    "linkerd.io/inject": "disabled",  # Linkerd
+    "vault.hashicorp.com/agent-inject": "false",  # Vault agent injector
+    "dapr.io/enabled": "false",  # Dapr
+}
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
@@ -253,7 +266,8 @@ def training_pod(
         "metadata": {
             "name": pod_name(name, attempt),
             "namespace": namespace,
-            "labels": pod_labels(name, uid, attempt),
+            "labels": {**pod_labels(name, uid, attempt), **INJECTION_OPT_OUT_LABELS},
+            "annotations": dict(INJECTION_OPT_OUT_ANNOTATIONS),
             "ownerReferences": [owner_reference(name, uid)],
         },
         "spec": pod_spec,
@@ -368,33 +382,118 @@ def _containers(spec: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
     return [dict(c) for c in spec.get(kind) or []]
 
 
-def pod_deviations(live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    """Where the live pod differs from the contract's pod, as field paths; empty when it conforms."""
-    found: list[str] = []
+ADDED: Final = "added"
+REMOVED: Final = "removed"
+CHANGED: Final = "changed"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One place where a live pod departs from the contract's pod.
+
+    `at_creation`: the API server takes this part of a pod only in the request that creates it
+    (containers, init containers, volumes, every container field but the image, the pod-level
+    fields compared), or it is an image while `metadata.generation` is 1 (the spec is as created).
+    The operator creates the pod as the contract says, so such a difference was made by admission:
+    a mutating webhook or a MutatingAdmissionPolicy (a sidecar injector)."""
+
+    path: str  # e.g. spec.containers[istio-proxy], spec.initContainers[train].env[AZURE_CLIENT_ID]
+    change: str  # added | removed | changed
+    at_creation: bool
+
+    def __str__(self) -> str:
+        return f"{self.path} {self.change}"
+
+
+# Lists whose entries are told apart by a key: a difference then names the entry.
+_ENTRY_KEYS: Final = {"env": "name", "volumeMounts": "mountPath", "volumes": "name"}
+# Pod fields that only an update after creation can set (the ephemeralcontainers subresource).
+_SET_AFTER_CREATION: Final = frozenset({"ephemeralContainers"})
+
+
+def _change(got: Any, wanted: Any) -> str:
+    if wanted is None:
+        return ADDED
+    return REMOVED if got is None else CHANGED
+
+
+def _keyed(items: Any, key: str) -> dict[str, Any] | None:
+    """`items` by `key`, or None when they cannot be told apart that way (then compared whole)."""
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get(key), str) for i in items
+    ):
+        return None
+    keyed = {str(i[key]): i for i in items}
+    return keyed if len(keyed) == len(items) else None
+
+
+def _list_differences(path: str, got: Any, wanted: Any, key: str, at_creation: bool) -> list[Deviation]:
+    """Entry by entry when both lists key cleanly (added, removed, changed, then their order)."""
+    have, need = _keyed(got or [], key), _keyed(wanted or [], key)
+    if have is None or need is None:
+        return [] if got == wanted else [Deviation(path, _change(got, wanted), at_creation)]
+    found = [Deviation(f"{path}[{k}]", ADDED, at_creation) for k in have if k not in need]
+    found += [Deviation(f"{path}[{k}]", REMOVED, at_creation) for k in need if k not in have]
+    found += [
+        Deviation(f"{path}[{k}]", CHANGED, at_creation) for k in need if k in have and have[k] != need[k]
+    ]
+    if not found and list(have) != list(need):
+        found.append(Deviation(path, CHANGED, at_creation))
+    return found
+
+
+def _container_differences(
+    kind: str, have: list[dict[str, Any]], need: list[dict[str, Any]], spec_as_created: bool
+) -> list[Deviation]:
+    got = {str(c.get("name")): c for c in have}
+    wanted = {str(c["name"]): c for c in need}
+    found = [Deviation(f"spec.{kind}[{n}]", ADDED, True) for n in got if n not in wanted]
+    found += [Deviation(f"spec.{kind}[{n}]", REMOVED, True) for n in wanted if n not in got]
+    if len(got) != len(have) or [n for n in got if n in wanted] != [n for n in wanted if n in got]:
+        found.append(Deviation(f"spec.{kind}[*].name", CHANGED, True))  # repeated or reordered
+    for name in (n for n in wanted if n in got):
+        got_view, wanted_view = _container_view(got[name]), _container_view(wanted[name])
+        for k in sorted(got_view.keys() | wanted_view.keys()):
+            at_creation = spec_as_created if k == "image" else True
+            path = f"spec.{kind}[{name}].{k}"
+            if k in _ENTRY_KEYS:
+                found += _list_differences(
+                    path, got_view.get(k), wanted_view.get(k), _ENTRY_KEYS[k], at_creation
+                )
+            elif got_view.get(k) != wanted_view.get(k):
+                found.append(Deviation(path, _change(got_view.get(k), wanted_view.get(k)), at_creation))
+    return found
+
+
+def pod_differences(live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[Deviation]:
+    """Where the live pod differs from the contract's pod, each with what changed and whether only
+    admission could have made it; empty when the pod conforms."""
+    found: list[Deviation] = []
     meta, want_meta = live.get("metadata") or {}, expected["metadata"]
     for key in ("name", "namespace"):
         if meta.get(key) != want_meta[key]:
-            found.append(f"metadata.{key}")
+            found.append(Deviation(f"metadata.{key}", CHANGED, False))
     labels = meta.get("labels") or {}
-    found += [f"metadata.labels[{k}]" for k, v in want_meta["labels"].items() if labels.get(k) != v]
+    found += [
+        Deviation(f"metadata.labels[{k}]", REMOVED if k not in labels else CHANGED, False)
+        for k, v in want_meta["labels"].items()
+        if labels.get(k) != v
+    ]
     controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
     want_owner = want_meta["ownerReferences"][0]
     if len(controllers) != 1 or any(controllers[0].get(k) != want_owner[k] for k in ("kind", "name", "uid")):
-        found.append("metadata.ownerReferences")
+        found.append(Deviation("metadata.ownerReferences", CHANGED, False))
     spec, want = live.get("spec") or {}, expected["spec"]
+    as_created = meta.get("generation") == 1
     for kind in ("initContainers", "containers"):
-        have, need = _containers(spec, kind), _containers(want, kind)
-        if [c.get("name") for c in have] != [c["name"] for c in need]:
-            found.append(f"spec.{kind}[*].name")
-            continue
-        for got, wanted in zip(have, need, strict=True):
-            got_view, wanted_view = _container_view(got), _container_view(wanted)
-            found += [
-                f"spec.{kind}[{wanted['name']}].{k}"
-                for k in sorted(got_view.keys() | wanted_view.keys())
-                if got_view.get(k) != wanted_view.get(k)
-            ]
-    found += [f"spec.{k}" for k in _COMPARED_POD_FIELDS if _clean(spec.get(k)) != _clean(want.get(k))]
+        found += _container_differences(kind, _containers(spec, kind), _containers(want, kind), as_created)
+    for k in _COMPARED_POD_FIELDS:
+        got, wanted = _clean(spec.get(k)), _clean(want.get(k))
+        at_creation = k not in _SET_AFTER_CREATION
+        if k in _ENTRY_KEYS:
+            found += _list_differences(f"spec.{k}", got, wanted, _ENTRY_KEYS[k], at_creation)
+        elif got != wanted:
+            found.append(Deviation(f"spec.{k}", _change(got, wanted), at_creation))
     return found
 
 
@@ -417,12 +516,17 @@ class PodConformance:
     """How a live pod stands against the contracts of the releases the settings accept."""
 
     agent_image: str | None  # the accepted release whose contract it was compared with (None: none)
-    deviations: tuple[str, ...]  # where it departs from that contract (or from the current one)
+    differences: tuple[Deviation, ...]  # where it departs from that contract (or from the current one)
     unknown_release: str | None = None  # its agent image, when no accepted release has it
 
     @property
+    def deviations(self) -> tuple[str, ...]:
+        """The paths of `differences`."""
+        return tuple(d.path for d in self.differences)
+
+    @property
     def conforms(self) -> bool:
-        return self.agent_image is not None and not self.deviations
+        return self.agent_image is not None and not self.differences
 
 
 def pod_conformance(
@@ -451,11 +555,11 @@ def pod_conformance(
         )
 
     if release is not None and release in settings.accepted_agent_images:
-        return PodConformance(release, tuple(pod_deviations(live, contract(settings.of_release(release)))))
-    deviations = tuple(pod_deviations(live, contract(settings)))
+        return PodConformance(release, tuple(pod_differences(live, contract(settings.of_release(release)))))
+    differences = tuple(pod_differences(live, contract(settings)))
     if claimed is not None and release == claimed:
-        return PodConformance(None, deviations, unknown_release=claimed)
-    return PodConformance(None, deviations)
+        return PodConformance(None, differences, unknown_release=claimed)
+    return PodConformance(None, differences)
 
 
 def pod_contract_record(attempt: int, agent_image: str) -> PodContract:
@@ -470,6 +574,26 @@ def recorded_agent_image(status: Mapping[str, Any]) -> str | None:
         return None
     image = record.get("agentImage")
     return image if isinstance(image, str) and image else None
+
+
+def pod_deviations(live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """The paths of `pod_differences`: empty when the pod conforms."""
+    return [d.path for d in pod_differences(live, expected)]
+
+
+def refusal(pod_name: str, differences: Sequence[Deviation]) -> tuple[Reason, str]:
+    """Why a pod with these differences is never certified (operator and agent alike): PodMutated
+    when admission made every one of them (a sidecar injector: docs/operations.md says how to
+    exclude the namespace), PodMismatch otherwise. Either way the run fails."""
+    if not differences:
+        raise ValueError("no difference: nothing to refuse")
+    listed = ", ".join(str(d) for d in differences)
+    if all(d.at_creation for d in differences):
+        return Reason.POD_MUTATED, (
+            f"pod {pod_name} was changed by admission when it was created (a mutating webhook or "
+            f"policy, such as a sidecar injector): {listed}"
+        )
+    return Reason.POD_MISMATCH, f"pod {pod_name} is not the pod the operator made: {listed}"
 
 
 def controller_uid(pod: Mapping[str, Any]) -> str | None:

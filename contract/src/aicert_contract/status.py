@@ -32,6 +32,7 @@ class Reason(enum.StrEnum):
     SCHEDULED = "Scheduled"
     PENDING = "Pending"
     UNSCHEDULABLE = "Unschedulable"
+    NO_CHAINABLE_NODE = "NoChainableNode"  # no node is labelled, and agents say their AK does not chain
     INPUT_CLAIM_MISSING = "InputClaimMissing"  # an input's claim does not exist or is not bound
     WAITING = "Waiting"
     MEASURING = "Measuring"
@@ -61,6 +62,7 @@ class Reason(enum.StrEnum):
     POD_MISMATCH = "PodMismatch"  # the live pod is not the contract's pod
     # its gate and seal run an agent image neither the current nor the previous release has
     POD_FROM_UNKNOWN_RELEASE = "PodFromUnknownRelease"
+    POD_MUTATED = "PodMutated"  # admission (a sidecar injector) changed the pod as it was created
     NOT_OWNED = "NotOwned"
     IMAGE_MISMATCH = "ImageMismatch"
     IMAGE_UNKNOWN = "ImageUnknown"
@@ -137,6 +139,7 @@ REFUSALS: Final = frozenset(
     {
         Reason.POD_MISMATCH,
         Reason.POD_FROM_UNKNOWN_RELEASE,
+        Reason.POD_MUTATED,
         Reason.NOT_OWNED,
         Reason.IMAGE_MISMATCH,
         Reason.IMAGE_UNKNOWN,

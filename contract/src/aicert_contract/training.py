@@ -43,6 +43,9 @@ KIND: Final = "CertifiedTraining"
 
 # Labels and annotations
 LABEL_ASSURANCE: Final = "aicert.dev/assurance"  # on Nodes, set by the agent: dev | vtpm | cvm
+# On Nodes, set by the agent at start: True when its AK certificate chains to a trusted root, False
+# (reason AKIssuerMissing or AKChainRefused, the missing issuer in the message) when it does not.
+NODE_CONDITION_AK_CHAIN: Final = "AICertAKChain"
 LABEL_TRAINING: Final = "aicert.dev/training"  # on Pods: the CertifiedTraining's name
 LABEL_TRAINING_UID: Final = "aicert.dev/training-uid"
 LABEL_ATTEMPT: Final = "aicert.dev/attempt"

@@ -24,6 +24,7 @@ from aicert.trust.issuers import Fetch, MissingIssuer, assemble_path, shipped_in
 from aicert_agent.aia import CACHE_DIR_NAME, AiaFetcher
 from aicert_agent.recorder import AkIdentity
 from aicert_contract.status import REPORTER_AGENT, object_event, timestamp
+from aicert_contract.training import NODE_CONDITION_AK_CHAIN
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def chained_identity(
     return replace(ak, certificate_chain=chain)
 
 
-CONDITION_TYPE = "AICertAKChain"
+CONDITION_TYPE = NODE_CONDITION_AK_CHAIN
 """The node condition the agent sets at start: True when its AK chains to a trusted root."""
 
 EVENT_NAMESPACE = "default"  # where Kubernetes keeps Events about cluster-scoped objects such as Nodes

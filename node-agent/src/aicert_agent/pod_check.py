@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicert.certificate import ASSURANCE_ORDER, Assurance
-from aicert_contract.pod import PodSettings, controller_uid, pod_conformance, recorded_agent_image
+from aicert_contract.pod import PodSettings, controller_uid, pod_conformance, recorded_agent_image, refusal
 from aicert_contract.status import Reason
 from aicert_contract.training import LABEL_ATTEMPT, LABEL_TRAINING_UID, TERMINAL_PHASES, TrainingSpec
 
@@ -112,11 +112,11 @@ def check_pod(
             f"pods built with {accepted} (the current and the previous release)",
         )
     if not found.conforms:
-        return Verdict(
-            Action.REFUSE,
-            Reason.POD_MISMATCH,
-            f"pod {pod_name} is not the pod the operator made: {', '.join(found.deviations)} differ from the contract",
-        )
+        if found.differences:  # PodMutated when admission made every difference, else PodMismatch
+            reason, message = refusal(pod_name, found.differences)
+        else:  # no accepted release: a pod with no agreeing agent image differs from every contract
+            reason, message = Reason.POD_MISMATCH, f"pod {pod_name} is not the pod the operator made"
+        return Verdict(Action.REFUSE, reason, message)
     if ASSURANCE_ORDER[node_assurance] < ASSURANCE_ORDER[spec.minAssurance]:
         return Verdict(
             Action.REFUSE,

@@ -23,6 +23,7 @@ from aicert_contract.pod import attempt_output_claim, pod_contract_record, train
 from aicert_contract.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
 from aicert_operator.kube import Kube, Rejected
+from aicert_operator.nodes import NodeView
 from aicert_operator.observe import PodView, owned_pods
 from aicert_operator.reconcile import Decision, Training, pod_not_created, reconcile, status_unchanged
 from aicert_operator.settings import Settings
@@ -37,6 +38,7 @@ _wakeups: dict[str, asyncio.TimerHandle] = {}  # one pending "look again at the 
 _queued: set[str] = set()  # trainings with a reconcile waiting for their lock (at most one each)
 _own_writes: dict[str, str] = {}  # training -> resourceVersion of the operator's latest status write
 _view = WatchView()
+_nodes = NodeView()  # fed by the node watch: why a pod waits for a node, at no request per reconcile
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -70,6 +72,7 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         now,
         default_deadline=settings.default_deadline_seconds,
         max_deadline=settings.max_deadline_seconds,
+        nodes=_nodes.nodes(),
     )
     if decision.create_attempt is not None:
         decision = _create_attempt(kube, settings, training, decision, now, logger)
@@ -253,6 +256,13 @@ async def pod_changed(
 ) -> None:
     _view.see_pod(body, deleted=type == "DELETED")
     _spawn(reconcile_training(namespace, labels[LABEL_TRAINING], memo, logger))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_changed(type: str, body: Mapping[str, Any], **_: Any) -> None:
+    """Keep the nodes' assurance labels and AICertAKChain conditions; a Pending run's next reconcile
+    (its pod's events, or the resync) reads them from here."""
+    _nodes.see(body, deleted=type == "DELETED")
 
 
 async def cleanup(namespace: str, uid: str, memo: Any, logger: Logger) -> None:

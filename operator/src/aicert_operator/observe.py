@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aicert_contract.pod import PodSettings, controller_uid, pod_conformance, recorded_agent_image
+from aicert_contract.pod import Deviation, PodSettings, controller_uid, pod_conformance, recorded_agent_image
 from aicert_contract.training import (
     CONTAINER_GATE,
     CONTAINER_SEAL,
@@ -37,7 +37,7 @@ class PodView:
     unschedulable: str | None  # the scheduler's message when it could not place the pod
     containers: dict[str, ContainerState]
     uid: str = ""
-    deviations: tuple[str, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
+    deviations: tuple[Deviation, ...] = ()  # where the pod differs from the contract's pod (empty: conforms)
     agent_image: str | None = None  # the accepted release (its agent image) it was compared with
     unknown_release: str | None = None  # its agent image, when neither accepted release has it
 
@@ -123,7 +123,7 @@ def owned_pods(
         views.append(
             replace(
                 view,
-                deviations=found.deviations,
+                deviations=found.differences,
                 agent_image=found.agent_image,
                 unknown_release=found.unknown_release,
             )

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aicert_contract.pod import pod_contract_record
+from aicert_contract.pod import pod_contract_record, refusal
 from aicert_contract.status import (
     REFUSALS,
     Condition,
@@ -40,6 +41,7 @@ from aicert_contract.training import (
     TrainingSpec,
     pod_name,
 )
+from aicert_operator.nodes import NodeFacts, no_chainable_node
 from aicert_operator.observe import PodView
 
 
@@ -126,7 +128,7 @@ def _retry_or_fail(training: Training, pod: PodView, reason: Reason, message: st
 _WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError")
 
 
-def _from_pod(training: Training, pod: PodView) -> _Outcome:
+def _from_pod(training: Training, pod: PodView, nodes: Sequence[NodeFacts]) -> _Outcome:
     gate, train, seal = (pod.container(n) for n in (CONTAINER_GATE, CONTAINER_TRAIN, CONTAINER_SEAL))
     if pod.unknown_release is not None:
         message = (
@@ -138,10 +140,8 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
         outcome.complete, outcome.delete = True, (pod.name,)
         return outcome
     if pod.deviations:
-        message = f"pod {pod.name} is not the pod the operator made: {', '.join(pod.deviations)} changed"
-        outcome = _Outcome(
-            "Failed", Reason.POD_MISMATCH, message, events=[Event("Warning", Reason.POD_MISMATCH, message)]
-        )
+        reason, message = refusal(pod.name, pod.deviations)
+        outcome = _Outcome("Failed", reason, message, events=[Event("Warning", reason, message)])
         outcome.complete, outcome.delete = True, (pod.name,)
         return outcome
     if pod.phase == "Failed":
@@ -175,6 +175,14 @@ def _from_pod(training: Training, pod: PodView) -> _Outcome:
                 Reason.INPUT_CLAIM_MISSING,
                 claim_missing,
                 conditions={ConditionType.SCHEDULED: ("False", Reason.INPUT_CLAIM_MISSING, claim_missing)},
+            )
+        unchainable = no_chainable_node(assurance, nodes) if pod.unschedulable else None
+        if unchainable is not None:
+            return _Outcome(
+                "Pending",
+                Reason.NO_CHAINABLE_NODE,
+                unchainable,
+                conditions={ConditionType.SCHEDULED: ("False", Reason.NO_CHAINABLE_NODE, unchainable)},
             )
         if pod.unschedulable:
             return _Outcome(
@@ -320,9 +328,11 @@ def reconcile(
     *,
     default_deadline: int,
     max_deadline: int | None = None,
+    nodes: Sequence[NodeFacts] = (),
 ) -> Decision:
     """`pods`: the training's own pods (observe.owned_pods). `default_deadline`: seconds, for a spec
-    without activeDeadlineSeconds; `max_deadline`: the operator's cap on either (None: none)."""
+    without activeDeadlineSeconds; `max_deadline`: the operator's cap on either (None: none).
+    `nodes`: what the node watch showed (aicert_operator.nodes), for why a pod waits for a node."""
     status = training.status
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
@@ -365,7 +375,7 @@ def reconcile(
             "the pod is being deleted",
         )
     else:
-        outcome = _from_pod(training, current)
+        outcome = _from_pod(training, current, nodes)
 
     if outcome.create_attempt is not None:
         attempt = outcome.create_attempt
