@@ -9,12 +9,15 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aicert.trust import TrustError, TrustStore, load_trust_store, load_tsa_store
 from aicert.trust.measurements import load_paravisor_measurements
 from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
-from aicert.verify.lineage import CertificateDirectories, Lineage, walk_lineage
+
+if TYPE_CHECKING:  # loaded with --lineage only
+    from aicert.verify.lineage import Lineage
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -223,6 +226,8 @@ def lineage_of(
 ) -> Lineage:
     """--lineage: the parents, each verified with the same trust roots, TSA roots and time, without
     the policy (it speaks of the run given: its image, its level; the weakest level is reported)."""
+    from aicert.verify.lineage import CertificateDirectories, walk_lineage
+
     parents = Verifier(
         trust=verifier.trust,
         tsa=verifier.tsa,
