@@ -196,9 +196,12 @@ def summary(result: VerifiedTraining) -> str:
             if p.image
             else "  image    (none recorded: run outside a container)",
         ]
-        lines += [
-            f"  input    {i.name}: sha256 {i.root}  ({i.files} files, {i.bytes} bytes)" for i in p.inputs
-        ]
+        for i in p.inputs:
+            lines.append(f"  input    {i.name}: sha256 {i.root}  ({i.files} files, {i.bytes} bytes)")
+            if i.parent is not None:
+                lines.append(
+                    f"           the output of model sha256 {i.parent.subject}, certificate sha256 {i.parent.certificate}"
+                )
         lines.append(f"  node     {p.node.name}")
         if run.network is not None:
             policies = ", ".join(dict.fromkeys(n.name for n in run.network.policies)) or "no NetworkPolicy"
