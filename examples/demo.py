@@ -2,8 +2,10 @@
 
 Starts swtpm on 127.0.0.1, provisions it like an Azure vTPM with a local dev CA, exports the
 digits data set, runs `examples/digits/train.py` under `aicert-agent run`, and checks the result
-with `aicert verify`. Leaves demo-output/certificate.json, demo-output/model/ and
-demo-output/dev-ca.pem; stops everything it started.
+with `aicert verify`; then fine-tunes that model from its certified output directory (weights and
+certificate) and verifies the second certificate's lineage back to the first. Leaves
+demo-output/certificate.json, demo-output/model/, demo-output/finetune/ and demo-output/dev-ca.pem;
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -65,6 +67,31 @@ def main() -> int:
                 str(OUT / "model"),
             ],
         )
+        step(
+            "fine-tune from the certified weights: the input holds the first run's output and certificate",
+            [
+                *agent,
+                "run",
+                "--name",
+                "digits-finetune",
+                "--inputs",
+                f"digits={OUT / 'data'}",
+                f"base={OUT / 'model'}",
+                "--outputs",
+                str(OUT / "finetune" / "model"),
+                "--certificate",
+                str(OUT / "finetune" / "certificate.json"),
+                "--",
+                PY,
+                str(REPO / "examples/digits/train.py"),
+                "--data",
+                str(OUT / "data"),
+                "--base",
+                str(OUT / "model"),
+                "--out",
+                str(OUT / "finetune" / "model"),
+            ],
+        )
     step(
         "verify the certificate offline and re-hash the weights and the data",
         [
@@ -81,7 +108,23 @@ def main() -> int:
             f"digits={OUT / 'data'}",
         ],
     )
-    print(f"\nDone. See {OUT.relative_to(REPO)}/: certificate.json, model/, dev-ca.pem")
+    step(
+        "verify the fine-tuned model's lineage: its parent's certificate is the one beside the base weights",
+        [
+            PY,
+            "-m",
+            "aicert.cli",
+            "verify",
+            str(OUT / "finetune" / "certificate.json"),
+            "--trust-bundle",
+            str(OUT / "dev-ca.pem"),
+            "--model",
+            str(OUT / "finetune" / "model"),
+            "--lineage",
+            str(OUT / "model"),
+        ],
+    )
+    print(f"\nDone. See {OUT.relative_to(REPO)}/: certificate.json, model/, finetune/, dev-ca.pem")
     return 0
 
 

@@ -6,7 +6,8 @@ containerd, runc): two Trusted Launch GPU nodes, each with a swtpm as its vTPM, 
 the chart's operator Deployment and agent DaemonSet run there from the images; pushes the digits
 training image (FROM the agent image) to the registry; applies examples/training.yaml with that
 image's digest; shows `kubectl get certifiedtrainings` until it is done; fetches the certificate;
-verifies it with `aicert verify`; stops everything it started.
+then applies examples/finetune.yaml, a second run whose input is the first run's output claim; verifies
+both with `aicert verify`, the second with `--lineage` back to the first; stops everything it started.
 """
 
 from __future__ import annotations
@@ -81,8 +82,27 @@ def main() -> int:
         "$ aicert verify demo-output/certificate.json --trust-bundle demo-output/dev-ca.pem --model demo-output/model"
     )
     code = subprocess.run(argv, check=False).returncode
+    say("verify the fine-tuned model and its lineage: the first certificate is beside the base weights")
+    argv = [
+        sys.executable,
+        "-m",
+        "aicert.cli",
+        "verify",
+        str(OUT / "finetune" / "certificate.json"),
+        "--trust-bundle",
+        str(OUT / "dev-ca.pem"),
+        "--model",
+        str(OUT / "finetune" / "model"),
+        "--lineage",
+        str(OUT / "model"),
+    ]
     print(
-        f"\nDone in {time.monotonic() - started:.0f} s. See demo-output/: certificate.json, model/, dev-ca.pem,"
+        "$ aicert verify demo-output/finetune/certificate.json --trust-bundle demo-output/dev-ca.pem "
+        "--model demo-output/finetune/model --lineage demo-output/model"
+    )
+    code = code or subprocess.run(argv, check=False).returncode
+    print(
+        f"\nDone in {time.monotonic() - started:.0f} s. See demo-output/: certificate.json, model/, finetune/, dev-ca.pem,"
         " certifiedtrainings.txt"
     )
     return code
@@ -106,8 +126,16 @@ def train_in_the_cluster(stack: Stack, started: float) -> bool:
     print(f"image {image}")
     data = stack.local_volume("digits-data", access_mode="ReadOnlyMany")
     subprocess.run([sys.executable, str(REPO / "examples/digits/prepare_data.py"), str(data)], check=True)
-    say("kubectl apply -f examples/training.yaml (spec.image: the digest just built)")
-    training = digits_image.with_image(yaml.safe_load((REPO / "examples/training.yaml").read_text()), image)
+    if not run_training(stack, image, "training.yaml", "digits", OUT):
+        return False
+    shutil.copy(stack.ca_pem, OUT / "dev-ca.pem")
+    return run_training(stack, image, "finetune.yaml", "digits-finetune", OUT / "finetune")
+
+
+def run_training(stack: Stack, image: str, manifest: str, name: str, out: Path) -> bool:
+    """Apply examples/`manifest` with `image`, watch it, keep its certificate and weights in `out`."""
+    say(f"kubectl apply -f examples/{manifest} (spec.image: the digest just built)")
+    training = digits_image.with_image(yaml.safe_load((REPO / "examples" / manifest).read_text()), image)
     print("$ kubectl apply -f -", flush=True)
     print(stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(training)).stdout.rstrip(), flush=True)
     last = ""
@@ -116,22 +144,23 @@ def train_in_the_cluster(stack: Stack, started: float) -> bool:
         if table != last:
             print(table.rstrip(), flush=True)
             last = table
-        phase = (stack.get("certifiedtraining", "digits").get("status") or {}).get("phase")
+        phase = (stack.get("certifiedtraining", name).get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed"):
             break
         time.sleep(0.5)
     wide = kubectl(stack, "get", "certifiedtrainings", "-o", "wide", show=False)
     (OUT / "certifiedtrainings.txt").write_text(wide)
     if phase != "Succeeded":
-        kubectl(stack, "describe", "certifiedtraining", "digits")
+        kubectl(stack, "describe", "certifiedtraining", name)
         return False
+    relative = out.relative_to(REPO)
     say(
-        "fetch the certificate: kubectl get ct digits -o jsonpath='{.status.certificate}' > demo-output/certificate.json"
+        f"fetch the certificate: kubectl get ct {name} -o jsonpath='{{.status.certificate}}' > {relative}/certificate.json"
     )
-    certificate = kubectl(stack, "get", "ct", "digits", "-o", "jsonpath={.status.certificate}", show=False)
-    (OUT / "certificate.json").write_text(json.dumps(json.loads(certificate), indent=2) + "\n")
-    shutil.copytree(stack.claim_dir("digits-1-output"), OUT / "model")
-    shutil.copy(stack.ca_pem, OUT / "dev-ca.pem")
+    certificate = kubectl(stack, "get", "ct", name, "-o", "jsonpath={.status.certificate}", show=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "certificate.json").write_text(json.dumps(json.loads(certificate), indent=2) + "\n")
+    shutil.copytree(stack.claim_dir(f"{name}-1-output"), out / "model")
     return True
 
 

@@ -136,7 +136,7 @@ class Recorded:
     def begin(self, **_fields: Any) -> None:
         self.began = True
 
-    def input(self, name: str, manifest: Manifest) -> None:
+    def input(self, name: str, manifest: Manifest, *, parent: object = None) -> None:
         self.inputs[name] = manifest
 
     def image(self, ref: str, digest: str) -> None:

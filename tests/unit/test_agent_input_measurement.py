@@ -6,12 +6,16 @@ log, and by a fixed path for each claim; the measuring steps themselves run unch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from tests.lineage_runs import certify, weights
+from tests.soft_node import soft_node
 
-from aicert.digest import Manifest, hash_tree
+from aicert.certificate import ParentRecord
+from aicert.digest import CERTIFICATE_FILE, Manifest, hash_tree
 from aicert.events import INPUT
 from aicert_agent.measurement_log import Entry
 from aicert_agent.network_ledger import NetworkLedger
@@ -36,9 +40,11 @@ class Recorded:
 
     def __init__(self) -> None:
         self.inputs: dict[str, Manifest] = {}
+        self.parents: dict[str, ParentRecord | None] = {}
 
-    def input(self, name: str, manifest: Manifest) -> None:
+    def input(self, name: str, manifest: Manifest, *, parent: ParentRecord | None = None) -> None:
         self.inputs[name] = manifest
+        self.parents[name] = parent
 
 
 class MeasuringAgent(NodeAgent):
@@ -99,6 +105,26 @@ def test_the_gate_measures_an_inputs_manifest_json(data: Path, tmp_path: Path) -
     measured = measuring.recorded.inputs["data"]
     assert [f.path for f in measured.files] == ["manifest.json", "train.csv"]
     assert measured.root == hash_tree(data).root
+
+
+def test_the_gate_records_the_parent_of_an_earlier_runs_output(data: Path, tmp_path: Path) -> None:
+    """An input holding a certified run's output records that run's certificate (tests.lineage_runs
+    makes it as the agent does); the same certificate beside other data records nothing."""
+    node = soft_node(tmp_path / "node")
+    base = weights(tmp_path / "base", b"base weights")
+    certify(node, "base", base, {})
+    measuring = agent(base, tmp_path)
+    measuring._do(Step.MEASURE_INPUTS, context(), [])
+    parent = measuring.recorded.parents["data"]
+    assert (
+        parent is not None
+        and parent.subject
+        == json.loads((base / CERTIFICATE_FILE).read_bytes())["statement"]["subject"][0]["digest"]["sha256"]
+    )
+    (data / CERTIFICATE_FILE).write_bytes((base / CERTIFICATE_FILE).read_bytes())  # borrowed
+    borrowing = agent(data, tmp_path)
+    borrowing._do(Step.MEASURE_INPUTS, context(), [])
+    assert borrowing.recorded.parents["data"] is None
 
 
 def test_the_seal_notices_a_changed_manifest_json_in_an_input(data: Path, tmp_path: Path) -> None:

@@ -26,3 +26,13 @@ def test_the_demo_applies_it_with_the_image_it_built() -> None:
     }
     with pytest.raises(ValueError, match="not an image of"):
         with_image(training, "registry.local/other@sha256:" + "ab" * 32)
+
+
+def test_the_finetune_reads_the_first_runs_output_claim() -> None:
+    """examples/finetune.yaml's input `base` is the claim the first run's output got (attempt 1)."""
+    first = yaml.safe_load((EXAMPLES / "training.yaml").read_text())
+    tuned = yaml.safe_load((EXAMPLES / "finetune.yaml").read_text())
+    claims = {i["name"]: i["persistentVolumeClaim"]["claimName"] for i in tuned["spec"]["inputs"]}
+    assert claims["base"] == f"{first['metadata']['name']}-1-output"
+    assert tuned["spec"]["image"].partition("@")[0] == REPOSITORY
+    assert with_image(tuned, f"{REPOSITORY}@sha256:{'cd' * 32}")["spec"]["args"][2:4] == ["--base", "/base"]

@@ -40,6 +40,7 @@ from aicert.trust.pem import load_certificates
 from aicert_agent.bundling import BundleError, sign_bundle, sign_model
 from aicert_agent.markers import write_atomic
 from aicert_agent.measurement_log import LogError, MeasurementLog
+from aicert_agent.parents import input_parent
 from aicert_agent.platform import THIM_URL, PlatformError, platform_evidence
 from aicert_agent.recorder import AkIdentity, RunRecorder, SealError, new_salt
 from aicert_agent.timestamping import TimestampError, add_timestamp
@@ -177,8 +178,17 @@ def _execute(run: LocalRun) -> int:
             name: hash_dir(path, f"input {name}", exclude=INPUT_EXCLUDED)
             for name, path in sorted(run.inputs.items())
         }
+        parents = 0
         for name, manifest in inputs.items():
-            recorder.input(name, manifest)
+            parent = input_parent(run.inputs[name], manifest, f"input {name}", recorded=parents).parent
+            recorder.input(name, manifest, parent=parent)
+            if parent is not None:
+                print(
+                    f"aicert-agent: input {name} is the output of a certified run "
+                    f"(certificate sha256 {parent.certificate})",
+                    file=sys.stderr,
+                )
+            parents += parent is not None
         print(
             f"aicert-agent: measured {len(inputs)} input(s); running {' '.join(run.command)}", file=sys.stderr
         )

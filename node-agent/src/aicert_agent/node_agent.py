@@ -41,6 +41,7 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
 from aicert_agent.measuring import MeasureLimits, TooLarge, input_budget, measure, output_budget
 from aicert_agent.network_ledger import NetworkLedger, NotWatching
+from aicert_agent.parents import input_parent
 from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import (
     Action,
@@ -414,11 +415,16 @@ class NodeAgent:
             measured = [e.content for e in entries if e.run == ctx.uid and e.type == INPUT]
             spent = sum(int(c.get("bytes") or 0) for c in measured)
             done = {c.get("name") for c in measured}
+            parents = sum(1 for c in measured if c.get("parent"))
             for item in ctx.spec.inputs:
                 if item.name not in done:
-                    manifest = self._measure_input(ctx, item, f"input {item.name}", spent=spent)
-                    recorder.input(item.name, manifest)
+                    what = f"input {item.name}"
+                    manifest = self._measure_input(ctx, item, what, spent=spent)
+                    path = self._claim_path(ctx, item.persistentVolumeClaim.claimName)
+                    parent = input_parent(path, manifest, what, recorded=parents).parent
+                    recorder.input(item.name, manifest, parent=parent)
                     spent += manifest.total_bytes
+                    parents += parent is not None
         elif step is Step.OPEN_GATE:
             self._check_volumes(ctx)
             present = sorted(p.name for _, p in zip(range(5), self._output_path(ctx).iterdir(), strict=False))

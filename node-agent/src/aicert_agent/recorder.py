@@ -21,6 +21,7 @@ from aicert.certificate import (
     EVIDENCE_TYPE,
     KIND,
     Assurance,
+    ParentRecord,
 )
 from aicert.digest import Manifest
 from aicert.events import IMAGE, INPUT, OUTPUT, RUN, SEAL, statement_from_events
@@ -97,16 +98,17 @@ class RunRecorder:
     def image(self, ref: str, digest: str) -> None:
         self._record(IMAGE, {"ref": ref, "digest": digest})
 
-    def input(self, name: str, manifest: Manifest) -> None:
-        self._record(
-            INPUT,
-            {
-                "name": name,
-                "root": manifest.root,
-                "files": manifest.file_count,
-                "bytes": manifest.total_bytes,
-            },
-        )
+    def input(self, name: str, manifest: Manifest, *, parent: ParentRecord | None = None) -> None:
+        """`parent`: the input is an earlier certified run's output (aicert.lineage)."""
+        fields: dict[str, Any] = {
+            "name": name,
+            "root": manifest.root,
+            "files": manifest.file_count,
+            "bytes": manifest.total_bytes,
+        }
+        if parent is not None:
+            fields["parent"] = parent.to_json()
+        self._record(INPUT, fields)
 
     def output(self, name: str, manifest: Manifest, *, network: dict[str, Any] | None = None) -> None:
         """`network`: the pod's network from its gate until now (Kubernetes runs)."""

@@ -215,11 +215,28 @@ class ImageRecord(Model, frozen=True, kw_only=True):
     digest: ImageDigest
 
 
+# At most this many of a run's inputs are recorded as earlier certified runs' outputs: a statement
+# with more is not one the agent writes (the verifier refuses it), and the lineage a verifier walks
+# stays bounded (aicert.verify.lineage).
+MAX_PARENTS: Final = 16
+
+
+class ParentRecord(Model, frozen=True, kw_only=True):
+    """An input that is the output of an earlier certified run (aicert.lineage): `certificate` is
+    sha256 of the exact bytes of the `aicert-certificate.json` found in the input, `subject` the
+    earlier run's subject (its output root), which the input's files, less the files aicert writes
+    beside weights, hash to."""
+
+    certificate: Hex64
+    subject: Hex64
+
+
 class InputRecord(Model, frozen=True, kw_only=True):
     name: Name
     root: Hex64
     files: Count
     bytes: Count
+    parent: ParentRecord | None = None  # the input holds an earlier certified run's output
 
 
 class OutputRecord(Model, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ from msgspec import Meta
 
 from aicert.certificate import (
     IN_TOTO_STATEMENT,
+    MAX_PARENTS,
     PREDICATE_TYPE,
     Assurance,
     Count,
@@ -29,6 +30,7 @@ from aicert.certificate import (
     NetworkRecord,
     NodeRecord,
     OutputRecord,
+    ParentRecord,
     PinnedImage,
     RunIdentity,
     Statement,
@@ -81,6 +83,7 @@ class InputEvent(_Event, frozen=True, kw_only=True):
     root: Hex64
     files: Count
     bytes: Count
+    parent: ParentRecord | None = None  # an earlier certified run's output (aicert.lineage)
 
 
 class OutputEvent(_Event, frozen=True, kw_only=True):
@@ -154,6 +157,8 @@ def statement_from_events(
         )
     if len({i.name for i in inputs}) != len(inputs):
         raise EventError("two aicert.input events have the same name")
+    if sum(i.parent is not None for i in inputs) > MAX_PARENTS:
+        raise EventError(f"more than {MAX_PARENTS} aicert.input events name a parent certificate")
     output = outputs[0]
     predicate = TrainingPredicate(
         run=RunIdentity(
@@ -167,7 +172,10 @@ def statement_from_events(
             agentImage=run.agentImage,
         ),
         image=ImageRecord(ref=image[0].ref, digest=image[0].digest) if image else None,
-        inputs=[InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes) for i in inputs],
+        inputs=[
+            InputRecord(name=i.name, root=i.root, files=i.files, bytes=i.bytes, parent=i.parent)
+            for i in inputs
+        ],
         outputs=OutputRecord(name=output.name, root=output.root, files=output.files, bytes=output.bytes),
         node=NodeRecord(
             name=run.node,

@@ -28,17 +28,14 @@ import msgspec
 from aicert.cli import kubectl_describe, kubectl_get, kubectl_push
 from aicert.cli import verify as verify_cmd
 from aicert.cli.pipes import quiet_on_closed_pipe
-from aicert.trust import TrustError, load_tsa_store
-from aicert.trust.measurements import load_paravisor_measurements
+from aicert.trust import TrustError
 from aicert.verify import (
     BindingCheck,
     CheckLog,
     MalformedError,
-    Policy,
     TrainingResource,
     VerificationError,
     VerifiedTraining,
-    Verifier,
     check_binding,
 )
 
@@ -116,15 +113,8 @@ def failed(args: argparse.Namespace, failures: Sequence[tuple[str, str]]) -> int
 
 def verify_resource(args: argparse.Namespace) -> int:
     try:  # the flags first: a bad one needs no trip to the cluster
-        verifier = Verifier(
-            trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
-            policy=Policy.from_file(args.policy) if args.policy else None,
-            tsa=load_tsa_store(args.tsa_bundle),
-            paravisor_measurements=load_paravisor_measurements(),
-            # the status holds the certificate, never a log entry: --require-tlog fails tlog-inclusion
-            tlog_keys=verify_cmd.load_tlog_keys(args.tlog_key),
-            require_tlog=args.require_tlog,
-        )
+        # the status holds the certificate, never a log entry: --require-tlog fails tlog-inclusion
+        verifier = verify_cmd.verifier_from_args(args)
         data_dirs = verify_cmd.parse_data(args.data)
         if args.ignore:  # a bad pattern needs no trip to the cluster either
             from aicert.verify.local_files import ignore_patterns  # the hashing code: only with files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import re
 import sys
@@ -17,6 +18,8 @@ from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, rea
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+    from aicert.verify.lineage import Lineage  # loaded with --lineage only
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -104,6 +107,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         "--require-tlog",
         action="store_true",
         help="fail tlog-inclusion when the bundle has no log entry checked against a pinned key",
+    )
+    p.add_argument(
+        "--lineage",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
+        "certificates in DIR, any file names, verify each and its link, back to the first run (repeatable)",
+    )
+    p.add_argument(
+        "--lineage-partial",
+        action="store_true",
+        help="with --lineage: a parent certificate in no DIR leaves the lineage incomplete (reported) "
+        "instead of failing the verification",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     if oci:
@@ -226,9 +244,12 @@ def summary(result: VerifiedTraining) -> str:
             if p.image
             else "  image    (none recorded: run outside a container)",
         ]
-        lines += [
-            f"  input    {i.name}: sha256 {i.root}  ({i.files} files, {i.bytes} bytes)" for i in p.inputs
-        ]
+        for i in p.inputs:
+            lines.append(f"  input    {i.name}: sha256 {i.root}  ({i.files} files, {i.bytes} bytes)")
+            if i.parent is not None:
+                lines.append(
+                    f"           the output of model sha256 {i.parent.subject}, certificate sha256 {i.parent.certificate}"
+                )
         lines.append(f"  node     {p.node.name}")
         if run.network is not None:
             policies = ", ".join(dict.fromkeys(n.name for n in run.network.policies)) or "no NetworkPolicy"
@@ -251,21 +272,74 @@ def summary(result: VerifiedTraining) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
+def lineage_of(
+    args: argparse.Namespace, verifier: Verifier, data: bytes, result: VerifiedTraining
+) -> Lineage:
+    """--lineage: the parents, each verified with the same trust roots, TSA roots and time, without
+    the policy (it speaks of the run given: its image, its level; the weakest level is reported)."""
+    from aicert.verify.lineage import CertificateDirectories, walk_lineage
+
+    parents = Verifier(
+        trust=verifier.trust,
+        tsa=verifier.tsa,
+        ark_fingerprints=verifier.ark_fingerprints,
+        paravisor_measurements=verifier.paravisor_measurements,
+    )
+    at = parse_time(args.at) if args.at else None
+    directories = CertificateDirectories.index(args.lineage)
+    return walk_lineage(
+        hashlib.sha256(data).hexdigest(),
+        result,
+        directories.find,
+        lambda parent: parents.verify(parent, at=at),
+        source=args.certificate,
+        partial=args.lineage_partial,
+    )
+
+
+def lineage_lines(lineage: Lineage) -> list[str]:
+    state = "complete" if lineage.complete else "INCOMPLETE"
+    runs = "run" if len(lineage.links) == 1 else "runs"
+    lines = [f"  lineage  {state}: {len(lineage.links)} {runs}, weakest level {lineage.weakest}"]
+    for link in lineage.links:
+        statement = link.result.statement
+        name = "(old AICert proof)"
+        if statement is not None:
+            run = statement.predicate.run
+            name = f"{run.namespace}/{run.name}" if run.namespace else run.name
+        via = "the certificate given" if link.child is None else f"input {link.input} of {link.child[:12]}"
+        lines.append(
+            f"           {'  ' * link.depth}{link.certificate[:12]}  {name}  {link.result.assurance}  ({via}; {link.source})"
+        )
+    lines += [f"  missing  {m.describe()}" for m in lineage.missing]
+    return lines
+
+
+def verifier_from_args(args: argparse.Namespace) -> Verifier:
+    """The Verifier the flags every verify command shares ask for (`aicert verify` of a file or an
+    oci:// reference, `kubectl aicert verify`): trust roots, policy, TSA roots, known paravisor
+    measurements, pinned log keys. Raises MalformedError or TrustError naming the flag's input."""
+    return Verifier(
+        trust=trust_store(args.trust, args.trust_bundle),
+        policy=Policy.from_file(args.policy) if args.policy else None,
+        tsa=load_tsa_store(args.tsa_bundle),
+        paravisor_measurements=load_paravisor_measurements(),
+        tlog_keys=load_tlog_keys(args.tlog_key),
+        require_tlog=args.require_tlog,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.certificate.startswith("oci://"):
         from aicert.cli import verify_oci  # the registry client loads only for a registry
 
         return verify_oci.run(args)
+    lineage: Lineage | None = None
     try:
+        if args.lineage_partial and not args.lineage:
+            raise MalformedError("--lineage-partial", "is only for --lineage")
         data = read_input(args.certificate)
-        verifier = Verifier(
-            trust=trust_store(args.trust, args.trust_bundle),
-            policy=Policy.from_file(args.policy) if args.policy else None,
-            tsa=load_tsa_store(args.tsa_bundle),
-            paravisor_measurements=load_paravisor_measurements(),
-            tlog_keys=load_tlog_keys(args.tlog_key),
-            require_tlog=args.require_tlog,
-        )
+        verifier = verifier_from_args(args)
         result = verifier.verify(
             data,
             model_dir=args.model,
@@ -273,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
             ignore=args.ignore,
             at=parse_time(args.at) if args.at else None,
         )
+        if args.lineage:
+            lineage = lineage_of(args, verifier, data, result)
     except (MalformedError, TrustError) as exc:
         where = f"{exc.field}: " if isinstance(exc, MalformedError) and exc.field else ""
         reason = exc.reason if isinstance(exc, MalformedError) else str(exc)
@@ -294,5 +370,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"verified": False, "check": str(exc.check), "reason": exc.reason}))
         print(printable(f"NOT VERIFIED  check {exc.check} failed: {exc.reason}"), file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(result.to_json(), indent=2) if args.json else summary(result))
+    if args.json:
+        document = result.to_json()
+        if lineage is not None:
+            document["lineage"] = lineage.to_json()
+        print(json.dumps(document, indent=2))
+    else:
+        print(summary(result))
+        if lineage is not None:
+            print("\n".join(printable(line) for line in lineage_lines(lineage)))
     return EXIT_OK

@@ -24,9 +24,8 @@ from aicert.oci.documents import ARTIFACT_CERTIFICATE
 from aicert.oci.errors import OciContentError, OciError
 from aicert.oci.reference import OciReference, parse_reference
 from aicert.oci.transfer import Referrer, attachments_of, model_manifest, pull_model
-from aicert.trust import TrustError, load_tsa_store
-from aicert.trust.measurements import load_paravisor_measurements
-from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTraining, Verifier
+from aicert.trust import TrustError
+from aicert.verify import MalformedError, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES
 
 CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
@@ -65,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
                 "--model",
                 "the weights come from the registry with an oci:// reference; --model is for a file",
             )
-        verifier = Verifier(
-            trust=verify_cmd.trust_store(args.trust, args.trust_bundle),
-            policy=Policy.from_file(args.policy) if args.policy else None,
-            tsa=load_tsa_store(args.tsa_bundle),
-            paravisor_measurements=load_paravisor_measurements(),
-        )
+        if args.lineage or args.lineage_partial:
+            raise MalformedError(
+                "--lineage",
+                "follows certificates in files; `kubectl aicert get` or the pulled certificate, then "
+                "aicert verify FILE --lineage DIR",
+            )
+        verifier = verify_cmd.verifier_from_args(args)
         data_dirs = verify_cmd.parse_data(args.data)
         at = verify_cmd.parse_time(args.at) if args.at else None
         reference = parse_reference(args.certificate)

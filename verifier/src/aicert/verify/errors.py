@@ -52,6 +52,17 @@ class BindingCheck(StrEnum):
     RESOURCE_PHASE = "resource-phase"
 
 
+class LineageCheck(StrEnum):
+    """`aicert verify --lineage`'s checks of the chain of earlier runs, after every `Check` of the
+    certificate given (aicert.verify.lineage), for each parent a run records."""
+
+    LINEAGE_BOUNDS = "lineage-bounds"  # no cycle; the chain no deeper, nor larger, than its bounds
+    LINEAGE_COMPLETE = "lineage-complete"  # the parent's certificate is in a --lineage directory
+    LINEAGE_DIGEST = "lineage-digest"  # its bytes hash to the digest the run recorded
+    LINEAGE_PARENT = "lineage-parent"  # it verifies on its own (every Check, its own level)
+    LINEAGE_SUBJECT = "lineage-subject"  # it certifies the model the run recorded as that input's
+
+
 CVM_CHECKS = (
     Check.CVM_CHAIN,
     Check.CVM_REPORT_SIGNATURE,
@@ -66,7 +77,7 @@ CVM_CHECKS = (
 class VerificationError(Exception):
     """The certificate is well-formed but a check failed: it proves nothing (exit 1)."""
 
-    def __init__(self, check: Check | BindingCheck, reason: str) -> None:
+    def __init__(self, check: Check | BindingCheck | LineageCheck, reason: str) -> None:
         super().__init__(f"{check}: {reason}")
         self.check = check
         self.reason = reason
