@@ -116,7 +116,9 @@ class PodContext:
     pod: dict[str, Any]
     training: dict[str, Any]
     spec: TrainingSpec
-    # claims read in this pass (a claim a pod uses cannot be replaced while the pod lives)
+    # the run's claims, read once for the pod (NodeAgent._claims): what the agent uses of one cannot
+    # change while the pod lives (a claim's access modes and bound volume are immutable, and the
+    # pod keeps the volume it mounted even if its claim were deleted and made again)
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)  # set when the pod goes away
 
@@ -135,6 +137,10 @@ class PodContext:
     @property
     def training_uid(self) -> str:  # every status write names it (aicert_kube.TrainingClient.apply_status)
         return str(self.training["metadata"]["uid"])
+
+    @property
+    def training_version(self) -> str:  # what this pass read (or last wrote): a status write's first try
+        return str(self.training["metadata"].get("resourceVersion") or "")
 
     @property
     def attempt(self) -> int:
@@ -158,6 +164,7 @@ class NodeAgent:
     # the train container's image is then known from kubelet's pod status alone (logged at start)
     runtime: RuntimeReader | None = None
     _salts: dict[str, str] = field(default_factory=dict)
+    _claims: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod uid -> its claims
     sealer: Sealer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +246,8 @@ class NodeAgent:
         runs = [self._pod_run(p) for p in pods]  # reads each pod's markers once
         for gone in self.network.tracked() - {r.uid for r in runs if not r.finished}:
             self.network.forget(gone)
+        for gone in set(self._claims) - {r.uid for r in runs if not r.finished}:
+            self._claims.pop(gone, None)
         entries = self.log.entries()
         if entries and not run_in_flight(runs, {e.run for e in entries}):
             self.log.rebase(self.tpm)
@@ -289,7 +298,12 @@ class NodeAgent:
         )
         if training is None:
             return
-        ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
+        ctx = PodContext(
+            pod,
+            training,
+            TrainingSpec.model_validate(training.get("spec") or {}),
+            claims=self._claims.setdefault(str(meta["uid"]), {}),
+        )
         ctx.cancel = cancel or ctx.cancel
         verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
         if verdict.action is Action.WAIT:
@@ -424,9 +438,14 @@ class NodeAgent:
                 )
             write_marker(self._control(ctx.uid), MARKER_GATE)
             try:  # shown in `kubectl get ct` while training; the certificate's own record comes at the seal
-                self.kube.apply_status(
-                    ctx.namespace, ctx.training_name, ctx.training_uid, {"assurance": self.config.assurance}
+                written = self.kube.apply_status(
+                    ctx.namespace,
+                    ctx.training_name,
+                    ctx.training_uid,
+                    {"assurance": self.config.assurance},
+                    known_version=ctx.training_version,
                 )
+                ctx.training = written or ctx.training
             except ApiException as exc:
                 log.warning("%s: could not show the assurance level yet: %s", ctx.training_name, exc.reason)
         elif step is Step.FINISH:
@@ -504,6 +523,12 @@ class NodeAgent:
     def _refuse(self, ctx: PodContext, reason: Reason, message: str, *, own: bool = True) -> None:
         self.sealer.refuse(ctx, reason, message, self._control(ctx.uid), own=own)
         self.network.forget(ctx.uid)
+        self._claims.pop(ctx.uid, None)
+
+    def pod_gone(self, event_type: str, pod: dict[str, Any]) -> None:
+        """A pod deleted or ended: nothing more to check for it, so its claims are forgotten."""
+        if event_type == "DELETED" or pod_facts(pod).terminal:
+            self._claims.pop(str(pod["metadata"]["uid"]), None)
 
     # --- loop --------------------------------------------------------------------------------
 
@@ -527,6 +552,7 @@ class NodeAgent:
                             str(meta["uid"]), meta.get("labels") or {}, meta.get("annotations") or {}
                         )
                         work.update(event_type, pod)
+                        self.pod_gone(event_type, pod)
                         if stop.is_set():
                             return
                 except Exception as exc:  # restart from a fresh list: nothing missed stays missed
