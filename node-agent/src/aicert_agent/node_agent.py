@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,14 @@ _FAILURE_REASONS: tuple[tuple[type[Exception], Reason], ...] = (
 _SEAL_STEPS = frozenset({Step.FINISH, Step.PUBLISH, Step.MARK_SEALED})
 
 
+RELABEL_SECONDS = 60.0  # the node's label is written again at most this often (NodeAgent.relabel)
+
+
+def relabel_due(labelled_at: float | None, now: float, every: float = RELABEL_SECONDS) -> bool:
+    """Is it time to write the node's label again? (monotonic seconds; None: never written)"""
+    return labelled_at is None or now - labelled_at >= every
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     node: str
@@ -165,6 +174,7 @@ class NodeAgent:
     runtime: RuntimeReader | None = None
     _salts: dict[str, str] = field(default_factory=dict)
     _claims: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod uid -> its claims
+    _labelled_at: float | None = None  # time.monotonic() of the latest label_node
     sealer: Sealer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -221,6 +231,7 @@ class NodeAgent:
             )
         ok = self.check_ak()
         self.kube.label_node(self.config.assurance if ok else None)
+        self._labelled_at = time.monotonic()
         log.info(
             "node %s %s",
             self.config.node,
@@ -234,9 +245,15 @@ class NodeAgent:
             self.tpm.pcr_read([self.log.pcr])
 
     def relabel(self) -> None:
-        """After a lease renewal: label the node again (the operator may have taken it out of
-        scheduling while this agent was silent). Only called once start() found the AK good."""
-        self.kube.label_node(self.config.assurance)
+        """After a lease renewal: label the node again, at most once every `RELABEL_SECONDS`. The
+        operator takes the label away only from a node whose lease it sees expired, and an agent
+        whose lease lapses stops (`LeaseLock.hold`); so the label can be gone while this agent
+        renews only when the operator's clock runs ahead, or someone removed it by hand. Only
+        called once start() found the AK good."""
+        now = time.monotonic()
+        if relabel_due(self._labelled_at, now):
+            self.kube.label_node(self.config.assurance)
+            self._labelled_at = now
 
     # --- one pod -----------------------------------------------------------------------------
 
