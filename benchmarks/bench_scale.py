@@ -44,6 +44,7 @@ from request_audit import (  # noqa: E402
     finished_events,
     requests,
     side_by_side,
+    time_based,
 )
 
 SECTION = "Scale on the local cluster"
@@ -240,6 +241,7 @@ def main() -> int:
         agent_rss = max(a[1] for a in agent_after)
 
     delta = after - before
+    clock_requests = time_based(trained, OURS)
     total = sum(delta.values())
     top = ", ".join(f"{r} {c / n:.1f}" for r, c in delta.most_common(6))
     client_summary = ", ".join(f"{who} {c / n:.1f}" for who, c in clients.most_common())
@@ -254,6 +256,13 @@ def main() -> int:
         [
             "API requests per training by the operator and the agent",
             f"{(clients['operator'] + clients['agent']) / n:.1f}",
+            "—",
+            "—",
+        ],
+        [
+            "… of which by the clock: leases, node labels, liveness lists "
+            f"({clock_requests / ct_seconds:.2f} per second)",
+            f"{clock_requests / n:.1f}",
             "—",
             "—",
         ],

@@ -26,6 +26,12 @@ OTHER = "other (benchmark's kubectl, apiserver)"
 OURS = (OPERATOR, AGENT)
 
 
+# What the operator and the agent ask for by the clock, not per run: leases (renewals, the
+# standby's polls, the operator's look at the agents' leases) and nodes (the agent's label, the
+# operator's list of labelled nodes).
+TIME_BASED_RESOURCES = frozenset({"leases", "nodes"})
+
+
 class Request(NamedTuple):
     client: str
     verb: str  # get, list, watch, create, update, patch, delete, ...
@@ -74,6 +80,16 @@ def by_client(counts: Counter[Request]) -> Counter[str]:
     for request, n in counts.items():
         out[request.client] += n
     return out
+
+
+def time_based(counts: Counter[Request], clients: Iterable[str]) -> int:
+    """Requests of `clients` on TIME_BASED_RESOURCES."""
+    wanted = set(clients)
+    return sum(
+        n
+        for r, n in counts.items()
+        if r.client in wanted and r.resource.split("/")[0] in TIME_BASED_RESOURCES
+    )
 
 
 def breakdown_rows(counts: Counter[Request], clients: Iterable[str], per: int) -> list[list[str]]:

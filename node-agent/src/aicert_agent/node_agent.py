@@ -387,12 +387,14 @@ class NodeAgent:
         output = ctx.output_claim
         names = [i.persistentVolumeClaim.claimName for i in ctx.spec.inputs] + ([output] if output else [])
         claims = {n: self._claim(ctx, n) for n in names}
+        if not claims:
+            return  # no claim: no other pod or volume can share the run's storage
         pods = self.kube.pods_in_namespace(ctx.namespace)
         problem = volume_problem(
             ctx.spec, claims, pods, ctx.uid, output_claim=output
         ) or shared_storage_problem(
             claims,
-            self.kube.volumes() if claims else [],
+            self.kube.volumes(),
             inputs=[i.persistentVolumeClaim.claimName for i in ctx.spec.inputs],
             output_claim=output,
         )
