@@ -55,6 +55,7 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
 from aicert_agent.measuring import MeasureLimits, TooLarge, input_budget, measure, output_budget
 from aicert_agent.network_ledger import NetworkLedger, NotWatching
+from aicert_agent.pacing import next_wait, relabel_due
 from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import (
     Action,
@@ -94,14 +95,6 @@ _FAILURE_REASONS: tuple[tuple[type[Exception], Reason], ...] = (
 )
 # Steps after training: an error in them is counted, tried again after a back-off, then refused.
 _SEAL_STEPS = frozenset({Step.FINISH, Step.PUBLISH, Step.MARK_SEALED})
-
-
-RELABEL_SECONDS = 60.0  # the node's label is written again at most this often (NodeAgent.relabel)
-
-
-def relabel_due(labelled_at: float | None, now: float, every: float = RELABEL_SECONDS) -> bool:
-    """Is it time to write the node's label again? (monotonic seconds; None: never written)"""
-    return labelled_at is None or now - labelled_at >= every
 
 
 @dataclass(frozen=True)
@@ -175,6 +168,8 @@ class NodeAgent:
     _salts: dict[str, str] = field(default_factory=dict)
     _claims: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod uid -> its claims
     _labelled_at: float | None = None  # time.monotonic() of the latest label_node
+    # pod uid -> (monotonic time before which it is not looked at again, the delay that led there)
+    _waiting: dict[str, tuple[float, float]] = field(default_factory=dict)
     sealer: Sealer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -265,6 +260,8 @@ class NodeAgent:
             self.network.forget(gone)
         for gone in set(self._claims) - {r.uid for r in runs if not r.finished}:
             self._claims.pop(gone, None)
+        for gone in set(self._waiting) - {r.uid for r in runs if not r.finished}:
+            self._waiting.pop(gone, None)
         entries = self.log.entries()
         if entries and not run_in_flight(runs, {e.run for e in entries}):
             self.log.rebase(self.tpm)
@@ -277,7 +274,11 @@ class NodeAgent:
 
     def _now(self, pod: dict[str, Any]) -> tuple[PodFacts, Markers] | None:
         """The pod's facts and markers when the agent may act on it now, else None."""
-        control = self._control(str(pod["metadata"]["uid"]))
+        uid = str(pod["metadata"]["uid"])
+        waiting = self._waiting.get(uid)
+        if waiting is not None and time.monotonic() < waiting[0]:
+            return None  # its training did not name it a moment ago: looked at again after the delay
+        control = self._control(uid)
         if not control.is_dir():
             return None  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
@@ -324,7 +325,10 @@ class NodeAgent:
         ctx.cancel = cancel or ctx.cancel
         verdict = check_pod(pod, training, self.config.pod, self.config.assurance)
         if verdict.action is Action.WAIT:
+            delay = next_wait(self._waiting[ctx.uid][1] if ctx.uid in self._waiting else None)
+            self._waiting[ctx.uid] = (time.monotonic() + delay, delay)
             return
+        self._waiting.pop(ctx.uid, None)
         if verdict.action is not Action.MEASURE:
             assert verdict.reason is not None
             self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
@@ -545,9 +549,10 @@ class NodeAgent:
         self._claims.pop(ctx.uid, None)
 
     def pod_gone(self, event_type: str, pod: dict[str, Any]) -> None:
-        """A pod deleted or ended: nothing more to check for it, so its claims are forgotten."""
+        """A pod deleted or ended: nothing more to check for it, so its claims and wait are forgotten."""
         if event_type == "DELETED" or pod_facts(pod).terminal:
             self._claims.pop(str(pod["metadata"]["uid"]), None)
+            self._waiting.pop(str(pod["metadata"]["uid"]), None)
 
     # --- loop --------------------------------------------------------------------------------
 
