@@ -260,7 +260,7 @@ def main() -> int:
             "—",
         ],
         [
-            "… of which by the clock: leases, node labels, liveness lists "
+            "… of which by the clock: leases, node labels, liveness lists, discovery, watches "
             f"({clock_requests / ct_seconds:.2f} per second)",
             f"{clock_requests / n:.1f}",
             "—",

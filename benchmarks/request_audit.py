@@ -27,9 +27,10 @@ OURS = (OPERATOR, AGENT)
 
 
 # What the operator and the agent ask for by the clock, not per run: leases (renewals, the
-# standby's polls, the operator's look at the agents' leases) and nodes (the agent's label, the
-# operator's list of labelled nodes).
-TIME_BASED_RESOURCES = frozenset({"leases", "nodes"})
+# standby's polls, the operator's look at the agents' leases), nodes (the agent's label, the
+# operator's list of labelled nodes), API discovery ("(none)": the agent's look for policy kinds
+# every minute) and watches (each ends after its timeout and is started again).
+TIME_BASED_RESOURCES = frozenset({"leases", "nodes", "(none)"})
 
 
 class Request(NamedTuple):
@@ -83,12 +84,12 @@ def by_client(counts: Counter[Request]) -> Counter[str]:
 
 
 def time_based(counts: Counter[Request], clients: Iterable[str]) -> int:
-    """Requests of `clients` on TIME_BASED_RESOURCES."""
+    """Requests of `clients` on TIME_BASED_RESOURCES, and their watches."""
     wanted = set(clients)
     return sum(
         n
         for r, n in counts.items()
-        if r.client in wanted and r.resource.split("/")[0] in TIME_BASED_RESOURCES
+        if r.client in wanted and (r.verb == "watch" or r.resource.split("/")[0] in TIME_BASED_RESOURCES)
     )
 
 
