@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import sys
 import tempfile
@@ -37,6 +36,16 @@ from aicert_images.repository import DOCKERFILES  # noqa: E402
 from aicert_localcluster.rest_client import KubeClient  # noqa: E402
 from aicert_localcluster.stack import Stack  # noqa: E402
 from report import machine_table, table, write_section  # noqa: E402
+from request_audit import (  # noqa: E402
+    KUBELETS,
+    OURS,
+    breakdown_rows,
+    by_client,
+    finished_events,
+    requests,
+    side_by_side,
+    time_based,
+)
 
 SECTION = "Scale on the local cluster"
 JOB = b"import pathlib,sys; pathlib.Path(sys.argv[2], 'weights.bin').write_bytes(pathlib.Path(sys.argv[1], 'train.csv').read_bytes()[::-1])\n"
@@ -49,30 +58,6 @@ def requests_by_resource(stack: Stack) -> Counter[str]:
     for m in _REQUESTS.finditer(text):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
         counts[labels.get("resource", "") or "(none)"] += int(float(m.group("value")))
-    return counts
-
-
-def client_of(username: str) -> str:
-    if username == "system:serviceaccount:aicert-system:aicert-operator":
-        return "operator"
-    if username == "system:serviceaccount:aicert-system:aicert-agent":
-        return "agent"
-    if username.startswith("system:node:"):
-        return "kubelets"
-    if username.startswith(("system:kube-", "system:serviceaccount:kube-system:")):
-        return "scheduler and controllers"
-    return "other (benchmark's kubectl, apiserver)"
-
-
-def requests_by_client(audit_log: Path, offset: int) -> Counter[str]:
-    """Finished requests in kube-apiserver's audit log since `offset`, by who made them."""
-    counts: Counter[str] = Counter()
-    with open(audit_log, "rb") as f:
-        f.seek(offset)
-        for line in f:
-            event = json.loads(line)
-            if event.get("stage") == "ResponseComplete":
-                counts[client_of(event["user"]["username"])] += 1
     return counts
 
 
@@ -189,9 +174,13 @@ def main() -> int:
             }
             for i in range(n)
         ]
+        plain_offset = stack.cluster.audit_log.stat().st_size
         started = time.monotonic()
         create_all(api, "/api/v1/namespaces/default/pods", pods)
         plain_seconds = wait_all(api, "/api/v1/namespaces/default/pods", "bench=plain", started, 900)
+        plain_requests = requests(
+            finished_events(stack.cluster.audit_log, plain_offset, stack.cluster.audit_log.stat().st_size)
+        )
         plain = stack.cluster.kubectl_json("get", "pods", "-l", "bench=plain")["items"]
         if Counter(p["status"]["phase"] for p in plain) != Counter({"Succeeded": n}):
             raise RuntimeError(
@@ -242,7 +231,8 @@ def main() -> int:
         if sum(phases.values()) != n:
             raise RuntimeError(f"{sum(phases.values())} CertifiedTrainings, not {n}")
         after = requests_by_resource(stack)
-        clients = requests_by_client(stack.cluster.audit_log, audit_offset)
+        trained = requests(finished_events(stack.cluster.audit_log, audit_offset))
+        clients = by_client(trained)
         if product_pids(stack) != (operator_pid, agent_pids):
             raise RuntimeError("the operator's leader or an agent restarted during the run")
         operator_after = cpu_and_rss(operator_pid)
@@ -251,9 +241,10 @@ def main() -> int:
         agent_rss = max(a[1] for a in agent_after)
 
     delta = after - before
+    clock_requests = time_based(trained, OURS)
     total = sum(delta.values())
     top = ", ".join(f"{r} {c / n:.1f}" for r, c in delta.most_common(6))
-    by_client = ", ".join(f"{who} {c / n:.1f}" for who, c in clients.most_common())
+    client_summary = ", ".join(f"{who} {c / n:.1f}" for who, c in clients.most_common())
     rows = [
         [
             f"{n} CertifiedTrainings, all Succeeded",
@@ -265,6 +256,13 @@ def main() -> int:
         [
             "API requests per training by the operator and the agent",
             f"{(clients['operator'] + clients['agent']) / n:.1f}",
+            "—",
+            "—",
+        ],
+        [
+            "… of which by the clock: leases, node labels, liveness lists, discovery, watches "
+            f"({clock_requests / ct_seconds:.2f} per second)",
+            f"{clock_requests / n:.1f}",
             "—",
             "—",
         ],
@@ -287,9 +285,30 @@ def main() -> int:
         f"one agent each; the peer is the same job as {n} plain Pods on the same two nodes in the same run (no gate, "
         "no measuring, no quote).\n\n"
         + table(["what", "measured", "peer", "ratio"], rows)
-        + f"\n\nRequests per training by resource: {top}; by client (kube-apiserver's audit log): {by_client}. "
+        + f"\n\nRequests per training by resource: {top}; by client (kube-apiserver's audit log): {client_summary}. "
         "The clock starts before the first create and stops when the API server lists no unfinished "
-        "object; both sides are created eight at a time and polled the same way.\n\n" + machine_table() + "\n"
+        "object; both sides are created eight at a time and polled the same way.\n\n"
+        "The operator's and the agent's requests per training, by verb and resource (the audit log, "
+        "from the first create until all are finished):\n\n"
+        + table(["client", "verb", "resource", "per training"], breakdown_rows(trained, OURS, n))
+        + "\n\nThe kubelets' requests per training pod and per plain Pod, by verb and resource (each "
+        f"from its first create until all are finished: {ct_seconds:.0f} s and {plain_seconds:.0f} s; "
+        "node heartbeats, leases and the like are per second, not per pod):\n\n"
+        + table(
+            ["verb", "resource", "per training pod", "per plain Pod"],
+            [
+                *side_by_side(trained, n, plain_requests, n, KUBELETS),
+                [
+                    "all",
+                    "",
+                    f"{clients[KUBELETS] / n:.2f}",
+                    f"{by_client(plain_requests)[KUBELETS] / n:.2f}",
+                ],
+            ],
+        )
+        + "\n\n"
+        + machine_table()
+        + "\n"
     )
     write_section(args.out, SECTION, body)
     print(body)

@@ -188,6 +188,27 @@ def test_a_second_pv_on_the_inputs_directory_is_refused(stack: Stack, run: Any) 
     assert "certificate" not in status
 
 
+def test_a_second_pv_on_the_inputs_directory_made_during_training_is_refused(stack: Stack, run: Any) -> None:
+    """The same storage bound to a second, writable claim after the gate opened: the gate saw no
+    other PV, the seal must (its check reads the volumes as they are then, not as the gate saw them)."""
+    r = run(env={"WAIT_FOR_RELEASE": "1"}).apply()
+    r.wait_started()  # the gate is open: training runs
+    stack.cluster.kubectl("create", "namespace", "storage-c")
+    try:
+        stack.local_volume("late", namespace="storage-c", access_mode="ReadWriteOnce", path=r.data)
+        r.release()
+        status = r.wait("Succeeded", "Failed")["status"]
+    finally:
+        stack.cluster.kubectl("delete", "namespace", "storage-c", "--wait=false")
+        stack.cluster.kubectl("delete", "pv", "pv-storage-c-late", "--wait=false")
+    assert (status["phase"], status["reason"]) == ("Failed", "InputNotExclusive"), status
+    assert (
+        "PV pv-storage-c-late (claim storage-c/late) is backed by the storage of input claim"
+        in status["message"]
+    )
+    assert "certificate" not in status
+
+
 def test_egress_opened_by_a_tenant_policy_is_refused(stack: Stack, run: Any) -> None:
     """NetworkPolicies add up: a tenant's allow-all for the training pods defeats the deny-all."""
     r = run()

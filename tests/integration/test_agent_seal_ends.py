@@ -543,6 +543,11 @@ def test_no_status_write_reaches_a_training_created_again_under_the_same_name(ap
     old_uid, old_version = old["metadata"]["uid"], old["metadata"]["resourceVersion"]
     # the agent: the uid is checked on a fresh read, the write is conditional on that read
     assert AgentKube(api, NODE).apply_status(NAMESPACE, name, old_uid, {"assurance": "dev"}) is None
+    # ... also when it first tries the version it read earlier in its pass (the old training's)
+    agent = AgentKube(api, NODE)
+    assert (
+        agent.apply_status(NAMESPACE, name, old_uid, {"assurance": "dev"}, known_version=old_version) is None
+    )
     # the operator: its write is conditional on the version it decided from, the old training's
     assert (
         operator(api).apply_status(NAMESPACE, name, old_uid, {"phase": "Failed"}, read_version=old_version)
@@ -565,6 +570,13 @@ def test_no_status_write_reaches_a_training_created_again_under_the_same_name(ap
     new_uid = new["metadata"]["uid"]
     written = AgentKube(api, NODE).apply_status(NAMESPACE, name, new_uid, {"assurance": "dev"})
     assert written is not None and written["status"] == {"assurance": "dev"}
+    # the version just written: the next write lands on it without reading the training first
+    reads: list[str] = []
+    agent.get_training = lambda *args: reads.append("read") or None  # type: ignore[method-assign]
+    again = agent.apply_status(
+        NAMESPACE, name, new_uid, {"assurance": "vtpm"}, known_version=written["metadata"]["resourceVersion"]
+    )
+    assert again is not None and again["status"] == {"assurance": "vtpm"} and reads == []
 
 
 def test_a_message_with_any_character_lands(api: client.ApiClient) -> None:

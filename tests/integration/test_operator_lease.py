@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import urllib3
@@ -35,6 +36,35 @@ def test_only_one_replica_holds_the_lease(api: client.CoordinationV1Api) -> None
     assert second.try_acquire() is False
     assert first.try_acquire() is True  # renewing is not competing
     assert api.read_namespaced_lease("one", "aicert-system").spec.holder_identity == "replica-a"
+
+
+class CountingReads:
+    """The API as the lock sees it, counting its reads of the lease."""
+
+    def __init__(self, api: client.CoordinationV1Api) -> None:
+        self.api, self.reads = api, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+    def read_namespaced_lease(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self.api.read_namespaced_lease(*args, **kwargs)
+
+
+def test_a_renewal_writes_without_reading_unless_someone_else_wrote(api: client.CoordinationV1Api) -> None:
+    counting = CountingReads(api)
+    holder = LeaseLock(cast(client.CoordinationV1Api, counting), "aicert-system", "renew", "replica-a", 3)
+    assert holder.try_acquire() and counting.reads == 1  # taken: read (not found), then created
+    assert holder.try_acquire() and holder.try_acquire() and counting.reads == 1  # renewed twice, unread
+    assert api.read_namespaced_lease("renew", "aicert-system").spec.holder_identity == "replica-a"
+    # someone else takes the lease: the next renewal conflicts, reads, and sees a valid foreign lease
+    lease = api.read_namespaced_lease("renew", "aicert-system")
+    lease.spec.holder_identity = "replica-b"
+    lease.spec.renew_time = dt.datetime.now(dt.UTC)
+    api.replace_namespaced_lease("renew", "aicert-system", lease)
+    assert holder.try_acquire() is False and counting.reads == 2
+    assert api.read_namespaced_lease("renew", "aicert-system").spec.holder_identity == "replica-b"
 
 
 def test_a_silent_holder_is_replaced_after_expiry(api: client.CoordinationV1Api) -> None:

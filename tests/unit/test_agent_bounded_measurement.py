@@ -94,7 +94,9 @@ class Cluster:
     def volumes(self) -> list[dict[str, Any]]:
         return []
 
-    def apply_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> dict[str, Any]:
+    def apply_status(
+        self, namespace: str, name: str, uid: str, status: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
         assert uid == self.training["metadata"]["uid"]
         self.statuses.append(status)
         return self.training

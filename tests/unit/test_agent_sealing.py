@@ -38,11 +38,13 @@ class Answering:
         self.written: list[dict[str, Any]] = []
         self.events: list[str] = []
 
-    def apply_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> dict[str, Any]:
+    def apply_status(
+        self, namespace: str, name: str, uid: str, status: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
         if self.status is not None:
             raise ApiException(status=self.status, reason="Trouble")
         self.written.append(status)
-        return {"status": status}
+        return {"metadata": {"name": name, "namespace": namespace, "uid": uid}, "status": status}
 
     def emit(self, *args: Any) -> None:
         self.events.append(str(args[4]))

@@ -105,7 +105,7 @@ def test_succeeded_only_with_a_certificate() -> None:
         decision.status["phase"] == "Succeeded"
         and decision.status["completionTime"] == "2026-11-23T12:00:00Z"
     )
-    assert [e.reason for e in decision.events] == ["Certified"]
+    assert decision.events == ()  # the agent's Certified Event says it; the operator's would repeat it
 
 
 def test_failed_training_without_retries_fails() -> None:

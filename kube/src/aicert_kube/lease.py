@@ -36,6 +36,7 @@ class LeaseLock:
             identity,
             seconds,
         )
+        self._written: client.V1Lease | None = None  # the lease as this holder last wrote it
 
     def _spec(self, acquired: dt.datetime | None) -> client.V1LeaseSpec:
         return client.V1LeaseSpec(
@@ -46,7 +47,13 @@ class LeaseLock:
         )
 
     def try_acquire(self) -> bool:
-        """Take or renew the lease; False while another holder's lease is still valid."""
+        """Take or renew the lease; False while another holder's lease is still valid.
+
+        A renewal writes over the lease as this holder last wrote it, without reading it first:
+        its resourceVersion makes the write fail (409) if anyone wrote the lease since, and only
+        then is it read and judged afresh."""
+        if self._renewed():
+            return True
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as exc:
@@ -54,7 +61,7 @@ class LeaseLock:
                 raise
             body = client.V1Lease(metadata=client.V1ObjectMeta(name=self.name), spec=self._spec(None))
             try:
-                self.api.create_namespaced_lease(self.namespace, body)
+                self._written = self.api.create_namespaced_lease(self.namespace, body)
             except ApiException as exc2:
                 if exc2.status == 409:
                     return False
@@ -65,12 +72,25 @@ class LeaseLock:
         if holder not in (None, self.identity) and not expired(lease, _now(), self.seconds):
             return False
         lease.spec = self._spec(spec.acquire_time if holder == self.identity else None)
-        try:
-            self.api.replace_namespaced_lease(
-                self.name, self.namespace, lease
-            )  # resourceVersion guards races
+        try:  # resourceVersion guards races
+            self._written = self.api.replace_namespaced_lease(self.name, self.namespace, lease)
         except ApiException as exc:
             if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def _renewed(self) -> bool:
+        """Renew by writing over our own last write; False (nothing written) when there is none,
+        or someone wrote the lease since (or deleted it)."""
+        written, self._written = self._written, None
+        if written is None or written.spec is None:
+            return False
+        written.spec = self._spec(written.spec.acquire_time)
+        try:
+            self._written = self.api.replace_namespaced_lease(self.name, self.namespace, written)
+        except ApiException as exc:
+            if exc.status in (404, 409):
                 return False
             raise
         return True

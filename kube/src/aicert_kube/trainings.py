@@ -56,7 +56,14 @@ class TrainingClient:
         return dict(body)
 
     def apply_status(
-        self, namespace: str, name: str, uid: str, status: dict[str, Any], *, read_version: str | None = None
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        status: dict[str, Any],
+        *,
+        read_version: str | None = None,
+        known_version: str | None = None,
     ) -> dict[str, Any] | None:
         """Server-side apply of this manager's status fields to the training `name` whose uid is
         `uid`; the training as written. The one way the operator and the agent write status.
@@ -64,11 +71,14 @@ class TrainingClient:
         Every write is conditional on a resourceVersion of the training with that uid: the caller's
         `read_version` (it read the training and decides from that version), else the version of a
         fresh read whose uid is checked first (tried again when another writer came in between).
+        `known_version`: a version of the training with that uid the caller read a moment ago; the
+        first write is conditional on it (no read), and only a conflict leads to the fresh reads.
         None, with nothing written, when that training is gone: deleted, or deleted and created
         again under the same name (another uid: the old run's status must never reach it); or,
         with `read_version`, when it changed since (decide again from a fresh read)."""
         for _ in range(STATUS_WRITE_TRIES):
-            version = read_version
+            version = read_version or known_version or None
+            known_version = None  # used once: after a conflict, the uid is checked on a fresh read
             if version is None:
                 current = self.get_training(namespace, name)
                 if current is None or current["metadata"].get("uid") != uid:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.measurement_log import Entry, LogError, MeasurementLog
 from aicert_agent.measuring import MeasureLimits, TooLarge, input_budget, measure, output_budget
 from aicert_agent.network_ledger import NetworkLedger, NotWatching
+from aicert_agent.pacing import next_wait, relabel_due
 from aicert_agent.parents import input_parent
 from aicert_agent.platform import cvm_problem
 from aicert_agent.pod_check import (
@@ -119,7 +121,9 @@ class PodContext:
     pod: dict[str, Any]
     training: dict[str, Any]
     spec: TrainingSpec
-    # claims read in this pass (a claim a pod uses cannot be replaced while the pod lives)
+    # the run's claims, read once for the pod (NodeAgent._claims): what the agent uses of one cannot
+    # change while the pod lives (a claim's access modes and bound volume are immutable, and the
+    # pod keeps the volume it mounted even if its claim were deleted and made again)
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)  # set when the pod goes away
 
@@ -138,6 +142,10 @@ class PodContext:
     @property
     def training_uid(self) -> str:  # every status write names it (aicert_kube.TrainingClient.apply_status)
         return str(self.training["metadata"]["uid"])
+
+    @property
+    def training_version(self) -> str:  # what this pass read (or last wrote): a status write's first try
+        return str(self.training["metadata"].get("resourceVersion") or "")
 
     @property
     def attempt(self) -> int:
@@ -161,6 +169,10 @@ class NodeAgent:
     # the train container's image is then known from kubelet's pod status alone (logged at start)
     runtime: RuntimeReader | None = None
     _salts: dict[str, str] = field(default_factory=dict)
+    _claims: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # pod uid -> its claims
+    _labelled_at: float | None = None  # time.monotonic() of the latest label_node
+    # pod uid -> (monotonic time before which it is not looked at again, the delay that led there)
+    _waiting: dict[str, tuple[float, float]] = field(default_factory=dict)
     sealer: Sealer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,6 +230,7 @@ class NodeAgent:
             )
         ok = self.check_ak()
         self.kube.label_node(self.config.assurance if ok else None)
+        self._labelled_at = time.monotonic()
         log.info(
             "node %s %s",
             self.config.node,
@@ -231,9 +244,15 @@ class NodeAgent:
             self.tpm.pcr_read([self.log.pcr])
 
     def relabel(self) -> None:
-        """After a lease renewal: label the node again (the operator may have taken it out of
-        scheduling while this agent was silent). Only called once start() found the AK good."""
-        self.kube.label_node(self.config.assurance)
+        """After a lease renewal: label the node again, at most once every `RELABEL_SECONDS`. The
+        operator takes the label away only from a node whose lease it sees expired, and an agent
+        whose lease lapses stops (`LeaseLock.hold`); so the label can be gone while this agent
+        renews only when the operator's clock runs ahead, or someone removed it by hand. Only
+        called once start() found the AK good."""
+        now = time.monotonic()
+        if relabel_due(self._labelled_at, now):
+            self.kube.label_node(self.config.assurance)
+            self._labelled_at = now
 
     # --- one pod -----------------------------------------------------------------------------
 
@@ -243,6 +262,10 @@ class NodeAgent:
         runs = [self._pod_run(p) for p in pods]  # reads each pod's markers once
         for gone in self.network.tracked() - {r.uid for r in runs if not r.finished}:
             self.network.forget(gone)
+        for gone in set(self._claims) - {r.uid for r in runs if not r.finished}:
+            self._claims.pop(gone, None)
+        for gone in set(self._waiting) - {r.uid for r in runs if not r.finished}:
+            self._waiting.pop(gone, None)
         entries = self.log.entries()
         if entries and not run_in_flight(runs, {e.run for e in entries}):
             self.log.rebase(self.tpm)
@@ -255,7 +278,11 @@ class NodeAgent:
 
     def _now(self, pod: dict[str, Any]) -> tuple[PodFacts, Markers] | None:
         """The pod's facts and markers when the agent may act on it now, else None."""
-        control = self._control(str(pod["metadata"]["uid"]))
+        uid = str(pod["metadata"]["uid"])
+        waiting = self._waiting.get(uid)
+        if waiting is not None and time.monotonic() < waiting[0]:
+            return None  # its training did not name it a moment ago: looked at again after the delay
+        control = self._control(uid)
         if not control.is_dir():
             return None  # kubelet has not set up the pod's volumes yet: nothing to measure or mark
         markers = Markers(*((control / m).exists() for m in (MARKER_GATE, MARKER_SEALED, MARKER_REFUSED)))
@@ -293,13 +320,21 @@ class NodeAgent:
         )
         if training is None:
             return
-        ctx = PodContext(pod, training, TrainingSpec.model_validate(training.get("spec") or {}))
+        ctx = PodContext(
+            pod,
+            training,
+            TrainingSpec.model_validate(training.get("spec") or {}),
+            claims=self._claims.setdefault(str(meta["uid"]), {}),
+        )
         ctx.cancel = cancel or ctx.cancel
         verdict = check_pod(
             pod, training, self.config.pod, self.config.assurance, gated=facts.gate_done or markers.gate
         )
         if verdict.action is Action.WAIT:
+            delay = next_wait(self._waiting[ctx.uid][1] if ctx.uid in self._waiting else None)
+            self._waiting[ctx.uid] = (time.monotonic() + delay, delay)
             return
+        self._waiting.pop(ctx.uid, None)
         if verdict.action is not Action.MEASURE:
             assert verdict.reason is not None
             self._refuse(ctx, verdict.reason, verdict.message, own=verdict.action is Action.REFUSE)
@@ -362,12 +397,14 @@ class NodeAgent:
         output = ctx.output_claim
         names = [i.persistentVolumeClaim.claimName for i in ctx.spec.inputs] + ([output] if output else [])
         claims = {n: self._claim(ctx, n) for n in names}
+        if not claims:
+            return  # no claim: no other pod or volume can share the run's storage
         pods = self.kube.pods_in_namespace(ctx.namespace)
         problem = volume_problem(
             ctx.spec, claims, pods, ctx.uid, output_claim=output
         ) or shared_storage_problem(
             claims,
-            self.kube.volumes() if claims else [],
+            self.kube.volumes(),
             inputs=[i.persistentVolumeClaim.claimName for i in ctx.spec.inputs],
             output_claim=output,
         )
@@ -436,9 +473,14 @@ class NodeAgent:
                 )
             write_marker(self._control(ctx.uid), MARKER_GATE)
             try:  # shown in `kubectl get ct` while training; the certificate's own record comes at the seal
-                self.kube.apply_status(
-                    ctx.namespace, ctx.training_name, ctx.training_uid, {"assurance": self.config.assurance}
+                written = self.kube.apply_status(
+                    ctx.namespace,
+                    ctx.training_name,
+                    ctx.training_uid,
+                    {"assurance": self.config.assurance},
+                    known_version=ctx.training_version,
                 )
+                ctx.training = written or ctx.training
             except ApiException as exc:
                 log.warning("%s: could not show the assurance level yet: %s", ctx.training_name, exc.reason)
         elif step is Step.FINISH:
@@ -516,6 +558,13 @@ class NodeAgent:
     def _refuse(self, ctx: PodContext, reason: Reason, message: str, *, own: bool = True) -> None:
         self.sealer.refuse(ctx, reason, message, self._control(ctx.uid), own=own)
         self.network.forget(ctx.uid)
+        self._claims.pop(ctx.uid, None)
+
+    def pod_gone(self, event_type: str, pod: dict[str, Any]) -> None:
+        """A pod deleted or ended: nothing more to check for it, so its claims and wait are forgotten."""
+        if event_type == "DELETED" or pod_facts(pod).terminal:
+            self._claims.pop(str(pod["metadata"]["uid"]), None)
+            self._waiting.pop(str(pod["metadata"]["uid"]), None)
 
     # --- loop --------------------------------------------------------------------------------
 
@@ -539,6 +588,7 @@ class NodeAgent:
                             str(meta["uid"]), meta.get("labels") or {}, meta.get("annotations") or {}
                         )
                         work.update(event_type, pod)
+                        self.pod_gone(event_type, pod)
                         if stop.is_set():
                             return
                 except Exception as exc:  # restart from a fresh list: nothing missed stays missed

@@ -220,10 +220,12 @@ class Sealer:
                     )
                 ],
             },
+            known_version=ctx.training_version,
         )
         if written is None:
             self._gone(ctx, "its certificate is in the output volume only")
             return
+        ctx.training = written
         write_marker(control, MARKER_SEALED)
         metrics.CERTIFICATES.labels("issued").inc()
         self.kube.emit(
@@ -302,7 +304,9 @@ class Sealer:
     def _write_refusal(self, ctx: PodContext, reason: Reason, message: str) -> None:
         status = {"conditions": [self._condition(ctx, "False", reason, message)]}
         try:
-            written = self.kube.apply_status(ctx.namespace, ctx.training_name, ctx.training_uid, status)
+            written = self.kube.apply_status(
+                ctx.namespace, ctx.training_name, ctx.training_uid, status, known_version=ctx.training_version
+            )
         except ApiException as exc:
             if exc.status is None or exc.status >= 500 or exc.status == 429:
                 raise  # the API server may answer later: tried again, the decision is kept

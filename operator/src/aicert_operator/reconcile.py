@@ -219,14 +219,11 @@ def _from_pod(training: Training, pod: PodView, nodes: Sequence[NodeFacts]) -> _
     conditions[ConditionType.TRAINED] = ("True", Reason.COMPLETED, "the train container exited 0")
     certified = training.condition(ConditionType.CERTIFIED) or {}
     if pod.phase == "Succeeded" and certified.get("status") == "True" and training.status.get("certificate"):
-        return _Outcome(
+        return _Outcome(  # no Event: the agent's `Certified` Event, with the model digest, says it
             "Succeeded",
             Reason.CERTIFIED,
             "the training's outputs are certified",
             conditions=conditions,
-            events=[
-                Event("Normal", Reason.CERTIFIED, f"model {training.status.get('modelDigest', '')} certified")
-            ],
             complete=True,
         )
     return _Outcome(
