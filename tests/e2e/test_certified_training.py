@@ -323,10 +323,12 @@ def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any, tmp_path: Path)
         env=env,
     )
     assert got.returncode == 0, got.stderr
-    kept = tmp_path / "aicert-certificate.json"
-    assert got.stdout.strip() == str(kept)
-    checked = verify_offline(stack, kept, r.model)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    kept, bundle = tmp_path / "aicert-certificate.json", tmp_path / "aicert.sigstore.json"
+    assert sorted(got.stdout.split()) == sorted([str(kept), str(bundle)])  # the bundle rebuilt from the status
+    for copy in (kept, bundle):
+        checked = verify_offline(stack, copy, r.model)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "envelope-signature" in checked.stdout.split("  checks   ")[1].splitlines()[0]
 
 
 def test_agent_may_act_only_for_its_own_node(stack: Stack, run: Any) -> None:
