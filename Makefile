@@ -72,12 +72,12 @@ images: deps
 
 # The README's test command: lint, types and every test tier (unit, integration, e2e), on two
 # pytest-xdist workers: one runs the real-node tests (e2e and the integration modules with real
-# nodes, one after another: tests/conftest.py groups them), the other everything else meanwhile, in
-# collection order (--no-loadscope-reorder keeps the real-node group first). TEST_WORKERS=0 runs
-# them all in this process.
+# nodes, one after another: tests/conftest.py makes them one unit of work), the other everything
+# else meanwhile, module by module in collection order (--no-loadscope-reorder keeps the real-node
+# unit first). TEST_WORKERS=0 runs them all in this process.
 TEST_WORKERS ?= 2
 test: lint cluster-binaries node-binaries
-	$(BIN)/pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(BIN)/pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 # The verifier's parsers, fuzzed longer than in `make test` (about 15 min): the property tests with
 # FUZZ_SCALE times their examples, then the Atheris target for FUZZ_SECONDS. Its corpus grows in

@@ -1,43 +1,51 @@
 """Shared test fixtures: the public reference data in tests/assets; and how `make test` shares the
-tests between its pytest-xdist workers (`pytest_collection_modifyitems`)."""
+tests between its two pytest-xdist workers (`pytest_xdist_make_scheduler`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-ASSETS = TESTS / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 # Tests that run real nodes (bridges, iptables and nftables rules, sysctls, /var/lib/kubelet, the one
-# NetworkPolicy enforcer a host may have) or compare the host's state before and after them: one
-# xdist group, run in collection order by one worker, so that no two stacks of real nodes ever run
-# at once and the e2e stack (package scope) is stopped before the integration tier starts its own.
+# NetworkPolicy enforcer a host may have) or compare the host's state before and after them, by their
+# node ids' prefixes: one unit of work, run in collection order by one worker, so that no two stacks
+# of real nodes ever run at once and the e2e stack (package scope) is stopped before the integration
+# tier starts its own real nodes.
 REAL_NODE_GROUP = "real-nodes"
-REAL_NODE_PATHS = (
-    TESTS / "e2e",
-    TESTS / "integration" / "test_real_node.py",
-    TESTS / "integration" / "test_registry.py",
-    TESTS / "integration" / "test_cri_on_containerd.py",
-    TESTS / "integration" / "test_network_policy.py",
+REAL_NODE_TESTS = (
+    "tests/e2e/",
+    "tests/integration/test_real_node.py",
+    "tests/integration/test_registry.py",
+    "tests/integration/test_cri_on_containerd.py",
+    "tests/integration/test_network_policy.py",
 )
 
 
-def xdist_group(path: Path) -> str:
-    """The real-node group for the tests above; for every other test its own module, so that a
+def work_unit(nodeid: str) -> str:
+    """The real-node group for the tests above; for every other test its module, so that a
     module's fixtures (a swtpm, a control plane, a rendered chart) start once, in one worker."""
-    if any(path == real or real in path.parents for real in REAL_NODE_PATHS):
-        return REAL_NODE_GROUP
-    return path.relative_to(TESTS).as_posix()
+    module = nodeid.split("::", 1)[0]
+    return REAL_NODE_GROUP if module.startswith(REAL_NODE_TESTS) else module
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for `pytest -n 2 --dist loadgroup` (what `make test` runs): the worker that
-    takes the real-node group runs it alone while the other runs the rest, most of which needs CPU
-    where the real nodes mostly wait. Without xdist the mark changes nothing."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item.path)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist loadscope` (what `make test` runs on two workers): xdist's scheduling by scope,
+    with `work_unit` as the scope. The worker that takes the real-node group (first in collection
+    order, as tests/e2e comes first) runs it while the other runs the rest, most of which needs the
+    CPU where real nodes mostly wait; a worker that runs out takes the next module left."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealNodeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return RealNodeScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
