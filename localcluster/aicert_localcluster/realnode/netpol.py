@@ -86,7 +86,7 @@ BRIDGE_NF6_SYSCTL = "net/bridge/bridge-nf-call-ip6tables"
 # released by the kernel when the process dies; leaves nothing on the filesystem.
 HOST_LOCK = b"\0aicert-localcluster-netpol"
 TOKEN_SECONDS = 86400
-STOP_GRACE_SECONDS = 20.0  # it sleeps 5 s after SIGINT before exiting ("grace period to cleanup")
+STOP_GRACE_SECONDS = 20.0  # for its cleanup after SIGINT (it then sleeps 5 s, which stop() cuts short)
 POLL_SECONDS = 0.1
 SECRETS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # rest.InClusterConfig reads token, ca.crt
 
@@ -438,8 +438,9 @@ class NetworkPolicyEnforcer:
 
     def stop(self) -> None:
         """Remove the queueing rules (with nobody listening they would drop the pods' traffic), then
-        SIGINT the enforcer (it deletes its table if it made one, and exits after a 5 s grace; SIGKILL
-        if it does not); delete what is left; leave the host ledger; release the lock. Idempotent."""
+        SIGINT the enforcer (it deletes its table if it made one, then sleeps a 5 s grace before it
+        exits: SIGKILL once the table is gone, or after STOP_GRACE_SECONDS); delete what is left;
+        leave the host ledger; release the lock. Idempotent."""
         undo, self._undo = self._undo, []
         problems: list[str] = []
         problems += self._remove_rules("ip", undo_rules(resident_node=self.resident_node), CHAIN, undo)
@@ -449,12 +450,14 @@ class NetworkPolicyEnforcer:
             if popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     popen.send_signal(signal.SIGINT)  # its command handles SIGINT, not SIGTERM
-                try:
-                    popen.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
+                # Its cleanup is deleting its table; then it only sleeps out its grace period.
+                deadline = time.monotonic() + STOP_GRACE_SECONDS
+                while popen.poll() is None and nft_table() and time.monotonic() < deadline:
+                    time.sleep(POLL_SECONDS)
+                if popen.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(popen.pid, signal.SIGKILL)
-                    popen.wait()
+                popen.wait()
         if self._handle is not None:
             self._handle.close()
             self._handle = None
