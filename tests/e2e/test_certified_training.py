@@ -324,7 +324,9 @@ def test_kubectl_plugin_verifies_by_name(stack: Stack, run: Any, tmp_path: Path)
     )
     assert got.returncode == 0, got.stderr
     kept, bundle = tmp_path / "aicert-certificate.json", tmp_path / "aicert.sigstore.json"
-    assert sorted(got.stdout.split()) == sorted([str(kept), str(bundle)])  # the bundle rebuilt from the status
+    assert sorted(got.stdout.split()) == sorted(
+        [str(kept), str(bundle)]
+    )  # the bundle rebuilt from the status
     for copy in (kept, bundle):
         checked = verify_offline(stack, copy, r.model)
         assert checked.returncode == 0, checked.stdout + checked.stderr
