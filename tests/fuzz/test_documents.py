@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from hypothesis import assume, event, given, settings
+from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 from rfc8785 import CanonicalizationError
 
@@ -224,6 +224,17 @@ def legacy_events() -> st.SearchStrategy[list[str]]:
 
 @settings(max_examples=examples(150))
 @given(events=legacy_events())
+# found by this test: an output path of U+2028 split the model-files message in two lines
+@example(
+    events=[
+        json.dumps(
+            {
+                "event_type": "outputs",
+                "content": [{"spec": {"path": "\u2028"}, "resolved": {"hash": "0" * 64}}],
+            }
+        )
+    ]
+)
 def test_a_quoted_old_proof_over_any_events_ends_in_one_line(
     bundle: Path,
     tmp_path_factory: pytest.TempPathFactory,

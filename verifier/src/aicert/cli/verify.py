@@ -197,9 +197,10 @@ def read_input(name: str) -> bytes:
     return read_bounded_file(Path(name), limit=CERTIFICATE_MAX_BYTES, field="FILE")
 
 
-# C0 and C1 controls and the bidirectional overrides: text from a certificate or a file name must
-# not move the cursor, clear the terminal or reorder what is shown, nor add a line to a report.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, the line and paragraph separators (str.splitlines breaks on them) and the
+# bidirectional overrides: text from a certificate or a file name must not move the cursor, clear the
+# terminal or reorder what is shown, nor add a line to a report.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
