@@ -70,6 +70,18 @@ def test_the_view_keeps_the_latest_facts_of_each_node_and_forgets_deleted_ones()
     assert [n.name for n in view.nodes()] == ["gpu-1"]
 
 
+def test_the_view_names_the_labelled_nodes_the_liveness_loop_looks_at() -> None:
+    view = NodeView()
+    view.see(node("gpu-2", "vtpm", CHAINED))
+    view.see(node("cpu-1"))
+    view.see(node("gpu-1", "dev"))
+    assert view.labelled() == ["gpu-1", "gpu-2"]
+    view.see(node("gpu-2"))  # the operator's liveness loop (or the agent) took the label off
+    assert view.labelled() == ["gpu-1"]
+    view.see(node("gpu-1", "dev"), deleted=True)
+    assert view.labelled() == []
+
+
 def facts(*bodies: dict[str, Any]) -> list[NodeFacts]:
     return [node_facts(b) for b in bodies]
 

@@ -42,6 +42,11 @@ _nodes = NodeView()  # fed by the node watch: why a pod waits for a node, at no 
 _tasks: set[asyncio.Task[None]] = set()
 
 
+def labelled_nodes() -> list[str]:
+    """The nodes labelled for runs, as the node watch last showed them (the agents' liveness loop)."""
+    return _nodes.labelled()
+
+
 def _context(memo: Any) -> tuple[Kube, Settings]:
     return memo["kube"], memo["settings"]
 

@@ -107,11 +107,6 @@ class Kube(TrainingClient):
             _raise_rejected(exc)
             raise
 
-    def labelled_nodes(self) -> list[str]:
-        """Nodes that currently take training runs (an agent labelled them)."""
-        nodes = self.core.list_node(label_selector=LABEL_ASSURANCE).items
-        return [str(n.metadata.name) for n in nodes if n.metadata is not None]
-
     def agent_leases(self, namespace: str) -> dict[str, dt.datetime | None]:
         """Node -> until when its agent's lease is valid."""
         found: dict[str, dt.datetime | None] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from aicert_operator import metrics
@@ -27,19 +27,26 @@ def stale_nodes(
 
 
 class AgentView(Protocol):
-    def labelled_nodes(self) -> list[str]: ...
     def agent_leases(self, namespace: str) -> dict[str, dt.datetime | None]: ...
     def unlabel_node(self, node: str) -> None: ...
 
 
-def watch_agents(kube: AgentView, namespace: str, every: float, stop: threading.Event) -> threading.Thread:
-    """Every `every` seconds, take nodes with a dead agent out of scheduling (until `stop`)."""
+def watch_agents(
+    kube: AgentView,
+    labelled_nodes: Callable[[], list[str]],
+    namespace: str,
+    every: float,
+    stop: threading.Event,
+) -> threading.Thread:
+    """Every `every` seconds, take nodes with a dead agent out of scheduling (until `stop`).
+    `labelled_nodes`: the nodes labelled now, as the operator's node watch shows them (no request:
+    a label set a moment ago and not seen yet is looked at on the next round)."""
 
     def loop() -> None:
         while not stop.wait(every):
             try:
                 for node in stale_nodes(
-                    kube.labelled_nodes(), kube.agent_leases(namespace), dt.datetime.now(dt.UTC)
+                    labelled_nodes(), kube.agent_leases(namespace), dt.datetime.now(dt.UTC)
                 ):
                     kube.unlabel_node(node)
                     metrics.NODES_UNLABELLED.inc()

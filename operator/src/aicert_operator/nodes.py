@@ -61,6 +61,10 @@ class NodeView:
             self._nodes[facts.name] = facts
             self._sorted = None
 
+    def labelled(self) -> list[str]:
+        """The nodes that carry the assurance label (safe from another thread: one snapshot)."""
+        return sorted(f.name for f in list(self._nodes.values()) if f.assurance is not None)
+
     def nodes(self) -> list[NodeFacts]:
         if self._sorted is None:
             self._sorted = [self._nodes[name] for name in sorted(self._nodes)]

@@ -75,6 +75,7 @@ def main() -> int:
     kube = Kube(api, instance=operator_settings.identity)
     watch_agents(
         kube,
+        handlers.labelled_nodes,
         operator_settings.lease_namespace,
         operator_settings.agent_check_seconds,
         stop,
