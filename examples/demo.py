@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from aicert_agent.tpm.swtpm import Swtpm
+from verify_steps import lineage_argv, verify_argv
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo-output"
@@ -94,35 +95,11 @@ def main() -> int:
         )
     step(
         "verify the certificate offline and re-hash the weights and the data",
-        [
-            PY,
-            "-m",
-            "aicert.cli",
-            "verify",
-            str(OUT / "certificate.json"),
-            "--trust-bundle",
-            str(OUT / "dev-ca.pem"),
-            "--model",
-            str(OUT / "model"),
-            "--data",
-            f"digits={OUT / 'data'}",
-        ],
+        verify_argv(OUT, None, "--data", f"digits={OUT / 'data'}"),
     )
     step(
         "verify the fine-tuned model's lineage: its parent's certificate is the one beside the base weights",
-        [
-            PY,
-            "-m",
-            "aicert.cli",
-            "verify",
-            str(OUT / "finetune" / "certificate.json"),
-            "--trust-bundle",
-            str(OUT / "dev-ca.pem"),
-            "--model",
-            str(OUT / "finetune" / "model"),
-            "--lineage",
-            str(OUT / "model"),
-        ],
+        lineage_argv(OUT),
     )
     print(f"\nDone. See {OUT.relative_to(REPO)}/: certificate.json, model/, finetune/, dev-ca.pem")
     return 0

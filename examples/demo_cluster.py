@@ -32,6 +32,7 @@ from aicert_images.cli import build  # noqa: E402
 from aicert_images.repository import DOCKERFILES  # noqa: E402
 from aicert_localcluster.stack import Stack  # noqa: E402
 from digits import image as digits_image  # noqa: E402
+from verify_steps import lineage_argv, verify_argv  # noqa: E402
 
 OUT = REPO / "demo-output"
 
@@ -67,35 +68,13 @@ def main() -> int:
             if not train_in_the_cluster(stack, started):
                 return 1
     say("verify it offline, re-hashing the weights (the cluster is gone now)")
-    argv = [
-        sys.executable,
-        "-m",
-        "aicert.cli",
-        "verify",
-        str(OUT / "certificate.json"),
-        "--trust-bundle",
-        str(OUT / "dev-ca.pem"),
-        "--model",
-        str(OUT / "model"),
-    ]
+    argv = verify_argv(OUT)
     print(
         "$ aicert verify demo-output/certificate.json --trust-bundle demo-output/dev-ca.pem --model demo-output/model"
     )
     code = subprocess.run(argv, check=False).returncode
     say("verify the fine-tuned model and its lineage: the first certificate is beside the base weights")
-    argv = [
-        sys.executable,
-        "-m",
-        "aicert.cli",
-        "verify",
-        str(OUT / "finetune" / "certificate.json"),
-        "--trust-bundle",
-        str(OUT / "dev-ca.pem"),
-        "--model",
-        str(OUT / "finetune" / "model"),
-        "--lineage",
-        str(OUT / "model"),
-    ]
+    argv = lineage_argv(OUT)
     print(
         "$ aicert verify demo-output/finetune/certificate.json --trust-bundle demo-output/dev-ca.pem "
         "--model demo-output/finetune/model --lineage demo-output/model"
