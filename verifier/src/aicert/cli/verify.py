@@ -17,6 +17,8 @@ from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTra
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
     from aicert.verify.lineage import Lineage  # loaded with --lineage only
@@ -111,17 +113,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
     p.add_argument(
         "--lineage",
         action="append",
-        type=Path,
         default=[],
-        metavar="DIR",
+        metavar="DIR|oci://REGISTRY/REPO",
         help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
-        "certificates in DIR, any file names, verify each and its link, back to the first run (repeatable)",
+        "certificates in DIR, any file names, or in a registry repository (fetched by the digest each "
+        "child records), verify each and its link, back to the first run (repeatable, DIRs looked in first)",
     )
     p.add_argument(
         "--lineage-partial",
         action="store_true",
-        help="with --lineage: a parent certificate in no DIR leaves the lineage incomplete (reported) "
-        "instead of failing the verification",
+        help="with --lineage: a parent certificate in no DIR or repository leaves the lineage incomplete "
+        "(reported) instead of failing the verification",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     if oci:
@@ -274,7 +276,12 @@ def summary(result: VerifiedTraining) -> str:
 
 
 def lineage_of(
-    args: argparse.Namespace, verifier: Verifier, data: bytes, result: VerifiedTraining
+    args: argparse.Namespace,
+    verifier: Verifier,
+    data: bytes,
+    result: VerifiedTraining,
+    *,
+    source: str | None = None,
 ) -> Lineage:
     """--lineage: the parents, each verified with the same trust roots, TSA roots and time, without
     the policy (it speaks of the run given: its image, its level; the weakest level is reported)."""
@@ -287,15 +294,44 @@ def lineage_of(
         paravisor_measurements=verifier.paravisor_measurements,
     )
     at = parse_time(args.at) if args.at else None
-    directories = CertificateDirectories.index(args.lineage)
+    directories = CertificateDirectories.index([Path(s) for s in args.lineage if not s.startswith("oci://")])
+    finders = [directories.find, *registry_finders(args)]
+
+    def find(digest: str) -> tuple[bytes, str] | None:
+        for finder in finders:
+            found = finder(digest)
+            if found is not None:
+                return found
+        return None
+
     return walk_lineage(
         hashlib.sha256(data).hexdigest(),
         result,
-        directories.find,
+        find,
         lambda parent: parents.verify(parent, at=at),
-        source=args.certificate,
+        source=source or args.certificate,
         partial=args.lineage_partial,
     )
+
+
+def registry_finders(args: argparse.Namespace) -> list[Callable[[str], tuple[bytes, str] | None]]:
+    """A finder for each `--lineage oci://REGISTRY/REPO`, in order (the registry client loads only then)."""
+    references = [s for s in args.lineage if s.startswith("oci://")]
+    if not references:
+        return []
+    from aicert.cli.registry_flags import connect
+    from aicert.oci.errors import OciError
+    from aicert.oci.lineage import RegistryCertificates, lineage_repository
+    from aicert.oci.reference import parse_reference
+
+    finders: list[Callable[[str], tuple[bytes, str] | None]] = []
+    for text in references:
+        try:
+            reference = lineage_repository(parse_reference(text))
+            finders.append(RegistryCertificates(connect(reference, args), reference).find)
+        except OciError as exc:
+            raise MalformedError("--lineage", exc.reason) from None
+    return finders
 
 
 def lineage_lines(lineage: Lineage) -> list[str]:

@@ -76,7 +76,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Missing:
-    """A parent a run recorded whose certificate is in no --lineage directory."""
+    """A parent a run recorded whose certificate is in no --lineage directory or repository."""
 
     child: str
     input: str
@@ -85,7 +85,7 @@ class Missing:
     def describe(self) -> str:
         return (
             f"input {self.input} of certificate sha256:{self.child} is the output of the run certified by "
-            f"sha256:{self.parent.certificate} (model sha256:{self.parent.subject}), which is in no --lineage directory"
+            f"sha256:{self.parent.certificate} (model sha256:{self.parent.subject}), which is in no --lineage directory or repository"
         )
 
 
@@ -240,7 +240,8 @@ def walk_lineage(
     if walk.missing and not partial:
         raise VerificationError(
             LineageCheck.LINEAGE_COMPLETE,
-            "; ".join(m.describe() for m in walk.missing) + " (give its directory with --lineage, or "
+            "; ".join(m.describe() for m in walk.missing)
+            + " (give its directory or repository with --lineage, or "
             "accept an incomplete lineage with --lineage-partial)",
         )
     return Lineage(tuple(walk.links), tuple(walk.missing))
