@@ -40,6 +40,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         help="certificate JSON file (a regular file of at most 16 MiB), - for standard input, or "
         "oci://REGISTRY/REPO@sha256:… for a model in a registry with its certificate attached",
     )
+    add_trust_flags(p)
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="re-hash these weights and compare with the certified output",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="re-hash this input directory and compare with the certified input NAME (repeatable)",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave extra local files matching this glob (README.md, .git/**) out of --model and --data; "
+        "a certified file is never left out (repeatable)",
+    )
+    p.add_argument(
+        "--lineage",
+        action="append",
+        default=[],
+        metavar="DIR|oci://REGISTRY/REPO",
+        help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
+        "certificates in DIR, any file names, or in a registry repository (fetched by the digest each "
+        "child records), verify each and its link, back to the first run (repeatable, DIRs looked in first)",
+    )
+    p.add_argument(
+        "--lineage-partial",
+        action="store_true",
+        help="with --lineage: a parent certificate in no DIR or repository leaves the lineage incomplete "
+        "(reported) instead of failing the verification",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    if oci:
+        from aicert.cli.registry_flags import add_registry_flags
+
+        add_registry_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_trust_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `verifier_from_args` reads (trust roots, TSA roots, time, policy, log keys), shared
+    by every command that verifies a certificate (`aicert verify`, `aicert pull`, `kubectl aicert verify`)."""
     p.add_argument(
         "--trust",
         action="append",
@@ -70,27 +118,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         help="check certificate validity at this time (default: a trusted timestamp's time, else now)",
     )
     p.add_argument(
-        "--model",
-        type=Path,
-        metavar="DIR",
-        help="re-hash these weights and compare with the certified output",
-    )
-    p.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="re-hash this input directory and compare with the certified input NAME (repeatable)",
-    )
-    p.add_argument(
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave extra local files matching this glob (README.md, .git/**) out of --model and --data; "
-        "a certified file is never left out (repeatable)",
-    )
-    p.add_argument(
         "--policy",
         type=Path,
         metavar="FILE",
@@ -110,27 +137,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         action="store_true",
         help="fail tlog-inclusion when the bundle has no log entry checked against a pinned key",
     )
-    p.add_argument(
-        "--lineage",
-        action="append",
-        default=[],
-        metavar="DIR|oci://REGISTRY/REPO",
-        help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
-        "certificates in DIR, any file names, or in a registry repository (fetched by the digest each "
-        "child records), verify each and its link, back to the first run (repeatable, DIRs looked in first)",
-    )
-    p.add_argument(
-        "--lineage-partial",
-        action="store_true",
-        help="with --lineage: a parent certificate in no DIR or repository leaves the lineage incomplete "
-        "(reported) instead of failing the verification",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    if oci:
-        from aicert.cli.registry_flags import add_registry_flags
-
-        add_registry_flags(p)
-    p.set_defaults(func=run)
 
 
 TLOG_KEY_MAX_BYTES = 16 * 1024

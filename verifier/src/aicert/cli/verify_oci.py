@@ -24,8 +24,9 @@ from aicert.oci.documents import ARTIFACT_CERTIFICATE
 from aicert.oci.errors import OciContentError, OciError
 from aicert.oci.reference import OciReference, parse_reference
 from aicert.oci.transfer import Referrer, attachments_of, model_manifest, pull_model
+from aicert.oci.verified import first_verified
 from aicert.trust import TrustError
-from aicert.verify import MalformedError, VerificationError, VerifiedTraining, Verifier
+from aicert.verify import MalformedError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES
 
 CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
@@ -129,30 +130,27 @@ def _verify_each(
     pinned: OciReference,
     tag_note: str | None,
 ) -> int:
-    failures: list[dict[str, str]] = []
-    unusable: list[tuple[str, MalformedError]] = []
-    for position, referrer in enumerate(referrers):
-        try:
-            result = verifier.verify(
-                referrer.data, model_dir=model_dir, data_dirs=data_dirs, at=at, ignore=args.ignore
-            )
-        except MalformedError as exc:
-            if exc.field.startswith("--"):  # a flag that does not fit: the same for every certificate
-                return _unusable(args, exc.field, exc.reason)
-            unusable.append((referrer.digest, exc))
-            continue
-        except VerificationError as exc:
-            reason = exc.reason.replace(str(model_dir), f"{pinned}'s weights (pulled)")
-            failures.append({"check": str(exc.check), "reason": reason, "referrer": referrer.digest})
-            continue
-        others = [f"{f['referrer']}: check {f['check']} failed" for f in failures]
-        others += [f"{digest}: unusable: {bad.field}: {bad.reason}" for digest, bad in unusable]
-        others += [f"{r.digest}: not tried, {referrer.digest} verified" for r in referrers[position + 1 :]]
-        _print_verified(args, result, pinned, referrer, tag_note, others + passed_over)
+    try:
+        attempts = first_verified(
+            verifier,
+            referrers,
+            model_dir,
+            shown_as=f"{pinned}'s weights (pulled)",
+            data_dirs=data_dirs,
+            at=at,
+            ignore=args.ignore,
+        )
+    except MalformedError as exc:  # a flag that does not fit: the same for every certificate
+        return _unusable(args, exc.field, exc.reason)
+    if attempts.verified is not None:
+        referrer, result = attempts.verified
+        _print_verified(args, result, pinned, referrer, tag_note, attempts.not_used() + passed_over)
         return verify_cmd.EXIT_OK
-    if failures:
-        return _failed(args, failures)
-    first_digest, problem = unusable[0]
+    if attempts.failed:
+        return _failed(
+            args, [{"check": f.check, "reason": f.reason, "referrer": f.referrer} for f in attempts.failed]
+        )
+    first_digest, problem = attempts.unusable[0]
     return _unusable(args, f"referrer {first_digest}: {problem.field}".rstrip(": "), problem.reason)
 
 
