@@ -10,12 +10,14 @@ instead of a digest, a DIR that is not empty, a certificate blob changed in the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.certified_run import CertifiedRun, make_run
@@ -24,9 +26,11 @@ from tests.integration.test_oci_registry import pushed_reference, tampered_model
 
 from aicert.cli import kubectl_plugin
 from aicert.cli import main as aicert_main
+from aicert.digest.hashing import hash_tree
+from aicert.digest.manifest import OUTPUT_EXCLUDED
 from aicert.oci.client import RegistryClient
-from aicert.oci.documents import ARTIFACT_CERTIFICATE
-from aicert.oci.transfer import attachments_of
+from aicert.oci.documents import ARTIFACT_CERTIFICATE, ARTIFACT_SIGSTORE_BUNDLE, Attachment
+from aicert.oci.transfer import attachments_of, push_model
 from aicert.outputs import BUNDLE_FILE, CERTIFICATE_FILE, MODEL_SIGNATURE_FILE
 from aicert_agent.tpm.swtpm import Swtpm
 from aicert_localcluster.registry import Registry
@@ -210,3 +214,48 @@ def test_pull_needs_a_digest_and_an_empty_directory(
     empty.mkdir()
     assert pull(reference, empty, certified) == 0
     assert (empty / CERTIFICATE_FILE).is_file()
+
+
+def flipped_signature(envelope_holder: dict[str, Any]) -> None:
+    signature = bytearray(base64.b64decode(envelope_holder["dsseEnvelope"]["signatures"][0]["sig"]))
+    signature[-1] ^= 1
+    envelope_holder["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(signature)).decode()
+
+
+def test_attachments_that_do_not_belong_to_the_certificate_are_not_written(
+    registry: Registry, certified: CertifiedRun, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Someone who can write to the repository attaches, beside the genuine certificate, a bundle whose
+    signature is broken, another run's genuine bundle, a model.sig over other files and one whose
+    signature is broken: the certificate is pulled, none of them is written, each is named with why."""
+    _, _ = tune(certified, "another-run", certified.model)
+    another_bundle = (certified.root / "another-run" / BUNDLE_FILE).read_bytes()
+    broken_bundle = json.loads((certified.model / BUNDLE_FILE).read_bytes())
+    flipped_signature(broken_bundle)
+    other_files = json.loads((certified.model / MODEL_SIGNATURE_FILE).read_bytes())
+    statement = json.loads(base64.b64decode(other_files["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"][0]["digest"] = "0" * 64
+    other_files["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    broken_signature = json.loads((certified.model / MODEL_SIGNATURE_FILE).read_bytes())
+    flipped_signature(broken_signature)
+    attachments = [
+        Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, certified.certificate_path.read_bytes()),
+        Attachment(ARTIFACT_SIGSTORE_BUNDLE, BUNDLE_FILE, json.dumps(broken_bundle).encode()),
+        Attachment(ARTIFACT_SIGSTORE_BUNDLE, BUNDLE_FILE, another_bundle),
+        Attachment(ARTIFACT_SIGSTORE_BUNDLE, MODEL_SIGNATURE_FILE, json.dumps(other_files).encode()),
+        Attachment(ARTIFACT_SIGSTORE_BUNDLE, MODEL_SIGNATURE_FILE, json.dumps(broken_signature).encode()),
+    ]
+    files = hash_tree(certified.model, exclude=OUTPUT_EXCLUDED).files
+    client = RegistryClient(registry.host, plain_http=True)
+    pushed = push_model(client, "models/extras", None, certified.model, files, "digits", attachments)
+    target = tmp_path / "pulled"
+    reference = f"oci://{registry.host}/models/extras@{pushed.manifest.digest}"
+    assert pull(reference, target, certified, "--json") == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in target.iterdir()) == ["aicert-certificate.json", "weights.bin"]
+    assert doc["pulled"]["written"] == [CERTIFICATE_FILE]
+    bundles, signatures = sorted(doc["pulled"]["notWritten"])
+    assert bundles.startswith(f"{BUNDLE_FILE}: ") and signatures.startswith(f"{MODEL_SIGNATURE_FILE}: ")
+    assert "does not verify: check envelope" in bundles and "carries another statement" in bundles
+    assert "signs other files than the pulled weights" in signatures
+    assert "signature does not verify with the AK certificate's key" in signatures
