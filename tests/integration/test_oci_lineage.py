@@ -52,7 +52,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: CertifiedRun) -> Path:
     """A stand-in kubectl printing the CertifiedTraining whose status holds the run's certificate and
-    its envelope signature, as the agent writes them."""
+    its envelope signature, as the agent writes them (the certificate beside the weights is the
+    status's text and a newline)."""
     bundle = json.loads((certified.model / BUNDLE_FILE).read_text())
     resource = {
         "apiVersion": "aicert.dev/v1alpha1",
@@ -60,7 +61,9 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: Certifie
         "metadata": {"name": "digits", "namespace": "default", "uid": "u-1"},
         "status": {
             "phase": "Succeeded",
-            "certificate": certified.certificate_path.read_text(),
+            "certificate": certified.certificate_path.read_text().removesuffix(
+                "\n"
+            ),  # as the agent writes it
             "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
         },
     }
@@ -120,6 +123,7 @@ def test_a_pulled_model_is_a_parent_whose_certificate_the_registry_holds(
         ["weights.bin", CERTIFICATE_FILE, BUNDLE_FILE, MODEL_SIGNATURE_FILE]
     )
     assert (pulled / CERTIFICATE_FILE).read_bytes() == certificate_referrer(registry, reference)
+    assert (pulled / CERTIFICATE_FILE).read_bytes() == (certified.model / CERTIFICATE_FILE).read_bytes()
     for name in ("weights.bin", BUNDLE_FILE, MODEL_SIGNATURE_FILE):
         assert (pulled / name).read_bytes() == (certified.model / name).read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pulled.")]  # no staging left
@@ -143,6 +147,13 @@ def test_a_pulled_model_is_a_parent_whose_certificate_the_registry_holds(
     # the same chain from the pulled directory, as from any directory of certificates
     done = verify(certified, tuned_certificate, "--lineage", str(pulled))
     assert done.returncode == 0, done.stderr
+
+    # a run that read the first run's output volume itself (not pulled) records the same digest:
+    # the certificate attached is the file beside the weights, byte for byte
+    _, from_volume = tune(certified, "tuned-from-volume", certified.model)
+    done = verify(certified, from_volume, "--lineage", repository)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lineage"]["runs"][1]["source"] == f"{repository}@sha256:{recorded}"
 
     # a repository that does not hold it: the parent is missing
     done = verify(certified, tuned_certificate, "--lineage", f"oci://{registry.host}/models/elsewhere")

@@ -75,12 +75,10 @@ def _failed(args: argparse.Namespace, failures: list[dict[str, str]]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from aicert.oci.errors import OciContentError, OciError
-    from aicert.oci.pulling import NotVerified, pull_certified
+    from aicert.oci.pulling import NotVerified, check_destination, pull_certified
     from aicert.oci.reference import parse_reference
 
     try:
-        verifier = verify_cmd.verifier_from_args(args)
-        at = verify_cmd.parse_time(args.at) if args.at else None
         reference = parse_reference(args.reference)
         if reference.digest is None:
             raise MalformedError(
@@ -88,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.reference} names no digest: pull a model by its digest, oci://REGISTRY/REPO@sha256:… "
                 "(`aicert verify` of the tag shows the digest it names now)",
             )
+        check_destination(args.directory)
+        verifier = verify_cmd.verifier_from_args(args)
+        at = verify_cmd.parse_time(args.at) if args.at else None
         client = connect(reference, args)
     except MalformedError as exc:
         return _unusable(args, exc.field, exc.reason)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         return _unusable(args, None, str(exc))
     except OciError as exc:
         return _unusable(args, "REFERENCE", exc.reason)
-    try:
+    try:  # DIR is checked again there: it may have changed meanwhile
         pulled = pull_certified(client, reference, args.directory, verifier, at=at)
     except MalformedError as exc:
         return _unusable(args, exc.field, exc.reason)
