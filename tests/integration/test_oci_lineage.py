@@ -148,6 +148,28 @@ def test_a_pulled_model_is_a_parent_whose_certificate_the_registry_holds(
     done = verify(certified, tuned_certificate, "--lineage", str(pulled))
     assert done.returncode == 0, done.stderr
 
+    # the tuned model in the registry too: both ends of the chain from registries
+    client = RegistryClient(registry.host, plain_http=True)
+    tuned_files = hash_tree(tuned, exclude=OUTPUT_EXCLUDED).files
+    attached = Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, (tuned / CERTIFICATE_FILE).read_bytes())
+    tuned_pushed = push_model(client, "models/tuned", None, tuned, tuned_files, "tuned", [attached])
+    tuned_reference = f"oci://{registry.host}/models/tuned@{tuned_pushed.manifest.digest}"
+    assert (
+        aicert_main(
+            [
+                *("verify", tuned_reference, "--trust-bundle", str(certified.ca_dir / "dev-ca.pem")),
+                *("--lineage", repository, "--json"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
+    lineage = json.loads(capsys.readouterr().out)["lineage"]
+    assert lineage["complete"] is True and [r["run"]["name"] for r in lineage["runs"]] == [
+        "tuned-from-registry",
+        "tamper-suite",
+    ]
+    assert lineage["runs"][0]["source"].startswith(f"{tuned_reference} (certificate sha256:")
+
     # a run that read the first run's output volume itself (not pulled) records the same digest:
     # the certificate attached is the file beside the weights, byte for byte
     _, from_volume = tune(certified, "tuned-from-volume", certified.model)

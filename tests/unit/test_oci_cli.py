@@ -127,3 +127,11 @@ def test_pull_refuses_a_directory_that_is_not_empty_before_any_registry_is_asked
         doc = json.loads(capsys.readouterr().out)
         assert doc["field"] == "DIR" and reason in doc["reason"], doc
     assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_verify_oci_lineage_partial_needs_lineage(capsys: pytest.CaptureFixture[str]) -> None:
+    code = aicert_main(
+        ["verify", f"{NOWHERE}@sha256:{'a' * 64}", "--lineage-partial", "--trust", "dev", "--json"]
+    )
+    assert code == 2
+    assert json.loads(capsys.readouterr().out)["field"] == "--lineage-partial"
