@@ -135,3 +135,14 @@ def test_verify_oci_lineage_partial_needs_lineage(capsys: pytest.CaptureFixture[
     )
     assert code == 2
     assert json.loads(capsys.readouterr().out)["field"] == "--lineage-partial"
+
+
+@pytest.mark.parametrize("flags", [["--lineage", "/tmp"], ["--lineage", NOWHERE], ["--lineage-partial"]])
+def test_kubectl_verify_refuses_lineage_rather_than_ignore_it(
+    kubectl: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """`kubectl aicert verify` shares the verify flags but follows no lineage: asked to, it says so
+    (exit 2) instead of printing VERIFIED with the parents unchecked."""
+    kubectl.write_text(json.dumps(resource_json("{}")))
+    assert kubectl_plugin.main(["verify", "digits", "--trust", "dev", *flags]) == 2
+    assert "does not follow lineage" in capsys.readouterr().err
