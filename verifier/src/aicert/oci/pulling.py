@@ -94,6 +94,7 @@ def pull_certified(
     for bytes that are not those named) or NotVerified, having written nothing."""
     if reference.digest is None:
         raise MalformedError("REFERENCE", f"{reference} names no digest: pull oci://REGISTRY/REPO@sha256:…")
+    destination = Path(os.path.abspath(destination))  # `.` or `a/..` name a directory and its parent
     check_destination(destination)
     repository, digest = reference.repository, reference.digest
     manifest = model_manifest(client, repository, digest)
@@ -109,7 +110,7 @@ def pull_certified(
     extras = attachments_of(
         client, repository, digest, ARTIFACT_SIGSTORE_BUNDLE, max_bytes=CERTIFICATE_MAX_BYTES
     )
-    parent = destination.absolute().parent
+    parent = destination.parent
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.aicert-pull-", dir=parent))
     try:
         files = tuple(pull_model(client, manifest, repository, staging))
