@@ -55,7 +55,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: CertifiedRun) -> Path:
     """A stand-in kubectl printing the CertifiedTraining whose status holds the run's certificate and
-    its envelope signature, as the agent writes them."""
+    its envelope signature, as the agent writes them (the certificate beside the weights is the
+    status's text and a newline)."""
     bundle = json.loads((certified.model / BUNDLE_FILE).read_text())
     resource = {
         "apiVersion": "aicert.dev/v1alpha1",
@@ -63,7 +64,9 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: Certifie
         "metadata": {"name": "digits", "namespace": "default", "uid": "u-1"},
         "status": {
             "phase": "Succeeded",
-            "certificate": certified.certificate_path.read_text(),
+            "certificate": certified.certificate_path.read_text().removesuffix(
+                "\n"
+            ),  # as the agent writes it
             "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
         },
     }

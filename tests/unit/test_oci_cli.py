@@ -88,3 +88,61 @@ def test_an_attachment_beside_the_weights_is_read_bounded(tmp_path: Path) -> Non
     (tmp_path / "extra.json").mkdir()
     with pytest.raises(MalformedError, match="not a regular file"):
         read(resource, tmp_path)
+
+
+def test_push_attaches_the_certificate_as_the_file_beside_the_weights(tmp_path: Path) -> None:
+    """The bytes the agent writes beside the weights (and `kubectl aicert get` writes): the status's
+    text and a newline. A later run that reads that file records its sha256, and `aicert verify
+    --lineage oci://…` fetches the parent by that digest: the attached bytes must be the same."""
+    from aicert.cli.kubectl_get import write_certificate
+    from aicert.cli.kubectl_push import ATTACHMENTS
+
+    resource = TrainingResource("ns", "n", "u", "Succeeded", None, '{"compact":"text"}')
+    attachment = ATTACHMENTS[0](resource, tmp_path)
+    assert attachment is not None
+    assert attachment.data == write_certificate(tmp_path, '{"compact":"text"}', force=False).read_bytes()
+
+
+def test_pull_needs_a_digest_before_any_registry_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = aicert_main(["pull", f"{NOWHERE}:v1", str(tmp_path / "out"), "--trust", "dev", "--json"])
+    assert code == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["field"] == "REFERENCE" and "names no digest" in doc["reason"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_pull_refuses_a_directory_that_is_not_empty_before_any_registry_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kept.txt").write_text("mine")
+    link = tmp_path.parent / f"{tmp_path.name}-link"
+    link.symlink_to(tmp_path)
+    for target, reason in ((tmp_path, "is not empty"), (link, "is not a directory")):
+        code = aicert_main(
+            ["pull", f"{NOWHERE}@sha256:{'a' * 64}", str(target), "--trust-bundle", "/dev/null", "--json"]
+        )
+        assert code == 2
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["field"] == "DIR" and reason in doc["reason"], doc
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_verify_oci_lineage_partial_needs_lineage(capsys: pytest.CaptureFixture[str]) -> None:
+    code = aicert_main(
+        ["verify", f"{NOWHERE}@sha256:{'a' * 64}", "--lineage-partial", "--trust", "dev", "--json"]
+    )
+    assert code == 2
+    assert json.loads(capsys.readouterr().out)["field"] == "--lineage-partial"
+
+
+@pytest.mark.parametrize("flags", [["--lineage", "/tmp"], ["--lineage", NOWHERE], ["--lineage-partial"]])
+def test_kubectl_verify_refuses_lineage_rather_than_ignore_it(
+    kubectl: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """`kubectl aicert verify` shares the verify flags but follows no lineage: asked to, it says so
+    (exit 2) instead of printing VERIFIED with the parents unchecked."""
+    kubectl.write_text(json.dumps(resource_json("{}")))
+    assert kubectl_plugin.main(["verify", "digits", "--trust", "dev", *flags]) == 2
+    assert "does not follow lineage" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from aicert.cli.pipes import quiet_on_closed_pipe
 COMMANDS: dict[str, tuple[str, str]] = {
     "hash": ("aicert.cli.hash", "hash a file or directory tree into a manifest and root digest"),
     "verify": ("aicert.cli.verify", "verify a training certificate offline"),
+    "pull": ("aicert.cli.pull", "pull a certified model from a registry into a directory, verified first"),
     "trust": ("aicert.cli.trust", "manage the named trust stores (azure, dev, tsa, paravisor)"),
     "aks": ("aicert.cli.aks", "check or create AKS node pools that can certify trainings"),
 }

@@ -113,6 +113,12 @@ def failed(args: argparse.Namespace, failures: Sequence[tuple[str, str]]) -> int
 
 def verify_resource(args: argparse.Namespace) -> int:
     try:  # the flags first: a bad one needs no trip to the cluster
+        if args.lineage or args.lineage_partial:  # never accepted and left unchecked
+            raise MalformedError(
+                "--lineage",
+                "kubectl aicert verify does not follow lineage: write the certificate with kubectl aicert get "
+                "NAME --dir DIR, then aicert verify DIR/aicert-certificate.json --lineage DIR|oci://REGISTRY/REPO",
+            )
         # the status holds the certificate, never a log entry: --require-tlog fails tlog-inclusion
         verifier = verify_cmd.verifier_from_args(args)
         data_dirs = verify_cmd.parse_data(args.data)

@@ -29,11 +29,13 @@ EXIT_OK, EXIT_MISMATCH, EXIT_UNUSABLE = 0, 1, 2
 
 
 def _certificate(resource: TrainingResource, model: Path) -> Attachment | None:
-    """The certificate, byte for byte as the status holds it."""
+    """The certificate as the file the agent writes beside the weights (and `kubectl aicert get`
+    writes): the status's text and a newline. A later run that read that file records its sha256 as
+    its parent's, and `aicert verify --lineage oci://…` fetches the parent by that digest."""
     from aicert.oci.documents import ARTIFACT_CERTIFICATE, Attachment
 
     assert resource.certificate is not None
-    return Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, resource.certificate.encode())
+    return Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, resource.certificate.encode() + b"\n")
 
 
 def _sigstore_bundle(resource: TrainingResource, model: Path) -> Attachment | None:

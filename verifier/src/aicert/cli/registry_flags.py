@@ -28,12 +28,13 @@ def add_registry_flags(p: argparse.ArgumentParser) -> None:
 
 
 def connect(reference: OciReference, args: argparse.Namespace) -> RegistryClient:
-    """A client for the reference's registry, with its credentials from the registry config."""
+    """A client for the reference's registry, with its credentials from the registry config (a
+    command without the registry flags gets their defaults)."""
     from aicert.oci.auth import load_credentials
     from aicert.oci.client import RegistryClient
 
     return RegistryClient(
         reference.registry,
-        plain_http=bool(args.plain_http) or reference.loopback,
-        credentials=load_credentials(reference.registry, args.registry_config),
+        plain_http=bool(getattr(args, "plain_http", False)) or reference.loopback,
+        credentials=load_credentials(reference.registry, getattr(args, "registry_config", None)),
     )

@@ -17,6 +17,8 @@ from aicert.verify import MalformedError, Policy, VerificationError, VerifiedTra
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file, read_bounded_stream
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
     from aicert.verify.lineage import Lineage  # loaded with --lineage only
@@ -38,6 +40,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         help="certificate JSON file (a regular file of at most 16 MiB), - for standard input, or "
         "oci://REGISTRY/REPO@sha256:… for a model in a registry with its certificate attached",
     )
+    add_trust_flags(p)
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="re-hash these weights and compare with the certified output",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="re-hash this input directory and compare with the certified input NAME (repeatable)",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave extra local files matching this glob (README.md, .git/**) out of --model and --data; "
+        "a certified file is never left out (repeatable)",
+    )
+    p.add_argument(
+        "--lineage",
+        action="append",
+        default=[],
+        metavar="DIR|oci://REGISTRY/REPO",
+        help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
+        "certificates in DIR, any file names, or in a registry repository (fetched by the digest each "
+        "child records), verify each and its link, back to the first run (repeatable, DIRs looked in first)",
+    )
+    p.add_argument(
+        "--lineage-partial",
+        action="store_true",
+        help="with --lineage: a parent certificate in no DIR or repository leaves the lineage incomplete "
+        "(reported) instead of failing the verification",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    if oci:
+        from aicert.cli.registry_flags import add_registry_flags
+
+        add_registry_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_trust_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `verifier_from_args` reads (trust roots, TSA roots, time, policy, log keys), shared
+    by every command that verifies a certificate (`aicert verify`, `aicert pull`, `kubectl aicert verify`)."""
     p.add_argument(
         "--trust",
         action="append",
@@ -68,27 +118,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         help="check certificate validity at this time (default: a trusted timestamp's time, else now)",
     )
     p.add_argument(
-        "--model",
-        type=Path,
-        metavar="DIR",
-        help="re-hash these weights and compare with the certified output",
-    )
-    p.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="re-hash this input directory and compare with the certified input NAME (repeatable)",
-    )
-    p.add_argument(
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave extra local files matching this glob (README.md, .git/**) out of --model and --data; "
-        "a certified file is never left out (repeatable)",
-    )
-    p.add_argument(
         "--policy",
         type=Path,
         metavar="FILE",
@@ -108,27 +137,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, oci: b
         action="store_true",
         help="fail tlog-inclusion when the bundle has no log entry checked against a pinned key",
     )
-    p.add_argument(
-        "--lineage",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="follow the certificate's parents (inputs that were earlier certified runs' outputs) to the "
-        "certificates in DIR, any file names, verify each and its link, back to the first run (repeatable)",
-    )
-    p.add_argument(
-        "--lineage-partial",
-        action="store_true",
-        help="with --lineage: a parent certificate in no DIR leaves the lineage incomplete (reported) "
-        "instead of failing the verification",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    if oci:
-        from aicert.cli.registry_flags import add_registry_flags
-
-        add_registry_flags(p)
-    p.set_defaults(func=run)
 
 
 TLOG_KEY_MAX_BYTES = 16 * 1024
@@ -274,7 +282,12 @@ def summary(result: VerifiedTraining) -> str:
 
 
 def lineage_of(
-    args: argparse.Namespace, verifier: Verifier, data: bytes, result: VerifiedTraining
+    args: argparse.Namespace,
+    verifier: Verifier,
+    data: bytes,
+    result: VerifiedTraining,
+    *,
+    source: str | None = None,
 ) -> Lineage:
     """--lineage: the parents, each verified with the same trust roots, TSA roots and time, without
     the policy (it speaks of the run given: its image, its level; the weakest level is reported)."""
@@ -287,15 +300,44 @@ def lineage_of(
         paravisor_measurements=verifier.paravisor_measurements,
     )
     at = parse_time(args.at) if args.at else None
-    directories = CertificateDirectories.index(args.lineage)
+    directories = CertificateDirectories.index([Path(s) for s in args.lineage if not s.startswith("oci://")])
+    finders = [directories.find, *registry_finders(args)]
+
+    def find(digest: str) -> tuple[bytes, str] | None:
+        for finder in finders:
+            found = finder(digest)
+            if found is not None:
+                return found
+        return None
+
     return walk_lineage(
         hashlib.sha256(data).hexdigest(),
         result,
-        directories.find,
+        find,
         lambda parent: parents.verify(parent, at=at),
-        source=args.certificate,
+        source=source or args.certificate,
         partial=args.lineage_partial,
     )
+
+
+def registry_finders(args: argparse.Namespace) -> list[Callable[[str], tuple[bytes, str] | None]]:
+    """A finder for each `--lineage oci://REGISTRY/REPO`, in order (the registry client loads only then)."""
+    references = [s for s in args.lineage if s.startswith("oci://")]
+    if not references:
+        return []
+    from aicert.cli.registry_flags import connect
+    from aicert.oci.errors import OciError
+    from aicert.oci.lineage import RegistryCertificates, lineage_repository
+    from aicert.oci.reference import parse_reference
+
+    finders: list[Callable[[str], tuple[bytes, str] | None]] = []
+    for text in references:
+        try:
+            reference = lineage_repository(parse_reference(text))
+            finders.append(RegistryCertificates(connect(reference, args), reference).find)
+        except OciError as exc:
+            raise MalformedError("--lineage", exc.reason) from None
+    return finders
 
 
 def lineage_lines(lineage: Lineage) -> list[str]:

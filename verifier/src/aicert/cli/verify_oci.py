@@ -5,7 +5,9 @@ layers are pulled into a temporary directory (each checked against its digest wh
 the referrers of the manifest that are certificates are fetched (each by digest, each naming this
 manifest as its subject), and each certificate is verified exactly as `aicert verify CERT --model
 DIR` verifies it, the weights re-hashed against the certified root. The first that verifies is
-the result, and the result names it; when none does, each one's failure is printed.
+the result, and the result names it; when none does, each one's failure is printed. With
+--lineage (DIRs or oci:// repositories) the parents of the certificate that verified are followed as
+for a certificate in a file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aicert.cli import verify as verify_cmd
 from aicert.cli.registry_flags import connect
@@ -24,9 +26,13 @@ from aicert.oci.documents import ARTIFACT_CERTIFICATE
 from aicert.oci.errors import OciContentError, OciError
 from aicert.oci.reference import OciReference, parse_reference
 from aicert.oci.transfer import Referrer, attachments_of, model_manifest, pull_model
+from aicert.oci.verified import first_verified
 from aicert.trust import TrustError
 from aicert.verify import MalformedError, VerificationError, VerifiedTraining, Verifier
 from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES
+
+if TYPE_CHECKING:
+    from aicert.verify.lineage import Lineage  # loaded with --lineage only
 
 CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
 
@@ -64,12 +70,8 @@ def run(args: argparse.Namespace) -> int:
                 "--model",
                 "the weights come from the registry with an oci:// reference; --model is for a file",
             )
-        if args.lineage or args.lineage_partial:
-            raise MalformedError(
-                "--lineage",
-                "follows certificates in files; `kubectl aicert get` or the pulled certificate, then "
-                "aicert verify FILE --lineage DIR",
-            )
+        if args.lineage_partial and not args.lineage:
+            raise MalformedError("--lineage-partial", "is only for --lineage")
         verifier = verify_cmd.verifier_from_args(args)
         data_dirs = verify_cmd.parse_data(args.data)
         at = verify_cmd.parse_time(args.at) if args.at else None
@@ -129,30 +131,37 @@ def _verify_each(
     pinned: OciReference,
     tag_note: str | None,
 ) -> int:
-    failures: list[dict[str, str]] = []
-    unusable: list[tuple[str, MalformedError]] = []
-    for position, referrer in enumerate(referrers):
-        try:
-            result = verifier.verify(
-                referrer.data, model_dir=model_dir, data_dirs=data_dirs, at=at, ignore=args.ignore
-            )
-        except MalformedError as exc:
-            if exc.field.startswith("--"):  # a flag that does not fit: the same for every certificate
+    try:
+        attempts = first_verified(
+            verifier,
+            referrers,
+            model_dir,
+            shown_as=f"{pinned}'s weights (pulled)",
+            data_dirs=data_dirs,
+            at=at,
+            ignore=args.ignore,
+        )
+    except MalformedError as exc:  # a flag that does not fit: the same for every certificate
+        return _unusable(args, exc.field, exc.reason)
+    if attempts.verified is not None:
+        referrer, result = attempts.verified
+        lineage = None
+        if args.lineage:  # the parents of the certificate that verified, in DIRs or registries
+            try:
+                lineage = verify_cmd.lineage_of(
+                    args, verifier, referrer.data, result, source=f"{pinned} (certificate {referrer.digest})"
+                )
+            except MalformedError as exc:
                 return _unusable(args, exc.field, exc.reason)
-            unusable.append((referrer.digest, exc))
-            continue
-        except VerificationError as exc:
-            reason = exc.reason.replace(str(model_dir), f"{pinned}'s weights (pulled)")
-            failures.append({"check": str(exc.check), "reason": reason, "referrer": referrer.digest})
-            continue
-        others = [f"{f['referrer']}: check {f['check']} failed" for f in failures]
-        others += [f"{digest}: unusable: {bad.field}: {bad.reason}" for digest, bad in unusable]
-        others += [f"{r.digest}: not tried, {referrer.digest} verified" for r in referrers[position + 1 :]]
-        _print_verified(args, result, pinned, referrer, tag_note, others + passed_over)
+            except VerificationError as exc:
+                return _failed(args, [{"check": str(exc.check), "reason": exc.reason}])
+        _print_verified(args, result, pinned, referrer, tag_note, attempts.not_used() + passed_over, lineage)
         return verify_cmd.EXIT_OK
-    if failures:
-        return _failed(args, failures)
-    first_digest, problem = unusable[0]
+    if attempts.failed:
+        return _failed(
+            args, [{"check": f.check, "reason": f.reason, "referrer": f.referrer} for f in attempts.failed]
+        )
+    first_digest, problem = attempts.unusable[0]
     return _unusable(args, f"referrer {first_digest}: {problem.field}".rstrip(": "), problem.reason)
 
 
@@ -163,9 +172,12 @@ def _print_verified(
     referrer: Referrer,
     tag_note: str | None,
     not_used: list[str],
+    lineage: Lineage | None = None,
 ) -> None:
     if args.json:
         doc = result.to_json()
+        if lineage is not None:
+            doc["lineage"] = lineage.to_json()
         doc["oci"] = {
             "model": str(pinned),
             "referrer": referrer.digest,
@@ -183,5 +195,7 @@ def _print_verified(
     lines += [f"  not used {line}" for line in not_used]
     if tag_note:
         lines.append(f"  note     {tag_note}")
+    if lineage is not None:
+        lines += verify_cmd.lineage_lines(lineage)
     print(verify_cmd.summary(result))
     print("\n".join(verify_cmd.printable(line) for line in lines))

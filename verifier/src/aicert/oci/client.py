@@ -297,6 +297,29 @@ class RegistryClient:
         self.fetch_blob(repository, descriptor, buffer)
         return buffer.getvalue()
 
+    def blob_by_digest(self, repository: str, digest: str, limit: int) -> bytes | None:
+        """The blob `digest` names, when its size is not known beforehand (no descriptor): at most
+        `limit` bytes (else OciError), None when the registry has no such blob (404), and the bytes
+        must hash to `digest` (else OciContentError)."""
+        if not DIGEST.fullmatch(digest):
+            raise OciError(f"blob {digest!r}: not sha256:<64 hex digits>")
+        answer = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        if answer.status == 404:
+            answer.close()
+            return None
+        self.expect(answer, f"GET blob {repository}@{digest}", 200)
+        try:
+            data = read_capped(answer, limit, f"blob {repository}@{digest}", timeout=self.timeout)
+        finally:
+            answer.close()
+        if sha256_digest(data) != digest:
+            raise OciContentError(
+                f"the registry served blob {repository}@{digest} as bytes hashing to {sha256_digest(data)}"
+            )
+        return data
+
     def resolve(self, repository: str, tag: str) -> str:
         """The digest of the manifest `tag` names now (the bytes' own digest, not a header's)."""
         return self.get_manifest(repository, tag)[2]

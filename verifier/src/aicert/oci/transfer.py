@@ -50,6 +50,7 @@ class Referrer:
     digest: str
     artifact_type: str
     data: bytes
+    title: str | None = None  # the file name its layer's annotation gives (a hint, never trusted)
 
 
 @dataclass
@@ -136,8 +137,11 @@ def model_manifest(client: RegistryClient, repository: str, digest: str) -> Imag
     return manifest
 
 
-def pull_model(client: RegistryClient, manifest: ImageManifest, repository: str, destination: Path) -> None:
-    """Write each layer of `manifest` to destination/<its file path>. Paths are checked (relative,
+def pull_model(
+    client: RegistryClient, manifest: ImageManifest, repository: str, destination: Path
+) -> list[FileEntry]:
+    """Write each layer of `manifest` to destination/<its file path>; the files written, each with
+    the size and sha256 it was checked against while it streamed. Paths are checked (relative,
     normalised, each once, none both a file and a directory) before any blob is fetched; files are
     created, never opened through a link."""
     paths = [
@@ -160,6 +164,10 @@ def pull_model(client: RegistryClient, manifest: ImageManifest, repository: str,
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as sink:
             client.fetch_blob(repository, layer, sink)
+    return [
+        FileEntry(path, layer.size, layer.digest.removeprefix("sha256:"))
+        for path, layer in zip(paths, manifest.layers, strict=True)
+    ]
 
 
 def attachments_of(
@@ -192,9 +200,9 @@ def attachments_of(
             layers = [layer for layer in manifest.layers if layer.media_type == artifact_type]
             if len(layers) != 1:
                 raise OciError(f"it has {len(layers)} layers of {artifact_type}, not one")
-            found.referrers.append(
-                Referrer(listed.digest, artifact_type, client.read_blob(repository, layers[0], max_bytes))
-            )
+            data = client.read_blob(repository, layers[0], max_bytes)
+            title = layers[0].annotations.get(ANNOTATION_TITLE)
+            found.referrers.append(Referrer(listed.digest, artifact_type, data, title))
         except OciError as exc:
             found.passed_over.append(f"{listed.digest}: {exc.reason}")
     return found

@@ -1,14 +1,16 @@
-"""`aicert verify --lineage DIR`: the chain of certified runs behind a model, back to its first run.
+"""`aicert verify --lineage DIR|oci://REGISTRY/REPO`: the chain of certified runs behind a model, back to its first run.
 
 A run whose input held an earlier certified run's output records, for that input, the earlier
 certificate's digest (sha256 of its exact bytes) and subject (`aicert.lineage`; in the statement,
 so the quote binds it). From the certificate being verified, `walk_lineage` follows each recorded
-parent to a certificate of that digest in the lineage directories, verifies it fully on its own
+parent to a certificate of that digest (a `Finder`: the lineage directories, registries), verifies it fully on its own
 (every check, its own trust level), checks the link, and goes on from it:
 
-- `lineage-complete`: a certificate with the recorded digest is in a directory (else the lineage
-  is incomplete: a failure, unless partial lineage is accepted, and then the result says so);
-- `lineage-digest`: the bytes read hash to that digest (a file changed since it was indexed);
+- `lineage-complete`: a certificate with the recorded digest is found, in a directory or in a
+  registry repository (`aicert.oci.lineage`); else the lineage is incomplete: a failure, unless
+  partial lineage is accepted, and then the result says so;
+- `lineage-digest`: the bytes read hash to that digest (a file changed since it was indexed, or a
+  registry that serves other bytes);
 - `lineage-parent`: the parent verifies (its failing check is named);
 - `lineage-subject`: the parent certifies the model the child recorded for that input;
 - `lineage-bounds`: no cycle, at most `MAX_LINEAGE_DEPTH` links from the certificate to a first
@@ -76,7 +78,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Missing:
-    """A parent a run recorded whose certificate is in no --lineage directory."""
+    """A parent a run recorded whose certificate is in no --lineage directory or repository."""
 
     child: str
     input: str
@@ -85,7 +87,7 @@ class Missing:
     def describe(self) -> str:
         return (
             f"input {self.input} of certificate sha256:{self.child} is the output of the run certified by "
-            f"sha256:{self.parent.certificate} (model sha256:{self.parent.subject}), which is in no --lineage directory"
+            f"sha256:{self.parent.certificate} (model sha256:{self.parent.subject}), which is in no --lineage directory or repository"
         )
 
 
@@ -240,7 +242,8 @@ def walk_lineage(
     if walk.missing and not partial:
         raise VerificationError(
             LineageCheck.LINEAGE_COMPLETE,
-            "; ".join(m.describe() for m in walk.missing) + " (give its directory with --lineage, or "
+            "; ".join(m.describe() for m in walk.missing)
+            + " (give its directory or repository with --lineage, or "
             "accept an incomplete lineage with --lineage-partial)",
         )
     return Lineage(tuple(walk.links), tuple(walk.missing))
