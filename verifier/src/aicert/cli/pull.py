@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 from aicert.cli import verify as verify_cmd
 from aicert.cli.registry_flags import add_registry_flags, connect
+from aicert.cli.verify_oci import CONTENT_CHECK, failed, unusable
 from aicert.trust import TrustError
 from aicert.verify import MalformedError
-
-CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,29 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _unusable(args: argparse.Namespace, field: str | None, reason: str) -> int:
-    if args.json:
-        print(json.dumps({"pulled": False, "error": "unusable-input", "field": field, "reason": reason}))
-    where = f"{field}: " if field else ""
-    print(verify_cmd.printable(f"aicert pull: unusable input: {where}{reason}"), file=sys.stderr)
-    return verify_cmd.EXIT_UNUSABLE
+    return unusable(args, field, reason, command="pull", key="pulled")
 
 
 def _failed(args: argparse.Namespace, failures: list[dict[str, str]]) -> int:
-    for failure in failures:
-        line = f"NOT VERIFIED  check {failure['check']} failed: {failure['reason']}"
-        if "referrer" in failure:
-            line += f" (certificate {failure['referrer']})"
-        print(verify_cmd.printable(line), file=sys.stderr)
-    print(f"aicert pull: nothing written to {args.directory}", file=sys.stderr)
-    if args.json:
-        doc: dict[str, Any] = {
-            "pulled": False,
-            "check": failures[0]["check"],
-            "reason": failures[0]["reason"],
-        }
-        doc["failures"] = failures
-        print(json.dumps(doc))
-    return verify_cmd.EXIT_FAILED
+    return failed(
+        args, failures, key="pulled", afterwards=f"aicert pull: nothing written to {args.directory}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,23 +37,42 @@ if TYPE_CHECKING:
 CONTENT_CHECK = "oci-content"  # the registry served other bytes than the digest names
 
 
-def _unusable(args: argparse.Namespace, field: str | None, reason: str) -> int:
+def unusable(
+    args: argparse.Namespace,
+    field: str | None,
+    reason: str,
+    *,
+    command: str = "verify",
+    key: str = "verified",
+) -> int:
+    """Exit 2: the input or the registry could not be used (`command` says whose, `key` is the
+    JSON result's flag)."""
     if args.json:
-        print(json.dumps({"verified": False, "error": "unusable-input", "field": field, "reason": reason}))
+        print(json.dumps({key: False, "error": "unusable-input", "field": field, "reason": reason}))
     where = f"{field}: " if field else ""
-    print(verify_cmd.printable(f"aicert verify: unusable input: {where}{reason}"), file=sys.stderr)
+    print(verify_cmd.printable(f"aicert {command}: unusable input: {where}{reason}"), file=sys.stderr)
     return verify_cmd.EXIT_UNUSABLE
 
 
-def _failed(args: argparse.Namespace, failures: list[dict[str, str]]) -> int:
+def failed(
+    args: argparse.Namespace,
+    failures: list[dict[str, str]],
+    *,
+    key: str = "verified",
+    afterwards: str | None = None,
+) -> int:
+    """Exit 1: no certificate verified; each failure's check and reason (`afterwards`: a last line
+    on stderr, e.g. what was not written)."""
     for failure in failures:
         line = f"NOT VERIFIED  check {failure['check']} failed: {failure['reason']}"
         if "referrer" in failure:
             line += f" (certificate {failure['referrer']})"
         print(verify_cmd.printable(line), file=sys.stderr)
+    if afterwards:
+        print(afterwards, file=sys.stderr)
     if args.json:
         doc: dict[str, Any] = {
-            "verified": False,
+            key: False,
             "check": failures[0]["check"],
             "reason": failures[0]["reason"],
         }
@@ -78,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
         reference = parse_reference(args.certificate)
         client = connect(reference, args)
     except MalformedError as exc:
-        return _unusable(args, exc.field, exc.reason)
+        return unusable(args, exc.field, exc.reason)
     except TrustError as exc:
-        return _unusable(args, None, str(exc))
+        return unusable(args, None, str(exc))
     except OciError as exc:
-        return _unusable(args, "oci", exc.reason)
+        return unusable(args, "oci", exc.reason)
     tag_note = None
     try:
         digest = reference.digest
@@ -99,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if not found.referrers:
             passed = "; ".join(found.passed_over)
-            return _unusable(
+            return unusable(
                 args,
                 "referrers",
                 f"no certificate ({ARTIFACT_CERTIFICATE}) is attached to {pinned}"
@@ -113,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
                 args, verifier, found.referrers, found.passed_over, model_dir, data_dirs, at, pinned, tag_note
             )
     except OciContentError as exc:
-        return _failed(args, [{"check": CONTENT_CHECK, "reason": exc.reason}])
+        return failed(args, [{"check": CONTENT_CHECK, "reason": exc.reason}])
     except OciError as exc:
-        return _unusable(args, "oci", exc.reason)
+        return unusable(args, "oci", exc.reason)
     except OSError as exc:
-        return _unusable(args, "oci", f"cannot write the pulled model: {exc}")
+        return unusable(args, "oci", f"cannot write the pulled model: {exc}")
 
 
 def _verify_each(
@@ -142,7 +161,7 @@ def _verify_each(
             ignore=args.ignore,
         )
     except MalformedError as exc:  # a flag that does not fit: the same for every certificate
-        return _unusable(args, exc.field, exc.reason)
+        return unusable(args, exc.field, exc.reason)
     if attempts.verified is not None:
         referrer, result = attempts.verified
         lineage = None
@@ -152,17 +171,17 @@ def _verify_each(
                     args, verifier, referrer.data, result, source=f"{pinned} (certificate {referrer.digest})"
                 )
             except MalformedError as exc:
-                return _unusable(args, exc.field, exc.reason)
+                return unusable(args, exc.field, exc.reason)
             except VerificationError as exc:
-                return _failed(args, [{"check": str(exc.check), "reason": exc.reason}])
+                return failed(args, [{"check": str(exc.check), "reason": exc.reason}])
         _print_verified(args, result, pinned, referrer, tag_note, attempts.not_used() + passed_over, lineage)
         return verify_cmd.EXIT_OK
     if attempts.failed:
-        return _failed(
+        return failed(
             args, [{"check": f.check, "reason": f.reason, "referrer": f.referrer} for f in attempts.failed]
         )
     first_digest, problem = attempts.unusable[0]
-    return _unusable(args, f"referrer {first_digest}: {problem.field}".rstrip(": "), problem.reason)
+    return unusable(args, f"referrer {first_digest}: {problem.field}".rstrip(": "), problem.reason)
 
 
 def _print_verified(
