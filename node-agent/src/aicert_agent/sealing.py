@@ -38,7 +38,13 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.pod_check import Problem
 from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.timestamping import add_timestamp
-from aicert_agent.transparency import TransparencyLog, TransparencyLogError, log_entry, with_log_entry
+from aicert_agent.transparency import (
+    TransparencyLog,
+    TransparencyLogError,
+    entry_status_text,
+    log_entry,
+    with_log_entry,
+)
 from aicert_contract.status import (
     REFUSALS,
     Condition,
@@ -200,27 +206,27 @@ class Sealer:
         write_atomic(output / MODEL_SIGNATURE_FILE, json.dumps(model_signature).encode() + b"\n")
         write_atomic(output / BUNDLE_FILE, bundle_bytes(bundle))
         write_atomic(output / CERTIFICATE_FILE, text.encode() + b"\n")
+        status: dict[str, Any] = {
+            "assurance": self.assurance,
+            "certificate": text,
+            # the bundle is the certificate, this signature and its log entry, if any (kubectl
+            # aicert get rebuilds it)
+            "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
+            "modelDigest": f"sha256:{root}",
+            "modelShortDigest": short_digest(root),
+            "conditions": [
+                self._condition(
+                    ctx,
+                    "True",
+                    Reason.CERTIFIED,
+                    certified_message(root, self.node, logged),
+                )
+            ],
+        }
+        for entry in bundle["verificationMaterial"]["tlogEntries"]:
+            status["transparencyLogEntry"] = entry_status_text(entry)
         written = self.kube.apply_status(
-            ctx.namespace,
-            ctx.training_name,
-            ctx.training_uid,
-            {
-                "assurance": self.assurance,
-                "certificate": text,
-                # the bundle is the certificate and this signature (kubectl aicert get rebuilds it)
-                "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
-                "modelDigest": f"sha256:{root}",
-                "modelShortDigest": short_digest(root),
-                "conditions": [
-                    self._condition(
-                        ctx,
-                        "True",
-                        Reason.CERTIFIED,
-                        certified_message(root, self.node, logged),
-                    )
-                ],
-            },
-            known_version=ctx.training_version,
+            ctx.namespace, ctx.training_name, ctx.training_uid, status, known_version=ctx.training_version
         )
         if written is None:
             self._gone(ctx, "its certificate is in the output volume only")

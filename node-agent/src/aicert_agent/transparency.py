@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from aicert.bundle import read_bundle
-from aicert.tlog import TLOG_FIELD, hashedrekord_request, inclusion_problem, read_tlog_entry
+from aicert.tlog import (
+    ENTRY_STATUS_MAX_BYTES,
+    TLOG_FIELD,
+    hashedrekord_request,
+    inclusion_problem,
+    read_tlog_entry,
+)
 from aicert.verify.errors import MalformedError
 
 ENTRIES_PATH = "/api/v2/log/entries"
@@ -129,7 +135,18 @@ def log_entry(
         raise TransparencyLogError(
             f"the log at {url} answered with an entry that does not check out: {problem}"
         )
+    if len(entry_status_text(kept).encode()) > ENTRY_STATUS_MAX_BYTES:
+        raise TransparencyLogError(
+            f"the log at {url} answered with an entry larger than the status holds "
+            f"({ENTRY_STATUS_MAX_BYTES} bytes)"
+        )
     return kept
+
+
+def entry_status_text(entry: dict[str, Any]) -> str:
+    """The entry as `status.transparencyLogEntry` holds it: compact JSON, in the bundle's key order,
+    so that `kubectl aicert get` rebuilds the agent's bundle byte for byte."""
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def with_log_entry(bundle: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,9 @@ MAX_PROOF_HASHES: Final = 64  # a tree of 2**63 leaves needs 63
 MAX_BODY_BYTES: Final = 64 * 1024  # a hashedrekord leaf with an RSA-4096 key is under 2 KiB
 MAX_CHECKPOINT_BYTES: Final = 16 * 1024
 MAX_INT64: Final = 2**63 - 1
+# The entry as JSON text in a CertifiedTraining's status (status.transparencyLogEntry's maxLength in
+# the CRD): a rekor-tiles entry with a 64-hash proof and an RSA-4096 key is under 12 KiB.
+ENTRY_STATUS_MAX_BYTES: Final = 32 * 1024
 NOTE_DASH: Final = "\u2014 "  # a signature line begins with an em dash and a space
 
 
@@ -390,6 +393,7 @@ def inclusion_problem(
 
 
 __all__ = [
+    "ENTRY_STATUS_MAX_BYTES",
     "TLOG_FIELD",
     "Checkpoint",
     "TlogEntry",
