@@ -287,16 +287,22 @@ class Checkpoint(msgspec.Struct, frozen=True):
     root_hash: bytes
 
 
-def log_key_id(origin: str, key: PublicKeyTypes) -> bytes:
-    """The 4-byte key hash a signature line names, for `key` signing as `origin` (pkg/note)."""
+def log_id(origin: str, key: PublicKeyTypes) -> bytes:
+    """The log's key ID in full (rekor-tiles' `logId.keyId`): the digest whose first 4 bytes a
+    checkpoint's signature line names, for `key` signing as `origin` (pkg/note)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # only with an entry
 
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()[:4]
+        return hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return hashlib.sha256(spki_der(key)).digest()[:4]
+        return hashlib.sha256(spki_der(key)).digest()
     raise ValueError("a log key is Ed25519 or ECDSA")
+
+
+def log_key_id(origin: str, key: PublicKeyTypes) -> bytes:
+    """The 4-byte key hash a signature line names, for `key` signing as `origin` (pkg/note)."""
+    return log_id(origin, key)[:4]
 
 
 def _note_signature_valid(key: PublicKeyTypes, signature: bytes, text: bytes) -> bool:
@@ -403,6 +409,7 @@ __all__ = [
     "inclusion_problem",
     "key_details",
     "leaf_hash",
+    "log_id",
     "log_key_id",
     "node_hash",
     "read_tlog_entry",
