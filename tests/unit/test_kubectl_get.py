@@ -190,3 +190,14 @@ def test_an_unreadable_log_entry_in_the_status_is_exit_2_and_writes_nothing(
     assert get(tmp_path, kubectl, body) == 2
     assert problem in capsys.readouterr().err
     assert not (tmp_path / "weights").exists()
+
+
+def test_kubectl_aicert_push_attaches_the_bundle_with_its_log_entry(tmp_path: Path, azure_dir: Path) -> None:
+    """`kubectl aicert push` rebuilds the same bundle from the status: the entry included."""
+    from aicert.cli import kubectl_push
+    from aicert.verify import TrainingResource
+
+    _, _, bundle, body = logged_status(tmp_path, azure_dir)
+    attachment = kubectl_push._sigstore_bundle(TrainingResource.from_json(body), tmp_path)
+    assert attachment is not None
+    assert attachment.data == (json.dumps(bundle, separators=(",", ":")) + "\n").encode()
