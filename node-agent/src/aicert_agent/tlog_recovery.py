@@ -38,6 +38,7 @@ from aicert.tlog import (
 
 TILE_WIDTH: Final = 256
 HASH_SIZE: Final = 32
+READ_CHUNK: Final = 4096
 TILE_HEIGHT: Final = 8  # 256 = 2**8: a tile spans 8 levels of the tree
 MAX_FETCHES: Final = (
     48  # a tree of 2**63 leaves has 8 tile levels, each needing at most 3 tiles (or 6 requests)
@@ -135,7 +136,14 @@ def http_fetch(read_url: str, deadline: float, max_fetches: int = MAX_FETCHES) -
         url = read_url.rstrip("/") + "/" + path
         try:
             with urllib.request.urlopen(urllib.request.Request(url), timeout=left) as answer:
-                body: bytes = answer.read(most + 1)
+                body = b""
+                while len(body) <= most:  # in chunks, so that a log sending slowly meets the deadline
+                    chunk: bytes = answer.read(min(READ_CHUNK, most + 1 - len(body)))
+                    if not chunk:
+                        break
+                    body += chunk
+                    if time.monotonic() > deadline:
+                        raise RecoveryError("recovering the entry took longer than the log's time-out")
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
