@@ -647,6 +647,12 @@ def test_a_transparency_log_gives_the_agent_its_url_and_key_from_a_config_map(he
     assert mount["readOnly"] is True and path == f"{mount['mountPath']}/log.pem"
     (volume,) = [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if v["name"] == "tlog-key"]
     assert volume["configMap"] == {"name": "rekor-log-key", "items": [{"key": "log.pem", "path": "log.pem"}]}
+    assert "--tlog-read-url" not in agent["args"]  # the read API at the url
+    values["agent.transparencyLog"]["readUrl"] = "http://rekor-tiles.log.svc"
+    agent = container(one(render(helm_home, values), "DaemonSet"))
+    assert agent["args"][agent["args"].index("--tlog-read-url") + 1] == "http://rekor-tiles.log.svc"
+    alone = {"agent.transparencyLog": {"readUrl": "http://rekor-tiles.log.svc"}}  # no log: nothing
+    assert "--tlog-read-url" not in container(one(render(helm_home, alone), "DaemonSet"))["args"]
     # a url without the log's key: the agent could keep no answer, so the schema refuses it
     with pytest.raises(helm.HelmError, match="publicKey"):
         render(helm_home, {"agent.transparencyLog": {"url": "http://rekor.log.svc:3000"}})

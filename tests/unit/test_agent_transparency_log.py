@@ -113,20 +113,20 @@ def test_url_and_key_go_together(tmp_path: Path) -> None:
         transparency_log("http://127.0.0.1:1", tmp_path / "key.pem")
 
 
-def test_the_sealer_publishes_without_the_entry_and_says_why(run: Run, bundle: Json) -> None:
+def test_the_sealer_publishes_without_the_entry_and_says_why(run: Run, bundle: Json, tmp_path: Path) -> None:
     ctx = cast(Any, SimpleNamespace(namespace="ml", pod={"metadata": {"name": "run-1"}}))
     down = TransparencyLog(f"http://127.0.0.1:{free_port()}", Log().key.public_key(), timeout=5)
     sealer = Sealer(cast(AgentKube, None), "gpu-1", "dev", AkIdentity("", ()), tlog=down)
-    published, said = sealer._log(ctx, run.certificate, bundle)
+    published, said = sealer._log(ctx, run.certificate, bundle, tmp_path)
     assert published == bundle and published["verificationMaterial"]["tlogEntries"] == []
     assert said.startswith(
         "; the transparency log submission failed, the bundle has no log entry: the log at"
     )
     without = Sealer(cast(AgentKube, None), "gpu-1", "dev", AkIdentity("", ()))
-    assert without._log(ctx, run.certificate, bundle) == (bundle, "")
+    assert without._log(ctx, run.certificate, bundle, tmp_path) == (bundle, "")
 
 
-def test_a_logs_own_words_cannot_make_the_status_write_fail(run: Run, bundle: Json) -> None:
+def test_a_logs_own_words_cannot_make_the_status_write_fail(run: Run, bundle: Json, tmp_path: Path) -> None:
     """A log answering an error with text the API server would refuse (a character beyond the BMP,
     sent as a surrogate pair) or a very long one: the Certified message is still one it takes."""
     ctx = cast(Any, SimpleNamespace(namespace="ml", pod={"metadata": {"name": "run-1"}}))
@@ -139,7 +139,7 @@ def test_a_logs_own_words_cannot_make_the_status_write_fail(run: Run, bundle: Js
             AkIdentity("", ()),
             tlog=TransparencyLog(server.url, Log().key.public_key()),
         )
-        _, said = sealer._log(ctx, run.certificate, bundle)
+        _, said = sealer._log(ctx, run.certificate, bundle, tmp_path)
     assert "\U0001f600" in said
     message = certified_message("ab" * 32, "gpu-1", said)
     assert "\U0001f600" not in message and "\\U0001f600" in message

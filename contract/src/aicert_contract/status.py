@@ -132,6 +132,7 @@ class TrainingStatus(TypedDict, total=False):
     modelShortDigest: str
     certificate: str
     envelopeSignature: str  # base64: the AK's DSSE signature of the certificate's Sigstore bundle
+    transparencyLogEntry: str  # JSON text: the bundle's Rekor v2 entry (aicert.tlog)
 
 
 # Reasons the agent may put in Certified=False: each ends the run as Failed, never retried.

@@ -175,6 +175,14 @@ def _tlog_arguments(parser: argparse.ArgumentParser) -> None:
         help="the transparency log's public key (PEM): an answer whose checkpoint it did not sign is not "
         "kept (env AICERT_TLOG_KEY)",
     )
+    parser.add_argument(
+        "--tlog-read-url",
+        default=os.environ.get("AICERT_TLOG_READ_URL") or None,
+        metavar="URL",
+        help="the log's read API (C2SP tlog-tiles: checkpoint, tiles), where the entry of a seal tried "
+        "again, which the log already holds, is recovered from (default: --tlog-url, env "
+        "AICERT_TLOG_READ_URL)",
+    )
 
 
 def _thim_url_argument(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
     from aicert_agent.transparency import TransparencyLogError, transparency_log
 
     try:
-        tlog = transparency_log(args.tlog_url, args.tlog_key)
+        tlog = transparency_log(args.tlog_url, args.tlog_key, args.tlog_read_url)
     except TransparencyLogError as exc:
         print(f"aicert-agent run: {exc}", file=sys.stderr)
         return EXIT_USAGE

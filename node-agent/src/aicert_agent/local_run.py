@@ -218,7 +218,13 @@ def _execute(run: LocalRun) -> int:
         model_signature = sign_model(certificate, output, tpm)
     if run.tlog is not None:  # a log that fails costs the certificate nothing but the entry
         try:
-            entry = log_entry(bundle, certificate["evidence"]["ak"]["public"], run.tlog.url, run.tlog.key)
+            entry = log_entry(
+                bundle,
+                certificate["evidence"]["ak"]["public"],
+                run.tlog.url,
+                run.tlog.key,
+                read_url=run.tlog.read_url,
+            )
             bundle = with_log_entry(bundle, entry)
             print(f"aicert-agent: logged at index {entry['logIndex']} of {run.tlog.url}", file=sys.stderr)
         except TransparencyLogError as exc:

@@ -38,7 +38,17 @@ from aicert_agent.markers import write_atomic, write_marker
 from aicert_agent.pod_check import Problem
 from aicert_agent.recorder import AkIdentity, RunRecorder
 from aicert_agent.timestamping import add_timestamp
-from aicert_agent.transparency import TransparencyLog, TransparencyLogError, log_entry, with_log_entry
+from aicert_agent.transparency import (
+    LOG_RECORD,
+    LogRecord,
+    TransparencyLog,
+    TransparencyLogError,
+    entry_status_text,
+    kept_entry,
+    log_entry,
+    reused,
+    with_log_entry,
+)
 from aicert_contract.status import (
     REFUSALS,
     Condition,
@@ -131,6 +141,24 @@ def certified_message(root: str, node: str, logged: str) -> str:
     return status_message(f"model sha256:{root} certified by a TPM quote on {node}{logged}")
 
 
+def certified_status(
+    assurance: Assurance, text: str, bundle: dict[str, Any], root: str, condition: Condition
+) -> dict[str, Any]:
+    """The status of a certified run, in one write: the certificate and what rebuilds its bundle,
+    the envelope's signature and its transparency log entry, if it has one (kubectl aicert get)."""
+    status: dict[str, Any] = {
+        "assurance": assurance,
+        "certificate": text,
+        "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
+        "modelDigest": f"sha256:{root}",
+        "modelShortDigest": short_digest(root),
+        "conditions": [condition],
+    }
+    for entry in bundle["verificationMaterial"]["tlogEntries"]:  # at most one
+        status["transparencyLogEntry"] = entry_status_text(entry)
+    return status
+
+
 @dataclass
 class Sealer:
     kube: AgentKube
@@ -191,7 +219,7 @@ class Sealer:
                 f"the certificate has {len(text.encode())} bytes; the status holds at most {CERTIFICATE_MAX_BYTES}",
             )
         bundle = sign_bundle(certificate, recorder.tpm)  # after the timestamp, which it carries
-        bundle, logged = self._log(ctx, certificate, bundle)
+        bundle, logged = self._log(ctx, certificate, bundle, control)
         # the weights' OMS signature, over the manifest the agent wrote beside them (checked against
         # the certified root)
         model_signature = sign_model(certificate, Manifest.read(output / MANIFEST_FILE), recorder.tpm)
@@ -200,27 +228,10 @@ class Sealer:
         write_atomic(output / MODEL_SIGNATURE_FILE, json.dumps(model_signature).encode() + b"\n")
         write_atomic(output / BUNDLE_FILE, bundle_bytes(bundle))
         write_atomic(output / CERTIFICATE_FILE, text.encode() + b"\n")
+        condition = self._condition(ctx, "True", Reason.CERTIFIED, certified_message(root, self.node, logged))
+        status = certified_status(self.assurance, text, bundle, root, condition)
         written = self.kube.apply_status(
-            ctx.namespace,
-            ctx.training_name,
-            ctx.training_uid,
-            {
-                "assurance": self.assurance,
-                "certificate": text,
-                # the bundle is the certificate and this signature (kubectl aicert get rebuilds it)
-                "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
-                "modelDigest": f"sha256:{root}",
-                "modelShortDigest": short_digest(root),
-                "conditions": [
-                    self._condition(
-                        ctx,
-                        "True",
-                        Reason.CERTIFIED,
-                        certified_message(root, self.node, logged),
-                    )
-                ],
-            },
-            known_version=ctx.training_version,
+            ctx.namespace, ctx.training_name, ctx.training_uid, status, known_version=ctx.training_version
         )
         if written is None:
             self._gone(ctx, "its certificate is in the output volume only")
@@ -239,21 +250,45 @@ class Sealer:
         )
 
     def _log(
-        self, ctx: PodContext, certificate: dict[str, Any], bundle: dict[str, Any]
+        self, ctx: PodContext, certificate: dict[str, Any], bundle: dict[str, Any], control: Path
     ) -> tuple[dict[str, Any], str]:
         """The bundle, with its transparency log entry when a log is configured and answers, and
         what the Certified condition says about it. A log that fails costs the certificate nothing:
         it is published without the entry, and the condition says why (one bounded try: a retry
-        would hold this seal worker, and the log may have the entry already)."""
+        would hold this seal worker).
+
+        Restart-safe: the envelope's signature is kept in the control volume (`LogRecord`, durably)
+        before the log sees it, and the entry as soon as the log answered, so that a seal tried
+        again submits the same envelope (the log holds one entry of it) and keeps the entry it has;
+        when the agent stopped between the log's answer and that write, the log refuses the second
+        submission as a duplicate and the entry is recovered from its read API (log_entry)."""
         if self.tlog is None:
             return bundle, ""
+        ak_pem = certificate["evidence"]["ak"]["public"]
+        record = LogRecord.read(control)
+        signed = reused(record, bundle, ak_pem)
+        if signed is None or record is None:
+            record = LogRecord.of(bundle)
+            write_atomic(control / LOG_RECORD, record.to_bytes())
+        else:
+            bundle = signed
+        if record.entry is not None:
+            try:
+                entry = kept_entry(record.entry, bundle, ak_pem, self.tlog.key)
+            except TransparencyLogError as exc:
+                log.warning("%s: the kept transparency log entry is not used: %s", control, exc)
+            else:
+                return with_log_entry(
+                    bundle, entry
+                ), f"; logged at index {entry['logIndex']} of {self.tlog.url}"
         try:
             entry = log_entry(
                 bundle,
-                certificate["evidence"]["ak"]["public"],
+                ak_pem,
                 self.tlog.url,
                 self.tlog.key,
                 timeout=self.tlog.timeout,
+                read_url=self.tlog.read_url,
             )
         except TransparencyLogError as exc:
             metrics.TLOG_SUBMISSIONS.labels("failed").inc()
@@ -264,6 +299,7 @@ class Sealer:
                 exc,
             )
             return bundle, f"; the transparency log submission failed, the bundle has no log entry: {exc}"
+        write_atomic(control / LOG_RECORD, LogRecord.of(bundle, entry).to_bytes())
         metrics.TLOG_SUBMISSIONS.labels("logged").inc()
         return with_log_entry(bundle, entry), f"; logged at index {entry['logIndex']} of {self.tlog.url}"
 

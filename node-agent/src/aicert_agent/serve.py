@@ -53,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
             paravisor = load_paravisor_measurements()
         pod_settings = PodSettings.from_env()
         limits = MeasureLimits.from_env()
-        tlog = transparency_log(args.tlog_url, args.tlog_key)
+        tlog = transparency_log(args.tlog_url, args.tlog_key, args.tlog_read_url)
     except (TrustError, ContractError, LimitsError, TransparencyLogError) as exc:
         log.error("%s", exc)
         return 2

@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from aicert.jcs import canonical
-from aicert.tlog import TLOG_FIELD, TlogEntry, read_tlog_entry
+from aicert.tlog import ENTRY_STATUS_MAX_BYTES, TLOG_FIELD, TlogEntry, read_tlog_entry
 from aicert.tpm.attest import TPM_GENERATED_VALUE
 from aicert.tpm.signature import ALG_ECDSA, ALG_RSASSA, parse_signature
 from aicert.verify.errors import MalformedError
@@ -155,22 +155,36 @@ def bundle_bytes(bundle: dict[str, Any]) -> bytes:
     return json.dumps(bundle, separators=(",", ":")).encode() + b"\n"
 
 
-def rebuild_bundle(certificate_text: str, signature: str) -> dict[str, Any]:
+def rebuild_bundle(certificate_text: str, signature: str, tlog_entry: str | None = None) -> dict[str, Any]:
     """The bundle of a certificate (its JSON text, as the status holds it) from the envelope's
-    signature (base64, `status.envelopeSignature`): the payload is a function of the certificate,
-    so the bundle is the one the agent wrote. Raises MalformedError naming the status field; the
-    bundle is checked only by `aicert verify`."""
+    signature (base64, `status.envelopeSignature`) and, when the status has one, its transparency
+    log entry (JSON text, `status.transparencyLogEntry`): the payload is a function of the
+    certificate, so the bundle is the one the agent wrote. Raises MalformedError naming the status
+    field; the bundle (the entry's proof included) is checked only by `aicert verify`."""
     certificate = loads_strict(certificate_text, what="the certificate", field="status.certificate")
     try:
         signature_bytes = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
         raise MalformedError("status.envelopeSignature", "is not valid base64") from None
+    entries: list[Any] = []
+    if tlog_entry is not None:
+        entry = loads_strict(
+            tlog_entry,
+            what="the transparency log entry",
+            field="status.transparencyLogEntry",
+            max_bytes=ENTRY_STATUS_MAX_BYTES,
+        )
+        if not isinstance(entry, dict):
+            raise MalformedError("status.transparencyLogEntry", "is not a JSON object")
+        entries.append(entry)
     try:
-        return assemble_bundle(certificate, envelope_payload(certificate), signature_bytes)
+        bundle = assemble_bundle(certificate, envelope_payload(certificate), signature_bytes)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise MalformedError(
             "status.certificate", f"is not a certificate a bundle can carry: {exc!r}"
         ) from None
+    bundle["verificationMaterial"]["tlogEntries"] = entries
+    return bundle
 
 
 # --- reading (the verifier) -------------------------------------------------------------------

@@ -54,6 +54,9 @@ MAX_PROOF_HASHES: Final = 64  # a tree of 2**63 leaves needs 63
 MAX_BODY_BYTES: Final = 64 * 1024  # a hashedrekord leaf with an RSA-4096 key is under 2 KiB
 MAX_CHECKPOINT_BYTES: Final = 16 * 1024
 MAX_INT64: Final = 2**63 - 1
+# The entry as JSON text in a CertifiedTraining's status (status.transparencyLogEntry's maxLength in
+# the CRD): a rekor-tiles entry with a 64-hash proof and an RSA-4096 key is under 12 KiB.
+ENTRY_STATUS_MAX_BYTES: Final = 32 * 1024
 NOTE_DASH: Final = "\u2014 "  # a signature line begins with an em dash and a space
 
 
@@ -284,16 +287,22 @@ class Checkpoint(msgspec.Struct, frozen=True):
     root_hash: bytes
 
 
-def log_key_id(origin: str, key: PublicKeyTypes) -> bytes:
-    """The 4-byte key hash a signature line names, for `key` signing as `origin` (pkg/note)."""
+def log_id(origin: str, key: PublicKeyTypes) -> bytes:
+    """The log's key ID in full (rekor-tiles' `logId.keyId`): the digest whose first 4 bytes a
+    checkpoint's signature line names, for `key` signing as `origin` (pkg/note)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # only with an entry
 
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()[:4]
+        return hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return hashlib.sha256(spki_der(key)).digest()[:4]
+        return hashlib.sha256(spki_der(key)).digest()
     raise ValueError("a log key is Ed25519 or ECDSA")
+
+
+def log_key_id(origin: str, key: PublicKeyTypes) -> bytes:
+    """The 4-byte key hash a signature line names, for `key` signing as `origin` (pkg/note)."""
+    return log_id(origin, key)[:4]
 
 
 def _note_signature_valid(key: PublicKeyTypes, signature: bytes, text: bytes) -> bool:
@@ -390,6 +399,7 @@ def inclusion_problem(
 
 
 __all__ = [
+    "ENTRY_STATUS_MAX_BYTES",
     "TLOG_FIELD",
     "Checkpoint",
     "TlogEntry",
@@ -399,6 +409,7 @@ __all__ = [
     "inclusion_problem",
     "key_details",
     "leaf_hash",
+    "log_id",
     "log_key_id",
     "node_hash",
     "read_tlog_entry",

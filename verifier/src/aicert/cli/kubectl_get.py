@@ -9,7 +9,9 @@ file unless told to. It checks nothing cryptographic: run `aicert verify` on the
 
 When the status also holds the bundle's signature (`status.envelopeSignature`, from agents that
 write `aicert.sigstore.json`), it writes `DIR/aicert.sigstore.json` too: the certificate as a
-Sigstore bundle, rebuilt from the certificate and that signature, the bytes the agent wrote.
+Sigstore bundle, rebuilt from the certificate and that signature, the bytes the agent wrote; with
+the bundle's transparency log entry when the status holds one (`status.transparencyLogEntry`,
+from agents with a Rekor v2 log), so that `aicert verify --tlog-key` checks its inclusion proof.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ def run(args: argparse.Namespace, resource: TrainingResource) -> int:
         from aicert.bundle import bundle_bytes, rebuild_bundle
 
         try:
-            rebuilt = rebuild_bundle(resource.certificate, resource.envelope_signature)
+            rebuilt = rebuild_bundle(
+                resource.certificate, resource.envelope_signature, resource.transparency_log_entry
+            )
         except MalformedError as exc:
             print(f"kubectl aicert: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE

@@ -47,7 +47,9 @@ def _sigstore_bundle(resource: TrainingResource, model: Path) -> Attachment | No
 
     if resource.certificate is None or resource.envelope_signature is None:
         return None
-    rebuilt = rebuild_bundle(resource.certificate, resource.envelope_signature)
+    rebuilt = rebuild_bundle(
+        resource.certificate, resource.envelope_signature, resource.transparency_log_entry
+    )
     return Attachment(ARTIFACT_SIGSTORE_BUNDLE, BUNDLE_FILE, bundle_bytes(rebuilt))
 
 

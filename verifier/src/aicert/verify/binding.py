@@ -46,6 +46,7 @@ class TrainingResource(msgspec.Struct, frozen=True):
     model_digest: str | None
     certificate: str | None
     envelope_signature: str | None = None  # the AK's signature of the certificate's Sigstore bundle
+    transparency_log_entry: str | None = None  # the bundle's Rekor v2 entry, JSON text
 
     @classmethod
     def from_json(cls, obj: object) -> TrainingResource:
@@ -62,6 +63,7 @@ class TrainingResource(msgspec.Struct, frozen=True):
             model_digest=_string(status, "status.modelDigest"),
             certificate=_string(status, "status.certificate") or None,
             envelope_signature=_string(status, "status.envelopeSignature") or None,
+            transparency_log_entry=_string(status, "status.transparencyLogEntry") or None,
         )
 
 
