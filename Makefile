@@ -70,13 +70,13 @@ chart: venv
 images: deps
 	$(PYTHON) images/build.py
 
-# The README's test command: lint, types and every test tier (unit, integration, e2e). With
-# TEST_WORKERS=2, on two pytest-xdist workers: one runs the real-node tests (e2e and the integration
-# modules with real nodes, one after another: tests/conftest.py makes them one unit of work), the
-# other everything else meanwhile, module by module in collection order (--no-loadscope-reorder
-# keeps the real-node unit first). Not the default until the e2e tests are seen to pass that way
-# (docs/performance.md, "The suite on two workers").
-TEST_WORKERS ?= 0
+# The README's test command: lint, types and every test tier (unit, integration, e2e), on two
+# pytest-xdist workers: one runs the real-node tests (e2e and the integration modules with real
+# nodes, one after another: tests/conftest.py makes them one unit of work), the other everything
+# else meanwhile, module by module in collection order (--no-loadscope-reorder keeps the real-node
+# unit first). TEST_WORKERS=0 runs it all in one process (docs/performance.md, "The suite on two
+# workers").
+TEST_WORKERS ?= 2
 test: lint cluster-binaries node-binaries
 	$(BIN)/pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
