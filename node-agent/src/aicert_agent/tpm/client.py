@@ -13,11 +13,13 @@ Python type (bytes, int, dict) at this edge.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aicert.bundle import starts_with_tpm_generated
 from aicert.tpm.attest import ALG_SHA256, TPM_GENERATED_VALUE, parse_attest
@@ -114,20 +116,40 @@ def _selected_pcrs(selection: Any) -> dict[int, list[int]]:
     return {alg: sorted(indices) for alg, indices in banks.items()}
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialized(method: Callable[Concatenate[Tpm, _P], _R]) -> Callable[Concatenate[Tpm, _P], _R]:
+    """One TPM operation at a time: an ESAPI context serves one command at a time, and an operation
+    of several commands (a hash sequence, a quote and its PCR reads) must not interleave with
+    another's. The node agent calls the TPM from its seal workers, its gate, its lease probe."""
+
+    def serialized(self: Tpm, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(serialized, method)  # the name and docstring
+    return serialized
+
+
 class Tpm:
-    """A connection to one TPM. Use as a context manager; not thread-safe (one ESAPI context).
+    """A connection to one TPM. Use as a context manager. Thread-safe: its operations run one at a
+    time (one ESAPI context); `esapi` itself is for single-threaded provisioning only.
 
     A swtpm serves one connection at a time: open one `Tpm` per swtpm at a time.
     """
 
     def __init__(self, spec: TpmSpec | str) -> None:
         self.spec = parse_tpm_spec(spec) if isinstance(spec, str) else spec
+        self._lock = threading.RLock()  # an operation may call others (sign_external reads the AK)
         self._tcti: Any = None
         self._esys: Any = None
         self._nv_buffer_max: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @_serialized
     def open(self) -> Tpm:
         if self._esys is not None:
             return self
@@ -148,6 +170,7 @@ class Tpm:
         self._tcti = tcti
         return self
 
+    @_serialized
     def close(self) -> None:
         esys, tcti = self._esys, self._tcti
         self._esys = self._tcti = None
@@ -178,6 +201,7 @@ class Tpm:
 
     # -- capabilities and handles ------------------------------------------------------------
 
+    @_serialized
     def get_property(self, prop: int) -> int:
         """A TPM property (TPM2_PT_*) from TPM2_GetCapability(TPM_PROPERTIES)."""
         from tpm2_pytss.constants import TPM2_CAP
@@ -188,6 +212,7 @@ class Tpm:
                 return int(p.value)
         raise TpmError(f"TPM does not report property 0x{prop:x}")
 
+    @_serialized
     def list_handles(self, handle_type: int) -> list[int]:
         """Handles in use of one type (TPM2_HT_*: 0x80 transient, 0x81 persistent, 0x01 NV, ...)."""
         from tpm2_pytss.constants import TPM2_CAP
@@ -206,17 +231,21 @@ class Tpm:
             start = batch[-1] + 1
         return handles
 
+    @_serialized
     def transient_handles(self) -> list[int]:
         """Transient objects currently loaded (should be empty between operations)."""
         return self.list_handles(0x80)
 
+    @_serialized
     def has_persistent(self, handle: int) -> bool:
         return handle in self.list_handles(0x81)
 
+    @_serialized
     def has_nv_index(self, index: int) -> bool:
         return index in self.list_handles(0x01)
 
     @property
+    @_serialized
     def nv_buffer_max(self) -> int:
         """Largest NV read/write chunk: TPM2_PT_NV_BUFFER_MAX, capped by the TSS buffer size."""
         if self._nv_buffer_max is None:
@@ -263,6 +292,7 @@ class Tpm:
 
         return ESYS_TR(int(ESYS_TR.PCR0) + _check_pcr_index(index))
 
+    @_serialized
     def pcr_read(self, indices: Sequence[int]) -> dict[int, bytes]:
         """Read sha256-bank PCRs. A TPM returns at most 8 digests per TPM2_PCR_Read: loop."""
         from tpm2_pytss.constants import TPM2_ALG
@@ -286,6 +316,7 @@ class Tpm:
             remaining = [i for i in remaining if i not in values]
         return values
 
+    @_serialized
     def pcr_extend(self, index: int, digest: bytes) -> None:
         """PCR[index] := sha256(PCR[index] || digest), in the sha256 bank only."""
         from tpm2_pytss.constants import TPM2_ALG
@@ -296,6 +327,7 @@ class Tpm:
         values = TPML_DIGEST_VALUES([TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=digest))])
         self.esapi.pcr_extend(self._pcr_tr(index), values)
 
+    @_serialized
     def pcr_reset(self, index: int) -> None:
         """Reset a resettable PCR (16 and 23 from locality 0 on a PC-client TPM) to zeros."""
         self.esapi.pcr_reset(self._pcr_tr(index))
@@ -309,6 +341,7 @@ class Tpm:
                 "(on swtpm run the dev provisioning first)"
             )
 
+    @_serialized
     def ak_public(self) -> Any:
         """The AK's TPM2B_PUBLIC (tpm2_pytss object)."""
         self._require_ak()
@@ -316,10 +349,12 @@ class Tpm:
             public, _, _ = self.esapi.read_public(ak)
         return public
 
+    @_serialized
     def ak_public_pem(self) -> str:
         """The AK public key as SubjectPublicKeyInfo PEM."""
         return bytes(self.ak_public().to_pem()).decode("ascii")
 
+    @_serialized
     def nv_read(self, index: int, size: int, offset: int = 0) -> bytes:
         """Read `size` bytes at `offset` of an NV index, in chunks of at most `nv_buffer_max`."""
         from tpm2_pytss.constants import ESYS_TR, TPMA_NV
@@ -353,17 +388,20 @@ class Tpm:
                 done += len(chunk)
             return b"".join(chunks)
 
+    @_serialized
     def nv_size(self, index: int) -> int:
         with self.tr_from_handle(index) as nv:
             public, _ = self.esapi.nv_read_public(nv)
             return int(public.nvPublic.dataSize)
 
+    @_serialized
     def read_nv(self, index: int) -> bytes:
         """The whole content of NV index `index` (all of its defined size), read in chunks."""
         if not self.has_nv_index(index):
             raise TpmError(f"NV index 0x{index:08x} is not defined")
         return self.nv_read(index, self.nv_size(index))
 
+    @_serialized
     def ak_certificate_der(self) -> bytes:
         """The AK certificate (DER) from NV index `AK_CERT_NV_INDEX`, without any trailing padding."""
         if not self.has_nv_index(AK_CERT_NV_INDEX):
@@ -399,6 +437,7 @@ class Tpm:
         scheme.details.any.hashAlg = TPM2_ALG.SHA256
         return scheme
 
+    @_serialized
     def quote(self, pcrs: Sequence[int], extra_data: bytes) -> Quote:
         """Quote sha256 PCRs with the AK, qualified by `extra_data` (at most 64 bytes).
 
@@ -457,6 +496,7 @@ class Tpm:
             if not completed and self._esys is not None:
                 self._esys.flush_context(sequence)
 
+    @_serialized
     def sign_external(self, data: bytes) -> bytes:
         """The AK's signature over sha256(`data`), as a marshaled TPMT_SIGNATURE (the AK's scheme,
         else RSASSA or ECDSA with SHA-256, as for quotes).
