@@ -1,0 +1,227 @@
+"""spec.output.oci at the real kube-apiserver with this checkout's CRD: what admission refuses, in
+words a person understands (an emptyDir output, a digest in the reference, a scheme), that the field
+is immutable like the rest of the spec; and the operator's status writes of a certified run's
+publication (its pure `reconcile`, applied server-side with its field manager) keep everything the
+operator and the agent wrote before, end with Published True and status.published, and leave the
+phase Succeeded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from aicert_contract.pod import PodSettings
+from aicert_contract.publish import CONTAINER_PUSH, push_message
+from aicert_contract.status import ConditionType, Reason, set_condition
+from aicert_contract.training import FIELD_MANAGER_AGENT, GROUP, PLURAL, TrainingSpec
+from aicert_kube import TrainingClient
+from aicert_localcluster import LocalCluster
+from aicert_operator.kube import Kube
+from aicert_operator.observe import ContainerState, PodView
+from aicert_operator.publish import certificate_sha256, push_views
+from aicert_operator.reconcile import Training, reconcile
+
+pytestmark = pytest.mark.integration
+
+CRD = Path(__file__).resolve().parents[2] / "crds" / "certifiedtrainings.aicert.dev.yaml"
+NAMESPACE = "default"
+DONE = ContainerState("terminated", exit_code=0)
+SETTINGS = PodSettings(agent_image="registry.example/aicert/agent@sha256:" + "b" * 64)
+DIGEST = "sha256:" + "e" * 64
+CLAIM_OUTPUT = {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/out"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("oci")) as running:
+        running.kubectl("apply", "--server-side", "-f", str(CRD))
+        running.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(cluster: LocalCluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(cluster.admin_kubeconfig))  # type: ignore[no-untyped-call]
+
+
+def body(name: str, output: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "aicert.dev/v1alpha1",
+        "kind": "CertifiedTraining",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"image": "registry.example/train@sha256:" + "a" * 64, "output": output},
+    }
+
+
+def create(cluster: LocalCluster, name: str, output: dict[str, Any]) -> tuple[bool, str]:
+    done = cluster.kubectl("create", "-f", "-", input=json.dumps(body(name, output)), check=False)
+    return done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        (
+            {"emptyDir": {}, "mountPath": "/out", "oci": {"reference": "registry.example/models/m"}},
+            "output.oci needs a volumeClaimTemplate or persistentVolumeClaim output: an emptyDir's files "
+            "vanish with the training pod",
+        ),
+        (
+            {**CLAIM_OUTPUT, "oci": {"reference": f"registry.example/models/m@{DIGEST}"}},
+            "output.oci.reference must not name a digest",
+        ),
+        (
+            {**CLAIM_OUTPUT, "oci": {"reference": "oci://registry.example/models/m:v1"}},
+            "output.oci.reference must be REGISTRY/REPOSITORY[:TAG] (no oci:// scheme",
+        ),
+        (
+            {**CLAIM_OUTPUT, "oci": {"reference": "registry.example/Models/m"}},
+            "lower-case repository path components",
+        ),
+        (
+            {**CLAIM_OUTPUT, "oci": {"reference": "registry.example"}},
+            "output.oci.reference must be REGISTRY/REPOSITORY[:TAG]",
+        ),
+        (
+            {**CLAIM_OUTPUT, "oci": {"reference": "r.example/m", "pullSecret": {"name": "Not_A_Name"}}},
+            "spec.output.oci.pullSecret.name",
+        ),
+    ],
+)
+def test_admission_refuses_with_a_message_a_person_understands(
+    cluster: LocalCluster, output: dict[str, Any], says: str
+) -> None:
+    created, stderr = create(cluster, "refused", output)
+    assert not created
+    assert says in stderr
+
+
+def test_a_reference_with_a_port_and_tag_and_a_pull_secret_is_admitted_and_immutable(
+    cluster: LocalCluster,
+) -> None:
+    oci = {"reference": "registry.example:5000/team/models/llm:v1.2", "pullSecret": {"name": "push-creds"}}
+    created, stderr = create(cluster, "admitted", {**CLAIM_OUTPUT, "oci": oci})
+    assert created, stderr
+    patch = json.dumps({"spec": {"output": {"oci": {"reference": "evil.example/models/llm:v1"}}}})
+    done = cluster.kubectl(
+        "patch", "ct", "admitted", "-n", NAMESPACE, "--type=merge", "-p", patch, check=False
+    )
+    assert done.returncode != 0
+    assert "immutable" in done.stderr or "oldSelf" in done.stderr, done.stderr
+
+
+def as_operator_would(
+    kube: Kube, current: dict[str, Any], pods: list[PodView], pushes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    meta = current["metadata"]
+    status = dict(current.get("status") or {})
+    training = Training(
+        meta["name"],
+        meta["namespace"],
+        meta["uid"],
+        int(meta["generation"]),
+        TrainingSpec.model_validate(current["spec"]),
+        status,
+    )
+    views = push_views(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        status=status,
+        pods=pushes,
+        settings=SETTINGS,
+    )
+    decision = reconcile(training, pods, dt.datetime.now(dt.UTC), default_deadline=86400, pushes=views)
+    written = kube.apply_status(
+        meta["namespace"], meta["name"], meta["uid"], decision.status, read_version=meta["resourceVersion"]
+    )
+    assert written is not None
+    return written
+
+
+def pod(name: str, phase: str) -> PodView:
+    states = {"aicert-gate": DONE, "train": DONE, "aicert-seal": DONE}
+    return PodView(f"{name}-1", 1, "gpu-1", phase, False, "", "", None, states, uid="pod-uid-1")
+
+
+def condition(found: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in found["status"]["conditions"] if c["type"] == kind)
+
+
+def test_the_publication_is_written_beside_the_certificate_and_the_phase_stays_succeeded(
+    cluster: LocalCluster, api: client.ApiClient
+) -> None:
+    from aicert_contract.publish import push_pod
+
+    name = "published"
+    oci = {"reference": "registry.example/models/llm:v1"}
+    assert create(cluster, name, {**CLAIM_OUTPUT, "oci": oci})[0]
+    kube = Kube(api)
+    agent = TrainingClient(
+        api, field_manager=FIELD_MANAGER_AGENT, controller="aicert.dev/agent", instance="n"
+    )
+    current = as_operator_would(
+        kube, cluster.kubectl_json("get", "ct", name, "-n", NAMESPACE), [pod(name, "Running")], []
+    )
+    certificate = '{"a certificate": true}'
+    certified = set_condition(
+        None,
+        ConditionType.CERTIFIED,
+        "True",
+        Reason.CERTIFIED,
+        "certified",
+        generation=current["metadata"]["generation"],
+        now=dt.datetime.now(dt.UTC),
+    )
+    current = agent.apply_status(
+        NAMESPACE, name, current["metadata"]["uid"], {"certificate": certificate, "conditions": [certified]}
+    )
+    assert current is not None
+    current = as_operator_would(kube, current, [pod(name, "Succeeded")], [])
+    assert current["status"]["phase"] == "Succeeded"
+    # the next reconcile wants the first push pod: Published False, PushPending
+    current = as_operator_would(kube, current, [pod(name, "Succeeded")], [])
+    assert (condition(current, "Published")["status"], condition(current, "Published")["reason"]) == (
+        "False",
+        "PushPending",
+    )
+    pushed = push_pod(
+        name=name,
+        namespace=NAMESPACE,
+        uid=current["metadata"]["uid"],
+        spec=TrainingSpec.model_validate(current["spec"]),
+        attempt=1,
+        push_try=1,
+        settings=SETTINGS,
+        certificate_sha256=certificate_sha256(certificate),
+        envelope_signature=None,
+    )
+    terminated = {"exitCode": 0, "message": push_message(digest=DIGEST).decode()}
+    pushed["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": CONTAINER_PUSH, "state": {"terminated": terminated}}],
+    }
+    current = as_operator_would(kube, current, [pod(name, "Succeeded")], [pushed])
+    final = cluster.kubectl_json("get", "ct", name, "-n", NAMESPACE)
+    assert final["status"]["phase"] == "Succeeded"
+    assert final["status"]["published"] == {
+        "reference": f"oci://registry.example/models/llm@{DIGEST}",
+        "digest": DIGEST,
+    }
+    assert condition(final, "Published")["status"] == "True"
+    # what the operator and the agent wrote before is all still there
+    assert final["status"]["certificate"] == certificate
+    assert condition(final, "Certified")["status"] == "True"
+    assert condition(final, "Finished")["status"] == "True"
+    assert final["status"]["attempt"] == 1 and final["status"]["podName"] == f"{name}-1"
+    waited = cluster.kubectl(
+        "wait", "--for=condition=Published", f"ct/{name}", "-n", NAMESPACE, "--timeout=10s"
+    )
+    assert "condition met" in waited.stdout
