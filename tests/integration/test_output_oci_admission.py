@@ -225,3 +225,54 @@ def test_the_publication_is_written_beside_the_certificate_and_the_phase_stays_s
         "wait", "--for=condition=Published", f"ct/{name}", "-n", NAMESPACE, "--timeout=10s"
     )
     assert "condition met" in waited.stdout
+
+
+def test_the_push_pod_as_the_api_server_stores_it_is_the_operators_own(
+    cluster: LocalCluster, api: client.ApiClient
+) -> None:
+    """The API server defaults fields of a pod it stores (a secret volume's mode, the service
+    account); the operator must still recognise the push pod it made, or it would never publish."""
+    from aicert_contract.publish import push_pod
+
+    name = "stored"
+    oci = {"reference": "registry.example/models/llm:v1", "pullSecret": {"name": "push-creds"}}
+    assert create(cluster, name, {**CLAIM_OUTPUT, "oci": oci})[0]
+    training = cluster.kubectl_json("get", "ct", name, "-n", NAMESPACE)
+    status = {"phase": "Succeeded", "attempt": 1, "certificate": "{}", "envelopeSignature": "c2ln"}
+    spec = TrainingSpec.model_validate(training["spec"])
+    made = push_pod(
+        name=name,
+        namespace=NAMESPACE,
+        uid=training["metadata"]["uid"],
+        spec=spec,
+        attempt=1,
+        push_try=1,
+        settings=SETTINGS,
+        certificate_sha256=certificate_sha256("{}"),
+        envelope_signature="c2ln",
+    )
+    created = Kube(api).create_pod(made)
+    assert created.new
+    stored = cluster.kubectl_json("get", "pod", made["metadata"]["name"], "-n", NAMESPACE)
+    [view] = push_views(
+        name=name,
+        namespace=NAMESPACE,
+        uid=training["metadata"]["uid"],
+        spec=spec,
+        status=status,
+        pods=[stored],
+        settings=SETTINGS,
+    )
+    assert view.deviations == ()
+    changed = json.loads(json.dumps(stored))
+    changed["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "tenant-claim"
+    [other] = push_views(
+        name=name,
+        namespace=NAMESPACE,
+        uid=training["metadata"]["uid"],
+        spec=spec,
+        status=status,
+        pods=[changed],
+        settings=SETTINGS,
+    )
+    assert other.deviations == ("spec.volumes[output]",)

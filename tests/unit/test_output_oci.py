@@ -169,6 +169,7 @@ def test_the_push_pod_mounts_the_attempts_claim_read_only_and_the_pull_secret() 
     assert volumes["registry-config"]["secret"] == {
         "secretName": "push-creds",
         "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+        "defaultMode": 0o444,
     }
     command = live_push()["spec"]["containers"][0]["command"]
     assert command[:4] == ["python", "-m", "aicert_agent", "push"]

@@ -109,9 +109,10 @@ def push_pod(
         volumes.append(
             {
                 "name": REGISTRY_VOLUME,
-                "secret": {
+                "secret": {  # defaultMode as the API server would default it otherwise (0644)
                     "secretName": oci.pullSecret.name,
                     "items": [{"key": ".dockerconfigjson", "path": REGISTRY_CONFIG_FILE}],
+                    "defaultMode": 0o444,
                 },
             }
         )
