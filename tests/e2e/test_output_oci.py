@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 CREDENTIALS = ("pusher", secrets.token_urlsafe(12))
 SECRET = "push-creds"
+NS = "team-oci"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def private_registry(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> 
 def wait_published(stack: Stack, name: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        status: dict[str, Any] = stack.get("certifiedtraining", name, "default").get("status") or {}
+        status: dict[str, Any] = stack.get("certifiedtraining", name, NS).get("status") or {}
         published = next((c for c in status.get("conditions") or [] if c["type"] == "Published"), None)
         if published is not None and (published["status"] == "True" or published["reason"] == "PushFailed"):
             return status
@@ -54,16 +55,18 @@ def wait_published(stack: Stack, name: str, timeout: float = 300) -> dict[str, A
 def test_a_certified_model_is_pushed_from_the_cluster_and_verifies(
     stack: Stack, run: Any, private_registry: Registry, tmp_path: Path
 ) -> None:
-    secret = private_registry.pull_secret(SECRET, "default")
+    tenant = stack.tenant(NS)  # a team with the built-in `edit` role in its namespace
+    secret = private_registry.pull_secret(SECRET, NS)
     stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
-    r = run()
+    r = run(namespace=NS)
     r.body["spec"]["output"]["oci"] = {
         "reference": f"{private_registry.host}/models/e2e:v1",
         "pullSecret": {"name": SECRET},
         "plainHttp": True,
     }
     r.apply()
-    assert r.wait("Succeeded", "Failed", timeout=300)["phase"] == "Succeeded"
+    finished = r.wait("Succeeded", "Failed", timeout=300)["status"]
+    assert finished["phase"] == "Succeeded", finished
     status = wait_published(stack, r.name)
     published = next(c for c in status["conditions"] if c["type"] == "Published")
     assert (published["status"], published["reason"]) == ("True", "Published"), published["message"]
@@ -73,9 +76,7 @@ def test_a_certified_model_is_pushed_from_the_cluster_and_verifies(
     assert reference == f"oci://{private_registry.host}/models/e2e@{digest}"
 
     # the push pod the operator made: as the contract builds it, and it ended with the digest
-    [pod] = stack.cluster.kubectl_json("get", "pods", "-n", "default", "-l", f"aicert.dev/push-of={r.name}")[
-        "items"
-    ]
+    [pod] = stack.cluster.kubectl_json("get", "pods", "-n", NS, "-l", f"aicert.dev/push-of={r.name}")["items"]
     assert pod["metadata"]["name"] == f"{r.name}-1-push-1"
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["spec"]["activeDeadlineSeconds"] == PUSH_DEADLINE_SECONDS
@@ -91,3 +92,16 @@ def test_a_certified_model_is_pushed_from_the_cluster_and_verifies(
     done = subprocess.run([sys.executable, "-m", "aicert.cli", *argv], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("VERIFIED"), done.stdout
+
+    # the team cannot get into a push pod, whose termination message the operator reads as the digest
+    entry = stack.cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{NS}/pods/{r.name}-1-push-1/portforward?ports=8080",
+        "-f",
+        "/dev/null",
+        kubeconfig=tenant,
+        check=False,
+    )
+    assert entry.returncode != 0
+    assert "ValidatingAdmissionPolicy 'aicert-training-pod-no-connect'" in entry.stderr, entry.stderr

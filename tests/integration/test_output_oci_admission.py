@@ -276,3 +276,50 @@ def test_the_push_pod_as_the_api_server_stores_it_is_the_operators_own(
         settings=SETTINGS,
     )
     assert other.deviations == ("spec.volumes[output]",)
+
+
+def portforward(cluster: LocalCluster, pod: str) -> str:
+    """A CONNECT into `pod` (as `kubectl port-forward` makes it); its error. Admission judges a
+    CONNECT before the API server looks the pod up."""
+    done = cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/portforward?ports=8080",
+        "-f",
+        "/dev/null",
+        check=False,
+    )
+    assert done.returncode != 0
+    return done.stderr
+
+
+def test_nobody_gets_into_a_push_pod(cluster: LocalCluster, helm_home: Path) -> None:
+    """A shell in a push pod could write the termination message the operator reads as the pushed
+    digest: the chart's no-connect policy denies CONNECT into <training>-<attempt>-push-<try> as
+    into the training pod itself, and names nothing else."""
+    import time
+
+    from aicert_localcluster import helm
+
+    values = {"operator.deploy": False, "agent.deploy": False}
+    manifest = helm.template(values, show_only=["templates/training-admission.yaml"], home=helm_home)
+    documents = [d for d in yaml_documents(manifest) if "no-connect" in d["metadata"]["name"]]
+    assert len(documents) == 2  # the policy and its binding
+    for document in documents:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(document))
+    assert create(cluster, "guarded", {**CLAIM_OUTPUT, "oci": {"reference": "r.example/m"}})[0]
+    policy = "ValidatingAdmissionPolicy 'aicert-training-pod-no-connect'"
+    deadline = time.monotonic() + 90
+    while policy not in portforward(cluster, "guarded-1"):  # the policy takes a moment to load
+        assert time.monotonic() < deadline, "the no-connect policy never took effect"
+        time.sleep(0.5)
+    assert policy in portforward(cluster, "guarded-1-push-1")
+    assert policy in portforward(cluster, "guarded-12-push-3")
+    for other in ("guarded-1-push", "guarded-1-push-x", "guarded-1-pusher-1", "guarded-x-push-1"):
+        assert policy not in portforward(cluster, other), other
+
+
+def yaml_documents(text: str) -> list[dict[str, Any]]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all(text) if d]

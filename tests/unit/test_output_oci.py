@@ -403,3 +403,36 @@ def test_a_push_pod_of_an_earlier_attempt_does_not_count() -> None:
     earlier["metadata"]["name"] = "run-1-push-1"
     earlier["metadata"]["labels"]["aicert.dev/push-attempt"] = "1"
     assert decide(succeeded(), [earlier]).create_push == 1
+
+
+def test_the_reconcile_that_ends_a_run_succeeded_looks_again_to_publish() -> None:
+    """Nothing else may come to wake the operator once the run is Succeeded (its own status write
+    is not an event it acts on): the write that ends the run asks for the next look, which makes
+    the push pod."""
+    from aicert_operator.observe import ContainerState, PodView
+
+    done = ContainerState("terminated", exit_code=0)
+    containers = {"aicert-gate": done, "train": done, "aicert-seal": done}
+    pod = PodView("run-1", 1, "gpu-1", "Succeeded", False, "", "", None, containers, uid="pod-uid-1")
+    status = {
+        "phase": "Sealing",
+        "attempt": 1,
+        "startTime": "2026-12-07T19:00:00Z",
+        "certificate": CERTIFICATE,
+        "conditions": [
+            {
+                "type": "Certified",
+                "status": "True",
+                "reason": "Certified",
+                "message": "m",
+                "lastTransitionTime": "t",
+            }
+        ],
+    }
+    ending = reconcile(training(status), [pod], NOW, default_deadline=DEADLINE)
+    assert ending.status["phase"] == "Succeeded"
+    assert ending.requeue_after is not None and ending.requeue_after <= 1.0
+    plain = TrainingSpec.model_validate(
+        {**SPEC, "output": {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/o"}}
+    )
+    assert reconcile(training(status, plain), [pod], NOW, default_deadline=DEADLINE).requeue_after is None

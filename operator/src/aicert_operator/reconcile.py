@@ -76,6 +76,9 @@ class Decision:
     create_push: int | None = None  # spec.output.oci: the try whose push pod to create
 
 
+# After the write that ends a run Succeeded, when the next reconcile (spec.output.oci) starts the push.
+PUBLISH_LOOK_SECONDS = 1.0
+
 # The conditions an outcome sets: each type's status, reason and message.
 Wanted = dict[ConditionType, tuple[ConditionStatus, Reason, str]]
 
@@ -421,6 +424,8 @@ def reconcile(
     requeue = None
     if not outcome.complete:
         requeue = max(1.0, (started + dt.timedelta(seconds=deadline) - now).total_seconds())
+    elif outcome.phase == "Succeeded" and training.spec.output.oci is not None:
+        requeue = PUBLISH_LOOK_SECONDS  # its own write wakes nothing: look again to start the push
     return Decision(
         status=new_status,
         create_attempt=outcome.create_attempt,
