@@ -8,9 +8,11 @@ nodes pull images from by digest, as an AKS node pulls from ACR.
 `Registry(directory, credentials=("user", "password"))` requires basic auth for every request
 (distribution's htpasswd auth is registry-wide, so a registry that needs a pull secret is a second
 instance); `pull_secret(name, namespace)` is the kubernetes.io/dockerconfigjson Secret for it.
+`Registry(directory, address=node.node_ip)` listens on a real node's IP instead, where pods reach it
+(a pod's network has no route to the host's 127.0.0.1), as a push pod reaches a registry.
 
 Everything it writes is under `directory`: `config.yml`, `htpasswd`, `storage/` (the filesystem
-driver's root) and `registry.log`. It listens on 127.0.0.1 only; stop() kills it (SIGTERM, then
+driver's root) and `registry.log`. It listens on 127.0.0.1 only (or `address`); stop() kills it (SIGTERM, then
 SIGKILL) and it dies with the Python process otherwise (PR_SET_PDEATHSIG).
 
 `push` is a small OCI distribution client over http.client: each blob the manifest names is uploaded
@@ -90,9 +92,11 @@ class Registry:
         *,
         credentials: tuple[str, str] | None = None,
         bin_dir: Path | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
         self.directory = Path(directory).resolve()
         self.credentials = credentials
+        self.address = address
         self.bin_dir = Path(bin_dir).resolve() if bin_dir is not None else ensure_node_binaries()
         self.port = 0
         self.log = self.directory / "registry.log"
@@ -112,8 +116,9 @@ class Registry:
 
     @property
     def host(self) -> str:
-        """`127.0.0.1:<port>`: the registry's host in an image reference (and containerd's hosts dir)."""
-        return f"127.0.0.1:{self.port}"
+        """`127.0.0.1:<port>` (or `address`): the registry's host in an image reference (and
+        containerd's hosts dir)."""
+        return f"{self.address}:{self.port}"
 
     @property
     def storage(self) -> Path:
@@ -241,7 +246,7 @@ class Registry:
         timeout: float = HTTP_TIMEOUT_SECONDS,
     ) -> tuple[int, dict[str, str], bytes]:
         """One request to the registry; returns (status, headers with lower-case names, body)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        connection = http.client.HTTPConnection(self.address, self.port, timeout=timeout)
         try:
             connection.request(method, target, body=body, headers=self._headers(auth, headers))
             response = connection.getresponse()

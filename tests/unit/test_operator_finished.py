@@ -253,6 +253,21 @@ def every_decision() -> list[Decision]:
             default_deadline=DEADLINE,
         )
     )
+    decisions.append(  # spec.output.oci: the Published condition of a certified run
+        reconcile(
+            training(
+                run_status(phase="Succeeded", certificate="{}"),
+                output={
+                    "volumeClaimTemplate": {"size": "1Gi"},
+                    "mountPath": "/out",
+                    "oci": {"reference": "registry.example/models/m:v1"},
+                },
+            ),
+            [],
+            NOW,
+            default_deadline=DEADLINE,
+        )
+    )
     decisions.append(
         pod_not_created(
             training(),

@@ -23,6 +23,7 @@ class ConditionType(enum.StrEnum):
     TRAINED = "Trained"
     CERTIFIED = "Certified"
     FINISHED = "Finished"  # True once Succeeded or Failed, with the outcome's reason: `kubectl wait`
+    PUBLISHED = "Published"  # spec.output.oci: True once the push pod pushed the certified model
 
 
 class Reason(enum.StrEnum):
@@ -87,6 +88,10 @@ class Reason(enum.StrEnum):
     CERTIFICATE_TOO_LARGE = "CertificateTooLarge"
     CERTIFICATION_REFUSED = "CertificationRefused"  # the agent refused; its condition was lost
     FOREIGN_POD = "ForeignPod"  # Event only: a pod posing as this training's was not measured
+    # spec.output.oci, on the Published condition only (the phase stays Succeeded)
+    PUBLISHED = "Published"  # the push pod pushed the certified model (status.published)
+    PUSH_PENDING = "PushPending"  # a push pod is being created, runs, or waits to retry
+    PUSH_FAILED = "PushFailed"  # every try failed, or the push pod could not be made: no retry
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -111,6 +116,13 @@ class PodContract(TypedDict):
     contractVersion: int
 
 
+class PublishedModel(TypedDict):
+    """status.published: the model manifest the push pod of spec.output.oci pushed."""
+
+    reference: str  # oci://REGISTRY/REPOSITORY@sha256:<hex>
+    digest: str  # sha256:<hex>, the model manifest's digest
+
+
 class TrainingStatus(TypedDict, total=False):
     """The status of a CertifiedTraining. The CRD describes each field and who writes it;
     tests/unit/test_crd_models.py holds this model to the CRD's schema."""
@@ -133,6 +145,7 @@ class TrainingStatus(TypedDict, total=False):
     certificate: str
     envelopeSignature: str  # base64: the AK's DSSE signature of the certificate's Sigstore bundle
     transparencyLogEntry: str  # JSON text: the bundle's Rekor v2 entry (aicert.tlog)
+    published: PublishedModel
 
 
 # Reasons the agent may put in Certified=False: each ends the run as Failed, never retried.

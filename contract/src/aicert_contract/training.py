@@ -95,6 +95,18 @@ class ClaimTemplate(_Spec):
 MAX_EXACT_INTEGER: Final = 2**53 - 1
 
 
+class SecretRef(_Spec):
+    name: str
+
+
+class OciOutput(_Spec):
+    """Where the operator pushes the certified model once the run has Succeeded (a push pod)."""
+
+    reference: str  # REGISTRY/REPOSITORY[:TAG], no scheme, no digest
+    pullSecret: SecretRef | None = None  # a kubernetes.io/dockerconfigjson Secret, same namespace
+    plainHttp: bool | None = None  # unset: https, except for loopback
+
+
 class Output(_Spec):
     name: str = "model"
     persistentVolumeClaim: ClaimRef | None = None
@@ -103,6 +115,7 @@ class Output(_Spec):
     mountPath: str
     # At most this many bytes (apparent sizes) are measured; more is refused (OutputTooLarge).
     maxBytes: Annotated[int, Field(ge=1, le=MAX_EXACT_INTEGER)] | None = None
+    oci: OciOutput | None = None
 
 
 class EnvVar(_Spec):

@@ -20,12 +20,22 @@ import kopf
 
 from aicert_contract.network import network_policy
 from aicert_contract.pod import attempt_output_claim, pod_contract_record, training_pod
+from aicert_contract.publish import LABEL_PUSH_OF, push_pod
+from aicert_contract.status import Reason
 from aicert_contract.training import GROUP, LABEL_TRAINING, PLURAL, VERSION, TrainingSpec, pod_name
 from aicert_operator import metrics
 from aicert_operator.kube import Kube, Rejected
 from aicert_operator.nodes import NodeView
 from aicert_operator.observe import PodView, owned_pods
-from aicert_operator.reconcile import Decision, Training, pod_not_created, reconcile, status_unchanged
+from aicert_operator.publish import Publication, PushView, certificate_sha256, push_views
+from aicert_operator.reconcile import (
+    Decision,
+    Training,
+    pod_not_created,
+    published_decision,
+    reconcile,
+    status_unchanged,
+)
 from aicert_operator.settings import Settings
 from aicert_operator.view import WatchView, needs_pod_list
 
@@ -78,9 +88,12 @@ def apply_reconcile(kube: Kube, settings: Settings, body: dict[str, Any], logger
         default_deadline=settings.default_deadline_seconds,
         max_deadline=settings.max_deadline_seconds,
         nodes=_nodes.nodes(),
+        pushes=_pushes(settings, training),
     )
     if decision.create_attempt is not None:
         decision = _create_attempt(kube, settings, training, decision, now, logger)
+    if decision.create_push is not None:
+        decision = _create_push(kube, settings, training, decision, now, logger)
     for name in decision.delete_pods:
         kube.delete_pod(training.namespace, name)
         logger.info("deleted pod %s", name)
@@ -119,6 +132,54 @@ def _owned(settings: Settings, training: Training, pods: list[dict[str, Any]]) -
         settings=settings.pod,
         status=training.status,
     )
+
+
+def _pushes(settings: Settings, training: Training) -> list[PushView]:
+    return push_views(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        status=training.status,
+        pods=_view.pods(training.uid),
+        settings=settings.pod,
+    )
+
+
+def _create_push(
+    kube: Kube, settings: Settings, training: Training, decision: Decision, now: dt.datetime, logger: Logger
+) -> Decision:
+    """Create the push pod `decision` wants (spec.output.oci). A pod already holding its name is
+    judged by the next reconcile (push_views), which the pod watch brings; a refusal by the API
+    server is the Published condition's PushFailed (PushPending when it may pass later: quota)."""
+    push_try = decision.create_push
+    assert push_try is not None
+    certificate = str(training.status.get("certificate") or "")
+    pod = push_pod(
+        name=training.name,
+        namespace=training.namespace,
+        uid=training.uid,
+        spec=training.spec,
+        attempt=int(training.status.get("attempt") or 0),
+        push_try=push_try,
+        settings=settings.pod,
+        certificate_sha256=certificate_sha256(certificate),
+        envelope_signature=training.status.get("envelopeSignature"),
+        transparency_log_entry=training.status.get("transparencyLogEntry"),
+    )
+    name = pod["metadata"]["name"]
+    try:
+        created = kube.create_pod(pod)
+    except Rejected as exc:
+        logger.warning("the API server refused push pod %s: %s", name, exc)
+        reason = Reason.PUSH_PENDING if exc.transient else Reason.PUSH_FAILED
+        message = f"the API server refused push pod {name}: {exc}"
+        wanted = Publication(("False", reason, message), requeue_after=10.0 if exc.transient else None)
+        return published_decision(training, decision.status, wanted, now, decision.delete_pods)
+    _view.see_pod(created.pod)
+    if created.new:
+        logger.info("created push pod %s", name)
+    return decision
 
 
 def _emit(kube: Kube, training: Training, decision: Decision) -> None:
@@ -261,6 +322,22 @@ async def pod_changed(
 ) -> None:
     _view.see_pod(body, deleted=type == "DELETED")
     _spawn(reconcile_training(namespace, labels[LABEL_TRAINING], memo, logger))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_PUSH_OF: kopf.PRESENT})
+async def push_pod_changed(
+    namespace: str | None,
+    labels: Mapping[str, str],
+    type: str,
+    body: Mapping[str, Any],
+    memo: Any,
+    logger: Logger,
+    **_: Any,
+) -> None:
+    """A push pod of spec.output.oci (it carries the training's uid but not its name label, so that
+    the node agent never takes it for a training pod): its state decides the Published condition."""
+    _view.see_pod(body, deleted=type == "DELETED")
+    _spawn(reconcile_training(namespace, labels[LABEL_PUSH_OF], memo, logger))
 
 
 @kopf.on.event("", "v1", "nodes")

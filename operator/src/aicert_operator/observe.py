@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -129,3 +130,13 @@ def owned_pods(
             )
         )
     return views
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 time as the API server writes it (a `Z` suffix); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -42,7 +42,8 @@ from aicert_contract.training import (
     pod_name,
 )
 from aicert_operator.nodes import NodeFacts, no_chainable_node
-from aicert_operator.observe import PodView
+from aicert_operator.observe import PodView, parse_time
+from aicert_operator.publish import Publication, PushView, publication
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ class Decision:
     delete_pods: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
+    create_push: int | None = None  # spec.output.oci: the try whose push pod to create
 
+
+# After the write that ends a run Succeeded, when the next reconcile (spec.output.oci) starts the push.
+PUBLISH_LOOK_SECONDS = 1.0
 
 # The conditions an outcome sets: each type's status, reason and message.
 Wanted = dict[ConditionType, tuple[ConditionStatus, Reason, str]]
@@ -88,15 +93,6 @@ class _Outcome:
     delete: tuple[str, ...] = ()
     events: list[Event] = field(default_factory=list)
     complete: bool = False
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _conditions(training: Training, wanted: Wanted, now: dt.datetime) -> list[Condition]:
@@ -285,8 +281,14 @@ _OPERATOR_FIELDS = (
     "node",
     "startTime",
     "completionTime",
+    "published",
 )
-_OPERATOR_CONDITIONS = (ConditionType.SCHEDULED, ConditionType.INPUTS_MEASURED, ConditionType.TRAINED)
+_OPERATOR_CONDITIONS = (
+    ConditionType.SCHEDULED,
+    ConditionType.INPUTS_MEASURED,
+    ConditionType.TRAINED,
+    ConditionType.PUBLISHED,
+)
 
 
 def finished_afterwards(training: Training, phase: str, now: dt.datetime) -> dict[str, Any]:
@@ -326,19 +328,25 @@ def reconcile(
     default_deadline: int,
     max_deadline: int | None = None,
     nodes: Sequence[NodeFacts] = (),
+    pushes: Sequence[PushView] = (),
 ) -> Decision:
     """`pods`: the training's own pods (observe.owned_pods). `default_deadline`: seconds, for a spec
     without activeDeadlineSeconds; `max_deadline`: the operator's cap on either (None: none).
-    `nodes`: what the node watch showed (aicert_operator.nodes), for why a pod waits for a node."""
+    `nodes`: what the node watch showed (aicert_operator.nodes), for why a pod waits for a node.
+    `pushes`: the training's push pods (publish.push_views), for spec.output.oci."""
     status = training.status
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         leftovers = tuple(p.name for p in pods if not p.deleting and p.phase not in ("Succeeded", "Failed"))
-        return Decision(status=finished_afterwards(training, str(phase), now), delete_pods=leftovers)
+        finished = finished_afterwards(training, str(phase), now)
+        wanted = publication(training.name, training.spec, status, pushes, now)
+        if wanted is None:
+            return Decision(status=finished, delete_pods=leftovers)
+        return published_decision(training, finished, wanted, now, leftovers)
 
     attempt = max([int(status.get("attempt") or 0), *(p.attempt for p in pods)])
     current = next((p for p in pods if p.attempt == attempt), None) if attempt else None
-    started = _parse_time(status.get("startTime")) or now
+    started = parse_time(status.get("startTime")) or now
     deadline, named = _deadline(training, default_deadline, max_deadline)
     if attempt and now >= started + dt.timedelta(seconds=deadline):
         message = f"the run did not finish within {named}"
@@ -407,12 +415,52 @@ def reconcile(
     requeue = None
     if not outcome.complete:
         requeue = max(1.0, (started + dt.timedelta(seconds=deadline) - now).total_seconds())
+    elif outcome.phase == "Succeeded" and training.spec.output.oci is not None:
+        requeue = PUBLISH_LOOK_SECONDS  # its own write wakes nothing: look again to start the push
     return Decision(
         status=new_status,
         create_attempt=outcome.create_attempt,
         delete_pods=outcome.delete,
         events=events,
         requeue_after=requeue,
+    )
+
+
+def published_decision(
+    training: Training,
+    finished: dict[str, Any],
+    wanted: Publication,
+    now: dt.datetime,
+    leftovers: tuple[str, ...],
+) -> Decision:
+    """The status write of a Succeeded run's publication: everything the operator owns applied again
+    (server-side apply would drop what a write leaves out), with the Published condition and, once
+    pushed, status.published. An Event when the condition's reason changes."""
+    status = finished or {k: training.status[k] for k in _OPERATOR_FIELDS if k in training.status}
+    kept = [
+        c
+        for c in status.get("conditions") or training.status.get("conditions") or []
+        if c.get("type") in (*_OPERATOR_CONDITIONS, ConditionType.FINISHED)
+        and c.get("type") != ConditionType.PUBLISHED
+    ]
+    state, reason, message = wanted.condition
+    status = {
+        **status,
+        "conditions": [*kept, *_conditions(training, {ConditionType.PUBLISHED: wanted.condition}, now)],
+    }
+    if wanted.published is not None:
+        status["published"] = wanted.published
+    current = training.condition(ConditionType.PUBLISHED) or {}
+    events: tuple[Event, ...] = ()
+    if current.get("reason") != reason:
+        kind = "Normal" if state == "True" or reason == Reason.PUSH_PENDING else "Warning"
+        events = (Event(kind, reason, message),)
+    return Decision(
+        status=status,
+        delete_pods=leftovers,
+        events=events,
+        requeue_after=wanted.requeue_after,
+        create_push=wanted.create_try,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aicert.cli.registry_flags import add_registry_flags, connect
-from aicert.outputs import CERTIFICATE_FILE, MODEL_SIGNATURE_FILE
+from aicert.outputs import MODEL_SIGNATURE_FILE
 from aicert.verify import MalformedError, TrainingResource
 
 if TYPE_CHECKING:  # the registry client and the hashing code load only to push
@@ -29,28 +29,23 @@ EXIT_OK, EXIT_MISMATCH, EXIT_UNUSABLE = 0, 1, 2
 
 
 def _certificate(resource: TrainingResource, model: Path) -> Attachment | None:
-    """The certificate as the file the agent writes beside the weights (and `kubectl aicert get`
-    writes): the status's text and a newline. A later run that read that file records its sha256 as
-    its parent's, and `aicert verify --lineage oci://…` fetches the parent by that digest."""
-    from aicert.oci.documents import ARTIFACT_CERTIFICATE, Attachment
+    """The certificate as the file beside the weights (aicert.oci.publish.certificate_attachment)."""
+    from aicert.oci.publish import certificate_attachment
 
     assert resource.certificate is not None
-    return Attachment(ARTIFACT_CERTIFICATE, CERTIFICATE_FILE, resource.certificate.encode() + b"\n")
+    return certificate_attachment(resource.certificate)
 
 
 def _sigstore_bundle(resource: TrainingResource, model: Path) -> Attachment | None:
     """The certificate's Sigstore bundle, rebuilt from the status (the bytes `kubectl aicert get`
     writes); none when the status has no envelope signature (an agent before bundles)."""
-    from aicert.bundle import bundle_bytes, rebuild_bundle
-    from aicert.oci.documents import ARTIFACT_SIGSTORE_BUNDLE, Attachment
-    from aicert.outputs import BUNDLE_FILE
+    from aicert.oci.publish import bundle_attachment
 
     if resource.certificate is None or resource.envelope_signature is None:
         return None
-    rebuilt = rebuild_bundle(
+    return bundle_attachment(
         resource.certificate, resource.envelope_signature, resource.transparency_log_entry
     )
-    return Attachment(ARTIFACT_SIGSTORE_BUNDLE, BUNDLE_FILE, bundle_bytes(rebuilt))
 
 
 def beside_weights(
@@ -60,14 +55,10 @@ def beside_weights(
 
     def read(resource: TrainingResource, model: Path) -> Attachment | None:
         from aicert.oci.documents import Attachment
-        from aicert.verify.jsonload import CERTIFICATE_MAX_BYTES, read_bounded_file
+        from aicert.oci.publish import read_beside_weights
 
-        path = model / filename
-        if not path.exists() and not path.is_symlink():
-            return None
-        return Attachment(
-            artifact_type, filename, read_bounded_file(path, limit=CERTIFICATE_MAX_BYTES, field="--model")
-        )
+        data = read_beside_weights(model, filename, field="--model")
+        return None if data is None else Attachment(artifact_type, filename, data)
 
     return read
 
@@ -113,19 +104,10 @@ def _say(message: str) -> None:
 
 def certified_root(resource: TrainingResource) -> str:
     """The output root the certificate names as its subject. MalformedError naming the field."""
-    from aicert.verify.document import load_document
+    from aicert.oci.publish import certified_root as root_of
 
     assert resource.certificate is not None
-    try:
-        document = load_document(resource.certificate)
-    except MalformedError as exc:
-        raise MalformedError(f"status.certificate.{exc.field}".rstrip("."), exc.reason) from None
-    if document.certificate is None:
-        raise MalformedError("status.certificate", "is an old AICert proof, which names no model root")
-    subjects = document.certificate.statement.subject
-    if len(subjects) != 1:
-        raise MalformedError("status.certificate.statement.subject", f"has {len(subjects)} entries, not one")
-    return subjects[0].digest.sha256
+    return root_of(resource.certificate, field="status.certificate")
 
 
 def run(args: argparse.Namespace, resource: TrainingResource) -> int:
