@@ -196,6 +196,26 @@ def test_push_refuses_weights_that_are_not_the_certified_ones(
     )
 
 
+def test_push_refuses_a_model_signature_that_is_not_the_aks_over_these_weights(
+    registry: Registry,
+    certified: CertifiedRun,
+    cluster: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """model.sig beside the certified weights, edited: push refuses it as the push pod does, before
+    anything is uploaded (a model.sig of other files would otherwise be attached to these)."""
+    edited = tmp_path / "edited"
+    shutil.copytree(certified.model, edited)
+    signature = json.loads((edited / MODEL_SIGNATURE_FILE).read_bytes())
+    signature["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x00" * 64).decode()
+    (edited / MODEL_SIGNATURE_FILE).write_text(json.dumps(signature))
+    assert push(f"oci://{registry.host}/models/badsig:v1", edited) == 1
+    err = capsys.readouterr().err
+    assert MODEL_SIGNATURE_FILE in err and "nothing was pushed" in err
+    assert registry.manifest_digest("models/badsig", "v1") is None
+
+
 def tampered_model(registry: Registry, certified: CertifiedRun, directory: Path, repository: str) -> str:
     """The certified weights with weights.bin changed, pushed with the genuine certificate attached
     (what someone who can write to the repository can do); `oci://…@digest`."""

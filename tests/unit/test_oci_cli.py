@@ -71,23 +71,17 @@ def test_push_refuses_a_model_that_is_not_a_directory(
     assert "is not a directory" in capsys.readouterr().err
 
 
-def test_an_attachment_beside_the_weights_is_read_bounded(tmp_path: Path) -> None:
-    from aicert.cli.kubectl_push import beside_weights
+def test_a_file_beside_the_weights_is_read_bounded(tmp_path: Path) -> None:
+    from aicert.oci.publish import read_beside_weights
     from aicert.verify import MalformedError
 
-    read = beside_weights("extra.json", "application/x-test")
-    resource = TrainingResource("ns", "n", "u", "Succeeded", None, "{}")
-    assert read(resource, tmp_path) is None
+    assert read_beside_weights(tmp_path, "extra.json", field="--model") is None
     (tmp_path / "extra.json").write_bytes(b"{}")
-    attachment = read(resource, tmp_path)
-    assert attachment is not None and (attachment.artifact_type, attachment.data) == (
-        "application/x-test",
-        b"{}",
-    )
+    assert read_beside_weights(tmp_path, "extra.json", field="--model") == b"{}"
     (tmp_path / "extra.json").unlink()
     (tmp_path / "extra.json").mkdir()
     with pytest.raises(MalformedError, match="not a regular file"):
-        read(resource, tmp_path)
+        read_beside_weights(tmp_path, "extra.json", field="--model")
 
 
 def test_push_attaches_the_certificate_as_the_file_beside_the_weights(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ weights from a local directory (the plugin runs on your machine, not in the clus
 are hashed first, leaving out manifest.json and aicert-certificate.json as certificates do: unless
 they hash to the root the certificate names as its subject, nothing is uploaded (exit 1). Then each
 file goes up as an uncompressed ModelPack layer, the model manifest under its digest (and TAG), and
-each attachment as a referrer of that manifest (`ATTACHMENTS`). It checks no signature: `aicert
-verify oci://…@sha256:…` does, after pulling everything back.
+each attachment as a referrer of that manifest (`ATTACHMENTS`, then model.sig). model.sig from
+beside the weights goes up only when it is the AK's signature over exactly these files (as the push
+pod of spec.output.oci checks it); otherwise exit 1 and nothing is pushed. The certificate's own
+checks are `aicert verify oci://…@sha256:…`'s, after pulling everything back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aicert.cli.registry_flags import add_registry_flags, connect
-from aicert.outputs import MODEL_SIGNATURE_FILE
 from aicert.verify import MalformedError, TrainingResource
 
 if TYPE_CHECKING:  # the registry client and the hashing code load only to push
@@ -48,35 +49,13 @@ def _sigstore_bundle(resource: TrainingResource, model: Path) -> Attachment | No
     )
 
 
-def beside_weights(
-    filename: str, artifact_type: str
-) -> Callable[[TrainingResource, Path], Attachment | None]:
-    """An attachment read from DIR/`filename` (a regular file of at most 16 MiB), when it is there."""
-
-    def read(resource: TrainingResource, model: Path) -> Attachment | None:
-        from aicert.oci.documents import Attachment
-        from aicert.oci.publish import read_beside_weights
-
-        data = read_beside_weights(model, filename, field="--model")
-        return None if data is None else Attachment(artifact_type, filename, data)
-
-    return read
-
-
 # What is attached to the model, in order: each returns its Attachment, or None when there is none.
-def _model_signature(resource: TrainingResource, model: Path) -> Attachment | None:
-    """model.sig from beside the weights, when DIR has it (the agent writes it there)."""
-    from aicert.oci.documents import ARTIFACT_SIGSTORE_BUNDLE
-
-    return beside_weights(MODEL_SIGNATURE_FILE, ARTIFACT_SIGSTORE_BUNDLE)(resource, model)
-
-
-# The certificate, its Sigstore bundle (from the status) and the OpenSSF model signature the agent
-# wrote beside the weights (model.sig, when DIR has it); both bundles under Sigstore's artifactType.
+# The certificate and its Sigstore bundle (from the status); then the OpenSSF model signature the
+# agent wrote beside the weights (model.sig, when DIR has it, checked against the hashed files in
+# `run`); both bundles under Sigstore's artifactType.
 ATTACHMENTS: tuple[Callable[[TrainingResource, Path], Attachment | None], ...] = (
     _certificate,
     _sigstore_bundle,
-    _model_signature,
 )
 
 
@@ -149,11 +128,20 @@ def run(args: argparse.Namespace, resource: TrainingResource) -> int:
             "nothing was pushed"
         )
         return EXIT_MISMATCH
+    from aicert.oci.publish import NotCertified, model_signature_attachment
+
     try:
         attachments = [a for make in ATTACHMENTS if (a := make(resource, args.model)) is not None]
+        assert resource.certificate is not None
+        signature = model_signature_attachment(args.model, resource.certificate, list(local.files))
     except MalformedError as exc:
         _say(f"{exc.field}: {exc.reason}")
         return EXIT_UNUSABLE
+    except NotCertified as exc:
+        _say(f"{exc.reason}: nothing was pushed")
+        return EXIT_MISMATCH
+    if signature is not None:
+        attachments.append(signature)
     try:
         client = connect(reference, args)
         pushed = push_model(
