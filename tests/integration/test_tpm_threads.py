@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 from tests.integration.conftest import ProvisionedTpm
 
-from aicert_agent.tpm.client import MAX_DIGEST_BUFFER, Tpm
+from aicert_agent.tpm.client import MAX_DIGEST_BUFFER, Tpm, TpmError
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +56,34 @@ def test_one_tpm_serves_signatures_extends_quotes_and_probes_from_several_thread
             worker.join()
         assert failures == []
         assert tpm.transient_handles() == []  # no sequence left loaded
+
+
+def test_objects_left_loaded_by_an_agent_killed_mid_sequence_are_flushed_at_start(
+    provisioned_tpm: ProvisionedTpm,
+) -> None:
+    """Without a kernel resource manager (a TPM device used directly, or swtpm), an object stays
+    loaded after the connection that loaded it is gone: an agent killed inside a hash sequence
+    leaves it there, and a few of them fill the TPM's object slots for every later seal. The agent
+    flushes them when it starts (it is the TPM's only user on its node)."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import TPM2_ALG
+    from tpm2_pytss.types import TPM2B_AUTH
+
+    large = b"DSSEv1 " + b"x" * (2 * MAX_DIGEST_BUFFER)
+    with Tpm(provisioned_tpm.spec) as killed:  # sequences started, never completed nor flushed
+        left = 0
+        while True:
+            try:
+                killed.esapi.hash_sequence_start(TPM2B_AUTH(b""), TPM2_ALG.SHA256)
+            except TSS2_Exception:
+                break
+            left += 1
+        assert left >= 1
+    with Tpm(provisioned_tpm.spec) as tpm:
+        assert len(tpm.transient_handles()) == left
+        with pytest.raises((TSS2_Exception, TpmError)):
+            tpm.sign_external(large)  # what every seal on that node met
+        assert tpm.flush_transient_objects() == left
+        assert tpm.transient_handles() == []
+        assert tpm.sign_external(large)
+        assert tpm.flush_transient_objects() == 0

@@ -87,6 +87,8 @@ def serve(args: argparse.Namespace) -> int:
     lost = threading.Event()
     try:
         with Tpm(args.tpm) as tpm:
+            if flushed := tpm.flush_transient_objects():  # left by an agent killed mid-operation
+                log.warning("flushed %d transient object(s) left loaded in the TPM", flushed)
             ak, chain_report = chain_at_start(
                 ak_identity(tpm, tuple(args.ak_chain), assurance=args.assurance, thim_url=args.thim_url),
                 trust,

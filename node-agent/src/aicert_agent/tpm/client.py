@@ -116,6 +116,9 @@ def _selected_pcrs(selection: Any) -> dict[int, list[int]]:
     return {alg: sorted(indices) for alg, indices in banks.items()}
 
 
+_TPM_ST_NO_SESSIONS = 0x8001
+_TPM_CC_FLUSH_CONTEXT = 0x165
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -235,6 +238,26 @@ class Tpm:
     def transient_handles(self) -> list[int]:
         """Transient objects currently loaded (should be empty between operations)."""
         return self.list_handles(0x80)
+
+    @_serialized
+    def flush_transient_objects(self) -> int:
+        """Flush every transient object loaded in the TPM; how many there were. For the agent's
+        start: without a kernel resource manager an object outlives the connection that loaded it,
+        so an agent killed inside a hash sequence leaves it loaded, and a few fill the TPM's object
+        slots. ESAPI flushes only objects it has an ESYS_TR for, and a sequence object has no public
+        area to make one from, so TPM2_FlushContext goes to the TCTI as a raw command (no session:
+        tag TPM_ST_NO_SESSIONS, the handle as its parameter)."""
+        import struct
+
+        handles = self.transient_handles()
+        self.esapi  # noqa: B018 - raises TpmError when the TPM is not open
+        for handle in handles:
+            self._tcti.transmit(struct.pack(">HIII", _TPM_ST_NO_SESSIONS, 14, _TPM_CC_FLUSH_CONTEXT, handle))
+            answer = bytes(self._tcti.receive())
+            code = struct.unpack(">I", answer[6:10])[0] if len(answer) >= 10 else -1
+            if code != 0:
+                raise TpmError(f"TPM2_FlushContext of transient object {handle:#x} failed: {code:#x}")
+        return len(handles)
 
     @_serialized
     def has_persistent(self, handle: int) -> bool:
