@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aicert.outputs import BUNDLE_FILE
 from aicert.trust import TrustStore
 
 AGENT = [sys.executable, "-m", "aicert_agent"]
@@ -75,3 +76,27 @@ def make_run(
         str(run.model),
     )
     return run
+
+
+def kubectl_showing(run: CertifiedRun, directory: Path) -> Path:
+    """A stand-in kubectl (written in `directory`) that prints the CertifiedTraining `default/digits`
+    whose status holds `run`'s certificate and envelope signature as the agent writes them: the
+    status's text is the file beside the weights less its newline. Point $KUBECTL at it."""
+    bundle = json.loads((run.model / BUNDLE_FILE).read_text())
+    resource = {
+        "apiVersion": "aicert.dev/v1alpha1",
+        "kind": "CertifiedTraining",
+        "metadata": {"name": "digits", "namespace": "default", "uid": "u-1"},
+        "status": {
+            "phase": "Succeeded",
+            "certificate": run.certificate_path.read_text().removesuffix("\n"),
+            "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
+        },
+    }
+    (directory / "resource.json").write_text(json.dumps(resource))
+    script = directory / "kubectl"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdout.write(open({str(directory / 'resource.json')!r}).read())\n"
+    )
+    script.chmod(0o755)
+    return script

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.certified_run import CertifiedRun, make_run
+from tests.integration.certified_run import CertifiedRun, kubectl_showing, make_run
 from tests.integration.test_lineage_chain import tune
 from tests.integration.test_oci_registry import pushed_reference, tampered_model
 
@@ -51,29 +51,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: CertifiedRun) -> Path:
-    """A stand-in kubectl printing the CertifiedTraining whose status holds the run's certificate and
-    its envelope signature, as the agent writes them (the certificate beside the weights is the
-    status's text and a newline)."""
-    bundle = json.loads((certified.model / BUNDLE_FILE).read_text())
-    resource = {
-        "apiVersion": "aicert.dev/v1alpha1",
-        "kind": "CertifiedTraining",
-        "metadata": {"name": "digits", "namespace": "default", "uid": "u-1"},
-        "status": {
-            "phase": "Succeeded",
-            "certificate": certified.certificate_path.read_text().removesuffix(
-                "\n"
-            ),  # as the agent writes it
-            "envelopeSignature": bundle["dsseEnvelope"]["signatures"][0]["sig"],
-        },
-    }
-    (tmp_path / "resource.json").write_text(json.dumps(resource))
-    script = tmp_path / "kubectl"
-    script.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.stdout.write(open({str(tmp_path / 'resource.json')!r}).read())\n"
-    )
-    script.chmod(0o755)
-    monkeypatch.setenv("KUBECTL", str(script))
+    """A stand-in kubectl printing the CertifiedTraining of the run (certified_run.kubectl_showing)."""
+    monkeypatch.setenv("KUBECTL", str(kubectl_showing(certified, tmp_path)))
     return tmp_path
 
 

@@ -63,6 +63,18 @@ def bundle_path(run: CertifiedRun) -> Path:
     return run.certificate_path.parent / "aicert.sigstore.json"
 
 
+def logged_run(rekor: LocalRekor, tpm: Swtpm, key_type: str, tmp_path: Path) -> CertifiedRun:
+    """A certified run whose agent logs its bundle in `rekor` (the log's key in tmp_path/log.pem)."""
+    key = tmp_path / "log.pem"
+    key.write_bytes(rekor.key_pem)
+    return make_run(
+        tmp_path / "run",
+        tpm.spec,
+        key_type=key_type,
+        run_options=("--tlog-url", rekor.url, "--tlog-key", str(key)),
+    )
+
+
 @pytest.mark.parametrize("key_type", ["ecc", "rsa"])
 def test_the_agent_logs_the_bundle_and_the_verifier_checks_the_proof_offline(
     rekor: LocalRekor,
@@ -71,14 +83,7 @@ def test_the_agent_logs_the_bundle_and_the_verifier_checks_the_proof_offline(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    key = tmp_path / "log.pem"
-    key.write_bytes(rekor.key_pem)
-    run = make_run(
-        tmp_path / "run",
-        tpm.spec,
-        key_type=key_type,
-        run_options=("--tlog-url", rekor.url, "--tlog-key", str(key)),
-    )
+    run = logged_run(rekor, tpm, key_type, tmp_path)
     data = bundle_path(run).read_bytes()
     entries = json.loads(data)["verificationMaterial"]["tlogEntries"]
     assert len(entries) == 1 and entries[0]["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
@@ -87,7 +92,7 @@ def test_the_agent_logs_the_bundle_and_the_verifier_checks_the_proof_offline(
     assert len(parsed.verification_material.tlog_entries) == 1
     argv = ["verify", str(bundle_path(run)), "--trust-bundle", str(run.ca_dir / "dev-ca.pem"), "--json"]
     capsys.readouterr()
-    assert aicert_main([*argv, "--tlog-key", str(key), "--require-tlog"]) == 0
+    assert aicert_main([*argv, "--tlog-key", str(tmp_path / "log.pem"), "--require-tlog"]) == 0
     assert "tlog-inclusion" in json.loads(capsys.readouterr().out)["checks"]
     # another log's key: the checkpoint is not one it signed
     other = tmp_path / "other.pem"
@@ -138,14 +143,7 @@ def test_a_seal_tried_again_gets_the_entry_the_log_already_holds(
     stopped before writing the answer): the retry submits the same envelope, rekor-tiles refuses
     it as a duplicate (409, the index in X-Log-Index), and the entry is rebuilt from the log's
     tiles, checked against the log key, kept, and verifies offline."""
-    key = tmp_path / "log.pem"
-    key.write_bytes(rekor.key_pem)
-    run = make_run(
-        tmp_path / "run",
-        tpm.spec,
-        key_type=key_type,
-        run_options=("--tlog-url", rekor.url, "--tlog-key", str(key)),
-    )
+    run = logged_run(rekor, tpm, key_type, tmp_path)
     logged = json.loads(bundle_path(run).read_bytes())
     (first,) = logged["verificationMaterial"]["tlogEntries"]
     bundle = with_log_entry(logged, first)
@@ -197,5 +195,5 @@ def test_a_seal_tried_again_gets_the_entry_the_log_already_holds(
     recovered.write_bytes(bundle_bytes(published))
     argv = ["verify", str(recovered), "--trust-bundle", str(run.ca_dir / "dev-ca.pem"), "--json"]
     capsys.readouterr()
-    assert aicert_main([*argv, "--tlog-key", str(key), "--require-tlog"]) == 0
+    assert aicert_main([*argv, "--tlog-key", str(tmp_path / "log.pem"), "--require-tlog"]) == 0
     assert "tlog-inclusion" in json.loads(capsys.readouterr().out)["checks"]
