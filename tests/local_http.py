@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ class Answer:
     body: bytes = b""
     headers: list[dict[str, str]] = field(default_factory=list)
     posted: list[tuple[str, bytes]] = field(default_factory=list)  # (path, body) of each POST
+    drip: float = 0.0  # > 0: the body is sent one byte at a time, this many seconds apart
 
     def reset(self) -> None:
         self.status, self.body = 200, b""
@@ -37,7 +39,13 @@ def serving(path: str = "/metadata/THIM/amd/certification") -> Iterator[Answer]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(answer.body)
+            if not answer.drip:
+                self.wfile.write(answer.body)
+                return
+            for byte in answer.body:  # a slow server: each byte well within a socket time-out
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(answer.drip)
 
         def do_POST(self) -> None:
             length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)

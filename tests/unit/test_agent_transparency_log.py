@@ -74,6 +74,16 @@ def test_a_log_that_is_down_fails_with_a_reason(run: Run, bundle: Json) -> None:
         log_entry(bundle, ak_pem(run), f"http://127.0.0.1:{free_port()}", Log().key.public_key(), timeout=5)
 
 
+def test_a_log_answering_slowly_is_given_up_at_the_time_out(run: Run, bundle: Json) -> None:
+    """Each byte comes well within the socket's time-out, so only a deadline over the whole answer
+    stops the agent's seal worker from waiting as long as the log likes."""
+    with serving("/") as server:
+        server.body = b"{" + b" " * 60 + b"}"
+        server.drip = 0.05
+        with pytest.raises(TransparencyLogError, match="longer than"):
+            log_entry(bundle, ak_pem(run), server.url.rstrip("/"), Log().key.public_key(), timeout=0.5)
+
+
 def test_a_refusal_fails_with_its_status(run: Run, bundle: Json) -> None:
     with serving("/") as server:
         server.status, server.body = 400, b'{"code":3,"message":"invalid hashedrekord request"}'

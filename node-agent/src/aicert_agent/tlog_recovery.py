@@ -120,6 +120,21 @@ class TreeReader:
         return proof[::-1]
 
 
+def read_within(answer: Any, most: int, deadline: float) -> bytes:
+    """At most `most` + 1 bytes of an HTTP answer (one more than allowed: the caller says too long),
+    read in chunks so that a log sending slowly meets `deadline` (time.monotonic()), where a socket
+    time-out alone would wait for each chunk anew. TimeoutError once the deadline has passed."""
+    body = b""
+    while len(body) <= most:
+        chunk: bytes = answer.read(min(READ_CHUNK, most + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+        if time.monotonic() > deadline:
+            raise TimeoutError("the log's answer took longer than its time-out")
+    return body
+
+
 def http_fetch(read_url: str, deadline: float, max_fetches: int = MAX_FETCHES) -> Fetch:
     """GET `read_url`/path, read at most the size asked (one byte more: too long), a 404 as None;
     at most `max_fetches` requests, none after `deadline` (time.monotonic())."""
@@ -136,14 +151,9 @@ def http_fetch(read_url: str, deadline: float, max_fetches: int = MAX_FETCHES) -
         url = read_url.rstrip("/") + "/" + path
         try:
             with urllib.request.urlopen(urllib.request.Request(url), timeout=left) as answer:
-                body = b""
-                while len(body) <= most:  # in chunks, so that a log sending slowly meets the deadline
-                    chunk: bytes = answer.read(min(READ_CHUNK, most + 1 - len(body)))
-                    if not chunk:
-                        break
-                    body += chunk
-                    if time.monotonic() > deadline:
-                        raise RecoveryError("recovering the entry took longer than the log's time-out")
+                body = read_within(answer, most, deadline)
+        except TimeoutError:
+            raise RecoveryError("recovering the entry took longer than the log's time-out") from None
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None

@@ -48,7 +48,7 @@ from aicert.tlog import (
 )
 from aicert.verify.envelope import envelope_problem
 from aicert.verify.errors import MalformedError
-from aicert_agent.tlog_recovery import RecoveryError, http_fetch, recovered_entry
+from aicert_agent.tlog_recovery import RecoveryError, http_fetch, read_within, recovered_entry
 
 log = logging.getLogger("aicert_agent")
 
@@ -115,9 +115,10 @@ def _post(url: str, request: dict[str, Any], timeout: float) -> bytes:
         headers={"Content-Type": "application/json", "Accept": "application/json"},
         method="POST",
     )
+    deadline = time.monotonic() + timeout  # for the whole answer, not for each read
     try:
         with urllib.request.urlopen(http, timeout=timeout) as answer:
-            body: bytes = answer.read(MAX_RESPONSE_BYTES + 1)
+            body = read_within(answer, MAX_RESPONSE_BYTES, deadline)
     except urllib.error.HTTPError as exc:
         index = exc.headers.get(DUPLICATE_INDEX_HEADER, "") if exc.headers else ""
         if exc.code == 409 and index.isascii() and index.isdigit() and len(index) <= 19:
