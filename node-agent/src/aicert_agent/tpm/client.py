@@ -249,8 +249,7 @@ class Tpm:
         tag TPM_ST_NO_SESSIONS, the handle as its parameter)."""
         import struct
 
-        handles = self.transient_handles()
-        self.esapi  # noqa: B018 - raises TpmError when the TPM is not open
+        handles = self.transient_handles()  # raises TpmError when the TPM is not open
         for handle in handles:
             self._tcti.transmit(struct.pack(">HIII", _TPM_ST_NO_SESSIONS, 14, _TPM_CC_FLUSH_CONTEXT, handle))
             answer = bytes(self._tcti.receive())
